@@ -1,0 +1,152 @@
+//! The command line: what operators type and script against (`serve`, `check`), and the
+//! start-up sequence of the server. Errors here carry context for a human (anyhow); the
+//! modules below report typed errors.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::{Context, Result, bail};
+use arc_swap::ArcSwap;
+use clap::{Args, Parser, Subcommand};
+use tracing::info;
+
+use crate::{
+    config::{self, ZoneConfig},
+    dns::{DEFAULT_MAX_UDP_PAYLOAD, Handler, Listeners},
+    geo::GeoIp,
+    routing::RoutingTable,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "regiondns",
+    version,
+    about = "Authoritative DNS that sends each client to the nearest healthy region"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Answer DNS queries for the zones in --zones.
+    Serve(ServeArgs),
+    /// Validate every zone file and print a summary of each; exit 1 on any error.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Directory of zone files (*.yaml, *.yml).
+    #[arg(long, default_value = "zones")]
+    pub zones: PathBuf,
+    /// GeoIP database (.mmdb); repeat for several (e.g. an IPv4 and an IPv6 file), tried in order.
+    #[arg(long, default_value = "geoip/dbip-country.mmdb")]
+    pub geoip: Vec<PathBuf>,
+    /// Address to answer on, over UDP and TCP; repeat for several. Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    pub listen: Vec<SocketAddr>,
+    /// Largest UDP response, in bytes; larger answers are truncated (TC) for a TCP retry.
+    #[arg(long, default_value_t = DEFAULT_MAX_UDP_PAYLOAD, value_parser = clap::value_parser!(u16).range(512..))]
+    pub edns_udp_size: u16,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Directory of zone files (*.yaml, *.yml).
+    #[arg(long, default_value = "zones")]
+    pub zones: PathBuf,
+}
+
+/// `regiondns check`: one summary line per zone on stdout, each error on stderr.
+pub fn check(args: CheckArgs) -> Result<ExitCode> {
+    match config::load_dir(&args.zones) {
+        Ok(zones) => {
+            for zone in &zones {
+                println!("{}: {}", zone.source.display(), zone.summary());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            eprintln!("{} error(s) in {}", errors.len(), args.zones.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `regiondns serve`: load everything, bind, answer until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(run(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: ServeArgs) -> Result<()> {
+    let zones = load_zones(&args.zones)?;
+    let geo = GeoIp::open(&args.geoip)?;
+    for line in geo.describe() {
+        info!("GeoIP database {line}");
+    }
+    let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(&zones)));
+    log_configuration(&zones);
+
+    let listeners = Listeners::bind(&args.listen).await?;
+    for addr in listeners.local_addrs() {
+        info!("listening on {addr} (udp, tcp)");
+    }
+    let mut server = listeners.serve(Handler::new(table, Arc::new(geo), args.edns_udp_size));
+    tokio::select! {
+        result = server.block_until_done() => result.context("DNS server stopped")?,
+        signal = shutdown_signal() => {
+            info!("{}: shutting down", signal?);
+            server.shutdown_gracefully().await.context("shutting down")?;
+        }
+    }
+    Ok(())
+}
+
+fn load_zones(dir: &std::path::Path) -> Result<Vec<ZoneConfig>> {
+    match config::load_dir(dir) {
+        Ok(zones) => Ok(zones),
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            bail!(
+                "{} error(s) in the zone files of {}",
+                errors.len(),
+                dir.display()
+            )
+        }
+    }
+}
+
+fn log_configuration(zones: &[ZoneConfig]) {
+    let origins: Vec<String> = zones.iter().map(|z| z.origin.to_string()).collect();
+    let services: Vec<String> = zones
+        .iter()
+        .flat_map(|z| z.services.iter().map(|s| s.name.to_string()))
+        .collect();
+    let regions: Vec<&str> = zones
+        .iter()
+        .flat_map(|z| z.regions.iter().map(|r| r.name.as_str()))
+        .collect();
+    info!(
+        "serving zones [{}], services [{}], regions [{}]",
+        origins.join(", "),
+        services.join(", "),
+        regions.join(", ")
+    );
+}
+
+async fn shutdown_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT").context("cannot watch SIGINT"),
+        _ = terminate.recv() => Ok("SIGTERM"),
+    }
+}

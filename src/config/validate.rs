@@ -1,0 +1,643 @@
+//! From the raw zone file to a [`ZoneConfig`]: names resolved against the origin, addresses and
+//! record data parsed, cross-references (service to region, NS to glue) checked. Every problem is
+//! collected with its position; a zone is returned only when there are none.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use hickory_proto::rr::{
+    LowerName, Name, RData, RecordType,
+    rdata::{A, AAAA, CNAME, MX, NS, PTR, SRV, TXT},
+};
+use serde_saphyr::{Location, Spanned};
+
+use super::{ConfigError, RecordSet, Region, Service, Soa, ZoneConfig, raw};
+use crate::geo::Coordinates;
+
+const DEFAULT_TTL: u32 = 3600;
+const DEFAULT_SERVICE_TTL: u32 = 30;
+const DEFAULT_REFRESH: u32 = 3600;
+const DEFAULT_RETRY: u32 = 600;
+const DEFAULT_EXPIRE: u32 = 1_209_600;
+const DEFAULT_NEGATIVE_TTL: u32 = 60;
+
+pub(super) fn zone(
+    path: &Path,
+    zone: raw::Zone,
+    default_serial: u32,
+) -> Result<ZoneConfig, Vec<ConfigError>> {
+    let mut checker = Checker {
+        path,
+        origin: Name::root(),
+        errors: Vec::new(),
+    };
+    checker.origin = checker
+        .origin_name(&zone.origin)
+        .ok_or_else(|| checker.take())?;
+
+    let ttl = zone.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value);
+    let soa = checker.soa(&zone.soa, default_serial);
+    let nameservers = checker.nameservers(&zone.ns);
+    let records = checker.records(&zone.records, ttl);
+    let regions = checker.regions(&zone.regions);
+    let services = checker.services(&zone.services, &zone.regions, &records);
+    checker.check_nameserver_addresses(&nameservers, &records, &zone.ns.referenced);
+
+    match soa {
+        Some(soa) if checker.errors.is_empty() => Ok(ZoneConfig {
+            source: path.to_owned(),
+            origin: checker.origin,
+            ttl,
+            soa,
+            nameservers,
+            records,
+            regions,
+            services,
+        }),
+        _ => Err(checker.take()),
+    }
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    origin: Name,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, at: &Location, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: self.path.to_owned(),
+            position: Some((at.line() as u32, at.column() as u32)),
+            message: message.into(),
+        });
+    }
+
+    fn take(&mut self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.errors)
+    }
+
+    fn origin_name(&mut self, text: &raw::Text) -> Option<Name> {
+        let written = text.value.trim();
+        let absolute = if written.ends_with('.') {
+            written.to_owned()
+        } else {
+            format!("{written}.")
+        };
+        match Name::parse(&absolute, None) {
+            Ok(name) if !name.is_root() => Some(name.to_lowercase()),
+            Ok(_) => {
+                self.error(&text.referenced, "origin cannot be the root zone");
+                None
+            }
+            Err(e) => {
+                self.error(&text.referenced, format!("invalid origin '{written}': {e}"));
+                None
+            }
+        }
+    }
+
+    /// A name of this zone: `@` is the apex, a relative name is below the origin, an absolute
+    /// one must be inside the zone.
+    fn owner_name(&mut self, text: &raw::Text) -> Option<Name> {
+        let written = text.value.trim();
+        if written == "@" {
+            return Some(self.origin.clone());
+        }
+        let name = self.any_name(text)?;
+        if !self.origin.zone_of(&name) {
+            self.error(
+                &text.referenced,
+                format!("name '{written}' is outside the zone {}", self.origin),
+            );
+            return None;
+        }
+        if name.is_wildcard() {
+            self.error(
+                &text.referenced,
+                format!("wildcard name '{written}' is not supported"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    /// A name anywhere in the DNS (a record's target): relative names are below the origin.
+    fn any_name(&mut self, text: &raw::Text) -> Option<Name> {
+        let written = text.value.trim();
+        if written.is_empty() {
+            self.error(&text.referenced, "empty name");
+            return None;
+        }
+        if written == "@" {
+            return Some(self.origin.clone());
+        }
+        match Name::parse(written, Some(&self.origin)) {
+            Ok(name) => Some(name.to_lowercase()),
+            Err(e) => {
+                self.error(&text.referenced, format!("invalid name '{written}': {e}"));
+                None
+            }
+        }
+    }
+
+    fn soa(&mut self, soa: &Spanned<raw::Soa>, serial: u32) -> Option<Soa> {
+        let raw = &soa.value;
+        let primary = self.any_name(&raw.primary);
+        let contact = self.contact(&raw.contact);
+        let negative_ttl = raw
+            .negative_ttl
+            .as_ref()
+            .map_or(DEFAULT_NEGATIVE_TTL, |t| t.value);
+        Some(Soa {
+            primary: primary?,
+            contact: contact?,
+            serial: raw.serial.unwrap_or(serial),
+            refresh: raw.refresh.unwrap_or(DEFAULT_REFRESH),
+            retry: raw.retry.unwrap_or(DEFAULT_RETRY),
+            expire: raw.expire.unwrap_or(DEFAULT_EXPIRE),
+            negative_ttl,
+        })
+    }
+
+    /// The SOA RNAME, written either as a mailbox name or as an e-mail address.
+    fn contact(&mut self, text: &raw::Text) -> Option<Name> {
+        let written = text.value.trim();
+        match written.split_once('@') {
+            Some((local, domain)) => {
+                let mailbox = format!("{}.{}", local.replace('.', "\\."), domain);
+                let absolute = if mailbox.ends_with('.') {
+                    mailbox
+                } else {
+                    format!("{mailbox}.")
+                };
+                let spanned = Spanned::new(absolute, text.referenced, text.defined);
+                self.any_name(&spanned)
+            }
+            None => self.any_name(text),
+        }
+    }
+
+    fn nameservers(&mut self, ns: &Spanned<Vec<raw::Text>>) -> Vec<Name> {
+        if ns.value.is_empty() {
+            self.error(
+                &ns.referenced,
+                "a zone needs at least one name server in `ns`",
+            );
+        }
+        let mut names: Vec<Name> = Vec::new();
+        for text in &ns.value {
+            if let Some(name) = self.any_name(text) {
+                if names.contains(&name) {
+                    self.error(&text.referenced, format!("duplicate name server {name}"));
+                } else {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
+    fn records(
+        &mut self,
+        nodes: &indexmap::IndexMap<raw::Text, Spanned<raw::Node>>,
+        default_ttl: u32,
+    ) -> Vec<RecordSet> {
+        let mut positions: HashMap<LowerName, Location> = HashMap::new();
+        let mut sets = Vec::new();
+        for (key, node) in nodes {
+            let Some(name) = self.owner_name(key) else {
+                continue;
+            };
+            if let Some(first) = positions.insert(LowerName::new(&name), key.referenced) {
+                self.error(
+                    &key.referenced,
+                    format!(
+                        "duplicate name '{}' (first at line {})",
+                        key.value,
+                        first.line()
+                    ),
+                );
+                continue;
+            }
+            let before = sets.len();
+            self.node(&name, &node.value, default_ttl, &mut sets);
+            if sets.len() == before {
+                self.error(
+                    &node.referenced,
+                    format!("name '{}' has no records", key.value),
+                );
+            }
+            self.check_node_types(&name, &sets[before..], &key.referenced);
+        }
+        self.check_delegations(&sets, &positions);
+        sets
+    }
+
+    fn node(&mut self, name: &Name, node: &raw::Node, default_ttl: u32, out: &mut Vec<RecordSet>) {
+        let ttl = node.ttl.unwrap_or(default_ttl);
+        let typed = [
+            (RecordType::A, &node.a),
+            (RecordType::AAAA, &node.aaaa),
+            (RecordType::CNAME, &node.cname),
+            (RecordType::TXT, &node.txt),
+            (RecordType::MX, &node.mx),
+            (RecordType::SRV, &node.srv),
+            (RecordType::CAA, &node.caa),
+            (RecordType::PTR, &node.ptr),
+            (RecordType::NS, &node.ns),
+        ];
+        for (record_type, values) in typed {
+            let Some(raw::Values(values)) = values else {
+                continue;
+            };
+            let mut rdata: Vec<RData> = Vec::new();
+            for value in values {
+                let Some(parsed) = self.rdata(record_type, value) else {
+                    continue;
+                };
+                if rdata.contains(&parsed) {
+                    self.error(&value.referenced, format!("duplicate {record_type} value"));
+                } else {
+                    rdata.push(parsed);
+                }
+            }
+            if record_type == RecordType::CNAME && rdata.len() > 1 {
+                self.error(&values[1].referenced, "a name has at most one CNAME");
+            }
+            if !rdata.is_empty() {
+                out.push(RecordSet {
+                    name: name.clone(),
+                    record_type,
+                    ttl,
+                    rdata,
+                });
+            }
+        }
+    }
+
+    fn rdata(&mut self, record_type: RecordType, value: &raw::Text) -> Option<RData> {
+        let text = value.value.trim();
+        let parsed = match record_type {
+            RecordType::A => text
+                .parse::<Ipv4Addr>()
+                .map(|ip| RData::A(A(ip)))
+                .map_err(|_| {
+                    let hint = if text.parse::<Ipv6Addr>().is_ok() {
+                        " (an IPv6 address belongs under AAAA)"
+                    } else {
+                        ""
+                    };
+                    format!("invalid IPv4 address '{text}'{hint}")
+                }),
+            RecordType::AAAA => text
+                .parse::<Ipv6Addr>()
+                .map(|ip| RData::AAAA(AAAA(ip)))
+                .map_err(|_| {
+                    let hint = if text.parse::<Ipv4Addr>().is_ok() {
+                        " (an IPv4 address belongs under A)"
+                    } else {
+                        ""
+                    };
+                    format!("invalid IPv6 address '{text}'{hint}")
+                }),
+            RecordType::CNAME => return self.target(value).map(|n| RData::CNAME(CNAME(n))),
+            RecordType::NS => return self.target(value).map(|n| RData::NS(NS(n))),
+            RecordType::PTR => return self.target(value).map(|n| RData::PTR(PTR(n))),
+            RecordType::TXT => Ok(RData::TXT(TXT::new(character_strings(&value.value)))),
+            RecordType::MX => return self.mx(value),
+            RecordType::SRV => return self.srv(value),
+            _ => RData::try_from_str(record_type, text)
+                .map_err(|e| format!("invalid {record_type} value '{text}': {e}")),
+        };
+        parsed
+            .map_err(|message| self.error(&value.referenced, message))
+            .ok()
+    }
+
+    fn target(&mut self, value: &raw::Text) -> Option<Name> {
+        self.any_name(value)
+    }
+
+    /// `MX: "10 mail.example.com."`
+    fn mx(&mut self, value: &raw::Text) -> Option<RData> {
+        let fields: Vec<&str> = value.value.split_whitespace().collect();
+        let [preference, exchange] = fields[..] else {
+            self.error(
+                &value.referenced,
+                format!("MX needs 'preference exchange', got '{}'", value.value),
+            );
+            return None;
+        };
+        let Ok(preference) = preference.parse::<u16>() else {
+            self.error(
+                &value.referenced,
+                format!("invalid MX preference '{preference}'"),
+            );
+            return None;
+        };
+        let exchange = self.any_name(&Spanned::new(
+            exchange.to_owned(),
+            value.referenced,
+            value.defined,
+        ))?;
+        Some(RData::MX(MX::new(preference, exchange)))
+    }
+
+    /// `SRV: "10 5 443 api.example.com."`
+    fn srv(&mut self, value: &raw::Text) -> Option<RData> {
+        let fields: Vec<&str> = value.value.split_whitespace().collect();
+        let [priority, weight, port, target] = fields[..] else {
+            self.error(
+                &value.referenced,
+                format!(
+                    "SRV needs 'priority weight port target', got '{}'",
+                    value.value
+                ),
+            );
+            return None;
+        };
+        let numbers = [priority, weight, port].map(|n| n.parse::<u16>());
+        let [Ok(priority), Ok(weight), Ok(port)] = numbers else {
+            self.error(
+                &value.referenced,
+                format!("invalid SRV numbers in '{}'", value.value),
+            );
+            return None;
+        };
+        let target = self.any_name(&Spanned::new(
+            target.to_owned(),
+            value.referenced,
+            value.defined,
+        ))?;
+        Some(RData::SRV(SRV::new(priority, weight, port, target)))
+    }
+
+    /// Rules on which types may share a name (RFC 1034 3.6.2, RFC 2181 10.3).
+    fn check_node_types(&mut self, name: &Name, sets: &[RecordSet], at: &Location) {
+        let has = |t: RecordType| sets.iter().any(|s| s.record_type == t);
+        let apex = *name == self.origin;
+        if has(RecordType::CNAME) && sets.len() > 1 {
+            self.error(
+                at,
+                format!("{name} has a CNAME and other records: a CNAME must stand alone"),
+            );
+        }
+        if apex && has(RecordType::CNAME) {
+            self.error(at, "the zone apex cannot have a CNAME");
+        }
+        if apex && has(RecordType::NS) {
+            self.error(at, "the apex name servers are set with the zone's `ns` key");
+        }
+        if !apex && has(RecordType::NS) && sets.len() > 1 {
+            self.error(
+                at,
+                format!("{name} is delegated (NS): it can hold no other records"),
+            );
+        }
+    }
+
+    /// Below a delegation only glue (A/AAAA) may exist, and in-bailiwick name servers need it.
+    fn check_delegations(&mut self, sets: &[RecordSet], positions: &HashMap<LowerName, Location>) {
+        let cuts: Vec<&RecordSet> = sets
+            .iter()
+            .filter(|s| s.record_type == RecordType::NS && s.name != self.origin)
+            .collect();
+        let position_of = |name: &Name| positions.get(&LowerName::new(name)).copied();
+        for cut in &cuts {
+            for set in sets {
+                let below = set.name != cut.name && cut.name.zone_of(&set.name);
+                let glue = matches!(set.record_type, RecordType::A | RecordType::AAAA);
+                if let Some(at) = position_of(&set.name).filter(|_| below && !glue) {
+                    self.error(
+                        &at,
+                        format!(
+                            "{} is below the delegation {}: only glue (A, AAAA) may be there",
+                            set.name, cut.name
+                        ),
+                    );
+                }
+            }
+            for rdata in &cut.rdata {
+                let RData::NS(NS(target)) = rdata else {
+                    continue;
+                };
+                let has_glue = sets.iter().any(|s| {
+                    s.name == *target && matches!(s.record_type, RecordType::A | RecordType::AAAA)
+                });
+                let needs_glue = cut.name.zone_of(target) && !has_glue;
+                if let Some(at) = position_of(&cut.name).filter(|_| needs_glue) {
+                    self.error(
+                        &at,
+                        format!(
+                            "name server {target} of delegation {} needs glue: add its A or AAAA under records",
+                            cut.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Name servers inside the zone must have addresses in it, or nobody can reach them.
+    fn check_nameserver_addresses(
+        &mut self,
+        nameservers: &[Name],
+        sets: &[RecordSet],
+        at: &Location,
+    ) {
+        for ns in nameservers {
+            let has_address = sets.iter().any(|s| {
+                s.name == *ns && matches!(s.record_type, RecordType::A | RecordType::AAAA)
+            });
+            if self.origin.zone_of(ns) && !has_address {
+                self.error(at, format!("name server {ns} is inside the zone but has no A or AAAA record under records"));
+            }
+        }
+    }
+
+    fn regions(
+        &mut self,
+        regions: &indexmap::IndexMap<raw::Text, Spanned<raw::Region>>,
+    ) -> Vec<Region> {
+        let mut out: Vec<Region> = Vec::new();
+        for (key, region) in regions {
+            let name = key.value.trim();
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                self.error(
+                    &key.referenced,
+                    format!("invalid region name '{name}': use letters, digits, '-', '_' and '.'"),
+                );
+                continue;
+            }
+            if let Some(first) = out.iter().find(|r| r.name.eq_ignore_ascii_case(name)) {
+                self.error(
+                    &key.referenced,
+                    format!("duplicate region '{name}' (as '{}')", first.name),
+                );
+                continue;
+            }
+            let location = self.location(name, &region.value.location);
+            let addresses = self.addresses(name, &region.value.addresses);
+            if let Some(location) = location {
+                out.push(Region {
+                    name: name.to_owned(),
+                    location,
+                    addresses,
+                });
+            }
+        }
+        out
+    }
+
+    fn location(&mut self, region: &str, location: &Spanned<raw::Location>) -> Option<Coordinates> {
+        let raw::Location { lat, lon } = location.value;
+        if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+            self.error(&location.referenced, format!("region '{region}': location lat must be within -90..90 and lon within -180..180, got {lat}, {lon}"));
+            return None;
+        }
+        Some(Coordinates { lat, lon })
+    }
+
+    fn addresses(&mut self, region: &str, addresses: &Spanned<Vec<raw::Text>>) -> Vec<IpAddr> {
+        if addresses.value.is_empty() {
+            self.error(
+                &addresses.referenced,
+                format!("region '{region}' has no addresses"),
+            );
+        }
+        let mut out: Vec<IpAddr> = Vec::new();
+        for text in &addresses.value {
+            match text.value.trim().parse::<IpAddr>() {
+                Ok(ip) if out.contains(&ip) => {
+                    self.error(
+                        &text.referenced,
+                        format!("region '{region}': duplicate address {ip}"),
+                    );
+                }
+                Ok(ip) => out.push(ip),
+                Err(_) => self.error(
+                    &text.referenced,
+                    format!("region '{region}': invalid IP address '{}'", text.value),
+                ),
+            }
+        }
+        out
+    }
+
+    fn services(
+        &mut self,
+        services: &indexmap::IndexMap<raw::Text, Spanned<raw::Service>>,
+        raw_regions: &indexmap::IndexMap<raw::Text, Spanned<raw::Region>>,
+        records: &[RecordSet],
+    ) -> Vec<Service> {
+        let region_names: Vec<&str> = raw_regions.keys().map(|k| k.value.trim()).collect();
+        let mut seen: HashSet<LowerName> = HashSet::new();
+        let mut out = Vec::new();
+        for (key, service) in services {
+            let Some(name) = self.owner_name(key) else {
+                continue;
+            };
+            if !seen.insert(LowerName::new(&name)) {
+                self.error(
+                    &key.referenced,
+                    format!("duplicate service '{}'", key.value),
+                );
+                continue;
+            }
+            let clash = records.iter().find(|s| {
+                s.name == name
+                    && matches!(
+                        s.record_type,
+                        RecordType::A | RecordType::AAAA | RecordType::CNAME | RecordType::NS
+                    )
+            });
+            if let Some(clash) = clash {
+                self.error(
+                    &key.referenced,
+                    format!(
+                        "service '{}' clashes with the static {} record of the same name",
+                        key.value, clash.record_type
+                    ),
+                );
+                continue;
+            }
+            if let Some(cut) = records.iter().find(|s| {
+                s.record_type == RecordType::NS && s.name.zone_of(&name) && s.name != self.origin
+            }) {
+                self.error(
+                    &key.referenced,
+                    format!(
+                        "service '{}' is below the delegation {}",
+                        key.value, cut.name
+                    ),
+                );
+                continue;
+            }
+            let regions = self.service_regions(&key.value, &service.value.regions, &region_names);
+            out.push(Service {
+                name,
+                ttl: service.value.ttl.unwrap_or(DEFAULT_SERVICE_TTL),
+                regions,
+            });
+        }
+        out
+    }
+
+    fn service_regions(
+        &mut self,
+        service: &str,
+        list: &Spanned<Vec<raw::Text>>,
+        known: &[&str],
+    ) -> Vec<usize> {
+        if list.value.is_empty() {
+            self.error(
+                &list.referenced,
+                format!("service '{service}' lists no regions"),
+            );
+        }
+        let mut out = Vec::new();
+        for text in &list.value {
+            let wanted = text.value.trim();
+            match known.iter().position(|k| k.eq_ignore_ascii_case(wanted)) {
+                Some(index) if out.contains(&index) => {
+                    self.error(
+                        &text.referenced,
+                        format!("service '{service}': region '{wanted}' is listed twice"),
+                    );
+                }
+                Some(index) => out.push(index),
+                None => self.error(
+                    &text.referenced,
+                    format!(
+                        "service '{service}': unknown region '{wanted}' (known: {})",
+                        known.join(", ")
+                    ),
+                ),
+            }
+        }
+        out
+    }
+}
+
+/// A TXT value as DNS character-strings of at most 255 bytes each (RFC 1035 3.3.14), split on
+/// character boundaries so no UTF-8 sequence is cut in two.
+fn character_strings(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for c in text.chars() {
+        if current.len() + c.len_utf8() > 255 {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(c);
+    }
+    out.push(current);
+    out
+}

@@ -1,0 +1,223 @@
+//! The hickory `RequestHandler`: checks a request (opcode, question count, class, EDNS version,
+//! ECS), finds the client's address, asks [`resolve`] for the answer and writes it with the
+//! right EDNS, ECS scope and truncation.
+
+use std::{net::IpAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use hickory_server::{
+    net::{runtime::Time, xfer::Protocol},
+    proto::{
+        op::{Edns, Header, Metadata, OpCode, ResponseCode},
+        rr::{
+            DNSClass, RecordType,
+            rdata::opt::{ClientSubnet, EdnsCode, EdnsOption},
+        },
+        serialize::binary::BinEncoder,
+    },
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::{MessageResponse, MessageResponseBuilder},
+};
+
+use super::answer::{Answer, resolve};
+use crate::{geo::GeoIp, routing::RoutingTable};
+
+/// The UDP payload size regiondns offers and accepts at most (DNS flag day 2020).
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
+/// Header (12) and OPT record with the largest ECS option (11 + 4 + 4 + 16).
+const FIXED_OVERHEAD: usize = 12 + 35;
+
+pub struct Handler {
+    table: Arc<ArcSwap<RoutingTable>>,
+    geo: Arc<GeoIp>,
+    max_udp_payload: u16,
+}
+
+impl Handler {
+    pub fn new(
+        table: Arc<ArcSwap<RoutingTable>>,
+        geo: Arc<GeoIp>,
+        max_udp_payload: u16,
+    ) -> Handler {
+        Handler {
+            table,
+            geo,
+            max_udp_payload: max_udp_payload.max(512),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let edns = request.edns.as_ref().map(|query_edns| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(query_edns.max_payload().clamp(512, self.max_udp_payload));
+            edns
+        });
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+
+        let subnet = match check_request(request) {
+            Ok(subnet) => subnet,
+            Err(rcode) => {
+                let response = builder.error_msg(&request.metadata, rcode);
+                return send(&mut response_handle, response, request).await;
+            }
+        };
+        let client = match subnet {
+            Some(subnet) if subnet.source_prefix() > 0 => subnet.addr(),
+            _ => request.src().ip(),
+        };
+
+        // One Arc per query: a snapshot cannot be replaced under a query being answered.
+        let table = self.table.load_full();
+        let query = &request.queries.queries()[0];
+        let answer = resolve(&table, &self.geo, query.name(), query.query_type(), client);
+
+        let edns = edns.map(|mut edns| {
+            if let Some(mut subnet) = subnet {
+                let scope = if subnet.source_prefix() > 0 {
+                    answer.scope
+                } else {
+                    0
+                };
+                subnet.set_scope_prefix(scope);
+                edns.options_mut().insert(EdnsOption::Subnet(subnet));
+            }
+            edns
+        });
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = answer.rcode;
+        metadata.authoritative = answer.authoritative;
+
+        let limit = match request.protocol() {
+            Protocol::Udp => edns.as_ref().map_or(512, |e| usize::from(e.max_payload())),
+            _ => usize::from(u16::MAX),
+        };
+        let upper_bound =
+            FIXED_OVERHEAD + request.queries.as_bytes().len() + answer.records_wire_len();
+        if upper_bound > limit && !fits(request, edns.as_ref(), metadata, &answer, limit) {
+            // RFC 2181 9: rather than a partial RRset, an empty answer with TC; the client
+            // retries over TCP. The OPT record stays (RFC 6891 7).
+            metadata.truncation = true;
+            let response = builder.build_no_records(metadata);
+            return send(&mut response_handle, response, request).await;
+        }
+        let response = build(builder, metadata, &answer);
+        send(&mut response_handle, response, request).await
+    }
+}
+
+/// Validates what the handler relies on; returns the query's ECS option, if any, or the rcode
+/// of the error response.
+fn check_request(request: &Request) -> Result<Option<ClientSubnet>, ResponseCode> {
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    if request.queries.queries().len() != 1 {
+        return Err(ResponseCode::FormErr);
+    }
+    let subnet = match request.edns.as_ref() {
+        Some(edns) if edns.version() > 0 => return Err(ResponseCode::BADVERS),
+        Some(edns) => match edns.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(subnet)) if valid_subnet(subnet) => Some(*subnet),
+            Some(EdnsOption::Subnet(_)) => return Err(ResponseCode::FormErr),
+            _ => None,
+        },
+        None => None,
+    };
+    let query = &request.queries.queries()[0];
+    if query.query_class() != DNSClass::IN {
+        return Err(ResponseCode::Refused);
+    }
+    if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        return Err(ResponseCode::Refused);
+    }
+    Ok(subnet)
+}
+
+/// RFC 7871 6: the prefix fits the family and no address bit is set beyond it.
+pub fn valid_subnet(subnet: &ClientSubnet) -> bool {
+    let prefix = u32::from(subnet.source_prefix());
+    match subnet.addr() {
+        IpAddr::V4(v4) => prefix <= 32 && u32::from(v4).checked_shl(prefix).unwrap_or(0) == 0,
+        IpAddr::V6(v6) => prefix <= 128 && u128::from(v6).checked_shl(prefix).unwrap_or(0) == 0,
+    }
+}
+
+/// Exact check, for the rare answer whose upper bound exceeds the limit: encode it once.
+fn fits(
+    request: &Request,
+    edns: Option<&Edns>,
+    metadata: Metadata,
+    answer: &Answer<'_>,
+    limit: usize,
+) -> bool {
+    let response = build(
+        MessageResponseBuilder::new(&request.queries, edns),
+        metadata,
+        answer,
+    );
+    let mut buffer = Vec::with_capacity(limit);
+    let mut encoder = BinEncoder::new(&mut buffer);
+    encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
+    response
+        .destructive_emit(&mut encoder)
+        .is_ok_and(|info| !info.truncation)
+}
+
+fn build<'q, 'a>(
+    builder: MessageResponseBuilder<'q>,
+    metadata: Metadata,
+    answer: &Answer<'a>,
+) -> MessageResponse<
+    'q,
+    'a,
+    impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+    impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+    impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+    impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+> {
+    let answers = answer.answer.into_iter().flat_map(|s| s.records());
+    let authorities = answer.authority.into_iter().flat_map(|s| s.records());
+    let additionals = answer.additional.iter().flat_map(|s| s.records());
+    builder.build(
+        metadata,
+        answers,
+        authorities,
+        std::iter::empty(),
+        additionals,
+    )
+}
+
+async fn send<'a, R: ResponseHandler>(
+    response_handle: &mut R,
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+        impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+        impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+        impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
+    >,
+    request: &Request,
+) -> ResponseInfo {
+    match response_handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, src = %request.src(), "failed to send a response");
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = ResponseCode::ServFail;
+            Header {
+                metadata,
+                counts: Default::default(),
+            }
+            .into()
+        }
+    }
+}

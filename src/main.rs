@@ -1,0 +1,35 @@
+//! The `regiondns` binary: parse the command line, set up logging, run the command.
+
+use std::{io::IsTerminal, process::ExitCode};
+
+use clap::Parser;
+use regiondns::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => regiondns::cli::serve(args),
+        Command::Check(args) => regiondns::cli::check(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("regiondns: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG`. hickory logs every response at info: keep it
+/// at warn unless asked.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,387 @@
+//! The authoritative data of one zone, ready to answer from: SOA, apex NS, static records,
+//! delegations with their glue, and which names are services.
+//!
+//! This module owns name lookup inside a zone (RFC 1034 4.3.2 without wildcards): exact match,
+//! CNAME, NODATA versus NXDOMAIN (empty non-terminals exist), and referrals below a zone cut.
+//! Records are built once, when the configuration is loaded; a lookup only borrows them. It does
+//! not choose regions: a service name is handed back as [`Lookup::Service`].
+
+use std::collections::HashMap;
+
+use hickory_proto::{
+    rr::{
+        LowerName, Name, RData, Record, RecordType,
+        rdata::{NS, SOA},
+    },
+    serialize::binary::{BinEncodable, BinEncoder},
+};
+
+use crate::config::ZoneConfig;
+
+/// Index of a service in its zone's configuration.
+pub type ServiceId = usize;
+
+/// The records of one name and type, with an upper bound of their size on the wire.
+#[derive(Debug, Clone)]
+pub struct RRset {
+    records: Box<[Record]>,
+    wire_len: usize,
+}
+
+impl RRset {
+    pub fn new(records: Vec<Record>) -> RRset {
+        let wire_len = records.iter().map(encoded_len).sum();
+        RRset {
+            records: records.into_boxed_slice(),
+            wire_len,
+        }
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Size of the records encoded without name compression: never less than in a message.
+    pub fn wire_len(&self) -> usize {
+        self.wire_len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn record_type(&self) -> Option<RecordType> {
+        self.records.first().map(Record::record_type)
+    }
+}
+
+fn encoded_len(record: &Record) -> usize {
+    let mut buffer = Vec::with_capacity(64);
+    let mut encoder = BinEncoder::new(&mut buffer);
+    match record.emit(&mut encoder) {
+        Ok(()) => buffer.len(),
+        // Unencodable data must never be judged small enough to send.
+        Err(_) => usize::from(u16::MAX),
+    }
+}
+
+/// A zone cut: the NS set and the addresses of those name servers that this zone holds.
+#[derive(Debug)]
+pub struct Delegation {
+    pub ns: RRset,
+    pub glue: Vec<RRset>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    rrsets: Vec<RRset>,
+    service: Option<ServiceId>,
+    delegation: Option<Delegation>,
+}
+
+/// What a zone says about a name and type.
+#[derive(Debug)]
+pub enum Lookup<'z> {
+    Found(&'z RRset),
+    /// The name is an alias; the query type is not CNAME.
+    Cname(&'z RRset),
+    /// A/AAAA at a service name: the answer depends on the client.
+    Service(ServiceId),
+    NoData,
+    NxDomain,
+    Referral(&'z Delegation),
+}
+
+#[derive(Debug)]
+pub struct ZoneData {
+    origin: LowerName,
+    soa: RRset,
+    /// The SOA for negative answers, with TTL = min(SOA TTL, negative_ttl) (RFC 2308 5).
+    negative_soa: RRset,
+    nodes: HashMap<LowerName, Node>,
+    has_delegations: bool,
+}
+
+impl ZoneData {
+    pub fn build(config: &ZoneConfig) -> ZoneData {
+        let origin = config.origin.clone();
+        let soa = soa_record(config, config.ttl);
+        let negative_ttl = config.ttl.min(config.soa.negative_ttl);
+        let mut zone = ZoneData {
+            origin: LowerName::new(&origin),
+            soa: RRset::new(vec![soa.clone()]),
+            negative_soa: RRset::new(vec![soa_record(config, negative_ttl)]),
+            nodes: HashMap::new(),
+            has_delegations: false,
+        };
+        let apex_ns = config
+            .nameservers
+            .iter()
+            .map(|ns| Record::from_rdata(origin.clone(), config.ttl, RData::NS(NS(ns.clone()))))
+            .collect();
+        zone.add_rrset(&origin, RRset::new(vec![soa]));
+        zone.add_rrset(&origin, RRset::new(apex_ns));
+        for set in &config.records {
+            let records = set
+                .rdata
+                .iter()
+                .map(|rdata| Record::from_rdata(set.name.clone(), set.ttl, rdata.clone()))
+                .collect();
+            zone.add_rrset(&set.name, RRset::new(records));
+        }
+        for (id, service) in config.services.iter().enumerate() {
+            zone.node_mut(&service.name).service = Some(id);
+        }
+        zone.build_delegations();
+        zone
+    }
+
+    pub fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    pub fn soa(&self) -> &RRset {
+        &self.soa
+    }
+
+    pub fn negative_soa(&self) -> &RRset {
+        &self.negative_soa
+    }
+
+    /// Answers `name`/`qtype`; `name` must be inside this zone. `ANY` gets one RRset (RFC 8482).
+    pub fn lookup(&self, name: &LowerName, qtype: RecordType) -> Lookup<'_> {
+        if let Some(delegation) = self.delegation_above(name, qtype) {
+            return Lookup::Referral(delegation);
+        }
+        let Some(node) = self.nodes.get(name) else {
+            return Lookup::NxDomain;
+        };
+        if let Some(id) = node.service
+            && matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY)
+        {
+            return Lookup::Service(id);
+        }
+        let find = |t: RecordType| node.rrsets.iter().find(|s| s.record_type() == Some(t));
+        if qtype == RecordType::ANY {
+            return node.rrsets.first().map_or(Lookup::NoData, Lookup::Found);
+        }
+        if let Some(found) = find(qtype) {
+            return Lookup::Found(found);
+        }
+        find(RecordType::CNAME).map_or(Lookup::NoData, Lookup::Cname)
+    }
+
+    /// The zone cut at or above `name`, if any: the parent side answers only DS at the cut.
+    fn delegation_above(&self, name: &LowerName, qtype: RecordType) -> Option<&Delegation> {
+        if !self.has_delegations {
+            return None;
+        }
+        let mut current = name.clone();
+        while current != self.origin && !current.is_root() {
+            if let Some(delegation) = self.nodes.get(&current).and_then(|n| n.delegation.as_ref()) {
+                let at_cut_asking_parent = current == *name && qtype == RecordType::DS;
+                return (!at_cut_asking_parent).then_some(delegation);
+            }
+            current = current.base_name();
+        }
+        None
+    }
+
+    fn add_rrset(&mut self, name: &Name, rrset: RRset) {
+        if !rrset.is_empty() {
+            self.node_mut(name).rrsets.push(rrset);
+        }
+    }
+
+    /// The node of `name`, created with every missing ancestor up to the origin, so that empty
+    /// non-terminals answer NODATA rather than NXDOMAIN (RFC 8020).
+    fn node_mut(&mut self, name: &Name) -> &mut Node {
+        let mut ancestor = LowerName::new(name).base_name();
+        while self.origin.zone_of(&ancestor) && ancestor != self.origin {
+            self.nodes.entry(ancestor.clone()).or_default();
+            ancestor = ancestor.base_name();
+        }
+        self.nodes.entry(LowerName::new(name)).or_default()
+    }
+
+    fn build_delegations(&mut self) {
+        let cuts: Vec<(LowerName, RRset)> = self
+            .nodes
+            .iter()
+            .filter(|(name, _)| **name != self.origin)
+            .filter_map(|(name, node)| {
+                let ns = node
+                    .rrsets
+                    .iter()
+                    .find(|s| s.record_type() == Some(RecordType::NS))?;
+                Some((name.clone(), ns.clone()))
+            })
+            .collect();
+        for (name, ns) in cuts {
+            let glue = self.glue_for(&ns);
+            if let Some(node) = self.nodes.get_mut(&name) {
+                node.delegation = Some(Delegation { ns, glue });
+            }
+            self.has_delegations = true;
+        }
+    }
+
+    fn glue_for(&self, ns: &RRset) -> Vec<RRset> {
+        let targets = ns.records().iter().filter_map(|r| match &r.data {
+            RData::NS(NS(target)) => Some(LowerName::new(target)),
+            _ => None,
+        });
+        targets
+            .filter_map(|target| self.nodes.get(&target))
+            .flat_map(|node| node.rrsets.iter())
+            .filter(|s| matches!(s.record_type(), Some(RecordType::A | RecordType::AAAA)))
+            .cloned()
+            .collect()
+    }
+}
+
+fn soa_record(config: &ZoneConfig, ttl: u32) -> Record {
+    let soa = &config.soa;
+    let as_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let rdata = SOA::new(
+        soa.primary.clone(),
+        soa.contact.clone(),
+        soa.serial,
+        as_i32(soa.refresh),
+        as_i32(soa.retry),
+        as_i32(soa.expire),
+        soa.negative_ttl,
+    );
+    Record::from_rdata(config.origin.clone(), ttl, RData::SOA(rdata))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, str::FromStr};
+
+    use super::*;
+    use crate::config;
+
+    const ZONE: &str = r#"
+origin: llm.example.com.
+ttl: 3600
+soa: { primary: ns1, contact: hostmaster@example.com, serial: 7, negative_ttl: 30 }
+ns: [ns1.llm.example.com.]
+records:
+  ns1: { A: [198.51.100.53] }
+  "@": { TXT: ["v=spf1 -all"] }
+  docs: { CNAME: docs.example.net. }
+  a.b.deep: { TXT: [deep] }
+  sub: { NS: [ns.sub, ns.elsewhere.net.] }
+  ns.sub: { A: [192.0.2.1] }
+regions:
+  us: { location: { lat: 37.4, lon: -79.1 }, addresses: [203.0.113.10] }
+services:
+  api: { regions: [us] }
+"#;
+
+    fn zone() -> ZoneData {
+        let config = config::parse(Path::new("t.yaml"), ZONE, 1).expect("valid zone");
+        ZoneData::build(&config)
+    }
+
+    fn name(s: &str) -> LowerName {
+        LowerName::new(&Name::from_str(s).expect("name"))
+    }
+
+    #[test]
+    fn apex_has_soa_ns_and_static_records() {
+        let zone = zone();
+        let apex = name("LLM.example.COM.");
+        assert!(
+            matches!(zone.lookup(&apex, RecordType::SOA), Lookup::Found(s) if s.records().len() == 1)
+        );
+        assert!(
+            matches!(zone.lookup(&apex, RecordType::NS), Lookup::Found(s) if s.records().len() == 1)
+        );
+        assert!(matches!(
+            zone.lookup(&apex, RecordType::TXT),
+            Lookup::Found(_)
+        ));
+        assert!(matches!(zone.lookup(&apex, RecordType::MX), Lookup::NoData));
+    }
+
+    #[test]
+    fn negative_soa_ttl_is_the_smaller_of_soa_ttl_and_negative_ttl() {
+        let zone = zone();
+        assert_eq!(zone.soa().records()[0].ttl, 3600);
+        assert_eq!(zone.negative_soa().records()[0].ttl, 30);
+    }
+
+    #[test]
+    fn missing_names_are_nxdomain_but_empty_non_terminals_are_nodata() {
+        let zone = zone();
+        assert!(matches!(
+            zone.lookup(&name("nope.llm.example.com."), RecordType::A),
+            Lookup::NxDomain
+        ));
+        assert!(matches!(
+            zone.lookup(&name("b.deep.llm.example.com."), RecordType::A),
+            Lookup::NoData
+        ));
+        assert!(matches!(
+            zone.lookup(&name("deep.llm.example.com."), RecordType::TXT),
+            Lookup::NoData
+        ));
+        assert!(matches!(
+            zone.lookup(&name("a.b.deep.llm.example.com."), RecordType::TXT),
+            Lookup::Found(_)
+        ));
+    }
+
+    #[test]
+    fn cname_answers_every_other_type() {
+        let zone = zone();
+        let docs = name("docs.llm.example.com.");
+        assert!(matches!(
+            zone.lookup(&docs, RecordType::A),
+            Lookup::Cname(_)
+        ));
+        assert!(matches!(
+            zone.lookup(&docs, RecordType::CNAME),
+            Lookup::Found(_)
+        ));
+    }
+
+    #[test]
+    fn service_names_are_handed_to_routing_for_addresses_only() {
+        let zone = zone();
+        let api = name("api.llm.example.com.");
+        assert!(matches!(
+            zone.lookup(&api, RecordType::A),
+            Lookup::Service(0)
+        ));
+        assert!(matches!(
+            zone.lookup(&api, RecordType::AAAA),
+            Lookup::Service(0)
+        ));
+        assert!(matches!(zone.lookup(&api, RecordType::TXT), Lookup::NoData));
+    }
+
+    #[test]
+    fn names_at_and_below_a_cut_are_referred_with_glue() {
+        let zone = zone();
+        for qname in [
+            "sub.llm.example.com.",
+            "x.y.sub.llm.example.com.",
+            "ns.sub.llm.example.com.",
+        ] {
+            match zone.lookup(&name(qname), RecordType::A) {
+                Lookup::Referral(d) => {
+                    assert_eq!(d.ns.records().len(), 2);
+                    assert_eq!(d.glue.len(), 1, "glue for ns.sub only");
+                }
+                other => panic!("{qname}: expected a referral, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            zone.lookup(&name("sub.llm.example.com."), RecordType::DS),
+            Lookup::NoData
+        ));
+    }
+}
