@@ -214,3 +214,244 @@ fn check_distinct_origins(zones: &[ZoneConfig], errors: &mut Vec<ConfigError>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "origin: llm.example.com.
+soa: { primary: ns1, contact: hostmaster@example.com }
+ns: [ns1]
+";
+    const NS1: &str = "  ns1: { A: [198.51.100.53] }\n";
+    const REGIONS: &str = "regions:
+  us-east:
+    location: { lat: 37.4, lon: -79.1 }
+    addresses: [203.0.113.10, \"2001:db8:10::1\"]
+  eu-west:
+    location: { lat: 53.3, lon: -6.3 }
+    addresses: [203.0.113.20]
+";
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(Path::new("zones/t.yaml"), text, 1) {
+            Ok(_) => vec![],
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn assert_error(text: &str, expected: &str) {
+        let errors = errors(text);
+        assert!(
+            errors.iter().any(|e| e == expected),
+            "expected {expected:?} in {errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_valid_zone_is_read_whole() {
+        let text = format!(
+            "{HEAD}records:\n{NS1}  \"@\": {{ TXT: \"hello\", MX: \"10 mail\" }}\n{REGIONS}services:\n  api: {{ ttl: 20, regions: [eu-west, us-east] }}\n"
+        );
+        let zone = parse(Path::new("t.yaml"), &text, 42).expect("valid");
+        assert_eq!(zone.origin.to_string(), "llm.example.com.");
+        assert_eq!(zone.soa.serial, 42, "default serial");
+        assert_eq!(zone.soa.contact.to_string(), "hostmaster.example.com.");
+        assert_eq!(zone.soa.primary.to_string(), "ns1.llm.example.com.");
+        assert_eq!(zone.ttl, 3600);
+        assert_eq!(zone.records.len(), 3);
+        let mx = zone
+            .records
+            .iter()
+            .find(|r| r.record_type == RecordType::MX)
+            .expect("MX");
+        assert_eq!(mx.rdata[0].to_string(), "10 mail.llm.example.com.");
+        assert_eq!(zone.services[0].name.to_string(), "api.llm.example.com.");
+        assert_eq!(zone.services[0].ttl, 20);
+        assert_eq!(zone.services[0].regions, vec![1, 0], "list order kept");
+        assert_eq!(zone.regions[0].addresses.len(), 2);
+        assert_eq!(
+            zone.summary(),
+            "llm.example.com.: 1 services, 2 regions, 3 static records"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_line_and_column() {
+        let text = format!(
+            "{HEAD}records:\n{NS1}regions:\n  eu-west:\n    location: {{ lat: 53.3, lon: -6.3 }}\n    adress: [203.0.113.20]\n"
+        );
+        assert_error(
+            &text,
+            "zones/t.yaml:9:5: unknown key `adress`, expected one of location, addresses",
+        );
+        assert_error(
+            &format!("{HEAD}records:\n  ns1: {{ A: [198.51.100.53], AAA: [\"::1\"] }}\n"),
+            "zones/t.yaml:5:30: unknown key `AAA`, expected one of ttl, A, AAAA, CNAME, TXT, MX, SRV, CAA, PTR, NS",
+        );
+        assert_error(
+            &format!("{HEAD}colour: blue\n"),
+            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services",
+        );
+    }
+
+    #[test]
+    fn bad_addresses_are_reported_where_they_are() {
+        let text = format!(
+            "{HEAD}records:\n{NS1}  www: {{ A: [\"2001:db8::1\"], AAAA: [192.0.2.1] }}\n  x: {{ A: 300.1.1.1 }}\n"
+        );
+        let errors = errors(&text);
+        assert!(errors.contains(&"zones/t.yaml:6:14: invalid IPv4 address '2001:db8::1' (an IPv6 address belongs under AAAA)".to_string()), "{errors:#?}");
+        assert!(errors.contains(&"zones/t.yaml:6:37: invalid IPv6 address '192.0.2.1' (an IPv4 address belongs under A)".to_string()), "{errors:#?}");
+        assert!(
+            errors.contains(&"zones/t.yaml:7:11: invalid IPv4 address '300.1.1.1'".to_string()),
+            "{errors:#?}"
+        );
+        let region = format!(
+            "{HEAD}records:\n{NS1}regions:\n  eu:\n    location: {{ lat: 1, lon: 2 }}\n    addresses: [203.0.113.20, nope]\n"
+        );
+        assert_error(
+            &region,
+            "zones/t.yaml:9:31: region 'eu': invalid IP address 'nope'",
+        );
+    }
+
+    #[test]
+    fn unknown_and_repeated_regions_in_a_service_are_errors() {
+        let text = format!(
+            "{HEAD}records:\n{NS1}{REGIONS}services:\n  api:\n    regions: [us-east, eu-wset, us-east]\n"
+        );
+        assert_error(
+            &text,
+            "zones/t.yaml:15:24: service 'api': unknown region 'eu-wset' (known: us-east, eu-west)",
+        );
+        assert_error(
+            &text,
+            "zones/t.yaml:15:33: service 'api': region 'us-east' is listed twice",
+        );
+        let empty = format!("{HEAD}records:\n{NS1}{REGIONS}services:\n  api: {{ regions: [] }}\n");
+        assert_error(&empty, "zones/t.yaml:14:19: service 'api' lists no regions");
+    }
+
+    #[test]
+    fn duplicate_names_are_errors() {
+        assert_error(
+            &format!("{HEAD}records:\n{NS1}  NS1.llm.example.com.: {{ TXT: x }}\n"),
+            "zones/t.yaml:6:3: duplicate name 'NS1.llm.example.com.' (first at line 5)",
+        );
+        assert_error(
+            &format!("{HEAD}records:\n{NS1}  ns1: {{ TXT: x }}\n"),
+            "zones/t.yaml:6:3: duplicate mapping key: ns1, set DuplicateKeyPolicy in Options if acceptable",
+        );
+        let region = format!(
+            "{HEAD}records:\n{NS1}{REGIONS}  EU-WEST:\n    location: {{ lat: 1, lon: 2 }}\n    addresses: [192.0.2.1]\n"
+        );
+        assert_error(
+            &region,
+            "zones/t.yaml:13:3: duplicate region 'EU-WEST' (as 'eu-west')",
+        );
+        let service = format!(
+            "{HEAD}records:\n{NS1}  api: {{ A: 192.0.2.1 }}\n{REGIONS}services:\n  api: {{ regions: [eu-west] }}\n"
+        );
+        assert_error(
+            &service,
+            "zones/t.yaml:15:3: service 'api' clashes with the static A record of the same name",
+        );
+    }
+
+    #[test]
+    fn names_outside_the_zone_and_record_rules_are_enforced() {
+        let outside = format!("{HEAD}records:\n{NS1}  www.example.org.: {{ A: 192.0.2.1 }}\n");
+        assert_error(
+            &outside,
+            "zones/t.yaml:6:3: name 'www.example.org.' is outside the zone llm.example.com.",
+        );
+        let cname = format!("{HEAD}records:\n{NS1}  www: {{ CNAME: x.example.net., TXT: hi }}\n");
+        assert_error(
+            &cname,
+            "zones/t.yaml:6:3: www.llm.example.com. has a CNAME and other records: a CNAME must stand alone",
+        );
+        let glue = format!("{HEAD}records:\n{NS1}  sub: {{ NS: ns.sub }}\n");
+        assert_error(
+            &glue,
+            "zones/t.yaml:6:3: name server ns.sub.llm.example.com. of delegation sub.llm.example.com. needs glue: add its A or AAAA under records",
+        );
+        let mx = format!("{HEAD}records:\n{NS1}  \"@\": {{ MX: mail.example.com. }}\n");
+        assert_error(
+            &mx,
+            "zones/t.yaml:6:14: MX needs 'preference exchange', got 'mail.example.com.'",
+        );
+        let caa = format!("{HEAD}records:\n{NS1}  \"@\": {{ CAA: \"0 issue\" }}\n");
+        assert!(
+            errors(&caa)
+                .iter()
+                .any(|e| e.starts_with("zones/t.yaml:6:15: invalid CAA value '0 issue'")),
+            "{:#?}",
+            errors(&caa)
+        );
+    }
+
+    #[test]
+    fn in_zone_name_servers_need_addresses() {
+        assert_error(
+            &format!("{HEAD}records:\n  www: {{ TXT: x }}\n"),
+            "zones/t.yaml:3:5: name server ns1.llm.example.com. is inside the zone but has no A or AAAA record under records",
+        );
+    }
+
+    #[test]
+    fn region_coordinates_must_be_on_earth() {
+        let text = format!(
+            "{HEAD}records:\n{NS1}regions:\n  eu:\n    location: {{ lat: 91, lon: 2 }}\n    addresses: [192.0.2.1]\n"
+        );
+        assert_error(
+            &text,
+            "zones/t.yaml:8:15: region 'eu': location lat must be within -90..90 and lon within -180..180, got 91, 2",
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_have_a_position() {
+        let errors = errors("origin: [llm\n");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("zones/t.yaml:1:"), "{errors:?}");
+    }
+
+    #[test]
+    fn long_txt_values_are_split_into_character_strings() {
+        let long = "a".repeat(300);
+        let text = format!("{HEAD}records:\n{NS1}  t: {{ TXT: \"{long}\" }}\n");
+        let zone = parse(Path::new("t.yaml"), &text, 1).expect("valid");
+        let txt = zone
+            .records
+            .iter()
+            .find(|r| r.record_type == RecordType::TXT)
+            .expect("TXT");
+        let RData::TXT(txt) = &txt.rdata[0] else {
+            panic!("TXT rdata")
+        };
+        let lengths: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
+        assert_eq!(lengths, vec![255, 45]);
+    }
+
+    #[test]
+    fn load_dir_reports_every_file_and_duplicate_origins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = format!("{HEAD}records:\n{NS1}");
+        std::fs::write(dir.path().join("a.yaml"), &good).expect("write");
+        std::fs::write(dir.path().join("b.yml"), &good).expect("write");
+        std::fs::write(dir.path().join("c.yaml"), "origin: [").expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
+        let errors = load_dir(dir.path()).expect_err("errors");
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].path.ends_with("c.yaml"));
+        assert!(
+            errors[1]
+                .message
+                .starts_with("zone llm.example.com. is already defined in")
+        );
+        let empty = tempfile::tempdir().expect("tempdir");
+        let errors = load_dir(empty.path()).expect_err("no zones");
+        assert_eq!(errors[0].message, "no zone files (*.yaml, *.yml)");
+    }
+}

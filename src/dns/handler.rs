@@ -221,3 +221,36 @@ async fn send<'a, R: ResponseHandler>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subnet(addr: &str, source_prefix: u8) -> ClientSubnet {
+        ClientSubnet::new(addr.parse().expect("address"), source_prefix, 0)
+    }
+
+    #[test]
+    fn client_subnets_with_no_bits_beyond_the_prefix_are_valid() {
+        assert!(valid_subnet(&subnet("192.0.2.0", 24)));
+        assert!(valid_subnet(&subnet("192.0.2.77", 32)));
+        assert!(valid_subnet(&subnet("0.0.0.0", 0)));
+        assert!(valid_subnet(&subnet("2001:db8::", 32)));
+        assert!(valid_subnet(&subnet("2001:db8:1:2::", 64)));
+        assert!(valid_subnet(&subnet("::", 0)));
+    }
+
+    #[test]
+    fn address_bits_beyond_the_source_prefix_are_invalid() {
+        assert!(!valid_subnet(&subnet("192.0.2.1", 24)));
+        assert!(!valid_subnet(&subnet("192.0.2.0", 16)));
+        assert!(!valid_subnet(&subnet("1.0.0.0", 0)));
+        assert!(!valid_subnet(&subnet("2001:db8::1", 64)));
+    }
+
+    #[test]
+    fn prefixes_longer_than_the_family_are_invalid() {
+        assert!(!valid_subnet(&subnet("192.0.2.0", 33)));
+        assert!(!valid_subnet(&subnet("2001:db8::", 129)));
+    }
+}

@@ -329,6 +329,9 @@ fn valid_coordinates(lat: f64, lon: f64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use mmdb_writer::{IpVersion, Writer};
+    use serde_json::{Value, json};
+
     use super::*;
 
     const TOKYO: Coordinates = Coordinates {
@@ -366,19 +369,46 @@ mod tests {
         assert!(fiji.distance_km(samoa) < 1_200.0);
     }
 
-    fn decode_json(json: &str) -> Option<Location> {
-        // The same serde shape as an mmdb record; maxminddb decodes through serde too.
-        let record: GeoRecord = serde_json::from_str(json).expect("valid test json");
-        record.into_location(24)
+    /// Writes one `.mmdb` file per entry and opens them all, in order.
+    fn geoip(files: &[(IpVersion, &[(&str, Value)])]) -> (tempfile::TempDir, GeoIp) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut paths = Vec::new();
+        for (i, (version, networks)) in files.iter().enumerate() {
+            let mut writer = Writer::builder("Test")
+                .ip_version(*version)
+                .description(&[("en", "regiondns unit test")])
+                .build_epoch(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+                .build();
+            for (network, record) in networks.iter() {
+                let network: mmdb_writer::ipnet::IpNet = network.parse().expect("network");
+                writer.insert(network, record).expect("insert");
+            }
+            let path = dir.path().join(format!("{i}.mmdb"));
+            std::fs::write(&path, writer.to_bytes().expect("encode")).expect("write");
+            paths.push(path);
+        }
+        let geo = GeoIp::open(&paths).expect("open");
+        (dir, geo)
+    }
+
+    fn known(located: Located) -> Location {
+        match located {
+            Located::Known(location) => location,
+            Located::Unknown { .. } => panic!("expected a location"),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
     }
 
     #[test]
-    fn nested_geoip2_record_gives_coordinates_country_and_continent() {
-        let loc = decode_json(
-            r#"{"country":{"iso_code":"GB","names":{"en":"United Kingdom"}},
-                "continent":{"code":"EU"},"location":{"latitude":51.5,"longitude":-0.09}}"#,
-        )
-        .expect("location");
+    fn nested_geoip2_records_give_coordinates_country_continent_and_network() {
+        let london = json!({"country": {"iso_code": "GB", "names": {"en": "United Kingdom"}},
+            "continent": {"code": "EU"}, "location": {"latitude": 51.5, "longitude": -0.09},
+            "city": {"names": {"en": "London"}}});
+        let (_dir, geo) = geoip(&[(IpVersion::V6, &[("81.2.69.0/24", london)])]);
+        let loc = known(geo.locate(ip("81.2.69.142")));
         assert_eq!(
             loc.coordinates,
             Some(Coordinates {
@@ -388,13 +418,22 @@ mod tests {
         );
         assert_eq!(loc.country.map(|c| c.to_string()), Some("GB".into()));
         assert_eq!(loc.continent, Some(Continent::Europe));
-        assert_eq!(loc.prefix_len, 24);
+        assert_eq!(
+            loc.prefix_len, 24,
+            "IPv4 network prefix, not the IPv6 tree depth"
+        );
+        assert_eq!(
+            known(geo.locate(ip("::ffff:81.2.69.1"))).prefix_len,
+            24,
+            "mapped IPv6 is IPv4"
+        );
     }
 
     #[test]
-    fn flat_ip_location_db_record_is_read() {
-        let loc = decode_json(r#"{"country_code":"JP","latitude":35.6,"longitude":139.8}"#)
-            .expect("location");
+    fn flat_ip_location_db_records_are_read() {
+        let tokyo = json!({"country_code": "JP", "latitude": 35.6, "longitude": 139.8});
+        let (_dir, geo) = geoip(&[(IpVersion::V6, &[("2001:218::/32", tokyo)])]);
+        let loc = known(geo.locate(ip("2001:218::1")));
         assert_eq!(
             loc.coordinates,
             Some(Coordinates {
@@ -402,42 +441,95 @@ mod tests {
                 lon: 139.8
             })
         );
-        assert_eq!(loc.country.map(|c| c.to_string()), Some("JP".into()));
         assert_eq!(
             loc.continent,
             Some(Continent::Asia),
             "continent from the table"
         );
+        assert_eq!(loc.prefix_len, 32);
     }
 
     #[test]
-    fn country_only_record_falls_back_to_the_centroid() {
-        let loc = decode_json(r#"{"country_code":"de"}"#).expect("location");
-        let centroid = country_info(*b"DE").expect("DE").centroid;
-        assert_eq!(loc.coordinates, Some(centroid));
-        assert_eq!(loc.continent, Some(Continent::Europe));
-    }
-
-    #[test]
-    fn registered_country_is_used_when_country_is_missing() {
-        let loc = decode_json(r#"{"registered_country":{"iso_code":"US"}}"#).expect("location");
-        assert_eq!(loc.country.map(|c| c.to_string()), Some("US".into()));
-        assert!(loc.coordinates.is_some());
-    }
-
-    #[test]
-    fn record_without_country_or_coordinates_is_unknown() {
-        assert_eq!(decode_json(r#"{"city":{"names":{"en":"x"}}}"#), None);
+    fn country_only_records_fall_back_to_the_centroid() {
+        let (_dir, geo) = geoip(&[(
+            IpVersion::V4,
+            &[
+                ("192.0.2.0/24", json!({"country_code": "de"})),
+                (
+                    "198.51.100.0/24",
+                    json!({"registered_country": {"iso_code": "US"}}),
+                ),
+                (
+                    "203.0.113.0/24",
+                    json!({"country_code": "FR", "latitude": 123.0, "longitude": 2.0}),
+                ),
+            ],
+        )]);
+        let de = known(geo.locate(ip("192.0.2.1")));
+        assert_eq!(de.coordinates, country_info(*b"DE").map(|i| i.centroid));
+        assert_eq!(de.continent, Some(Continent::Europe));
+        let us = known(geo.locate(ip("198.51.100.1")));
+        assert_eq!(us.country.map(|c| c.to_string()), Some("US".into()));
+        let fr = known(geo.locate(ip("203.0.113.1")));
         assert_eq!(
-            decode_json(r#"{"country_code":"ZZ"}"#).map(|l| l.coordinates),
-            Some(None)
+            fr.coordinates,
+            country_info(*b"FR").map(|i| i.centroid),
+            "bad coordinates ignored"
         );
     }
 
     #[test]
-    fn out_of_range_coordinates_are_ignored() {
-        let loc = decode_json(r#"{"country_code":"FR","latitude":123.0,"longitude":2.0}"#)
-            .expect("location");
-        assert_eq!(loc.coordinates, country_info(*b"FR").map(|i| i.centroid));
+    fn unknown_addresses_carry_the_network_they_are_unknown_in() {
+        let (_dir, geo) = geoip(&[(
+            IpVersion::V4,
+            &[
+                ("192.0.2.0/24", json!({"country_code": "DE"})),
+                (
+                    "198.51.100.0/24",
+                    json!({"city": {"names": {"en": "nowhere"}}}),
+                ),
+            ],
+        )]);
+        assert_eq!(
+            geo.locate(ip("198.51.100.7")),
+            Located::Unknown { prefix_len: 24 }
+        );
+        let Located::Unknown { prefix_len } = geo.locate(ip("10.1.2.3")) else {
+            panic!("10.1.2.3 is not in the database");
+        };
+        assert!(
+            prefix_len < 24,
+            "an empty subtree, wider than any data network: {prefix_len}"
+        );
+    }
+
+    #[test]
+    fn files_are_tried_in_order_and_ipv6_skips_ipv4_only_files() {
+        let (_dir, geo) = geoip(&[
+            (
+                IpVersion::V4,
+                &[("192.0.2.0/24", json!({"country_code": "DE"}))],
+            ),
+            (
+                IpVersion::V6,
+                &[
+                    ("2001:db8::/32", json!({"country_code": "JP"})),
+                    ("192.0.2.0/24", json!({"country_code": "US"})),
+                    ("198.51.100.0/24", json!({"country_code": "BR"})),
+                ],
+            ),
+        ]);
+        let country = |s: &str| known(geo.locate(ip(s))).country.map(|c| c.to_string());
+        assert_eq!(country("192.0.2.1"), Some("DE".into()), "first file wins");
+        assert_eq!(
+            country("2001:db8::1"),
+            Some("JP".into()),
+            "IPv6 from the second file"
+        );
+        assert_eq!(
+            country("198.51.100.1"),
+            Some("BR".into()),
+            "fall through to the next file"
+        );
     }
 }

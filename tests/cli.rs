@@ -1,0 +1,208 @@
+//! The command line as operators script against it: `check`, and `serve` failing cleanly.
+
+mod common;
+
+use common::{Server, ZONE, path_arg, query, repo_root, run, udp, write_mmdb};
+use hickory_proto::rr::RecordType;
+use serde_json::json;
+
+#[test]
+fn check_summarises_every_valid_zone() {
+    let out = run(&["check"], &repo_root());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "zones/llm.yaml: llm.example.com.: 1 services, 3 regions, 9 static records"
+    );
+}
+
+#[test]
+fn check_reports_each_error_with_file_line_and_column_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).expect("mkdir");
+    std::fs::write(zones.join("good.yaml"), ZONE).expect("write");
+    let broken = ZONE
+        .replace("origin: llm.example.com.", "origin: other.example.com.")
+        .replace(
+            "regions: [us-east, eu-west, ap-northeast]",
+            "regions: [us-east, eu-wset]",
+        )
+        .replace(
+            "addresses: [203.0.113.30, 203.0.113.31]",
+            "addresses: [203.0.113.300]",
+        );
+    std::fs::write(zones.join("broken.yaml"), broken).expect("write");
+    std::fs::write(zones.join("syntax.yml"), "origin: x.\nsoa: {\n").expect("write");
+
+    let out = run(&["check", "--zones", &path_arg(&zones)], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path_arg(&zones.join("broken.yaml"));
+    for expected in [
+        format!("{file}:30:17: region 'ap-northeast': invalid IP address '203.0.113.300'"),
+        format!(
+            "{file}:34:24: service 'api': unknown region 'eu-wset' (known: us-east, eu-west, ap-northeast)"
+        ),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "expected {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:6: unclosed bracket",
+            path_arg(&zones.join("syntax.yml"))
+        )),
+        "{stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(last, format!("3 error(s) in {}", path_arg(&zones)));
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_broken_zone_or_a_missing_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).expect("mkdir");
+    std::fs::write(
+        zones.join("llm.yaml"),
+        ZONE.replace("ttl: 20", "ttl: twenty"),
+    )
+    .expect("write");
+    let geoip = dir.path().join("geo.mmdb");
+    write_mmdb(&geoip, &[("192.0.2.0/24", json!({"country_code": "DE"}))]);
+    let (zones_arg, geoip_arg) = (path_arg(&zones), path_arg(&geoip));
+
+    let out = run(
+        &[
+            "serve",
+            "--zones",
+            &zones_arg,
+            "--geoip",
+            &geoip_arg,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("llm.yaml:33:10: invalid u32"),
+        "file and line of the bad TTL: {stderr}"
+    );
+
+    std::fs::write(zones.join("llm.yaml"), ZONE).expect("write");
+    let missing = path_arg(&dir.path().join("missing.mmdb"));
+    let out = run(
+        &[
+            "serve",
+            "--zones",
+            &zones_arg,
+            "--geoip",
+            &missing,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{missing}: cannot open GeoIP database")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn several_geoip_files_and_listen_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).expect("mkdir");
+    std::fs::write(zones.join("llm.yaml"), ZONE).expect("write");
+    // An IPv4-only file first, then a combined one: IPv6 lookups skip the first.
+    let v4 = dir.path().join("v4.mmdb");
+    let mut writer = mmdb_writer::Writer::builder("Test")
+        .ip_version(mmdb_writer::IpVersion::V4)
+        .description(&[("en", "v4")])
+        .build_epoch(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+        .build();
+    writer
+        .insert(
+            "133.242.0.0/16"
+                .parse::<mmdb_writer::ipnet::IpNet>()
+                .expect("net"),
+            &json!({"country_code": "JP"}),
+        )
+        .expect("insert");
+    std::fs::write(&v4, writer.to_bytes().expect("encode")).expect("write");
+    let v6 = dir.path().join("v6.mmdb");
+    write_mmdb(&v6, &[("2a02:cf40::/29", json!({"country_code": "NO"}))]);
+
+    let ipv6_loopback = std::net::UdpSocket::bind("[::1]:0").is_ok();
+    let mut args: Vec<String> = [
+        "serve",
+        "--zones",
+        &path_arg(&zones),
+        "--geoip",
+        &path_arg(&v4),
+        "--geoip",
+        &path_arg(&v6),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    if ipv6_loopback {
+        args.extend(["--listen".to_string(), "[::1]:0".to_string()]);
+    } else {
+        eprintln!("no IPv6 loopback on this machine: testing the IPv4 listener only");
+    }
+    let server = Server::spawn(
+        tempfile::tempdir().expect("tempdir"),
+        &args,
+        Some(dir.path()),
+    );
+    let answer = |subnet| {
+        common::addresses(&udp(
+            server.addr,
+            &query("api.llm.example.com.", RecordType::A, Some(subnet)),
+        ))
+    };
+    assert_eq!(
+        answer("133.242.1.0/24"),
+        vec!["203.0.113.30", "203.0.113.31"],
+        "from the IPv4 file"
+    );
+    assert_eq!(
+        answer("2a02:cf40::/32"),
+        vec!["203.0.113.20"],
+        "from the IPv6 file"
+    );
+    if ipv6_loopback {
+        let log = server.log();
+        let v6_addr = log
+            .lines()
+            .filter_map(|l| l.split("listening on ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .find(|a| a.starts_with('['))
+            .expect("an IPv6 listen line");
+        let v6_addr: std::net::SocketAddr = v6_addr.parse().expect("address");
+        let response = udp(
+            v6_addr,
+            &query("api.llm.example.com.", RecordType::A, Some("81.2.69.0/24")),
+        );
+        assert_eq!(
+            common::addresses(&response),
+            vec!["203.0.113.10"],
+            "unknown to these files: first region"
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! Test harness: runs the real `regiondns` binary on a temporary zone directory and a generated
+//! GeoIP database, and queries it over real sockets (a Rust client, or `dig`).
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    str::FromStr,
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use hickory_proto::{
+    op::{Edns, Message, Query},
+    rr::{
+        Name, RData, Record, RecordType,
+        rdata::opt::{ClientSubnet, EdnsCode, EdnsOption},
+    },
+};
+use mmdb_writer::{Writer, ipnet::IpNet};
+use serde_json::{Value, json};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_regiondns");
+
+/// The zone used by most tests: the README's example, plus a region without IPv6.
+pub const ZONE: &str = r#"
+origin: llm.example.com.
+ttl: 3600
+soa:
+  primary: ns1.llm.example.com.
+  contact: hostmaster.example.com.
+  serial: 2026112401
+  negative_ttl: 30
+ns: [ns1.llm.example.com., ns2.llm.example.com.]
+records:
+  ns1: { A: [198.51.100.53], AAAA: ["2001:db8::53"] }
+  ns2: { A: [198.51.100.54] }
+  "@":
+    TXT: ["v=spf1 -all"]
+    MX: ["10 mail.example.com."]
+    CAA: ['0 issue "letsencrypt.org"']
+  docs: { CNAME: docs.example.net. }
+  _https._tcp.api: { SRV: ["10 5 443 api.llm.example.com."] }
+  sub: { NS: [ns.sub, ns.other.example.net.] }
+  ns.sub: { A: [192.0.2.53] }
+regions:
+  us-east:
+    location: { lat: 37.4, lon: -79.1 }
+    addresses: [203.0.113.10, "2001:db8:10::1"]
+  eu-west:
+    location: { lat: 53.3, lon: -6.3 }
+    addresses: [203.0.113.20, "2001:db8:20::1"]
+  ap-northeast:
+    location: { lat: 35.7, lon: 139.7 }
+    addresses: [203.0.113.30, 203.0.113.31]
+services:
+  api:
+    ttl: 20
+    regions: [us-east, eu-west, ap-northeast]
+  solo:
+    regions: [eu-west]
+"#;
+
+/// GeoIP fixture networks: (network, record). Both record shapes, and a country-only one.
+pub fn fixture_networks() -> Vec<(&'static str, Value)> {
+    let city = |country: &str, continent: &str, lat: f64, lon: f64| {
+        json!({"country": {"iso_code": country}, "continent": {"code": continent},
+               "location": {"latitude": lat, "longitude": lon, "accuracy_radius": 50}})
+    };
+    vec![
+        ("133.242.0.0/16", city("JP", "AS", 35.69, 139.69)),
+        ("81.2.69.0/24", city("GB", "EU", 51.51, -0.09)),
+        ("8.8.8.0/24", city("US", "NA", 37.75, -97.82)),
+        ("2001:218::/32", city("JP", "AS", 35.69, 139.69)),
+        ("2a02:cf40::/29", city("NO", "EU", 62.0, 10.0)),
+        (
+            "1.0.0.0/24",
+            json!({"country_code": "AU", "latitude": -33.87, "longitude": 151.21}),
+        ),
+        ("89.160.0.0/16", json!({"country_code": "SE"})),
+    ]
+}
+
+/// Writes an `.mmdb` file (IPv6 tree, IPv4 under ::/96) holding `networks`.
+pub fn write_mmdb(path: &Path, networks: &[(&str, Value)]) {
+    let mut writer = Writer::builder("GeoIP2-City")
+        .description(&[("en", "regiondns test fixture")])
+        .build_epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        .build();
+    for (network, record) in networks {
+        let network: IpNet = network.parse().expect("fixture network");
+        writer.insert(network, record).expect("insert");
+    }
+    std::fs::write(path, writer.to_bytes().expect("encode mmdb")).expect("write mmdb");
+}
+
+/// A running `regiondns serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Serves `zone` with the fixture GeoIP database on 127.0.0.1, port chosen by the kernel.
+    pub fn start(zone: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("zones")).expect("zones dir");
+        std::fs::write(dir.path().join("zones/llm.yaml"), zone).expect("write zone");
+        write_mmdb(&dir.path().join("geo.mmdb"), &fixture_networks());
+        let zones = dir.path().join("zones");
+        let geoip = dir.path().join("geo.mmdb");
+        let args: Vec<String> = vec![
+            "serve".into(),
+            "--zones".into(),
+            path_arg(&zones),
+            "--geoip".into(),
+            path_arg(&geoip),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        Server::spawn(dir, &args, None)
+    }
+
+    /// Runs the binary with `args` in `cwd` (default: the temporary directory).
+    pub fn spawn(dir: tempfile::TempDir, args: &[String], cwd: Option<&Path>) -> Server {
+        let mut child = Command::new(BINARY)
+            .args(args)
+            .current_dir(cwd.unwrap_or(dir.path()))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn regiondns");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = ready_tx.send(addr);
+                }
+                lines.lock().expect("log lock").push(line);
+            }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; log:\n{}",
+                    log.lock().expect("log").join("\n")
+                );
+            }
+        };
+        Server {
+            child,
+            addr,
+            dir,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Whether the process is still running (it must survive whatever the test sent).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn path_arg(path: &Path) -> String {
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+/// A query for `name`/`qtype`; with EDNS (payload 1232) and an ECS option when `subnet` is set.
+pub fn query(name: &str, qtype: RecordType, subnet: Option<&str>) -> Message {
+    let mut message = Message::query();
+    message.metadata.id = rand_id();
+    message.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    if let Some(subnet) = subnet {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        let subnet = ClientSubnet::from_str(subnet).expect("subnet");
+        edns.options_mut().insert(EdnsOption::Subnet(subnet));
+        message.set_edns(edns);
+    }
+    message
+}
+
+fn rand_id() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (nanos % 65_521) as u16
+}
+
+pub fn udp_exchange_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let local = if addr.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let socket = UdpSocket::bind(local).expect("bind udp");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    socket.send_to(bytes, addr).expect("send");
+    let mut buffer = vec![0; 65_535];
+    match socket.recv_from(&mut buffer) {
+        Ok((n, _)) => Some(buffer[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+pub fn tcp_exchange_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let length = u16::try_from(bytes.len()).expect("length");
+    stream
+        .write_all(&length.to_be_bytes())
+        .expect("write length");
+    stream.write_all(bytes).expect("write");
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).expect("read length");
+    let mut response = vec![0; usize::from(u16::from_be_bytes(length))];
+    stream.read_exact(&mut response).expect("read response");
+    response
+}
+
+pub fn udp(addr: SocketAddr, message: &Message) -> Message {
+    let bytes = udp_exchange_raw(addr, &message.to_vec().expect("encode")).expect("a UDP response");
+    let response = Message::from_vec(&bytes).expect("decode response");
+    assert_eq!(response.metadata.id, message.metadata.id);
+    response
+}
+
+pub fn tcp(addr: SocketAddr, message: &Message) -> Message {
+    let bytes = tcp_exchange_raw(addr, &message.to_vec().expect("encode"));
+    Message::from_vec(&bytes).expect("decode response")
+}
+
+/// The answer's addresses, in order, as text.
+pub fn addresses(response: &Message) -> Vec<String> {
+    response
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            RData::AAAA(aaaa) => Some(aaaa.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (source prefix, scope prefix) of the response's ECS option.
+pub fn ecs(response: &Message) -> Option<(u8, u8)> {
+    match response.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(subnet) => Some((subnet.source_prefix(), subnet.scope_prefix())),
+        _ => None,
+    }
+}
+
+pub fn record_types(records: &[Record]) -> Vec<RecordType> {
+    records.iter().map(Record::record_type).collect()
+}
+
+/// Runs `dig` against the server (installed by scripts/test) and returns its output.
+pub fn dig(addr: SocketAddr, args: &[&str]) -> String {
+    let output = Command::new("dig")
+        .arg(format!("@{}", addr.ip()))
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig must be installed (scripts/test installs bind9-dnsutils)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs the binary to completion (for `check` and failing starts).
+pub fn run(args: &[&str], cwd: &Path) -> Output {
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn regiondns");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("regiondns {args:?} did not exit");
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

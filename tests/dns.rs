@@ -1,0 +1,543 @@
+//! DNS behaviour of the real server over real UDP and TCP sockets, with a Rust client.
+
+mod common;
+
+use common::{Server, ZONE, addresses, ecs, query, record_types, tcp, udp};
+use hickory_proto::{
+    op::{Edns, Message, OpCode, Query, ResponseCode},
+    rr::{
+        DNSClass, Name, RData, RecordType,
+        rdata::opt::{EdnsCode, EdnsOption},
+    },
+};
+
+const API: &str = "api.llm.example.com.";
+
+#[test]
+fn service_answers_go_to_the_nearest_region_with_the_service_ttl_and_ecs_scope() {
+    let server = Server::start(ZONE);
+    let cases = [
+        (
+            "133.242.0.0/24",
+            vec!["203.0.113.30", "203.0.113.31"],
+            16,
+            "Japan -> Tokyo",
+        ),
+        ("81.2.69.0/24", vec!["203.0.113.20"], 24, "London -> Dublin"),
+        ("8.8.8.0/24", vec!["203.0.113.10"], 24, "US -> Virginia"),
+        (
+            "1.0.0.0/24",
+            vec!["203.0.113.30", "203.0.113.31"],
+            24,
+            "Sydney (flat record) -> Tokyo",
+        ),
+        (
+            "89.160.20.0/24",
+            vec!["203.0.113.20"],
+            16,
+            "Sweden (country only) -> Dublin",
+        ),
+    ];
+    for (subnet, expected, scope, why) in cases {
+        for response in [
+            udp(server.addr, &query(API, RecordType::A, Some(subnet))),
+            tcp(server.addr, &query(API, RecordType::A, Some(subnet))),
+        ] {
+            assert_eq!(
+                response.metadata.response_code,
+                ResponseCode::NoError,
+                "{why}"
+            );
+            assert!(response.metadata.authoritative, "{why}: AA");
+            assert!(!response.metadata.recursion_available, "{why}: RA");
+            assert_eq!(addresses(&response), expected, "{why}");
+            assert!(
+                response.answers.iter().all(|r| r.ttl == 20),
+                "{why}: service TTL"
+            );
+            assert_eq!(ecs(&response), Some((24, scope)), "{why}: ECS source/scope");
+        }
+    }
+}
+
+#[test]
+fn ipv6_subnets_and_aaaa_answers() {
+    let server = Server::start(ZONE);
+    let response = udp(
+        server.addr,
+        &query(API, RecordType::AAAA, Some("2a02:cf40:1::/48")),
+    );
+    assert_eq!(
+        addresses(&response),
+        vec!["2001:db8:20::1"],
+        "Norway -> Dublin"
+    );
+    assert_eq!(ecs(&response), Some((48, 29)));
+    let response = udp(
+        server.addr,
+        &query(API, RecordType::A, Some("2001:218:1::/56")),
+    );
+    assert_eq!(
+        addresses(&response),
+        vec!["203.0.113.30", "203.0.113.31"],
+        "Japan over IPv6"
+    );
+    assert_eq!(ecs(&response), Some((56, 32)));
+}
+
+#[test]
+fn aaaa_for_a_region_without_ipv6_is_nodata_with_the_soa() {
+    let server = Server::start(ZONE);
+    let response = udp(
+        server.addr,
+        &query(API, RecordType::AAAA, Some("133.242.0.0/24")),
+    );
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert!(response.answers.is_empty());
+    assert_eq!(record_types(&response.authorities), vec![RecordType::SOA]);
+    assert_eq!(
+        response.authorities[0].ttl, 30,
+        "min(SOA TTL, negative_ttl)"
+    );
+    assert_eq!(
+        ecs(&response),
+        Some((24, 16)),
+        "the region choice depended on location"
+    );
+}
+
+#[test]
+fn clients_without_ecs_are_located_by_source_address_and_unknown_ones_get_the_first_region() {
+    let server = Server::start(ZONE);
+    // The test client is 127.0.0.1: no GeoIP record.
+    let mut plain = query(API, RecordType::A, None);
+    let response = udp(server.addr, &plain);
+    assert_eq!(
+        addresses(&response),
+        vec!["203.0.113.10"],
+        "first region in the list"
+    );
+    assert!(
+        response.edns.is_none(),
+        "no OPT in the reply to a query without one"
+    );
+
+    plain.set_edns(Edns::new());
+    let response = udp(server.addr, &plain);
+    assert!(
+        response.edns.is_some(),
+        "OPT in the reply to a query with one"
+    );
+    assert_eq!(
+        ecs(&response),
+        None,
+        "no ECS in the reply to a query without it"
+    );
+
+    let response = udp(server.addr, &query(API, RecordType::A, Some("10.1.0.0/16")));
+    assert_eq!(
+        addresses(&response),
+        vec!["203.0.113.10"],
+        "private range: unknown"
+    );
+    let (_, scope) = ecs(&response).expect("ECS");
+    assert!(
+        scope <= 16,
+        "unknown over the database's empty network: {scope}"
+    );
+
+    // Source prefix 0: the resolver asks us not to use client information (RFC 7871 7.1.2).
+    let response = udp(server.addr, &query(API, RecordType::A, Some("0.0.0.0/0")));
+    assert_eq!(addresses(&response), vec!["203.0.113.10"]);
+    assert_eq!(ecs(&response), Some((0, 0)));
+}
+
+#[test]
+fn answers_that_do_not_depend_on_location_have_scope_zero() {
+    let server = Server::start(ZONE);
+    for (name, qtype) in [
+        ("ns1.llm.example.com.", RecordType::A),
+        ("llm.example.com.", RecordType::SOA),
+        ("nope.llm.example.com.", RecordType::A),
+        ("solo.llm.example.com.", RecordType::A),
+        (API, RecordType::TXT),
+    ] {
+        let response = udp(server.addr, &query(name, qtype, Some("133.242.0.0/24")));
+        assert_eq!(ecs(&response), Some((24, 0)), "{name} {qtype}");
+    }
+}
+
+#[test]
+fn static_records_of_every_type_are_served() {
+    let server = Server::start(ZONE);
+    let answer = |name: &str, qtype| {
+        let response = udp(server.addr, &query(name, qtype, None));
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {qtype}"
+        );
+        assert!(response.metadata.authoritative, "{name} {qtype}");
+        response
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        answer("ns1.llm.example.com.", RecordType::A),
+        vec!["198.51.100.53"]
+    );
+    assert_eq!(
+        answer("ns1.llm.example.com.", RecordType::AAAA),
+        vec!["2001:db8::53"]
+    );
+    assert_eq!(
+        answer("llm.example.com.", RecordType::TXT),
+        vec!["v=spf1 -all"]
+    );
+    assert_eq!(
+        answer("llm.example.com.", RecordType::MX),
+        vec!["10 mail.example.com."]
+    );
+    assert_eq!(
+        answer("llm.example.com.", RecordType::CAA),
+        vec!["0 issue \"letsencrypt.org\""]
+    );
+    assert_eq!(
+        answer("_https._tcp.api.llm.example.com.", RecordType::SRV),
+        vec!["10 5 443 api.llm.example.com."]
+    );
+    assert_eq!(
+        answer("docs.llm.example.com.", RecordType::CNAME),
+        vec!["docs.example.net."]
+    );
+    assert_eq!(
+        answer("docs.llm.example.com.", RecordType::A),
+        vec!["docs.example.net."],
+        "CNAME for any type"
+    );
+    assert_eq!(
+        answer("llm.example.com.", RecordType::NS),
+        vec!["ns1.llm.example.com.", "ns2.llm.example.com."]
+    );
+    let soa = answer("llm.example.com.", RecordType::SOA);
+    assert_eq!(
+        soa,
+        vec!["ns1.llm.example.com. hostmaster.example.com. 2026112401 3600 600 1209600 30"]
+    );
+}
+
+#[test]
+fn names_match_case_insensitively_and_the_question_keeps_its_case() {
+    let server = Server::start(ZONE);
+    let response = udp(
+        server.addr,
+        &query("API.Llm.EXAMPLE.com.", RecordType::A, Some("81.2.69.0/24")),
+    );
+    assert_eq!(addresses(&response), vec!["203.0.113.20"]);
+    assert_eq!(
+        response.queries[0].name().to_string(),
+        "API.Llm.EXAMPLE.com."
+    );
+}
+
+#[test]
+fn nxdomain_and_nodata_carry_the_soa_with_the_negative_ttl() {
+    let server = Server::start(ZONE);
+    let response = udp(
+        server.addr,
+        &query("nope.llm.example.com.", RecordType::A, None),
+    );
+    assert_eq!(response.metadata.response_code, ResponseCode::NXDomain);
+    assert!(response.metadata.authoritative);
+    assert_eq!(record_types(&response.authorities), vec![RecordType::SOA]);
+    assert_eq!(response.authorities[0].ttl, 30);
+
+    // _tcp.api exists only as an empty non-terminal above the SRV record: NODATA, not NXDOMAIN.
+    for name in ["_tcp.api.llm.example.com.", "ns1.llm.example.com."] {
+        let response = udp(server.addr, &query(name, RecordType::TXT, None));
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(response.answers.is_empty(), "{name}");
+        assert_eq!(
+            record_types(&response.authorities),
+            vec![RecordType::SOA],
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn names_in_no_zone_are_refused() {
+    let server = Server::start(ZONE);
+    for name in ["example.org.", "example.com.", "."] {
+        let response = udp(server.addr, &query(name, RecordType::A, None));
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::Refused,
+            "{name}"
+        );
+        assert!(!response.metadata.authoritative, "{name}");
+    }
+}
+
+#[test]
+fn names_below_a_delegation_get_a_referral_with_glue() {
+    let server = Server::start(ZONE);
+    let response = udp(
+        server.addr,
+        &query("www.sub.llm.example.com.", RecordType::A, None),
+    );
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert!(
+        !response.metadata.authoritative,
+        "a referral is not authoritative"
+    );
+    assert!(response.answers.is_empty());
+    assert_eq!(
+        record_types(&response.authorities),
+        vec![RecordType::NS, RecordType::NS]
+    );
+    let glue: Vec<String> = response
+        .additionals
+        .iter()
+        .map(|r| r.data.to_string())
+        .collect();
+    assert_eq!(glue, vec!["192.0.2.53"]);
+}
+
+#[test]
+fn any_gets_a_minimal_answer() {
+    let server = Server::start(ZONE);
+    let response = tcp(
+        server.addr,
+        &query("llm.example.com.", RecordType::ANY, None),
+    );
+    let types = record_types(&response.answers);
+    assert!(!types.is_empty(), "one RRset");
+    assert!(
+        types.iter().all(|t| *t == types[0]),
+        "a single RRset, not everything: {types:?}"
+    );
+    let response = udp(
+        server.addr,
+        &query(API, RecordType::ANY, Some("81.2.69.0/24")),
+    );
+    assert_eq!(addresses(&response), vec!["203.0.113.20"]);
+}
+
+#[test]
+fn edns_payload_is_clamped_and_versions_above_zero_get_badvers() {
+    let server = Server::start(ZONE);
+    let mut message = query(API, RecordType::A, None);
+    let mut edns = Edns::new();
+    edns.set_max_payload(4096);
+    edns.options_mut()
+        .insert(EdnsOption::Unknown(65001, vec![1, 2, 3]));
+    message.set_edns(edns.clone());
+    let response = udp(server.addr, &message);
+    assert_eq!(
+        response.metadata.response_code,
+        ResponseCode::NoError,
+        "unknown options ignored"
+    );
+    assert_eq!(response.edns.as_ref().map(Edns::max_payload), Some(1232));
+    assert_eq!(addresses(&response), vec!["203.0.113.10"]);
+
+    edns.set_version(1);
+    message.set_edns(edns);
+    let response = udp(server.addr, &message);
+    // BADVERS and BADSIG share code 16; the decoder names it BADSIG.
+    assert_eq!(u16::from(response.metadata.response_code), 16, "BADVERS");
+    assert_eq!(response.edns.as_ref().map(Edns::version), Some(0));
+    assert!(response.answers.is_empty());
+}
+
+#[test]
+fn answers_too_large_for_udp_are_truncated_whole_and_complete_over_tcp() {
+    let big: Vec<String> = (0..12)
+        .map(|i| format!("\"{i:02}{}\"", "x".repeat(180)))
+        .collect();
+    let zone = ZONE.replace(
+        "  docs: { CNAME: docs.example.net. }",
+        &format!(
+            "  docs: {{ CNAME: docs.example.net. }}\n  big: {{ TXT: [{}] }}",
+            big.join(", ")
+        ),
+    );
+    let server = Server::start(&zone);
+    let name = "big.llm.example.com.";
+
+    let response = udp(
+        server.addr,
+        &query(name, RecordType::TXT, Some("81.2.69.0/24")),
+    );
+    assert!(response.metadata.truncation, "TC over UDP");
+    assert!(response.answers.is_empty(), "no partial RRset");
+    assert!(response.edns.is_some(), "OPT kept in a truncated reply");
+    assert_eq!(ecs(&response), Some((24, 0)));
+
+    let response = udp(server.addr, &query(name, RecordType::TXT, None));
+    assert!(response.metadata.truncation, "TC at 512 bytes without EDNS");
+
+    let response = tcp(
+        server.addr,
+        &query(name, RecordType::TXT, Some("81.2.69.0/24")),
+    );
+    assert!(!response.metadata.truncation);
+    assert_eq!(response.answers.len(), 12, "everything over TCP");
+
+    let response = udp(server.addr, &query(API, RecordType::A, None));
+    assert!(
+        !response.metadata.truncation,
+        "small answers are not truncated"
+    );
+}
+
+#[test]
+fn unsupported_requests_get_the_right_error() {
+    let server = Server::start(ZONE);
+    let mut notify = query(API, RecordType::A, None);
+    notify.metadata.op_code = OpCode::Update;
+    assert_eq!(
+        udp(server.addr, &notify).metadata.response_code,
+        ResponseCode::NotImp
+    );
+
+    let mut two = query(API, RecordType::A, None);
+    two.add_query(Query::query(
+        "ns1.llm.example.com.".parse().expect("name"),
+        RecordType::A,
+    ));
+    assert_eq!(
+        udp(server.addr, &two).metadata.response_code,
+        ResponseCode::FormErr
+    );
+
+    let mut chaos = Message::query();
+    chaos.metadata.id = 7;
+    let mut question = Query::query(
+        Name::from_ascii("version.bind.").expect("name"),
+        RecordType::TXT,
+    );
+    question.set_query_class(DNSClass::CH);
+    chaos.add_query(question);
+    assert_eq!(
+        udp(server.addr, &chaos).metadata.response_code,
+        ResponseCode::Refused
+    );
+
+    let axfr = query("llm.example.com.", RecordType::AXFR, None);
+    assert_eq!(
+        tcp(server.addr, &axfr).metadata.response_code,
+        ResponseCode::Refused
+    );
+}
+
+/// A query for api.llm.example.com A with a hand-made OPT carrying `ecs` as the ECS payload.
+fn raw_query_with_ecs(ecs: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0x12, 0x34, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in ["api", "llm", "example", "com"] {
+        bytes.push(label.len() as u8);
+        bytes.extend_from_slice(label.as_bytes());
+    }
+    bytes.extend_from_slice(&[0, 0, 1, 0, 1]); // root, type A, class IN
+    let option_len = ecs.len() as u16;
+    let rdlen = option_len + 4;
+    bytes.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]); // OPT, payload 1232, ttl 0
+    bytes.extend_from_slice(&rdlen.to_be_bytes());
+    bytes.extend_from_slice(&8u16.to_be_bytes());
+    bytes.extend_from_slice(&option_len.to_be_bytes());
+    bytes.extend_from_slice(ecs);
+    bytes
+}
+
+#[test]
+fn invalid_client_subnets_get_formerr() {
+    let server = Server::start(ZONE);
+    let rcode = |ecs: &[u8]| {
+        let reply = common::udp_exchange_raw(server.addr, &raw_query_with_ecs(ecs)).expect("reply");
+        Message::from_vec(&reply)
+            .expect("decodable reply")
+            .metadata
+            .response_code
+    };
+    // family 1, source /24, scope 0, 3 address bytes: valid.
+    assert_eq!(rcode(&[0, 1, 24, 0, 81, 2, 69]), ResponseCode::NoError);
+    // source /20 but the address has bits set beyond it (RFC 7871 6).
+    assert_eq!(rcode(&[0, 1, 20, 0, 81, 2, 69]), ResponseCode::FormErr);
+    // IPv4 source prefix over 32.
+    assert_eq!(
+        rcode(&[0, 1, 33, 0, 81, 2, 69, 0, 0]),
+        ResponseCode::FormErr
+    );
+    // unknown family.
+    assert_eq!(rcode(&[0, 9, 24, 0, 81, 2, 69]), ResponseCode::FormErr);
+}
+
+#[test]
+fn malformed_packets_never_take_the_server_down() {
+    let mut server = Server::start(ZONE);
+    let valid = query(API, RecordType::A, Some("81.2.69.0/24"))
+        .to_vec()
+        .expect("encode");
+    let mut garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0],
+        vec![0xff; 11],
+        vec![0xff; 12],
+        vec![0; 512],
+    ];
+    // Every truncation of a valid query, and every single-byte corruption of it.
+    garbage.extend((0..valid.len()).map(|n| valid[..n].to_vec()));
+    garbage.extend((0..valid.len()).map(|i| {
+        let mut bytes = valid.clone();
+        bytes[i] ^= 0xa5;
+        bytes
+    }));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for packet in &garbage {
+        socket.send_to(packet, server.addr).expect("send");
+    }
+    for packet in garbage.iter().filter(|p| p.len() >= 2) {
+        let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+        use std::io::Write;
+        let _ = stream.write_all(&(packet.len() as u16).to_be_bytes());
+        let _ = stream.write_all(packet);
+    }
+    let response = udp(
+        server.addr,
+        &query(API, RecordType::A, Some("81.2.69.0/24")),
+    );
+    assert_eq!(
+        addresses(&response),
+        vec!["203.0.113.20"],
+        "still answering"
+    );
+    assert!(server.is_running());
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
+
+#[test]
+fn the_response_echoes_the_client_subnet_address() {
+    let server = Server::start(ZONE);
+    let response = udp(
+        server.addr,
+        &query(API, RecordType::A, Some("81.2.69.0/24")),
+    );
+    let Some(EdnsOption::Subnet(subnet)) = response
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Subnet))
+    else {
+        panic!("ECS expected");
+    };
+    assert_eq!(subnet.addr().to_string(), "81.2.69.0");
+    let RData::A(_) = &response.answers[0].data else {
+        panic!("A record")
+    };
+}
