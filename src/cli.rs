@@ -23,8 +23,9 @@ use crate::{
     about = "Authoritative DNS that sends each client to the nearest healthy region"
 )]
 pub struct Cli {
+    /// Without a command, `serve` runs with its defaults.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -33,6 +34,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate every zone file and print a summary of each; exit 1 on any error.
     Check(CheckArgs),
+}
+
+impl Command {
+    /// `serve` with every default, as if typed without options.
+    pub fn default_serve() -> Command {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Command::Serve(Defaults::parse_from(["regiondns"]).serve)
+    }
 }
 
 #[derive(Args)]

@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let result = match cli.command {
+    let command = cli.command.unwrap_or_else(Command::default_serve);
+    let result = match command {
         Command::Serve(args) => regiondns::cli::serve(args),
         Command::Check(args) => regiondns::cli::check(args),
     };

@@ -45,9 +45,9 @@ fn check_reports_each_error_with_file_line_and_column_and_fails() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = path_arg(&zones.join("broken.yaml"));
     for expected in [
-        format!("{file}:30:17: region 'ap-northeast': invalid IP address '203.0.113.300'"),
+        format!("{file}:31:17: region 'ap-northeast': invalid IP address '203.0.113.300'"),
         format!(
-            "{file}:34:24: service 'api': unknown region 'eu-wset' (known: us-east, eu-west, ap-northeast)"
+            "{file}:35:24: service 'api': unknown region 'eu-wset' (known: us-east, eu-west, ap-northeast)"
         ),
     ] {
         assert!(
@@ -95,7 +95,7 @@ fn serve_refuses_to_start_on_a_broken_zone_or_a_missing_database() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("llm.yaml:33:10: invalid u32"),
+        stderr.contains("llm.yaml:34:10: invalid u32"),
         "file and line of the bad TTL: {stderr}"
     );
 

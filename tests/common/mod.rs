@@ -42,6 +42,7 @@ records:
     MX: ["10 mail.example.com."]
     CAA: ['0 issue "letsencrypt.org"']
   docs: { CNAME: docs.example.net. }
+  10.in-addr: { PTR: host.example.net. }
   _https._tcp.api: { SRV: ["10 5 443 api.llm.example.com."] }
   sub: { NS: [ns.sub, ns.other.example.net.] }
   ns.sub: { A: [192.0.2.53] }
