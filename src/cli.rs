@@ -5,16 +5,23 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result, bail};
-use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
+use tokio::sync::mpsc;
+
 use crate::{
+    admin::{Admin, AdminListen},
     config::{self, ZoneConfig},
     dns::{DEFAULT_MAX_UDP_PAYLOAD, Handler, Listeners},
     geo::GeoIp,
-    routing::RoutingTable,
+    health::{Probers, Publisher, initial_health},
+    metrics::Metrics,
+    routing::Plan,
 };
+
+/// Environment variable holding the admin token when no --admin-token-file is given.
+const TOKEN_VARIABLE: &str = "REGIONDNS_ADMIN_TOKEN";
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +69,13 @@ pub struct ServeArgs {
     /// Largest UDP response, in bytes; larger answers are truncated (TC) for a TCP retry.
     #[arg(long, default_value_t = DEFAULT_MAX_UDP_PAYLOAD, value_parser = clap::value_parser!(u16).range(512..))]
     pub edns_udp_size: u16,
+    /// Admin HTTP API (regions, drain, metrics, liveness): ADDR:PORT, or `off`.
+    #[arg(long, default_value = "127.0.0.1:8053")]
+    pub admin: AdminListen,
+    /// File holding the bearer token of the admin API's mutating endpoints (default: the
+    /// REGIONDNS_ADMIN_TOKEN environment variable; without either they are disabled).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -103,14 +117,37 @@ async fn run(args: ServeArgs) -> Result<()> {
     for line in geo.describe() {
         info!("GeoIP database {line}");
     }
-    let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(&zones)));
-    log_configuration(&zones);
+    let token = admin_token(args.admin_token_file.as_deref())?;
+
+    let metrics = Arc::new(Metrics::new());
+    let plan = Arc::new(Plan::new(&zones, &metrics));
+    let publisher = Publisher::new(plan, initial_health(&zones), Arc::clone(&metrics));
+    let (table, board) = (publisher.table(), publisher.board());
+    let (events, receiver) = mpsc::channel(1024);
+    tokio::spawn(publisher.run(receiver));
+    let probers = Probers::start(&zones, &events).context("cannot set up the health checks")?;
+    log_configuration(&zones, probers.len());
+
+    if let AdminListen::At(addr) = args.admin {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
+        let local = listener.local_addr().context("admin listener address")?;
+        info!("admin API listening on http://{local}");
+        let admin = Admin::new(board, events.clone(), Arc::clone(&metrics), token);
+        tokio::spawn(async move {
+            if let Err(error) = admin.serve(listener).await {
+                tracing::error!("admin API stopped: {error}");
+            }
+        });
+    }
 
     let listeners = Listeners::bind(&args.listen).await?;
     for addr in listeners.local_addrs() {
         info!("listening on {addr} (udp, tcp)");
     }
-    let mut server = listeners.serve(Handler::new(table, Arc::new(geo), args.edns_udp_size));
+    let handler = Handler::new(table, Arc::new(geo), &metrics, args.edns_udp_size);
+    let mut server = listeners.serve(handler);
     tokio::select! {
         result = server.block_until_done() => result.context("DNS server stopped")?,
         signal = shutdown_signal() => {
@@ -118,7 +155,22 @@ async fn run(args: ServeArgs) -> Result<()> {
             server.shutdown_gracefully().await.context("shutting down")?;
         }
     }
+    drop(probers);
     Ok(())
+}
+
+/// The admin token from the file, else the environment; `None` disables mutating endpoints.
+fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin token file {}", path.display()))?,
+        None => std::env::var(TOKEN_VARIABLE).unwrap_or_default(),
+    };
+    let token = token.trim();
+    if token.is_empty() && file.is_some() {
+        bail!("the admin token file is empty");
+    }
+    Ok((!token.is_empty()).then(|| token.to_owned()))
 }
 
 fn load_zones(dir: &std::path::Path) -> Result<Vec<ZoneConfig>> {
@@ -137,7 +189,7 @@ fn load_zones(dir: &std::path::Path) -> Result<Vec<ZoneConfig>> {
     }
 }
 
-fn log_configuration(zones: &[ZoneConfig]) {
+fn log_configuration(zones: &[ZoneConfig], checks: usize) {
     let origins: Vec<String> = zones.iter().map(|z| z.origin.to_string()).collect();
     let services: Vec<String> = zones
         .iter()
@@ -148,7 +200,7 @@ fn log_configuration(zones: &[ZoneConfig]) {
         .flat_map(|z| z.regions.iter().map(|r| r.name.as_str()))
         .collect();
     info!(
-        "serving zones [{}], services [{}], regions [{}]",
+        "serving zones [{}], services [{}], regions [{}], {checks} health checks",
         origins.join(", "),
         services.join(", "),
         regions.join(", ")

@@ -1,15 +1,20 @@
 //! regiondns: an authoritative DNS server that answers each client with the nearest healthy,
 //! allowed region of a multi-region service.
 //!
-//! Data flows one way. [`config`] parses and validates zone files into immutable types;
-//! [`routing`] builds a [`routing::RoutingTable`] from them (with [`zone`] holding each zone's
-//! static data), which is published through arc-swap; [`dns`] answers queries from a snapshot
-//! of that table and the client's location from [`geo`]. The query path takes no lock and does
-//! no I/O.
+//! Data flows one way. [`config`] parses and validates zone files into immutable types, which
+//! [`routing`] compiles into a [`routing::Plan`] (with [`zone`] holding each zone's static
+//! data). [`health`] probes the regions and, on every state change, builds a new
+//! [`routing::RoutingTable`] from the plan and the health of each region, and publishes it
+//! through arc-swap. [`dns`] answers queries from a snapshot of that table and the client's
+//! location from [`geo`]; the query path takes no lock and does no I/O. [`admin`] serves health,
+//! the drain switch and [`metrics`] over HTTP.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod geo;
+pub mod health;
+pub mod metrics;
 pub mod routing;
 pub mod zone;

@@ -106,7 +106,7 @@ fn readme_dig_examples_hold_on_the_bundled_zone_and_geoip_data() {
     assert!(examples.len() >= 3, "the README has dig examples");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0"]
+    let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--admin", "off"]
         .map(String::from)
         .to_vec();
     let server = Server::spawn(dir, &args, Some(&repo_root()));

@@ -13,7 +13,7 @@ use std::{
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
-    time::UNIX_EPOCH,
+    time::{Duration, UNIX_EPOCH},
 };
 
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -60,6 +60,66 @@ pub struct Region {
     pub name: String,
     pub location: Coordinates,
     pub addresses: Vec<IpAddr>,
+    /// How its health is probed; a region without a check is always up.
+    pub check: Option<Check>,
+    /// Taken out of service by the operator.
+    pub drained: bool,
+}
+
+/// A health check: what to probe, how often, and when to change the region's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub target: CheckTarget,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckTarget {
+    Http(HttpCheck),
+    /// A TCP connect to `host:port`.
+    Tcp {
+        host: String,
+        port: u16,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheck {
+    pub url: reqwest::Url,
+    pub method: reqwest::Method,
+    /// Header values with `${VAR}` already read from the environment.
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// Status codes that count as success; `None`: any 2xx.
+    pub expect: Option<Vec<u16>>,
+    pub body_contains: Option<String>,
+}
+
+/// When a region changes state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Consecutive failures before down.
+    pub fall: u32,
+    /// Consecutive successes before up again.
+    pub rise: u32,
+    /// A success slower than this counts as slow; `None`: never.
+    pub slow: Option<Duration>,
+    /// Probes in the sliding window of the two rates.
+    pub window: u32,
+    /// Failures / window above this: down.
+    pub max_error_rate: f64,
+    /// Slow / window above this: degraded.
+    pub max_slow_rate: f64,
+}
+
+/// What a service answers when every one of its regions is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenAllDown {
+    /// Answer as if all were up (fail open), as Route 53 and gdnsd do.
+    Nearest,
+    ServFail,
 }
 
 /// A name answered with the addresses of the region chosen for each client.
@@ -67,6 +127,7 @@ pub struct Region {
 pub struct Service {
     pub name: Name,
     pub ttl: u32,
+    pub when_all_down: WhenAllDown,
     /// Indexes into [`ZoneConfig::regions`], in the configured order (the first one answers
     /// clients whose location is unknown).
     pub regions: Vec<usize>,
@@ -283,7 +344,7 @@ ns: [ns1]
         );
         assert_error(
             &text,
-            "zones/t.yaml:9:5: unknown key `adress`, expected one of location, addresses",
+            "zones/t.yaml:9:5: unknown key `adress`, expected one of location, addresses, check, drained",
         );
         assert_error(
             &format!("{HEAD}records:\n  ns1: {{ A: [198.51.100.53], AAA: [\"::1\"] }}\n"),

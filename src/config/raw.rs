@@ -69,6 +69,31 @@ pub struct Node {
 pub struct Region {
     pub location: Spanned<Location>,
     pub addresses: Spanned<Vec<Text>>,
+    pub check: Option<Spanned<Check>>,
+    #[serde(default)]
+    pub drained: bool,
+}
+
+/// A region's health check, as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub http: Option<Text>,
+    pub tcp: Option<Text>,
+    pub method: Option<Text>,
+    pub body: Option<Text>,
+    pub interval: Option<Text>,
+    pub timeout: Option<Text>,
+    pub expect: Option<Spanned<Vec<u16>>>,
+    #[serde(default)]
+    pub headers: IndexMap<Text, Text>,
+    pub body_contains: Option<Text>,
+    pub fall: Option<Spanned<u32>>,
+    pub rise: Option<Spanned<u32>>,
+    pub slow: Option<Text>,
+    pub window: Option<Spanned<u32>>,
+    pub max_error_rate: Option<Spanned<f64>>,
+    pub max_slow_rate: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +108,7 @@ pub struct Location {
 pub struct Service {
     pub ttl: Option<u32>,
     pub regions: Spanned<Vec<Text>>,
+    pub when_all_down: Option<Text>,
 }
 
 /// One value or a list of values, each with its position: `A: 192.0.2.1` or `A: [a, b]`.

@@ -6,6 +6,7 @@ use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
+    time::Duration,
 };
 
 use hickory_proto::rr::{
@@ -14,7 +15,10 @@ use hickory_proto::rr::{
 };
 use serde_saphyr::{Location, Spanned};
 
-use super::{ConfigError, RecordSet, Region, Service, Soa, ZoneConfig, raw};
+use super::{
+    Check, CheckTarget, ConfigError, HttpCheck, RecordSet, Region, Service, Soa, Thresholds,
+    WhenAllDown, ZoneConfig, raw,
+};
 use crate::geo::Coordinates;
 
 const DEFAULT_TTL: u32 = 3600;
@@ -23,6 +27,17 @@ const DEFAULT_REFRESH: u32 = 3600;
 const DEFAULT_RETRY: u32 = 600;
 const DEFAULT_EXPIRE: u32 = 1_209_600;
 const DEFAULT_NEGATIVE_TTL: u32 = 60;
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const DEFAULT_THRESHOLDS: Thresholds = Thresholds {
+    fall: 3,
+    rise: 2,
+    slow: None,
+    window: 20,
+    max_error_rate: 0.5,
+    max_slow_rate: 0.5,
+};
 
 pub(super) fn zone(
     path: &Path,
@@ -486,11 +501,14 @@ impl Checker<'_> {
             }
             let location = self.location(name, &region.value.location);
             let addresses = self.addresses(name, &region.value.addresses);
-            if let Some(location) = location {
+            let check = region.value.check.as_ref().map(|c| self.check(name, c));
+            if let (Some(location), None | Some(Some(_))) = (location, &check) {
                 out.push(Region {
                     name: name.to_owned(),
                     location,
                     addresses,
+                    check: check.flatten(),
+                    drained: region.value.drained,
                 });
             }
         }
@@ -530,6 +548,233 @@ impl Checker<'_> {
             }
         }
         out
+    }
+
+    fn check(&mut self, region: &str, check: &Spanned<raw::Check>) -> Option<Check> {
+        let raw = &check.value;
+        let at = &check.referenced;
+        let errors_before = self.errors.len();
+        let interval = self
+            .duration(region, raw.interval.as_ref())
+            .unwrap_or(DEFAULT_INTERVAL);
+        let timeout = match raw.timeout.as_ref() {
+            Some(text) => self.duration(region, Some(text)).unwrap_or(DEFAULT_TIMEOUT),
+            None => DEFAULT_TIMEOUT.min(interval),
+        };
+        if interval < MIN_INTERVAL {
+            self.error(
+                at,
+                format!("region '{region}': check interval must be at least 100ms"),
+            );
+        }
+        if timeout > interval || timeout.is_zero() {
+            self.error(
+                at,
+                format!(
+                    "region '{region}': check timeout must be above 0 and at most the interval"
+                ),
+            );
+        }
+        let thresholds = self.thresholds(region, raw);
+        let target = match (&raw.http, &raw.tcp) {
+            (Some(url), None) => self.http_check(region, url, raw),
+            (None, Some(address)) => self.tcp_check(region, address, raw),
+            _ => {
+                self.error(
+                    at,
+                    format!("region '{region}': a check needs exactly one of `http` or `tcp`"),
+                );
+                None
+            }
+        };
+        let target = target.filter(|_| self.errors.len() == errors_before)?;
+        Some(Check {
+            target,
+            interval,
+            timeout,
+            thresholds,
+        })
+    }
+
+    fn duration(&mut self, region: &str, text: Option<&raw::Text>) -> Option<Duration> {
+        let text = text?;
+        humantime::parse_duration(text.value.trim())
+            .map_err(|e| {
+                self.error(
+                    &text.referenced,
+                    format!(
+                        "region '{region}': invalid duration '{}' ({e}; e.g. 2s, 800ms)",
+                        text.value
+                    ),
+                );
+            })
+            .ok()
+    }
+
+    fn thresholds(&mut self, region: &str, raw: &raw::Check) -> Thresholds {
+        let mut count = |value: &Option<Spanned<u32>>, name: &str, default: u32| match value {
+            Some(v) if v.value == 0 => {
+                self.error(
+                    &v.referenced,
+                    format!("region '{region}': check {name} must be at least 1"),
+                );
+                default
+            }
+            Some(v) => v.value,
+            None => default,
+        };
+        let fall = count(&raw.fall, "fall", DEFAULT_THRESHOLDS.fall);
+        let rise = count(&raw.rise, "rise", DEFAULT_THRESHOLDS.rise);
+        let window = count(&raw.window, "window", DEFAULT_THRESHOLDS.window);
+        let mut rate = |value: &Option<Spanned<f64>>, name: &str, default: f64| match value {
+            Some(v) if !(0.0..=1.0).contains(&v.value) => {
+                self.error(
+                    &v.referenced,
+                    format!("region '{region}': check {name} must be within 0..1"),
+                );
+                default
+            }
+            Some(v) => v.value,
+            None => default,
+        };
+        let max_error_rate = rate(
+            &raw.max_error_rate,
+            "max_error_rate",
+            DEFAULT_THRESHOLDS.max_error_rate,
+        );
+        let max_slow_rate = rate(
+            &raw.max_slow_rate,
+            "max_slow_rate",
+            DEFAULT_THRESHOLDS.max_slow_rate,
+        );
+        Thresholds {
+            fall,
+            rise,
+            slow: self.duration(region, raw.slow.as_ref()),
+            window,
+            max_error_rate,
+            max_slow_rate,
+        }
+    }
+
+    fn http_check(
+        &mut self,
+        region: &str,
+        url: &raw::Text,
+        raw: &raw::Check,
+    ) -> Option<CheckTarget> {
+        let expanded = self.expand(region, url)?;
+        let url = match reqwest::Url::parse(&expanded) {
+            Ok(parsed)
+                if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() =>
+            {
+                parsed
+            }
+            Ok(_) => {
+                self.error(
+                    &url.referenced,
+                    format!("region '{region}': check url must be http:// or https:// with a host"),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.error(
+                    &url.referenced,
+                    format!("region '{region}': invalid check url '{expanded}': {e}"),
+                );
+                return None;
+            }
+        };
+        let method = match raw.method.as_ref() {
+            None => reqwest::Method::GET,
+            Some(text) => match text.value.trim().to_ascii_uppercase().as_str() {
+                "GET" => reqwest::Method::GET,
+                "HEAD" => reqwest::Method::HEAD,
+                "POST" => reqwest::Method::POST,
+                "PUT" => reqwest::Method::PUT,
+                other => {
+                    self.error(&text.referenced, format!("region '{region}': check method must be GET, HEAD, POST or PUT, got '{other}'"));
+                    return None;
+                }
+            },
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &raw.headers {
+            let Some(expanded) = self.expand(region, value) else {
+                continue;
+            };
+            let valid_name = reqwest::header::HeaderName::from_bytes(name.value.as_bytes()).is_ok();
+            let valid_value = reqwest::header::HeaderValue::from_str(&expanded).is_ok();
+            if !valid_name || !valid_value {
+                self.error(
+                    &name.referenced,
+                    format!("region '{region}': invalid check header '{}'", name.value),
+                );
+                continue;
+            }
+            headers.push((name.value.clone(), expanded));
+        }
+        let body = match raw.body.as_ref() {
+            Some(text) => Some(self.expand(region, text)?),
+            None => None,
+        };
+        let expect = raw.expect.as_ref().map(|codes| {
+            if codes.value.is_empty() || codes.value.iter().any(|c| !(100..=599).contains(c)) {
+                self.error(
+                    &codes.referenced,
+                    format!("region '{region}': check expect needs HTTP status codes (100-599)"),
+                );
+            }
+            codes.value.clone()
+        });
+        Some(CheckTarget::Http(HttpCheck {
+            url,
+            method,
+            headers,
+            body,
+            expect,
+            body_contains: raw.body_contains.as_ref().map(|t| t.value.clone()),
+        }))
+    }
+
+    fn tcp_check(
+        &mut self,
+        region: &str,
+        address: &raw::Text,
+        raw: &raw::Check,
+    ) -> Option<CheckTarget> {
+        let http_only = [
+            raw.method.as_ref(),
+            raw.body.as_ref(),
+            raw.body_contains.as_ref(),
+        ];
+        if http_only.iter().any(Option::is_some) || !raw.headers.is_empty() || raw.expect.is_some()
+        {
+            self.error(&address.referenced, format!("region '{region}': method, body, headers, expect and body_contains apply to http checks only"));
+        }
+        let written = self.expand(region, address)?;
+        let parsed = written.rsplit_once(':').and_then(|(host, port)| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_owned(), port.parse::<u16>().ok()?))
+                .filter(|(h, p)| !h.is_empty() && *p != 0)
+        });
+        match parsed {
+            Some((host, port)) => Some(CheckTarget::Tcp { host, port }),
+            None => {
+                self.error(
+                    &address.referenced,
+                    format!("region '{region}': tcp check needs host:port, got '{written}'"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `${VAR}` replaced by the environment variable's value; an unset variable is an error.
+    fn expand(&mut self, region: &str, text: &raw::Text) -> Option<String> {
+        expand_env(&text.value)
+            .map_err(|e| self.error(&text.referenced, format!("region '{region}': {e}")))
+            .ok()
     }
 
     fn services(
@@ -582,9 +827,21 @@ impl Checker<'_> {
                 continue;
             }
             let regions = self.service_regions(&key.value, &service.value.regions, &region_names);
+            let when_all_down = match service.value.when_all_down.as_ref() {
+                None => WhenAllDown::Nearest,
+                Some(text) => match text.value.trim() {
+                    "nearest" => WhenAllDown::Nearest,
+                    "servfail" => WhenAllDown::ServFail,
+                    other => {
+                        self.error(&text.referenced, format!("service '{}': when_all_down must be nearest or servfail, got '{other}'", key.value));
+                        WhenAllDown::Nearest
+                    }
+                },
+            };
             out.push(Service {
                 name,
                 ttl: service.value.ttl.unwrap_or(DEFAULT_SERVICE_TTL),
+                when_all_down,
                 regions,
             });
         }
@@ -625,6 +882,25 @@ impl Checker<'_> {
         }
         out
     }
+}
+
+fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed '${{' in '{text}'"))?;
+        let name = &after[..end];
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// A TXT value as DNS character-strings of at most 255 bytes each (RFC 1035 3.3.14), split on

@@ -8,9 +8,11 @@ use hickory_proto::{
     rr::{LowerName, RecordType},
 };
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::{
     geo::GeoIp,
-    routing::{RoutingTable, ZoneRoutes},
+    routing::{Choice, RoutingTable, ZoneRoutes},
     zone::{Lookup, RRset, ServiceId},
 };
 
@@ -24,6 +26,8 @@ pub struct Answer<'t> {
     pub additional: &'t [RRset],
     /// How many leading bits of the client address the answer depends on (the ECS scope).
     pub scope: u8,
+    /// The counters this answer adds one to (the response, and a fail-open answer).
+    pub counters: [Option<&'t Counter>; 2],
 }
 
 impl<'t> Answer<'t> {
@@ -35,10 +39,15 @@ impl<'t> Answer<'t> {
             authority: None,
             additional: &[],
             scope: 0,
+            counters: [None, None],
         }
     }
 
-    fn authoritative(answer: Option<&'t RRset>, authority: Option<&'t RRset>) -> Answer<'t> {
+    fn authoritative(
+        counter: &'t Counter,
+        answer: Option<&'t RRset>,
+        authority: Option<&'t RRset>,
+    ) -> Answer<'t> {
         Answer {
             rcode: ResponseCode::NoError,
             authoritative: true,
@@ -46,6 +55,7 @@ impl<'t> Answer<'t> {
             authority,
             additional: &[],
             scope: 0,
+            counters: [Some(counter), None],
         }
     }
 
@@ -71,18 +81,20 @@ pub fn resolve<'t>(
     let Some(zone) = table.zone_for(qname) else {
         return Answer::refused();
     };
-    let data = &zone.data;
+    let (data, noerror) = (&zone.data, &zone.counters.noerror);
     match data.lookup(qname, qtype) {
-        Lookup::Found(rrset) | Lookup::Cname(rrset) => Answer::authoritative(Some(rrset), None),
-        Lookup::NoData => Answer::authoritative(None, Some(data.negative_soa())),
+        Lookup::Found(rrset) | Lookup::Cname(rrset) => {
+            Answer::authoritative(noerror, Some(rrset), None)
+        }
+        Lookup::NoData => Answer::authoritative(noerror, None, Some(data.negative_soa())),
         Lookup::NxDomain => Answer {
             rcode: ResponseCode::NXDomain,
-            ..Answer::authoritative(None, Some(data.negative_soa()))
+            ..Answer::authoritative(&zone.counters.nxdomain, None, Some(data.negative_soa()))
         },
         Lookup::Referral(delegation) => Answer {
             authoritative: false,
             additional: &delegation.glue,
-            ..Answer::authoritative(None, Some(&delegation.ns))
+            ..Answer::authoritative(noerror, None, Some(&delegation.ns))
         },
         Lookup::Service(id) => service_answer(zone, id, geo, qtype, client),
     }
@@ -95,7 +107,8 @@ fn service_answer<'t>(
     qtype: RecordType,
     client: IpAddr,
 ) -> Answer<'t> {
-    let negative = Answer::authoritative(None, Some(zone.data.negative_soa()));
+    let negative =
+        Answer::authoritative(&zone.counters.noerror, None, Some(zone.data.negative_soa()));
     let Some(service) = zone.service(id) else {
         return negative;
     };
@@ -105,8 +118,16 @@ fn service_answer<'t>(
     } else {
         (None, 0)
     };
-    let Some(region) = service.choose(located) else {
-        return negative;
+    let (region, fail_open) = match service.choose(located) {
+        Choice::Region(region) => (region, None),
+        Choice::FailOpen(region) => (region, Some(&service.fail_open)),
+        Choice::ServFail => {
+            return Answer {
+                rcode: ResponseCode::ServFail,
+                authoritative: false,
+                ..Answer::authoritative(&service.servfail, None, None)
+            };
+        }
     };
     let records = region.records(qtype);
     let (answer, authority) = if records.is_empty() {
@@ -116,6 +137,7 @@ fn service_answer<'t>(
     };
     Answer {
         scope,
-        ..Answer::authoritative(answer, authority)
+        counters: [Some(&region.answered), fail_open],
+        ..Answer::authoritative(&region.answered, answer, authority)
     }
 }

@@ -19,8 +19,10 @@ use hickory_server::{
     zone_handler::{MessageResponse, MessageResponseBuilder},
 };
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::answer::{Answer, resolve};
-use crate::{geo::GeoIp, routing::RoutingTable};
+use crate::{geo::GeoIp, metrics::Metrics, routing::RoutingTable};
 
 /// The UDP payload size regiondns offers and accepts at most (DNS flag day 2020).
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
@@ -31,18 +33,46 @@ pub struct Handler {
     table: Arc<ArcSwap<RoutingTable>>,
     geo: Arc<GeoIp>,
     max_udp_payload: u16,
+    errors: ErrorCounters,
+}
+
+/// Responses to requests that reach no zone.
+struct ErrorCounters {
+    refused: Counter,
+    formerr: Counter,
+    notimp: Counter,
+    badvers: Counter,
+}
+
+impl ErrorCounters {
+    fn for_rcode(&self, rcode: ResponseCode) -> &Counter {
+        match rcode {
+            ResponseCode::FormErr => &self.formerr,
+            ResponseCode::NotImp => &self.notimp,
+            ResponseCode::BADVERS => &self.badvers,
+            _ => &self.refused,
+        }
+    }
 }
 
 impl Handler {
     pub fn new(
         table: Arc<ArcSwap<RoutingTable>>,
         geo: Arc<GeoIp>,
+        metrics: &Metrics,
         max_udp_payload: u16,
     ) -> Handler {
+        let counter = |rcode| metrics.query_counter("", "", "", rcode);
         Handler {
             table,
             geo,
             max_udp_payload: max_udp_payload.max(512),
+            errors: ErrorCounters {
+                refused: counter("REFUSED"),
+                formerr: counter("FORMERR"),
+                notimp: counter("NOTIMP"),
+                badvers: counter("BADVERS"),
+            },
         }
     }
 }
@@ -64,6 +94,7 @@ impl RequestHandler for Handler {
         let subnet = match check_request(request) {
             Ok(subnet) => subnet,
             Err(rcode) => {
+                self.errors.for_rcode(rcode).inc();
                 let response = builder.error_msg(&request.metadata, rcode);
                 return send(&mut response_handle, response, request).await;
             }
@@ -77,6 +108,12 @@ impl RequestHandler for Handler {
         let table = self.table.load_full();
         let query = &request.queries.queries()[0];
         let answer = resolve(&table, &self.geo, query.name(), query.query_type(), client);
+        if answer.rcode == ResponseCode::Refused {
+            self.errors.refused.inc();
+        }
+        for counter in answer.counters.iter().flatten() {
+            counter.inc();
+        }
 
         let edns = edns.map(|mut edns| {
             if let Some(mut subnet) = subnet {

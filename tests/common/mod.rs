@@ -2,6 +2,8 @@
 //! GeoIP database, and queries it over real sockets (a Rust client, or `dig`).
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod endpoint;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream, UdpSocket},
@@ -101,6 +103,8 @@ pub fn write_mmdb(path: &Path, networks: &[(&str, Value)]) {
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin API's address, when it listens.
+    pub admin: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -108,6 +112,11 @@ pub struct Server {
 impl Server {
     /// Serves `zone` with the fixture GeoIP database on 127.0.0.1, port chosen by the kernel.
     pub fn start(zone: &str) -> Server {
+        Server::start_with_env(zone, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables (e.g. the admin token).
+    pub fn start_with_env(zone: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("zones")).expect("zones dir");
         std::fs::write(dir.path().join("zones/llm.yaml"), zone).expect("write zone");
@@ -122,16 +131,29 @@ impl Server {
             path_arg(&geoip),
             "--listen".into(),
             "127.0.0.1:0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
         ];
-        Server::spawn(dir, &args, None)
+        Server::spawn_with_env(dir, &args, None, env)
     }
 
     /// Runs the binary with `args` in `cwd` (default: the temporary directory).
     pub fn spawn(dir: tempfile::TempDir, args: &[String], cwd: Option<&Path>) -> Server {
+        Server::spawn_with_env(dir, args, cwd, &[])
+    }
+
+    /// As [`Server::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        dir: tempfile::TempDir,
+        args: &[String],
+        cwd: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(BINARY)
             .args(args)
             .current_dir(cwd.unwrap_or(dir.path()))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -141,15 +163,15 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let lines = Arc::clone(&log);
+        let admin = Arc::new(Mutex::new(None));
+        let admin_seen = Arc::clone(&admin);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let addr = addr
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = ready_tx.send(addr);
+                if let Some(addr) = line.split("admin API listening on http://").nth(1) {
+                    *admin_seen.lock().expect("admin lock") = addr.trim().parse().ok();
+                } else if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                    let _ = ready_tx.send(addr.to_string());
                 }
                 lines.lock().expect("log lock").push(line);
             }
@@ -164,9 +186,11 @@ impl Server {
                 );
             }
         };
+        let admin = *admin.lock().expect("admin lock");
         Server {
             child,
             addr,
+            admin,
             dir,
             log,
         }
@@ -324,4 +348,32 @@ pub fn run(args: &[&str], cwd: &Path) -> Output {
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A plain HTTP/1.1 request to the admin API: (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,234 @@
+//! The admin HTTP API (axum): region health as JSON, the operator's drain switch, Prometheus
+//! metrics and the server's own liveness.
+//!
+//! It reads the health board that the publisher swaps in and sends drain requests to the
+//! publisher; it never touches the routing table itself. Mutating endpoints need the bearer
+//! token, and are disabled (403) when no token is configured.
+
+use std::{net::SocketAddr, sync::Arc, time::UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use axum::{
+    Json, Router,
+    extract::{Path, State as AxumState},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    health::{Event, HealthMap, RegionKey, RegionStatus},
+    metrics::Metrics,
+};
+
+#[derive(Clone)]
+pub struct Admin {
+    board: Arc<ArcSwap<HealthMap>>,
+    events: mpsc::Sender<Event>,
+    metrics: Arc<Metrics>,
+    token: Option<Arc<str>>,
+}
+
+impl Admin {
+    pub fn new(
+        board: Arc<ArcSwap<HealthMap>>,
+        events: mpsc::Sender<Event>,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+    ) -> Admin {
+        Admin {
+            board,
+            events,
+            metrics,
+            token: token.map(Into::into),
+        }
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics))
+            .route("/regions", get(regions))
+            .route("/regions/{zone}/{region}/drain", post(drain))
+            .route("/regions/{zone}/{region}/undrain", post(undrain))
+            .with_state(self)
+    }
+
+    /// Serves until the listener fails; errors are logged by the caller.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+}
+
+/// Where the admin API listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for AdminListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(AdminListen::Off);
+        }
+        s.parse()
+            .map(AdminListen::At)
+            .map_err(|_| format!("'{s}' is neither ADDR:PORT nor off"))
+    }
+}
+
+async fn metrics(AxumState(admin): AxumState<Admin>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        admin.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn regions(AxumState(admin): AxumState<Admin>) -> Json<Value> {
+    let board = admin.board.load();
+    let regions: Vec<Value> = board
+        .iter()
+        .map(|(key, status)| region_json(key, status))
+        .collect();
+    Json(json!({ "regions": regions }))
+}
+
+fn region_json(key: &RegionKey, status: &RegionStatus) -> Value {
+    let since = status
+        .since
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = status.last_probe.as_ref();
+    json!({
+        "zone": key.zone,
+        "region": key.region,
+        "state": status.state().as_str(),
+        "health": status.health.as_str(),
+        "drained": status.drained,
+        "checked": status.checked,
+        "reason": status.reason,
+        "since": humantime::format_rfc3339_seconds(status.since).to_string(),
+        "since_unix": since,
+        "probes": status.probes,
+        "last_probe": last.map(ToString::to_string),
+        "last_probe_ms": last.map(|p| p.latency.as_secs_f64() * 1000.0),
+        "error_rate": status.error_rate,
+        "slow_rate": status.slow_rate,
+    })
+}
+
+async fn drain(
+    admin: AxumState<Admin>,
+    headers: HeaderMap,
+    path: Path<(String, String)>,
+) -> Response {
+    set_drained(admin, headers, path, true).await
+}
+
+async fn undrain(
+    admin: AxumState<Admin>,
+    headers: HeaderMap,
+    path: Path<(String, String)>,
+) -> Response {
+    set_drained(admin, headers, path, false).await
+}
+
+async fn set_drained(
+    AxumState(admin): AxumState<Admin>,
+    headers: HeaderMap,
+    Path((zone, region)): Path<(String, String)>,
+    drained: bool,
+) -> Response {
+    if let Err(refusal) = authorize(admin.token.as_deref(), &headers) {
+        return refusal.into_response();
+    }
+    let zone = if zone.ends_with('.') {
+        zone
+    } else {
+        format!("{zone}.")
+    };
+    let key = RegionKey { zone, region };
+    let (done, applied) = oneshot::channel();
+    let event = Event::SetDrained {
+        key: key.clone(),
+        drained,
+        done,
+    };
+    if admin.events.send(event).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the health publisher is not running",
+        );
+    }
+    match applied.await {
+        Ok(Some(state)) => Json(json!({
+            "zone": key.zone,
+            "region": key.region,
+            "state": state.as_str(),
+        }))
+        .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            &format!("no region '{}' in zone '{}'", key.region, key.zone),
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the health publisher stopped",
+        ),
+    }
+}
+
+/// Why a mutating request is refused.
+enum Refusal {
+    /// No token is configured: the endpoints are off.
+    Disabled,
+    /// The token is missing or wrong.
+    Unauthorized,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Disabled => error(
+                StatusCode::FORBIDDEN,
+                "mutating endpoints are disabled: no admin token configured",
+            ),
+            Refusal::Unauthorized => {
+                let mut response =
+                    error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                response
+            }
+        }
+    }
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time.
+fn authorize(token: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
+    let token = token.ok_or(Refusal::Disabled)?;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(Refusal::Unauthorized)
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}

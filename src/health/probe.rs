@@ -1,0 +1,176 @@
+//! One probe of a region's health endpoint: an HTTP request or a TCP connect, on a new
+//! connection each time, bounded by the check's timeout. Every fault (refused, timeout, TLS,
+//! name resolution, reset, garbage, oversized body) becomes a failed probe with a reason.
+
+use std::{error::Error as _, time::Duration};
+
+use reqwest::{StatusCode, header::RETRY_AFTER};
+use tokio::{net::TcpStream, time::Instant};
+
+use super::tracker::{Outcome, ProbeResult};
+use crate::config::{Check, CheckTarget, HttpCheck};
+
+/// Bodies are read up to this size, no further: enough for `body_contains`, bounded for memory.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A prepared probe: for HTTP, a client that never reuses a connection and ignores proxies.
+pub struct Probe {
+    check: Check,
+    client: Option<reqwest::Client>,
+}
+
+impl Probe {
+    pub fn new(check: Check) -> Result<Probe, reqwest::Error> {
+        let client = match check.target {
+            CheckTarget::Http(_) => Some(http_client(check.timeout)?),
+            CheckTarget::Tcp { .. } => None,
+        };
+        Ok(Probe { check, client })
+    }
+
+    pub async fn run(&self) -> ProbeResult {
+        let start = Instant::now();
+        let outcome = match (&self.check.target, &self.client) {
+            (CheckTarget::Http(http), Some(client)) => {
+                bounded(self.check.timeout, http_probe(client, http)).await
+            }
+            (CheckTarget::Tcp { host, port }, _) => {
+                bounded(self.check.timeout, tcp_probe(host, *port)).await
+            }
+            (CheckTarget::Http(_), None) => Outcome::Failure("no HTTP client".into()),
+        };
+        ProbeResult {
+            outcome,
+            latency: start.elapsed(),
+        }
+    }
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    super::install_crypto_provider();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .user_agent(concat!(
+            "regiondns/",
+            env!("CARGO_PKG_VERSION"),
+            " health check"
+        ))
+        .build()
+}
+
+async fn bounded(timeout: Duration, probe: impl Future<Output = Outcome>) -> Outcome {
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or_else(|_| Outcome::Failure(format!("timeout after {} ms", timeout.as_millis())))
+}
+
+async fn tcp_probe(host: &str, port: u16) -> Outcome {
+    match TcpStream::connect((host, port)).await {
+        Ok(_) => Outcome::Success,
+        Err(e) => Outcome::Failure(format!("TCP connect to {host}:{port}: {e}")),
+    }
+}
+
+async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
+    let mut request = client.request(check.method.clone(), check.url.clone());
+    for (name, value) in &check.headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = &check.body {
+        request = request.body(body.clone());
+    }
+    let mut response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => return Outcome::Failure(describe(&e)),
+    };
+    let status = response.status();
+    if !expected(check, status) {
+        return unexpected(status, response.headers().contains_key(RETRY_AFTER));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_BODY => {
+                return Outcome::Failure(format!("body over {} KiB", MAX_BODY / 1024));
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return Outcome::Failure(format!("reading the body: {}", describe(&e))),
+        }
+    }
+    match &check.body_contains {
+        Some(needle) if !String::from_utf8_lossy(&body).contains(needle.as_str()) => {
+            Outcome::Failure(format!(
+                "HTTP {} body does not contain {needle:?}",
+                status.as_u16()
+            ))
+        }
+        _ => Outcome::Success,
+    }
+}
+
+fn expected(check: &HttpCheck, status: StatusCode) -> bool {
+    match &check.expect {
+        Some(codes) => codes.contains(&status.as_u16()),
+        None => status.is_success(),
+    }
+}
+
+/// An LLM endpoint shedding load is overloaded, not down: 429, or 503 with Retry-After.
+fn unexpected(status: StatusCode, retry_after: bool) -> Outcome {
+    let overloaded = status == StatusCode::TOO_MANY_REQUESTS
+        || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after);
+    let text = format!("HTTP {}", status.as_u16());
+    if overloaded {
+        Outcome::Overloaded(text)
+    } else {
+        Outcome::Failure(text)
+    }
+}
+
+/// The error and its causes, innermost last: "error sending request: ... Connection refused".
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        text.insert_str(0, "timeout: ");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_429_or_503_with_retry_after() {
+        assert!(matches!(
+            unexpected(StatusCode::TOO_MANY_REQUESTS, false),
+            Outcome::Overloaded(_)
+        ));
+        assert!(matches!(
+            unexpected(StatusCode::SERVICE_UNAVAILABLE, true),
+            Outcome::Overloaded(_)
+        ));
+        assert!(matches!(
+            unexpected(StatusCode::SERVICE_UNAVAILABLE, false),
+            Outcome::Failure(_)
+        ));
+        assert_eq!(
+            unexpected(StatusCode::INTERNAL_SERVER_ERROR, true),
+            Outcome::Failure("HTTP 500".into())
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Prometheus metrics: one registry, every series regiondns exports, rendered as text for the
+//! admin `/metrics` endpoint.
+//!
+//! Counters for the query path are created ahead of time and handed out as shared handles
+//! (an atomic each), so counting a query is one atomic add: no label lookup, no lock.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::health::State;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    zone: String,
+    service: String,
+    region: String,
+    rcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegionLabels {
+    zone: String,
+    region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    zone: String,
+    region: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    zone: String,
+    service: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    queries: Family<QueryLabels, Counter>,
+    region_state: Family<StateLabels, Gauge>,
+    probe_duration: Family<RegionLabels, Histogram, fn() -> Histogram>,
+    transitions: Family<StateLabels, Counter>,
+    fail_open: Family<ServiceLabels, Counter>,
+    generation: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("regiondns");
+        let queries = Family::<QueryLabels, Counter>::default();
+        registry.register(
+            "queries",
+            "DNS responses by zone, service, region and rcode (service and region empty for other names)",
+            queries.clone(),
+        );
+        let region_state = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "region_state",
+            "1 for the region's current state (up, degraded, down, drained), 0 for the others",
+            region_state.clone(),
+        );
+        let probe_duration: Family<RegionLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.5, 12)));
+        registry.register(
+            "probe_duration_seconds",
+            "Health probe latency, failures included",
+            probe_duration.clone(),
+        );
+        let transitions = Family::<StateLabels, Counter>::default();
+        registry.register(
+            "region_transitions",
+            "Region state changes, by the state entered",
+            transitions.clone(),
+        );
+        let fail_open = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "fail_open_answers",
+            "Answers given while every region of the service was down (fail open)",
+            fail_open.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "routing_generation",
+            "Number of routing snapshots published since start",
+            generation.clone(),
+        );
+        Metrics {
+            registry,
+            queries,
+            region_state,
+            probe_duration,
+            transitions,
+            fail_open,
+            generation,
+        }
+    }
+
+    /// The counter of responses for these labels; keep it and `inc()` it per query.
+    pub fn query_counter(&self, zone: &str, service: &str, region: &str, rcode: &str) -> Counter {
+        self.queries.get_or_create_owned(&QueryLabels {
+            zone: zone.into(),
+            service: service.into(),
+            region: region.into(),
+            rcode: rcode.into(),
+        })
+    }
+
+    pub fn fail_open_counter(&self, zone: &str, service: &str) -> Counter {
+        self.fail_open.get_or_create_owned(&ServiceLabels {
+            zone: zone.into(),
+            service: service.into(),
+        })
+    }
+
+    pub fn set_region_state(&self, zone: &str, region: &str, current: State) {
+        for state in State::ALL {
+            let labels = StateLabels {
+                zone: zone.into(),
+                region: region.into(),
+                state: state.as_str().into(),
+            };
+            self.region_state
+                .get_or_create(&labels)
+                .set(i64::from(state == current));
+        }
+    }
+
+    pub fn count_transition(&self, zone: &str, region: &str, to: State) {
+        let labels = StateLabels {
+            zone: zone.into(),
+            region: region.into(),
+            state: to.as_str().into(),
+        };
+        self.transitions.get_or_create(&labels).inc();
+    }
+
+    pub fn observe_probe(&self, zone: &str, region: &str, latency: Duration) {
+        let labels = RegionLabels {
+            zone: zone.into(),
+            region: region.into(),
+        };
+        self.probe_duration
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
