@@ -438,3 +438,22 @@ fn metrics_show_state_changes_probes_and_answers() {
     let (status, body) = http(admin, "GET", "/healthz", &[]);
     assert_eq!((status, body.as_str()), (200, "ok\n"));
 }
+
+#[test]
+fn tcp_checks_follow_the_port_being_open() {
+    let (us, eu) = (Endpoint::start(Mode::Ok), Endpoint::start(Mode::Ok));
+    let tcp = format!(
+        "{{ tcp: \"{}\", interval: {}ms, timeout: 400ms, fall: {FALL}, rise: {RISE} }}",
+        eu.addr,
+        INTERVAL.as_millis()
+    );
+    let server = Server::start(&zone(&check(&us), &tcp, ""));
+    assert_eq!(answer(&server, UK), [EU_WEST]);
+    eu.set(Mode::Closed);
+    until_answered(&server, US_EAST, Duration::from_secs(5)).expect("closed port: down");
+    let reason = region(&server, "eu-west")["reason"].to_string();
+    assert!(reason.contains("Connection refused"), "{reason}");
+    eu.set(Mode::Hang);
+    until_answered(&server, EU_WEST, Duration::from_secs(5))
+        .expect("open port: up, whatever HTTP does");
+}

@@ -515,4 +515,133 @@ ns: [ns1]
         let errors = load_dir(empty.path()).expect_err("no zones");
         assert_eq!(errors[0].message, "no zone files (*.yaml, *.yml)");
     }
+
+    fn region_with_check(check: &str) -> String {
+        format!(
+            "{HEAD}records:\n{NS1}regions:\n  eu:\n    location: {{ lat: 1, lon: 2 }}\n    addresses: [192.0.2.1]\n    check: {check}\n"
+        )
+    }
+
+    #[test]
+    fn checks_get_defaults_and_read_headers_from_the_environment() {
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var("REGIONDNS_TEST_KEY", "k-42") };
+        let text = region_with_check(
+            "{ http: \"https://eu.example.net/healthz\", method: post, body: '{\"max_tokens\":1}', headers: { api-key: \"Bearer ${REGIONDNS_TEST_KEY}\" }, slow: 800ms }",
+        );
+        let zone = parse(Path::new("t.yaml"), &text, 1).expect("valid");
+        let check = zone.regions[0].check.as_ref().expect("check");
+        assert_eq!(check.interval, Duration::from_secs(5));
+        assert_eq!(check.timeout, Duration::from_secs(2));
+        assert_eq!(check.thresholds.fall, 3);
+        assert_eq!(check.thresholds.rise, 2);
+        assert_eq!(check.thresholds.window, 20);
+        assert_eq!(check.thresholds.slow, Some(Duration::from_millis(800)));
+        let CheckTarget::Http(http) = &check.target else {
+            panic!("http check")
+        };
+        assert_eq!(http.method, reqwest::Method::POST);
+        assert_eq!(
+            http.headers,
+            vec![("api-key".to_string(), "Bearer k-42".to_string())]
+        );
+        assert_eq!(http.body.as_deref(), Some("{\"max_tokens\":1}"));
+        assert_eq!(http.expect, None, "any 2xx");
+
+        let tcp = parse(
+            Path::new("t.yaml"),
+            &region_with_check("{ tcp: \"[2001:db8::1]:443\", interval: 1s }"),
+            1,
+        )
+        .expect("valid");
+        let check = tcp.regions[0].check.as_ref().expect("check");
+        assert_eq!(
+            check.target,
+            CheckTarget::Tcp {
+                host: "2001:db8::1".into(),
+                port: 443
+            }
+        );
+        assert_eq!(
+            check.timeout,
+            Duration::from_secs(1),
+            "timeout never above the interval"
+        );
+    }
+
+    #[test]
+    fn check_errors_name_the_region_and_the_position() {
+        let cases = [
+            (
+                "{ interval: 2s }",
+                "zones/t.yaml:10:12: region 'eu': a check needs exactly one of `http` or `tcp`",
+            ),
+            (
+                "{ http: \"http://a\", tcp: \"a:1\" }",
+                "zones/t.yaml:10:12: region 'eu': a check needs exactly one of `http` or `tcp`",
+            ),
+            (
+                "{ http: \"http://a\", interval: soon }",
+                "zones/t.yaml:10:42: region 'eu': invalid duration 'soon' (expected number at 0; e.g. 2s, 800ms)",
+            ),
+            (
+                "{ http: \"http://a\", interval: 1s, timeout: 2s }",
+                "zones/t.yaml:10:12: region 'eu': check timeout must be above 0 and at most the interval",
+            ),
+            (
+                "{ http: \"ftp://a\" }",
+                "zones/t.yaml:10:20: region 'eu': check url must be http:// or https:// with a host",
+            ),
+            (
+                "{ http: \"http://a/${REGIONDNS_UNSET_VARIABLE}\" }",
+                "zones/t.yaml:10:20: region 'eu': environment variable REGIONDNS_UNSET_VARIABLE is not set",
+            ),
+            (
+                "{ tcp: \"a\" }",
+                "zones/t.yaml:10:19: region 'eu': tcp check needs host:port, got 'a'",
+            ),
+            (
+                "{ tcp: \"a:1\", expect: [200] }",
+                "zones/t.yaml:10:19: region 'eu': method, body, headers, expect and body_contains apply to http checks only",
+            ),
+            (
+                "{ http: \"http://a\", fall: 0 }",
+                "zones/t.yaml:10:38: region 'eu': check fall must be at least 1",
+            ),
+            (
+                "{ http: \"http://a\", max_error_rate: 1.5 }",
+                "zones/t.yaml:10:48: region 'eu': check max_error_rate must be within 0..1",
+            ),
+            (
+                "{ http: \"http://a\", method: DELETE }",
+                "zones/t.yaml:10:40: region 'eu': check method must be GET, HEAD, POST or PUT, got 'DELETE'",
+            ),
+            (
+                "{ http: \"http://a\", expect: [200, 99] }",
+                "zones/t.yaml:10:40: region 'eu': check expect needs HTTP status codes (100-599)",
+            ),
+            (
+                "{ http: \"http://a\", intervall: 2s }",
+                "zones/t.yaml:10:32: unknown key `intervall`, expected one of http, tcp, method, body, interval, timeout, expect, headers, body_contains, fall, rise, slow, window, max_error_rate, max_slow_rate",
+            ),
+        ];
+        for (check, expected) in cases {
+            assert_error(&region_with_check(check), expected);
+        }
+    }
+
+    #[test]
+    fn when_all_down_accepts_nearest_or_servfail() {
+        let service = |value: &str| {
+            format!(
+                "{HEAD}records:\n{NS1}{REGIONS}services:\n  api: {{ regions: [eu-west], when_all_down: {value} }}\n"
+            )
+        };
+        let zone = parse(Path::new("t.yaml"), &service("servfail"), 1).expect("valid");
+        assert_eq!(zone.services[0].when_all_down, WhenAllDown::ServFail);
+        assert_error(
+            &service("panic"),
+            "zones/t.yaml:14:45: service 'api': when_all_down must be nearest or servfail, got 'panic'",
+        );
+    }
 }
