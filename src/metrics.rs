@@ -53,6 +53,7 @@ pub struct Metrics {
     probe_duration: Family<RegionLabels, Histogram, fn() -> Histogram>,
     transitions: Family<StateLabels, Counter>,
     fail_open: Family<ServiceLabels, Counter>,
+    fail_closed: Family<ServiceLabels, Counter>,
     generation: Gauge,
 }
 
@@ -96,6 +97,12 @@ impl Metrics {
             "Answers given while every region of the service was down (fail open)",
             fail_open.clone(),
         );
+        let fail_closed = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "fail_closed_answers",
+            "Answers refused (or SERVFAIL/NODATA) because a rule allowed no region that could serve",
+            fail_closed.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "routing_generation",
@@ -109,6 +116,7 @@ impl Metrics {
             probe_duration,
             transitions,
             fail_open,
+            fail_closed,
             generation,
         }
     }
@@ -125,6 +133,13 @@ impl Metrics {
 
     pub fn fail_open_counter(&self, zone: &str, service: &str) -> Counter {
         self.fail_open.get_or_create_owned(&ServiceLabels {
+            zone: zone.into(),
+            service: service.into(),
+        })
+    }
+
+    pub fn fail_closed_counter(&self, zone: &str, service: &str) -> Counter {
+        self.fail_closed.get_or_create_owned(&ServiceLabels {
             zone: zone.into(),
             service: service.into(),
         })

@@ -32,6 +32,8 @@ pub struct ZoneConfig {
     pub records: Vec<RecordSet>,
     pub regions: Vec<Region>,
     pub services: Vec<Service>,
+    /// Whether `_explain.<service>` TXT queries are answered (it discloses configuration).
+    pub explain: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +66,10 @@ pub struct Region {
     pub check: Option<Check>,
     /// Taken out of service by the operator.
     pub drained: bool,
+    /// Legal area the region belongs to (e.g. `eu`), for sovereignty rules.
+    pub jurisdiction: Option<String>,
+    /// Relative share under the `weighted` policy.
+    pub weight: u32,
 }
 
 /// A health check: what to probe, how often, and when to change the region's state.
@@ -131,6 +137,70 @@ pub struct Service {
     /// Indexes into [`ZoneConfig::regions`], in the configured order (the first one answers
     /// clients whose location is unknown).
     pub regions: Vec<usize>,
+    pub policy: Policy,
+    /// How many regions' addresses an answer carries.
+    pub answers: usize,
+    /// Share of a degraded region's clients sent to the next region (1.0: all of them).
+    pub shed: f64,
+    pub canary: Option<Canary>,
+    /// Matched in order; the first match applies.
+    pub rules: Vec<Rule>,
+}
+
+/// How the eligible regions of a service are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// By distance to the client.
+    Nearest,
+    /// In the configured order.
+    Priority,
+    /// By weight, stable per client subnet.
+    Weighted,
+}
+
+/// A region that takes a fixed share of client subnets while it is up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// Index into [`ZoneConfig::regions`].
+    pub region: usize,
+    pub share: f64,
+}
+
+/// A routing rule: for clients it matches, which regions are allowed and preferred.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub matcher: Matcher,
+    pub allow: Option<Allow>,
+    /// What to answer when no allowed region can serve.
+    pub when_none: FailClosed,
+    /// Indexes into [`ZoneConfig::regions`], tried in this order before the policy's order.
+    pub prefer: Vec<usize>,
+}
+
+/// Which clients a rule applies to: any listed continent, country or network (each list
+/// that is given must match).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Matcher {
+    pub continents: Vec<crate::geo::Continent>,
+    pub countries: Vec<crate::geo::CountryCode>,
+    pub networks: Vec<ipnet::IpNet>,
+}
+
+/// The regions a matched client may be sent to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    /// Indexes into [`ZoneConfig::regions`].
+    pub regions: Vec<usize>,
+    /// As written, for messages: `jurisdiction eu`, `regions eu-west, eu-north`.
+    pub description: String,
+}
+
+/// The fail-closed answer of a rule whose allowed regions are all unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailClosed {
+    Refuse,
+    ServFail,
+    NoData,
 }
 
 impl ZoneConfig {
@@ -344,7 +414,7 @@ ns: [ns1]
         );
         assert_error(
             &text,
-            "zones/t.yaml:9:5: unknown key `adress`, expected one of location, addresses, check, drained",
+            "zones/t.yaml:9:5: unknown key `adress`, expected one of location, addresses, check, drained, jurisdiction, weight",
         );
         assert_error(
             &format!("{HEAD}records:\n  ns1: {{ A: [198.51.100.53], AAA: [\"::1\"] }}\n"),
@@ -352,7 +422,7 @@ ns: [ns1]
         );
         assert_error(
             &format!("{HEAD}colour: blue\n"),
-            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services",
+            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services, explain",
         );
     }
 

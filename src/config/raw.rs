@@ -25,6 +25,8 @@ pub struct Zone {
     pub regions: IndexMap<Text, Spanned<Region>>,
     #[serde(default)]
     pub services: IndexMap<Text, Spanned<Service>>,
+    #[serde(default)]
+    pub explain: bool,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +74,8 @@ pub struct Region {
     pub check: Option<Spanned<Check>>,
     #[serde(default)]
     pub drained: bool,
+    pub jurisdiction: Option<Text>,
+    pub weight: Option<Spanned<u32>>,
 }
 
 /// A region's health check, as written.
@@ -109,6 +113,51 @@ pub struct Service {
     pub ttl: Option<u32>,
     pub regions: Spanned<Vec<Text>>,
     pub when_all_down: Option<Text>,
+    pub policy: Option<Text>,
+    pub answers: Option<Spanned<u32>>,
+    /// A share: `50%` or `0.5`.
+    pub shed: Option<Text>,
+    pub canary: Option<Spanned<Canary>>,
+    #[serde(default)]
+    pub rules: Vec<Spanned<Rule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub region: Text,
+    pub share: Text,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(rename = "match")]
+    pub matcher: Spanned<Match>,
+    pub allow: Option<Spanned<Allow>>,
+    pub when_none: Option<Text>,
+    #[serde(default)]
+    pub prefer: Vec<Text>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    #[serde(default)]
+    pub continent: Vec<Text>,
+    #[serde(default)]
+    pub country: Vec<Text>,
+    #[serde(default)]
+    pub network: Vec<Text>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    #[serde(default)]
+    pub jurisdiction: Vec<Text>,
+    #[serde(default)]
+    pub regions: Vec<Text>,
 }
 
 /// One value or a list of values, each with its position: `A: 192.0.2.1` or `A: [a, b]`.

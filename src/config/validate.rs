@@ -16,9 +16,16 @@ use hickory_proto::rr::{
 use serde_saphyr::{Location, Spanned};
 
 use super::{
-    Check, CheckTarget, ConfigError, HttpCheck, RecordSet, Region, Service, Soa, Thresholds,
-    WhenAllDown, ZoneConfig, raw,
+    Allow, Canary, Check, CheckTarget, ConfigError, FailClosed, HttpCheck, Matcher, Policy,
+    RecordSet, Region, Rule, Service, Soa, Thresholds, WhenAllDown, ZoneConfig, raw,
 };
+use crate::geo::{Continent, CountryCode};
+
+/// Most regions' addresses one answer may carry.
+pub(crate) const MAX_ANSWERS: u32 = 8;
+/// Most regions a service may list (routing keeps them in fixed-size sets).
+pub(crate) const MAX_SERVICE_REGIONS: usize = 32;
+const DEFAULT_WEIGHT: u32 = 100;
 use crate::geo::Coordinates;
 
 const DEFAULT_TTL: u32 = 3600;
@@ -71,6 +78,7 @@ pub(super) fn zone(
             records,
             regions,
             services,
+            explain: zone.explain,
         }),
         _ => Err(checker.take()),
     }
@@ -322,7 +330,9 @@ impl Checker<'_> {
             RecordType::CNAME => return self.target(value).map(|n| RData::CNAME(CNAME(n))),
             RecordType::NS => return self.target(value).map(|n| RData::NS(NS(n))),
             RecordType::PTR => return self.target(value).map(|n| RData::PTR(PTR(n))),
-            RecordType::TXT => Ok(RData::TXT(TXT::new(character_strings(&value.value)))),
+            RecordType::TXT => Ok(RData::TXT(TXT::new(crate::zone::character_strings(
+                &value.value,
+            )))),
             RecordType::MX => return self.mx(value),
             RecordType::SRV => return self.srv(value),
             _ => RData::try_from_str(record_type, text)
@@ -509,6 +519,16 @@ impl Checker<'_> {
                     addresses,
                     check: check.flatten(),
                     drained: region.value.drained,
+                    jurisdiction: region
+                        .value
+                        .jurisdiction
+                        .as_ref()
+                        .map(|j| j.value.trim().to_ascii_lowercase()),
+                    weight: region
+                        .value
+                        .weight
+                        .as_ref()
+                        .map_or(DEFAULT_WEIGHT, |w| w.value),
                 });
             }
         }
@@ -770,6 +790,247 @@ impl Checker<'_> {
         }
     }
 
+    fn policy(&mut self, service: &ServiceContext, text: Option<&raw::Text>) -> Policy {
+        let Some(text) = text else {
+            return Policy::Nearest;
+        };
+        match text.value.trim() {
+            "nearest" => Policy::Nearest,
+            "priority" => Policy::Priority,
+            "weighted" => Policy::Weighted,
+            other => {
+                self.error(
+                    &text.referenced,
+                    format!(
+                        "service '{}': policy must be nearest, priority or weighted, got '{other}'",
+                        service.name
+                    ),
+                );
+                Policy::Nearest
+            }
+        }
+    }
+
+    fn answers(&mut self, service: &ServiceContext, answers: Option<&Spanned<u32>>) -> usize {
+        let Some(answers) = answers else { return 1 };
+        if !(1..=MAX_ANSWERS).contains(&answers.value) {
+            self.error(
+                &answers.referenced,
+                format!(
+                    "service '{}': answers must be within 1..{MAX_ANSWERS}",
+                    service.name
+                ),
+            );
+        }
+        answers.value.clamp(1, MAX_ANSWERS) as usize
+    }
+
+    /// `5%` or `0.05`.
+    fn share(&mut self, service: &ServiceContext, what: &str, text: &raw::Text) -> f64 {
+        let written = text.value.trim();
+        let parsed = match written.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+            None => written.parse::<f64>(),
+        };
+        match parsed {
+            Ok(share) if (0.0..=1.0).contains(&share) => share,
+            _ => {
+                self.error(&text.referenced, format!("service '{}': {what} must be a share like 5% or 0.05 (0 to 100%), got '{written}'", service.name));
+                0.0
+            }
+        }
+    }
+
+    fn canary(
+        &mut self,
+        service: &ServiceContext,
+        canary: &Spanned<raw::Canary>,
+    ) -> Option<Canary> {
+        let region = self.service_region(service, &canary.value.region)?;
+        Some(Canary {
+            region,
+            share: self.share(service, "canary share", &canary.value.share),
+        })
+    }
+
+    /// A region named in a service's settings: it must be one of the service's regions.
+    fn service_region(&mut self, service: &ServiceContext, text: &raw::Text) -> Option<usize> {
+        let wanted = text.value.trim();
+        let found = service.regions.iter().copied().find(|&i| {
+            service
+                .raw_regions
+                .get_index(i)
+                .is_some_and(|(k, _)| k.value.trim().eq_ignore_ascii_case(wanted))
+        });
+        if found.is_none() {
+            self.error(
+                &text.referenced,
+                format!(
+                    "service '{}': region '{wanted}' is not one of its regions",
+                    service.name
+                ),
+            );
+        }
+        found
+    }
+
+    fn rule(&mut self, service: &ServiceContext, rule: &Spanned<raw::Rule>) -> Option<Rule> {
+        let raw = &rule.value;
+        let errors_before = self.errors.len();
+        let matcher = self.matcher(service, &raw.matcher);
+        let allow = raw
+            .allow
+            .as_ref()
+            .and_then(|allow| self.allow(service, allow));
+        let when_none = match raw.when_none.as_ref() {
+            None => FailClosed::Refuse,
+            Some(text) if raw.allow.is_none() => {
+                self.error(
+                    &text.referenced,
+                    format!(
+                        "service '{}': when_none applies only to a rule with allow",
+                        service.name
+                    ),
+                );
+                FailClosed::Refuse
+            }
+            Some(text) => match text.value.trim() {
+                "refuse" => FailClosed::Refuse,
+                "servfail" => FailClosed::ServFail,
+                "nodata" => FailClosed::NoData,
+                other => {
+                    self.error(&text.referenced, format!("service '{}': when_none must be refuse, servfail or nodata, got '{other}'", service.name));
+                    FailClosed::Refuse
+                }
+            },
+        };
+        let prefer = raw
+            .prefer
+            .iter()
+            .filter_map(|p| self.service_region(service, p))
+            .collect();
+        (self.errors.len() == errors_before).then_some(Rule {
+            matcher,
+            allow,
+            when_none,
+            prefer,
+        })
+    }
+
+    fn matcher(&mut self, service: &ServiceContext, matcher: &Spanned<raw::Match>) -> Matcher {
+        let raw = &matcher.value;
+        if raw.continent.is_empty() && raw.country.is_empty() && raw.network.is_empty() {
+            self.error(
+                &matcher.referenced,
+                format!(
+                    "service '{}': a rule's match needs continent, country or network",
+                    service.name
+                ),
+            );
+        }
+        let mut out = Matcher::default();
+        for text in &raw.continent {
+            match Continent::from_code(&text.value.trim().to_ascii_uppercase()) {
+                Some(continent) => out.continents.push(continent),
+                None => self.error(
+                    &text.referenced,
+                    format!(
+                        "service '{}': unknown continent '{}' (AF, AN, AS, EU, NA, OC, SA)",
+                        service.name, text.value
+                    ),
+                ),
+            }
+        }
+        for text in &raw.country {
+            match CountryCode::parse(text.value.trim()) {
+                Some(country) => out.countries.push(country),
+                None => self.error(
+                    &text.referenced,
+                    format!(
+                        "service '{}': '{}' is not an ISO 3166 two-letter country code",
+                        service.name, text.value
+                    ),
+                ),
+            }
+        }
+        for text in &raw.network {
+            match text.value.trim().parse::<ipnet::IpNet>() {
+                Ok(network) => out.networks.push(network.trunc()),
+                Err(_) => self.error(
+                    &text.referenced,
+                    format!(
+                        "service '{}': invalid network '{}' (e.g. 10.0.0.0/8)",
+                        service.name, text.value
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    fn allow(&mut self, service: &ServiceContext, allow: &Spanned<raw::Allow>) -> Option<Allow> {
+        let raw = &allow.value;
+        match (raw.jurisdiction.is_empty(), raw.regions.is_empty()) {
+            (false, true) => {
+                let wanted: Vec<String> = raw
+                    .jurisdiction
+                    .iter()
+                    .map(|j| j.value.trim().to_ascii_lowercase())
+                    .collect();
+                let regions: Vec<usize> = service
+                    .regions
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let jurisdiction = service
+                            .raw_regions
+                            .get_index(i)
+                            .and_then(|(_, r)| r.value.jurisdiction.as_ref());
+                        jurisdiction
+                            .is_some_and(|j| wanted.contains(&j.value.trim().to_ascii_lowercase()))
+                    })
+                    .collect();
+                if regions.is_empty() {
+                    self.error(
+                        &allow.referenced,
+                        format!(
+                            "service '{}': no region of the service has jurisdiction {}",
+                            service.name,
+                            wanted.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                Some(Allow {
+                    regions,
+                    description: format!("jurisdiction {}", wanted.join(", ")),
+                })
+            }
+            (true, false) => {
+                let regions: Vec<usize> = raw
+                    .regions
+                    .iter()
+                    .filter_map(|r| self.service_region(service, r))
+                    .collect();
+                let names: Vec<&str> = raw.regions.iter().map(|r| r.value.trim()).collect();
+                Some(Allow {
+                    regions,
+                    description: format!("regions {}", names.join(", ")),
+                })
+            }
+            _ => {
+                self.error(
+                    &allow.referenced,
+                    format!(
+                        "service '{}': allow needs exactly one of jurisdiction or regions",
+                        service.name
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// `${VAR}` replaced by the environment variable's value; an unset variable is an error.
     fn expand(&mut self, region: &str, text: &raw::Text) -> Option<String> {
         expand_env(&text.value)
@@ -838,10 +1099,31 @@ impl Checker<'_> {
                     }
                 },
             };
+            let context = ServiceContext {
+                name: key.value.trim(),
+                regions: &regions,
+                raw_regions,
+            };
+            let service = &service.value;
             out.push(Service {
                 name,
-                ttl: service.value.ttl.unwrap_or(DEFAULT_SERVICE_TTL),
+                ttl: service.ttl.unwrap_or(DEFAULT_SERVICE_TTL),
                 when_all_down,
+                policy: self.policy(&context, service.policy.as_ref()),
+                answers: self.answers(&context, service.answers.as_ref()),
+                shed: service
+                    .shed
+                    .as_ref()
+                    .map_or(1.0, |t| self.share(&context, "shed", t)),
+                canary: service
+                    .canary
+                    .as_ref()
+                    .and_then(|c| self.canary(&context, c)),
+                rules: service
+                    .rules
+                    .iter()
+                    .filter_map(|r| self.rule(&context, r))
+                    .collect(),
                 regions,
             });
         }
@@ -858,6 +1140,12 @@ impl Checker<'_> {
             self.error(
                 &list.referenced,
                 format!("service '{service}' lists no regions"),
+            );
+        }
+        if list.value.len() > MAX_SERVICE_REGIONS {
+            self.error(
+                &list.referenced,
+                format!("service '{service}' lists more than {MAX_SERVICE_REGIONS} regions"),
             );
         }
         let mut out = Vec::new();
@@ -884,6 +1172,14 @@ impl Checker<'_> {
     }
 }
 
+/// What the settings of one service are checked against.
+struct ServiceContext<'a> {
+    name: &'a str,
+    /// Indexes into the zone's regions.
+    regions: &'a [usize],
+    raw_regions: &'a indexmap::IndexMap<raw::Text, Spanned<raw::Region>>,
+}
+
 fn expand_env(text: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -901,19 +1197,4 @@ fn expand_env(text: &str) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// A TXT value as DNS character-strings of at most 255 bytes each (RFC 1035 3.3.14), split on
-/// character boundaries so no UTF-8 sequence is cut in two.
-fn character_strings(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for c in text.chars() {
-        if current.len() + c.len_utf8() > 255 {
-            out.push(std::mem::take(&mut current));
-        }
-        current.push(c);
-    }
-    out.push(current);
-    out
 }

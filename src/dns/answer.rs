@@ -1,45 +1,57 @@
 //! What to answer, decided without sockets: from a routing snapshot, the GeoIP databases, the
-//! question and the client's address to the sections of a response and its ECS scope.
+//! question and the client's address to the sections of a response, its ECS scope and, for a
+//! fail-closed answer, the Extended DNS Error text.
 
 use std::net::IpAddr;
 
 use hickory_proto::{
     op::ResponseCode,
-    rr::{LowerName, RecordType},
+    rr::{LowerName, Name, RData, Record, RecordType, rdata::TXT},
 };
-
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
-    geo::GeoIp,
-    routing::{Choice, RoutingTable, ZoneRoutes},
-    zone::{Lookup, RRset, ServiceId},
+    config::FailClosed,
+    explain,
+    geo::{GeoIp, Located},
+    routing::{Client, Decision, MAX_ANSWERS, RoutingTable, ServiceRoutes, ZoneRoutes},
+    zone::{Lookup, RRset, character_strings},
 };
+
+/// The first label of the names that explain a service's answer over DNS.
+const EXPLAIN_LABEL: &[u8] = b"_explain";
 
 /// The sections of a response, borrowed from the routing snapshot.
 #[derive(Debug)]
 pub struct Answer<'t> {
     pub rcode: ResponseCode,
     pub authoritative: bool,
-    pub answer: Option<&'t RRset>,
+    /// One RRset per answering region (several with `answers: N`), best first.
+    pub answer: [Option<&'t RRset>; MAX_ANSWERS],
     pub authority: Option<&'t RRset>,
     pub additional: &'t [RRset],
     /// How many leading bits of the client address the answer depends on (the ECS scope).
     pub scope: u8,
-    /// The counters this answer adds one to (the response, and a fail-open answer).
+    /// The counters this answer adds one to; none: count it by rcode.
     pub counters: [Option<&'t Counter>; 2],
+    /// Why the answer fails closed (RFC 8914 EXTRA-TEXT).
+    pub extended_error: Option<&'t str>,
+    /// Records made for this query only (the `_explain` TXT lines).
+    pub made: Vec<Record>,
 }
 
 impl<'t> Answer<'t> {
-    fn refused() -> Answer<'t> {
+    fn new(rcode: ResponseCode, authoritative: bool) -> Answer<'t> {
         Answer {
-            rcode: ResponseCode::Refused,
-            authoritative: false,
-            answer: None,
+            rcode,
+            authoritative,
+            answer: [None; MAX_ANSWERS],
             authority: None,
             additional: &[],
             scope: 0,
             counters: [None, None],
+            extended_error: None,
+            made: Vec::new(),
         }
     }
 
@@ -48,25 +60,32 @@ impl<'t> Answer<'t> {
         answer: Option<&'t RRset>,
         authority: Option<&'t RRset>,
     ) -> Answer<'t> {
+        let mut sets = [None; MAX_ANSWERS];
+        sets[0] = answer;
         Answer {
-            rcode: ResponseCode::NoError,
-            authoritative: true,
-            answer,
+            answer: sets,
             authority,
-            additional: &[],
-            scope: 0,
             counters: [Some(counter), None],
+            ..Answer::new(ResponseCode::NoError, true)
         }
+    }
+
+    /// The answer section's records, in order.
+    pub fn answer_records(&self) -> impl Iterator<Item = &Record> + Send {
+        let sets = self.answer.iter().flatten().flat_map(|s| s.records());
+        sets.chain(self.made.iter())
     }
 
     /// Upper bound of the encoded size of the records (not the header, question or OPT).
     pub fn records_wire_len(&self) -> usize {
-        let sets = self
-            .answer
-            .into_iter()
+        let sets = self.answer.iter().flatten().copied();
+        let fixed: usize = sets
             .chain(self.authority)
-            .chain(self.additional);
-        sets.map(|s| s.wire_len()).sum()
+            .chain(self.additional)
+            .map(RRset::wire_len)
+            .sum();
+        // Made records are few and small; count them generously.
+        fixed + self.made.len() * 512
     }
 }
 
@@ -79,8 +98,14 @@ pub fn resolve<'t>(
     client: IpAddr,
 ) -> Answer<'t> {
     let Some(zone) = table.zone_for(qname) else {
-        return Answer::refused();
+        return Answer::new(ResponseCode::Refused, false);
     };
+    if zone.explain
+        && qtype == RecordType::TXT
+        && let Some(answer) = explain_answer(zone, geo, qname, client)
+    {
+        return answer;
+    }
     let (data, noerror) = (&zone.data, &zone.counters.noerror);
     match data.lookup(qname, qtype) {
         Lookup::Found(rrset) | Lookup::Cname(rrset) => {
@@ -96,48 +121,109 @@ pub fn resolve<'t>(
             additional: &delegation.glue,
             ..Answer::authoritative(noerror, None, Some(&delegation.ns))
         },
-        Lookup::Service(id) => service_answer(zone, id, geo, qtype, client),
+        Lookup::Service(id) => match zone.service(id) {
+            Some(service) => {
+                let client = locate(service, geo, client);
+                let decision = service.decide(&client, &mut ());
+                decision_answer(zone, service, decision, qtype)
+            }
+            None => Answer::authoritative(noerror, None, Some(data.negative_soa())),
+        },
     }
 }
 
-fn service_answer<'t>(
+/// The client with its location, looked up only when the service's answer can depend on it.
+pub fn locate(service: &ServiceRoutes, geo: &GeoIp, ip: IpAddr) -> Client {
+    let location = if service.plan.regions.len() > 1 || !service.plan.rules.is_empty() {
+        geo.locate(ip)
+    } else {
+        Located::Unknown { prefix_len: 0 }
+    };
+    Client { ip, location }
+}
+
+/// The response for a routing decision: the chosen regions' records, or the fail-closed,
+/// SERVFAIL or NODATA answer.
+pub fn decision_answer<'t>(
     zone: &'t ZoneRoutes,
-    id: ServiceId,
-    geo: &GeoIp,
+    service: &'t ServiceRoutes,
+    decision: Decision<'t>,
     qtype: RecordType,
-    client: IpAddr,
 ) -> Answer<'t> {
-    let negative =
-        Answer::authoritative(&zone.counters.noerror, None, Some(zone.data.negative_soa()));
-    let Some(service) = zone.service(id) else {
-        return negative;
-    };
-    let (located, scope) = if service.depends_on_location() {
-        let located = geo.locate(client);
-        (located.coordinates(), located.prefix_len())
-    } else {
-        (None, 0)
-    };
-    let (region, fail_open) = match service.choose(located) {
-        Choice::Region(region) => (region, None),
-        Choice::FailOpen(region) => (region, Some(&service.fail_open)),
-        Choice::ServFail => {
-            return Answer {
-                rcode: ResponseCode::ServFail,
-                authoritative: false,
-                ..Answer::authoritative(&service.servfail, None, None)
-            };
+    let negative_soa = Some(zone.data.negative_soa());
+    let plan = &service.plan;
+    match decision {
+        Decision::Regions {
+            picks,
+            fail_open,
+            scope,
+        } => {
+            let mut answer = Answer::new(ResponseCode::NoError, true);
+            let regions = picks.iter().filter_map(|i| service.region(i));
+            let sets = regions.map(|r| r.records(qtype)).filter(|s| !s.is_empty());
+            for (slot, set) in answer.answer.iter_mut().zip(sets) {
+                *slot = Some(set);
+            }
+            if answer.answer[0].is_none() {
+                answer.authority = negative_soa;
+            }
+            let first = picks.iter().next().and_then(|i| service.region(i));
+            answer.counters = [
+                first.map(|r| &r.answered),
+                fail_open.then_some(&plan.fail_open),
+            ];
+            answer.scope = scope;
+            answer
         }
-    };
-    let records = region.records(qtype);
-    let (answer, authority) = if records.is_empty() {
-        (None, Some(zone.data.negative_soa()))
-    } else {
-        (Some(records), None)
-    };
-    Answer {
-        scope,
-        counters: [Some(&region.answered), fail_open],
-        ..Answer::authoritative(&region.answered, answer, authority)
+        Decision::FailClosed { how, reason, scope } => {
+            let mut answer = match how {
+                FailClosed::Refuse => Answer::new(ResponseCode::Refused, false),
+                FailClosed::ServFail => Answer::new(ResponseCode::ServFail, false),
+                FailClosed::NoData => Answer {
+                    authority: negative_soa,
+                    ..Answer::new(ResponseCode::NoError, true)
+                },
+            };
+            answer.counters = [Some(&plan.fail_closed), None];
+            answer.extended_error = Some(reason);
+            answer.scope = scope;
+            answer
+        }
+        Decision::ServFail { scope } => Answer {
+            counters: [Some(&plan.servfail), None],
+            scope,
+            ..Answer::new(ResponseCode::ServFail, false)
+        },
     }
+}
+
+/// `_explain.<service>` TXT: the decision for this client, one TXT record per line.
+fn explain_answer<'t>(
+    zone: &'t ZoneRoutes,
+    geo: &GeoIp,
+    qname: &LowerName,
+    client: IpAddr,
+) -> Option<Answer<'t>> {
+    let name = Name::from(qname);
+    let first = name.iter().next()?;
+    if !first.eq_ignore_ascii_case(EXPLAIN_LABEL) {
+        return None;
+    }
+    let service_name = LowerName::new(&name.base_name());
+    let service = zone.service_named(&service_name)?;
+    let lines = explain::service(zone, service, geo, client, None, RecordType::A);
+    let made = lines
+        .iter()
+        .map(|line| {
+            let text = TXT::new(character_strings(line));
+            Record::from_rdata(name.clone(), 0, RData::TXT(text))
+        })
+        .collect();
+    Some(Answer {
+        made,
+        counters: [Some(&zone.counters.noerror), None],
+        // The explanation is about this very address.
+        scope: if client.is_ipv4() { 32 } else { 128 },
+        ..Answer::new(ResponseCode::NoError, true)
+    })
 }

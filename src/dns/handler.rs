@@ -42,6 +42,7 @@ struct ErrorCounters {
     formerr: Counter,
     notimp: Counter,
     badvers: Counter,
+    servfail: Counter,
 }
 
 impl ErrorCounters {
@@ -50,6 +51,7 @@ impl ErrorCounters {
             ResponseCode::FormErr => &self.formerr,
             ResponseCode::NotImp => &self.notimp,
             ResponseCode::BADVERS => &self.badvers,
+            ResponseCode::ServFail => &self.servfail,
             _ => &self.refused,
         }
     }
@@ -72,6 +74,7 @@ impl Handler {
                 formerr: counter("FORMERR"),
                 notimp: counter("NOTIMP"),
                 badvers: counter("BADVERS"),
+                servfail: counter("SERVFAIL"),
             },
         }
     }
@@ -108,12 +111,14 @@ impl RequestHandler for Handler {
         let table = self.table.load_full();
         let query = &request.queries.queries()[0];
         let answer = resolve(&table, &self.geo, query.name(), query.query_type(), client);
-        if answer.rcode == ResponseCode::Refused {
-            self.errors.refused.inc();
-        }
-        for counter in answer.counters.iter().flatten() {
-            counter.inc();
-        }
+        match answer.counters {
+            [None, _] => {
+                self.errors.for_rcode(answer.rcode).inc();
+            }
+            counters => counters.iter().flatten().for_each(|c| {
+                c.inc();
+            }),
+        };
 
         let edns = edns.map(|mut edns| {
             if let Some(mut subnet) = subnet {
@@ -124,6 +129,9 @@ impl RequestHandler for Handler {
                 };
                 subnet.set_scope_prefix(scope);
                 edns.options_mut().insert(EdnsOption::Subnet(subnet));
+            }
+            if let Some(reason) = answer.extended_error {
+                edns.options_mut().insert(extended_error(reason));
             }
             edns
         });
@@ -148,6 +156,15 @@ impl RequestHandler for Handler {
         let response = build(builder, metadata, &answer);
         send(&mut response_handle, response, request).await
     }
+}
+
+/// An Extended DNS Error (RFC 8914): INFO-CODE 0 (Other Error) with the reason as EXTRA-TEXT.
+fn extended_error(reason: &str) -> EdnsOption {
+    const EDE: u16 = 15;
+    let mut data = Vec::with_capacity(2 + reason.len());
+    data.extend_from_slice(&0u16.to_be_bytes());
+    data.extend_from_slice(reason.as_bytes());
+    EdnsOption::Unknown(EDE, data)
 }
 
 /// Validates what the handler relies on; returns the query's ECS option, if any, or the rcode
@@ -211,7 +228,7 @@ fn fits(
 fn build<'q, 'a>(
     builder: MessageResponseBuilder<'q>,
     metadata: Metadata,
-    answer: &Answer<'a>,
+    answer: &'a Answer<'a>,
 ) -> MessageResponse<
     'q,
     'a,
@@ -220,7 +237,7 @@ fn build<'q, 'a>(
     impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
     impl Iterator<Item = &'a hickory_server::proto::rr::Record> + Send + 'a,
 > {
-    let answers = answer.answer.into_iter().flat_map(|s| s.records());
+    let answers = answer.answer_records();
     let authorities = answer.authority.into_iter().flat_map(|s| s.records());
     let additionals = answer.additional.iter().flat_map(|s| s.records());
     builder.build(

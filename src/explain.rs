@@ -1,0 +1,150 @@
+//! Why a client gets the answer it gets: the client's location, the rule that matched, every
+//! candidate region with its state, distance and verdict, the policy's steps and the final
+//! answer. Used by `regiondns explain` and by `_explain.<service>` TXT queries.
+//!
+//! It runs the server's own code ([`crate::routing::ServiceRoutes::decide`] and
+//! [`crate::dns::decision_answer`]) with an observer that writes lines; it decides nothing.
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::RecordType;
+
+use crate::{
+    config::Matcher,
+    dns::{decision_answer, locate},
+    geo::{GeoIp, Located},
+    health::State,
+    routing::{Decision, Explain, RegionRoute, RulePlan, ServiceRoutes, ZoneRoutes},
+};
+
+/// Lines describing how `service` answers a client at `ip` (`via`: the ECS subnet, if any).
+pub fn service(
+    zone: &ZoneRoutes,
+    service: &ServiceRoutes,
+    geo: &GeoIp,
+    ip: IpAddr,
+    via: Option<&str>,
+    qtype: RecordType,
+) -> Vec<String> {
+    let mut report = Report::default();
+    report.lines.push(client_line(ip, via, &geo.locate(ip)));
+    if service.plan.rules.is_empty() {
+        report.lines.push("rules: none".into());
+    }
+    let client = locate(service, geo, ip);
+    let decision = service.decide(&client, &mut report);
+    let names = match decision {
+        Decision::Regions { picks, .. } => picks
+            .iter()
+            .filter_map(|i| service.region(i))
+            .map(|r| r.key.region.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    };
+    let answer = decision_answer(zone, service, decision, qtype);
+    let records: Vec<String> = answer
+        .answer_records()
+        .map(|r| r.data.to_string())
+        .collect();
+    let ttl = answer.answer_records().next().map(|r| r.ttl);
+    let mut last = format!("answer: {}", answer.rcode);
+    if !names.is_empty() {
+        last.push_str(&format!(" from {names}"));
+    }
+    if !records.is_empty() {
+        last.push_str(&format!(" {qtype} {}", records.join(" ")));
+    }
+    if let Some(ttl) = ttl {
+        last.push_str(&format!(", TTL {ttl}"));
+    }
+    if let Some(reason) = answer.extended_error {
+        last.push_str(&format!(", extended error: {reason}"));
+    }
+    last.push_str(&format!(", ECS scope /{}", answer.scope));
+    report.lines.push(last);
+    report.lines
+}
+
+fn client_line(ip: IpAddr, via: Option<&str>, located: &Located) -> String {
+    let source = via.map_or_else(|| "source address".to_string(), |s| format!("ECS {s}"));
+    match located {
+        Located::Known(l) => {
+            let coordinates = l.coordinates.map_or("no coordinates".into(), |c| {
+                format!("{:.2},{:.2}", c.lat, c.lon)
+            });
+            format!(
+                "client {ip} ({source}): country {}, continent {}, at {coordinates}, GeoIP network /{}",
+                l.country.map_or("?".into(), |c| c.to_string()),
+                l.continent.map_or("?", |c| c.code()),
+                l.prefix_len
+            )
+        }
+        Located::Unknown { prefix_len } => {
+            format!("client {ip} ({source}): not in the GeoIP databases (network /{prefix_len})")
+        }
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+}
+
+impl Explain for Report {
+    fn rule(&mut self, matched: Option<(usize, &RulePlan)>) {
+        let line = match matched {
+            None => "rule: none matched".to_string(),
+            Some((index, rule)) => {
+                let mut line = format!("rule {} matched: {}", index + 1, describe(&rule.matcher));
+                if let Some(allow) = &rule.allow {
+                    line.push_str(&format!(
+                        "; allow {}; when none: {:?}",
+                        allow.description, rule.when_none
+                    ));
+                }
+                if !rule.prefer.is_empty() {
+                    line.push_str(&format!("; prefer {} region(s) first", rule.prefer.len()));
+                }
+                line
+            }
+        };
+        self.lines.push(line);
+    }
+
+    fn candidate(
+        &mut self,
+        region: &RegionRoute,
+        state: State,
+        distance: Option<f64>,
+        verdict: &str,
+    ) {
+        let distance = distance.map_or("distance unknown".into(), |d| format!("{d:.0} km"));
+        self.lines.push(format!(
+            "region {}: {}, {distance}, {verdict}",
+            region.key.region,
+            state.as_str()
+        ));
+    }
+
+    fn step(&mut self, text: &dyn Fn() -> String) {
+        self.lines.push(text());
+    }
+}
+
+fn describe(matcher: &Matcher) -> String {
+    let mut parts = Vec::new();
+    if !matcher.continents.is_empty() {
+        let codes: Vec<&str> = matcher.continents.iter().map(|c| c.code()).collect();
+        parts.push(format!("continent {}", codes.join(", ")));
+    }
+    if !matcher.countries.is_empty() {
+        let codes: Vec<String> = matcher.countries.iter().map(ToString::to_string).collect();
+        parts.push(format!("country {}", codes.join(", ")));
+    }
+    if !matcher.networks.is_empty() {
+        let networks: Vec<String> = matcher.networks.iter().map(ToString::to_string).collect();
+        parts.push(format!("network {}", networks.join(", ")));
+    }
+    parts.join(" and ")
+}

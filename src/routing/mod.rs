@@ -1,0 +1,322 @@
+//! The routing table: an immutable snapshot of everything a query needs (the zones' data and,
+//! per service, its regions with ready-made answer records and their current state), and the
+//! decision of which regions answer a client ([`policy`]).
+//!
+//! A [`Plan`] is compiled once per configuration; [`RoutingTable::build`] combines it with the
+//! health of every region into a table, which is published with arc-swap. The query path only
+//! reads a snapshot: nothing here does I/O, takes a lock or allocates while answering.
+
+mod policy;
+
+use std::sync::Arc;
+
+use hickory_proto::rr::{
+    LowerName, RData, Record, RecordType,
+    rdata::{A, AAAA},
+};
+use prometheus_client::metrics::counter::Counter;
+
+pub use policy::{Client, Decision, Explain, MAX_ANSWERS, MAX_REGIONS, Picks};
+
+use crate::{
+    config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
+    geo::Coordinates,
+    health::{HealthMap, RegionKey, State},
+    metrics::Metrics,
+    zone::{Lookup, RRset, ServiceId, ZoneData},
+};
+
+/// What a configuration compiles to, before health: zone data, answer records, counters.
+pub struct Plan {
+    zones: Vec<ZonePlan>,
+}
+
+struct ZonePlan {
+    data: Arc<ZoneData>,
+    counters: Arc<ZoneCounters>,
+    services: Vec<Arc<ServicePlan>>,
+    explain: bool,
+}
+
+/// Responses of a zone that are not service answers.
+#[derive(Debug)]
+pub struct ZoneCounters {
+    pub noerror: Counter,
+    pub nxdomain: Counter,
+}
+
+/// A service compiled from its configuration: regions in list order (every region index below
+/// is a position in that list), weights, canary and rules.
+#[derive(Debug)]
+pub struct ServicePlan {
+    pub name: Arc<str>,
+    pub when_all_down: WhenAllDown,
+    pub policy: Policy,
+    pub answers: usize,
+    pub shed: f64,
+    pub regions: Vec<Arc<RegionRoute>>,
+    pub weights: Vec<u32>,
+    pub canary: Option<CanaryPlan>,
+    pub rules: Vec<RulePlan>,
+    pub servfail: Counter,
+    pub fail_open: Counter,
+    pub fail_closed: Counter,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CanaryPlan {
+    pub region: usize,
+    pub share: f64,
+}
+
+#[derive(Debug)]
+pub struct RulePlan {
+    pub matcher: Matcher,
+    pub allow: Option<AllowPlan>,
+    pub when_none: FailClosed,
+    pub prefer: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub struct AllowPlan {
+    /// Bit set of the allowed regions.
+    pub regions: u32,
+    /// As written: `jurisdiction eu`.
+    pub description: String,
+    /// The Extended DNS Error text of a fail-closed answer.
+    pub reason: String,
+}
+
+/// A region as one service answers with it: addresses as records carrying the service's TTL.
+#[derive(Debug)]
+pub struct RegionRoute {
+    pub key: RegionKey,
+    pub location: Coordinates,
+    a: RRset,
+    aaaa: RRset,
+    /// Answers given with this region.
+    pub answered: Counter,
+}
+
+impl Plan {
+    pub fn new(zones: &[ZoneConfig], metrics: &Metrics) -> Plan {
+        let zones = zones
+            .iter()
+            .map(|zone| ZonePlan::new(zone, metrics))
+            .collect();
+        Plan { zones }
+    }
+}
+
+impl ZonePlan {
+    fn new(config: &ZoneConfig, metrics: &Metrics) -> ZonePlan {
+        let zone = config.origin.to_string();
+        ZonePlan {
+            data: Arc::new(ZoneData::build(config)),
+            counters: Arc::new(ZoneCounters {
+                noerror: metrics.query_counter(&zone, "", "", "NOERROR"),
+                nxdomain: metrics.query_counter(&zone, "", "", "NXDOMAIN"),
+            }),
+            services: config
+                .services
+                .iter()
+                .map(|service| Arc::new(ServicePlan::new(&zone, config, service, metrics)))
+                .collect(),
+            explain: config.explain,
+        }
+    }
+}
+
+impl ServicePlan {
+    fn new(zone: &str, config: &ZoneConfig, service: &Service, metrics: &Metrics) -> ServicePlan {
+        let name = service.name.to_string();
+        // A zone region index to its position in this service's list.
+        let local = |zone_index: usize| service.regions.iter().position(|&r| r == zone_index);
+        let regions: Vec<&Region> = service
+            .regions
+            .iter()
+            .filter_map(|&i| config.regions.get(i))
+            .collect();
+        let rules = service
+            .rules
+            .iter()
+            .map(|rule| RulePlan {
+                matcher: rule.matcher.clone(),
+                allow: rule.allow.as_ref().map(|allow| AllowPlan {
+                    regions: allow
+                        .regions
+                        .iter()
+                        .filter_map(|&r| local(r))
+                        .fold(0, |set, i| set | 1 << i),
+                    reason: format!("no healthy region allowed for {}", allow.description),
+                    description: allow.description.clone(),
+                }),
+                when_none: rule.when_none,
+                prefer: rule.prefer.iter().filter_map(|&r| local(r)).collect(),
+            })
+            .collect();
+        ServicePlan {
+            when_all_down: service.when_all_down,
+            policy: service.policy,
+            answers: service.answers,
+            shed: service.shed,
+            weights: regions.iter().map(|r| r.weight).collect(),
+            canary: service.canary.as_ref().and_then(|c| {
+                Some(CanaryPlan {
+                    region: local(c.region)?,
+                    share: c.share,
+                })
+            }),
+            rules,
+            regions: regions
+                .iter()
+                .map(|region| Arc::new(RegionRoute::new(zone, service, region, metrics)))
+                .collect(),
+            servfail: metrics.query_counter(zone, &name, "", "SERVFAIL"),
+            fail_open: metrics.fail_open_counter(zone, &name),
+            fail_closed: metrics.fail_closed_counter(zone, &name),
+            name: name.into(),
+        }
+    }
+}
+
+impl RegionRoute {
+    fn new(zone: &str, service: &Service, region: &Region, metrics: &Metrics) -> RegionRoute {
+        let record = |rdata: RData| Record::from_rdata(service.name.clone(), service.ttl, rdata);
+        let mut a = Vec::new();
+        let mut aaaa = Vec::new();
+        for ip in &region.addresses {
+            match ip {
+                std::net::IpAddr::V4(v4) => a.push(record(RData::A(A(*v4)))),
+                std::net::IpAddr::V6(v6) => aaaa.push(record(RData::AAAA(AAAA(*v6)))),
+            }
+        }
+        let service_name = service.name.to_string();
+        RegionRoute {
+            key: RegionKey {
+                zone: zone.to_owned(),
+                region: region.name.clone(),
+            },
+            location: region.location,
+            a: RRset::new(a),
+            aaaa: RRset::new(aaaa),
+            answered: metrics.query_counter(zone, &service_name, &region.name, "NOERROR"),
+        }
+    }
+
+    /// The region's records of `qtype` (A or AAAA; ANY gets A, or AAAA when it has no IPv4).
+    pub fn records(&self, qtype: RecordType) -> &RRset {
+        match qtype {
+            RecordType::AAAA => &self.aaaa,
+            RecordType::ANY if self.a.is_empty() => &self.aaaa,
+            _ => &self.a,
+        }
+    }
+}
+
+/// Every zone served, most specific origin first so the first match is the closest enclosing.
+#[derive(Debug)]
+pub struct RoutingTable {
+    zones: Vec<ZoneRoutes>,
+}
+
+#[derive(Debug)]
+pub struct ZoneRoutes {
+    pub data: Arc<ZoneData>,
+    pub counters: Arc<ZoneCounters>,
+    /// Whether `_explain.<service>` TXT queries are answered.
+    pub explain: bool,
+    services: Vec<ServiceRoutes>,
+}
+
+/// A service with the current state of each of its regions.
+#[derive(Debug)]
+pub struct ServiceRoutes {
+    pub plan: Arc<ServicePlan>,
+    /// By position in the service's list.
+    pub states: Vec<State>,
+}
+
+impl RoutingTable {
+    pub fn build(plan: &Plan, health: &HealthMap) -> RoutingTable {
+        let mut zones: Vec<ZoneRoutes> = plan
+            .zones
+            .iter()
+            .map(|zone| ZoneRoutes {
+                data: Arc::clone(&zone.data),
+                counters: Arc::clone(&zone.counters),
+                explain: zone.explain,
+                services: zone
+                    .services
+                    .iter()
+                    .map(|s| ServiceRoutes::build(s, health))
+                    .collect(),
+            })
+            .collect();
+        zones.sort_by_key(|z| std::cmp::Reverse(z.data.origin().num_labels()));
+        RoutingTable { zones }
+    }
+
+    /// The zone that is authoritative for `name`, if any.
+    pub fn zone_for(&self, name: &LowerName) -> Option<&ZoneRoutes> {
+        self.zones.iter().find(|z| z.data.origin().zone_of(name))
+    }
+
+    /// Names of the services whose every region is down (answering in fail-open mode).
+    pub fn fail_open_services(&self) -> impl Iterator<Item = &str> {
+        self.zones
+            .iter()
+            .flat_map(|z| z.services.iter())
+            .filter(|s| s.plan.when_all_down == WhenAllDown::Nearest)
+            .filter(|s| {
+                !s.states
+                    .iter()
+                    .any(|st| matches!(st, State::Up | State::Degraded))
+            })
+            .map(|s| &*s.plan.name)
+    }
+}
+
+impl ZoneRoutes {
+    pub fn service(&self, id: ServiceId) -> Option<&ServiceRoutes> {
+        self.services.get(id)
+    }
+
+    /// The service called `name`, if any.
+    pub fn service_named(&self, name: &LowerName) -> Option<&ServiceRoutes> {
+        match self.data.lookup(name, RecordType::A) {
+            Lookup::Service(id) => self.service(id),
+            _ => None,
+        }
+    }
+}
+
+impl ServiceRoutes {
+    fn build(plan: &Arc<ServicePlan>, health: &HealthMap) -> ServiceRoutes {
+        let states = plan
+            .regions
+            .iter()
+            .map(|r| {
+                health
+                    .get(&r.key)
+                    .map_or(State::Up, |status| status.state())
+            })
+            .collect();
+        ServiceRoutes {
+            plan: Arc::clone(plan),
+            states,
+        }
+    }
+
+    /// Which regions answer `client`, reporting each step to `explain`.
+    pub fn decide<E: Explain>(&self, client: &Client, explain: &mut E) -> Decision<'_> {
+        policy::decide(self, client, explain)
+    }
+
+    pub fn region(&self, index: usize) -> Option<&RegionRoute> {
+        self.plan.regions.get(index).map(|r| &**r)
+    }
+}
+
+#[cfg(test)]
+mod tests;
