@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use hickory_proto::rr::{LowerName, Name, RecordType};
 use tracing::info;
 
 use tokio::sync::mpsc;
@@ -14,10 +15,11 @@ use crate::{
     admin::{Admin, AdminListen},
     config::{self, ZoneConfig},
     dns::{DEFAULT_MAX_UDP_PAYLOAD, Handler, Listeners},
+    explain,
     geo::GeoIp,
     health::{Probers, Publisher, initial_health},
     metrics::Metrics,
-    routing::Plan,
+    routing::{Plan, RoutingTable},
 };
 
 /// Environment variable holding the admin token when no --admin-token-file is given.
@@ -41,6 +43,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate every zone file and print a summary of each; exit 1 on any error.
     Check(CheckArgs),
+    /// Show how a name is answered for a client, step by step, from the server's own code.
+    Explain(ExplainArgs),
 }
 
 impl Command {
@@ -83,6 +87,114 @@ pub struct CheckArgs {
     /// Directory of zone files (*.yaml, *.yml).
     #[arg(long, default_value = "zones")]
     pub zones: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    /// Directory of zone files (*.yaml, *.yml).
+    #[arg(long, default_value = "zones")]
+    pub zones: PathBuf,
+    /// GeoIP database (.mmdb); repeat for several, tried in order.
+    #[arg(long, default_value = "geoip/dbip-country.mmdb")]
+    pub geoip: Vec<PathBuf>,
+    /// The client's address: the ECS address a resolver sends, else the resolver's own.
+    #[arg(long)]
+    pub client: std::net::IpAddr,
+    /// Take region health from a running server's admin API (e.g. http://127.0.0.1:8053);
+    /// without it every region counts as up (or drained, as the zone file says).
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// The name to explain, e.g. api.llm.example.com.
+    pub name: String,
+    /// The query type.
+    #[arg(default_value = "A")]
+    pub qtype: String,
+}
+
+/// `regiondns explain`: the decision for one client, from the same code the server runs.
+pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
+    let zones = load_zones(&args.zones)?;
+    let geo = GeoIp::open(&args.geoip)?;
+    let qtype: RecordType = args
+        .qtype
+        .to_ascii_uppercase()
+        .parse()
+        .with_context(|| format!("unknown query type '{}'", args.qtype))?;
+    let name = Name::from_ascii(&args.name)
+        .map(|n| n.to_lowercase())
+        .with_context(|| format!("invalid name '{}'", args.name))?;
+    let name = LowerName::new(&if name.is_fqdn() {
+        name
+    } else {
+        name.append_domain(&Name::root())?
+    });
+
+    let mut health = initial_health(&zones);
+    if let Some(url) = &args.admin {
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        runtime.block_on(health_from_admin(url, &mut health))?;
+    }
+    let plan = Plan::new(&zones, &Metrics::new());
+    let table = RoutingTable::build(&plan, &health);
+
+    let Some(zone) = table.zone_for(&name) else {
+        println!("{name} is in no zone served here: REFUSED");
+        return Ok(ExitCode::SUCCESS);
+    };
+    match zone.service_named(&name) {
+        Some(service) => {
+            for line in explain::service(zone, service, &geo, args.client, qtype) {
+                println!("{line}");
+            }
+        }
+        None => {
+            let answer = crate::dns::resolve(&table, &geo, &name, qtype, args.client);
+            println!("{name} is not a service: its answer does not depend on the client");
+            let records: Vec<String> = answer.answer_records().map(ToString::to_string).collect();
+            let rcode = explain::rcode_name(answer.rcode);
+            println!("answer: {rcode} {}", records.join("; "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Overwrites `health` with the states reported by a running server's `GET /regions`.
+async fn health_from_admin(url: &str, health: &mut crate::health::HealthMap) -> Result<()> {
+    let url = format!("{}/regions", url.trim_end_matches('/'));
+    crate::health::install_crypto_provider();
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?
+        .error_for_status()?
+        .text()
+        .await
+        .with_context(|| format!("cannot read the answer of {url}"))?;
+    let body: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))?;
+    let regions = body["regions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for region in regions {
+        let key = crate::health::RegionKey {
+            zone: region["zone"].as_str().unwrap_or_default().to_owned(),
+            region: region["region"].as_str().unwrap_or_default().to_owned(),
+        };
+        let Some(status) = health.get_mut(&key) else {
+            continue;
+        };
+        status.drained = region["drained"].as_bool().unwrap_or(false);
+        status.health = match region["health"].as_str() {
+            Some("degraded") => crate::health::Health::Degraded,
+            Some("down") => crate::health::Health::Down,
+            _ => crate::health::Health::Up,
+        };
+    }
+    Ok(())
 }
 
 /// `regiondns check`: one summary line per zone on stdout, each error on stderr.

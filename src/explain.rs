@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::{op::ResponseCode, rr::RecordType};
 
 use crate::{
     config::Matcher,
@@ -17,20 +17,18 @@ use crate::{
     routing::{Decision, Explain, RegionRoute, RulePlan, ServiceRoutes, ZoneRoutes},
 };
 
-/// Lines describing how `service` answers a client at `ip` (`via`: the ECS subnet, if any).
+/// Lines describing how `service` answers `qtype` for a client at `ip`.
 pub fn service(
     zone: &ZoneRoutes,
     service: &ServiceRoutes,
     geo: &GeoIp,
     ip: IpAddr,
-    via: Option<&str>,
     qtype: RecordType,
 ) -> Vec<String> {
-    let mut report = Report::default();
-    report.lines.push(client_line(ip, via, &geo.locate(ip)));
-    if service.plan.rules.is_empty() {
-        report.lines.push("rules: none".into());
-    }
+    let mut report = Report {
+        lines: vec![client_line(ip, &geo.locate(ip))],
+        has_rules: !service.plan.rules.is_empty(),
+    };
     let client = locate(service, geo, ip);
     let decision = service.decide(&client, &mut report);
     let names = match decision {
@@ -48,7 +46,7 @@ pub fn service(
         .map(|r| r.data.to_string())
         .collect();
     let ttl = answer.answer_records().next().map(|r| r.ttl);
-    let mut last = format!("answer: {}", answer.rcode);
+    let mut last = format!("answer: {}", rcode_name(answer.rcode));
     if !names.is_empty() {
         last.push_str(&format!(" from {names}"));
     }
@@ -66,35 +64,48 @@ pub fn service(
     report.lines
 }
 
-fn client_line(ip: IpAddr, via: Option<&str>, located: &Located) -> String {
-    let source = via.map_or_else(|| "source address".to_string(), |s| format!("ECS {s}"));
+/// The mnemonic dig prints.
+pub fn rcode_name(rcode: ResponseCode) -> String {
+    match rcode {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        other => format!("{other:?}").to_ascii_uppercase(),
+    }
+}
+
+fn client_line(ip: IpAddr, located: &Located) -> String {
     match located {
         Located::Known(l) => {
             let coordinates = l.coordinates.map_or("no coordinates".into(), |c| {
                 format!("{:.2},{:.2}", c.lat, c.lon)
             });
             format!(
-                "client {ip} ({source}): country {}, continent {}, at {coordinates}, GeoIP network /{}",
+                "client {ip}: country {}, continent {}, at {coordinates}, GeoIP network /{}",
                 l.country.map_or("?".into(), |c| c.to_string()),
                 l.continent.map_or("?", |c| c.code()),
                 l.prefix_len
             )
         }
         Located::Unknown { prefix_len } => {
-            format!("client {ip} ({source}): not in the GeoIP databases (network /{prefix_len})")
+            format!("client {ip}: not in the GeoIP databases (network /{prefix_len})")
         }
     }
 }
 
-#[derive(Default)]
 struct Report {
     lines: Vec<String>,
+    has_rules: bool,
 }
 
 impl Explain for Report {
     fn rule(&mut self, matched: Option<(usize, &RulePlan)>) {
         let line = match matched {
-            None => "rule: none matched".to_string(),
+            None if self.has_rules => "rule: none matched".to_string(),
+            None => "rules: none".to_string(),
             Some((index, rule)) => {
                 let mut line = format!("rule {} matched: {}", index + 1, describe(&rule.matcher));
                 if let Some(allow) = &rule.allow {

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Serve(args) => regiondns::cli::serve(args),
         Command::Check(args) => regiondns::cli::check(args),
+        Command::Explain(args) => regiondns::cli::explain(args),
     };
     match result {
         Ok(code) => code,

@@ -714,4 +714,93 @@ ns: [ns1]
             "zones/t.yaml:14:45: service 'api': when_all_down must be nearest or servfail, got 'panic'",
         );
     }
+
+    #[test]
+    fn policy_settings_are_validated_where_they_are_written() {
+        let service = |settings: &str| {
+            format!(
+                "{HEAD}records:\n{NS1}{REGIONS}services:\n  api:\n    regions: [us-east, eu-west]\n{settings}"
+            )
+        };
+        let cases = [
+            (
+                "    policy: random\n",
+                "zones/t.yaml:16:13: service 'api': policy must be nearest, priority or weighted, got 'random'",
+            ),
+            (
+                "    answers: 9\n",
+                "zones/t.yaml:16:14: service 'api': answers must be within 1..8",
+            ),
+            (
+                "    shed: 150%\n",
+                "zones/t.yaml:16:11: service 'api': shed must be a share like 5% or 0.05 (0 to 100%), got '150%'",
+            ),
+            (
+                "    canary: { region: ap-south, share: 5% }\n",
+                "zones/t.yaml:16:23: service 'api': region 'ap-south' is not one of its regions",
+            ),
+            (
+                "    rules:\n      - match: { continent: [EU] }\n        allow: { jurisdiction: [eu] }\n",
+                "zones/t.yaml:18:16: service 'api': no region of the service has jurisdiction eu",
+            ),
+            (
+                "    rules:\n      - match: { continent: [XX] }\n",
+                "zones/t.yaml:17:30: service 'api': unknown continent 'XX' (AF, AN, AS, EU, NA, OC, SA)",
+            ),
+            (
+                "    rules:\n      - match: { network: [10.0.0.0/33] }\n",
+                "zones/t.yaml:17:28: service 'api': invalid network '10.0.0.0/33' (e.g. 10.0.0.0/8)",
+            ),
+            (
+                "    rules:\n      - match: {}\n",
+                "zones/t.yaml:17:16: service 'api': a rule's match needs continent, country or network",
+            ),
+            (
+                "    rules:\n      - match: { country: [DE] }\n        when_none: refuse\n",
+                "zones/t.yaml:18:20: service 'api': when_none applies only to a rule with allow",
+            ),
+            (
+                "    rules:\n      - match: { country: [DE] }\n        allow: { regions: [eu-west], jurisdiction: [eu] }\n",
+                "zones/t.yaml:18:16: service 'api': allow needs exactly one of jurisdiction or regions",
+            ),
+        ];
+        for (settings, expected) in cases {
+            assert_error(&service(settings), expected);
+        }
+        let valid = service(
+            "    policy: weighted\n    answers: 2\n    shed: 0.25\n    canary: { region: eu-west, share: 5% }\n    rules:\n      - match: { country: [de, FR], network: [\"2001:db8::/32\"] }\n        allow: { regions: [eu-west] }\n        when_none: nodata\n        prefer: [eu-west]\n",
+        );
+        let zone = parse(Path::new("t.yaml"), &valid, 1).expect("valid");
+        let api = &zone.services[0];
+        assert_eq!(
+            (api.policy, api.answers, api.shed),
+            (Policy::Weighted, 2, 0.25)
+        );
+        assert_eq!(
+            api.canary,
+            Some(Canary {
+                region: 1,
+                share: 0.05
+            })
+        );
+        let rule = &api.rules[0];
+        assert_eq!(
+            rule.matcher
+                .countries
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["DE", "FR"]
+        );
+        assert_eq!(
+            rule.allow
+                .as_ref()
+                .map(|a| (a.regions.clone(), a.description.as_str())),
+            Some((vec![1], "regions eu-west"))
+        );
+        assert_eq!(
+            (rule.when_none, rule.prefer.clone()),
+            (FailClosed::NoData, vec![1])
+        );
+    }
 }

@@ -211,7 +211,7 @@ fn explain_answer<'t>(
     }
     let service_name = LowerName::new(&name.base_name());
     let service = zone.service_named(&service_name)?;
-    let lines = explain::service(zone, service, geo, client, None, RecordType::A);
+    let lines = explain::service(zone, service, geo, client, RecordType::A);
     let made = lines
         .iter()
         .map(|line| {

@@ -342,7 +342,7 @@ fn jitter(key: &RegionKey, interval: Duration) -> Duration {
 }
 
 /// reqwest is built without a default TLS crypto provider; use ring's, once per process.
-pub(crate) fn install_crypto_provider() {
+pub fn install_crypto_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // An error means another provider is already installed, which serves as well.
