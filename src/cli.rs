@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::{
     admin::{Admin, AdminListen},
     config::{self, ZoneConfig},
-    dns::{DEFAULT_MAX_UDP_PAYLOAD, Handler, Listeners},
+    dns::{AddressSource, ClientAddress, DEFAULT_MAX_UDP_PAYLOAD, Handler, Listeners},
     explain,
     geo::GeoIp,
     health::{Probers, Publisher, initial_health},
@@ -141,14 +141,18 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         println!("{name} is in no zone served here: REFUSED");
         return Ok(ExitCode::SUCCESS);
     };
+    let client = ClientAddress {
+        ip: args.client,
+        source: AddressSource::Given,
+    };
     match zone.service_named(&name) {
         Some(service) => {
-            for line in explain::service(zone, service, &geo, args.client, qtype) {
+            for line in explain::service(zone, service, &geo, client, qtype) {
                 println!("{line}");
             }
         }
         None => {
-            let answer = crate::dns::resolve(&table, &geo, &name, qtype, args.client);
+            let answer = crate::dns::resolve(&table, &geo, &name, qtype, client);
             println!("{name} is not a service: its answer does not depend on the client");
             let records: Vec<String> = answer.answer_records().map(ToString::to_string).collect();
             let rcode = explain::rcode_name(answer.rcode);

@@ -5,28 +5,27 @@
 //! It runs the server's own code ([`crate::routing::ServiceRoutes::decide`] and
 //! [`crate::dns::decision_answer`]) with an observer that writes lines; it decides nothing.
 
-use std::net::IpAddr;
-
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 
 use crate::{
     config::Matcher,
-    dns::{decision_answer, locate},
+    dns::{ClientAddress, decision_answer, locate},
     geo::{GeoIp, Located},
     health::State,
     routing::{Decision, Explain, RegionRoute, RulePlan, ServiceRoutes, ZoneRoutes},
 };
 
-/// Lines describing how `service` answers `qtype` for a client at `ip`.
+/// Lines describing how `service` answers `qtype` for `client`.
 pub fn service(
     zone: &ZoneRoutes,
     service: &ServiceRoutes,
     geo: &GeoIp,
-    ip: IpAddr,
+    client: ClientAddress,
     qtype: RecordType,
 ) -> Vec<String> {
+    let ip = client.ip;
     let mut report = Report {
-        lines: vec![client_line(ip, &geo.locate(ip))],
+        lines: vec![client_line(client, &geo.locate(ip))],
         has_rules: !service.plan.rules.is_empty(),
     };
     let client = locate(service, geo, ip);
@@ -77,7 +76,8 @@ pub fn rcode_name(rcode: ResponseCode) -> String {
     }
 }
 
-fn client_line(ip: IpAddr, located: &Located) -> String {
+fn client_line(client: ClientAddress, located: &Located) -> String {
+    let ip = format!("{} ({})", client.ip, client.source.describe());
     match located {
         Located::Known(l) => {
             let coordinates = l.coordinates.map_or("no coordinates".into(), |c| {

@@ -289,7 +289,7 @@ fn explain_names_the_rule_and_the_reason_from_the_cli_and_from_dig() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     for expected in [
-        "client 81.2.69.7: country GB, continent EU, at 51.51,-0.09, GeoIP network /24",
+        "client 81.2.69.7 (given with --client): country GB, continent EU, at 51.51,-0.09, GeoIP network /24",
         "rule 1 matched: continent EU; allow jurisdiction eu; when none: Refuse",
         "region eu-west: down, ",
         "not eligible: down",

@@ -89,13 +89,40 @@ impl<'t> Answer<'t> {
     }
 }
 
-/// Answers `qname`/`qtype` for a client at `client` (the ECS address, else the source address).
+/// The address a query is answered for, and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress {
+    pub ip: IpAddr,
+    pub source: AddressSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressSource {
+    /// The query's EDNS Client Subnet option.
+    Ecs,
+    /// The address the query came from (the resolver's).
+    Packet,
+    /// Given by the operator (`regiondns explain --client`).
+    Given,
+}
+
+impl AddressSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            AddressSource::Ecs => "from the EDNS Client Subnet",
+            AddressSource::Packet => "the resolver's own address",
+            AddressSource::Given => "given with --client",
+        }
+    }
+}
+
+/// Answers `qname`/`qtype` for `client` (the ECS address, else the source address).
 pub fn resolve<'t>(
     table: &'t RoutingTable,
     geo: &GeoIp,
     qname: &LowerName,
     qtype: RecordType,
-    client: IpAddr,
+    client: ClientAddress,
 ) -> Answer<'t> {
     let Some(zone) = table.zone_for(qname) else {
         return Answer::new(ResponseCode::Refused, false);
@@ -123,7 +150,7 @@ pub fn resolve<'t>(
         },
         Lookup::Service(id) => match zone.service(id) {
             Some(service) => {
-                let client = locate(service, geo, client);
+                let client = locate(service, geo, client.ip);
                 let decision = service.decide(&client, &mut ());
                 decision_answer(zone, service, decision, qtype)
             }
@@ -202,7 +229,7 @@ fn explain_answer<'t>(
     zone: &'t ZoneRoutes,
     geo: &GeoIp,
     qname: &LowerName,
-    client: IpAddr,
+    client: ClientAddress,
 ) -> Option<Answer<'t>> {
     let name = Name::from(qname);
     let first = name.iter().next()?;
@@ -212,6 +239,7 @@ fn explain_answer<'t>(
     let service_name = LowerName::new(&name.base_name());
     let service = zone.service_named(&service_name)?;
     let lines = explain::service(zone, service, geo, client, RecordType::A);
+    let client = client.ip;
     let made = lines
         .iter()
         .map(|line| {

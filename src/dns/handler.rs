@@ -21,7 +21,7 @@ use hickory_server::{
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::answer::{Answer, resolve};
+use super::answer::{AddressSource, Answer, ClientAddress, resolve};
 use crate::{geo::GeoIp, metrics::Metrics, routing::RoutingTable};
 
 /// The UDP payload size regiondns offers and accepts at most (DNS flag day 2020).
@@ -103,8 +103,14 @@ impl RequestHandler for Handler {
             }
         };
         let client = match subnet {
-            Some(subnet) if subnet.source_prefix() > 0 => subnet.addr(),
-            _ => request.src().ip(),
+            Some(subnet) if subnet.source_prefix() > 0 => ClientAddress {
+                ip: subnet.addr(),
+                source: AddressSource::Ecs,
+            },
+            _ => ClientAddress {
+                ip: request.src().ip(),
+                source: AddressSource::Packet,
+            },
         };
 
         // One Arc per query: a snapshot cannot be replaced under a query being answered.

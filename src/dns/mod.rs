@@ -13,7 +13,7 @@ use std::{io, net::SocketAddr, time::Duration};
 use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 
-pub use answer::{decision_answer, locate, resolve};
+pub use answer::{AddressSource, ClientAddress, decision_answer, locate, resolve};
 pub use handler::{DEFAULT_MAX_UDP_PAYLOAD, Handler};
 
 /// How long an idle TCP connection is kept open.
