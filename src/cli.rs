@@ -17,8 +17,9 @@ use crate::{
     dns::{AddressSource, ClientAddress, DEFAULT_MAX_UDP_PAYLOAD, Handler, Listeners},
     explain,
     geo::GeoIp,
-    health::{Probers, Publisher, initial_health},
+    health::{Publisher, initial_health},
     metrics::Metrics,
+    reload::Reloader,
     routing::{Plan, RoutingTable},
 };
 
@@ -236,13 +237,23 @@ async fn run(args: ServeArgs) -> Result<()> {
     let token = admin_token(args.admin_token_file.as_deref())?;
 
     let metrics = Arc::new(Metrics::new());
-    let plan = Arc::new(Plan::new(&zones, &metrics));
-    let publisher = Publisher::new(plan, initial_health(&zones), Arc::clone(&metrics));
+    let publisher = Publisher::new(&zones, Arc::clone(&metrics));
     let (table, board) = (publisher.table(), publisher.board());
     let (events, receiver) = mpsc::channel(1024);
     tokio::spawn(publisher.run(receiver));
-    let probers = Probers::start(&zones, &events).context("cannot set up the health checks")?;
-    log_configuration(&zones, probers.len());
+    log_configuration(&zones);
+    let reloader = Reloader::start(&args.zones, zones, events.clone(), Arc::clone(&metrics))
+        .context("cannot set up hot reload and the health checks")?;
+    info!(
+        "{} health checks; watching {} for changes (and SIGHUP)",
+        reloader.checks(),
+        args.zones.display()
+    );
+    tokio::spawn(async move {
+        if let Err(error) = reloader.run().await {
+            tracing::error!("hot reload stopped: {error:#}");
+        }
+    });
 
     if let AdminListen::At(addr) = args.admin {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -271,7 +282,6 @@ async fn run(args: ServeArgs) -> Result<()> {
             server.shutdown_gracefully().await.context("shutting down")?;
         }
     }
-    drop(probers);
     Ok(())
 }
 
@@ -305,7 +315,7 @@ fn load_zones(dir: &std::path::Path) -> Result<Vec<ZoneConfig>> {
     }
 }
 
-fn log_configuration(zones: &[ZoneConfig], checks: usize) {
+fn log_configuration(zones: &[ZoneConfig]) {
     let origins: Vec<String> = zones.iter().map(|z| z.origin.to_string()).collect();
     let services: Vec<String> = zones
         .iter()
@@ -316,7 +326,7 @@ fn log_configuration(zones: &[ZoneConfig], checks: usize) {
         .flat_map(|z| z.regions.iter().map(|r| r.name.as_str()))
         .collect();
     info!(
-        "serving zones [{}], services [{}], regions [{}], {checks} health checks",
+        "serving zones [{}], services [{}], regions [{}]",
         origins.join(", "),
         services.join(", "),
         regions.join(", ")

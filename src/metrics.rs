@@ -54,7 +54,13 @@ pub struct Metrics {
     transitions: Family<StateLabels, Counter>,
     fail_open: Family<ServiceLabels, Counter>,
     fail_closed: Family<ServiceLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
     generation: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
 impl Default for Metrics {
@@ -103,6 +109,12 @@ impl Metrics {
             "Answers refused (or SERVFAIL/NODATA) because a rule allowed no region that could serve",
             fail_closed.clone(),
         );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Configuration reloads: result ok, or error when a zone file did not validate (its last good version kept serving)",
+            reloads.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "routing_generation",
@@ -117,6 +129,7 @@ impl Metrics {
             transitions,
             fail_open,
             fail_closed,
+            reloads,
             generation,
         }
     }
@@ -143,6 +156,15 @@ impl Metrics {
             zone: zone.into(),
             service: service.into(),
         })
+    }
+
+    pub fn count_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn set_region_state(&self, zone: &str, region: &str, current: State) {

@@ -21,7 +21,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use crate::geo::Coordinates;
 
 /// One validated zone file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ZoneConfig {
     pub source: PathBuf,
     pub origin: Name,
@@ -36,7 +36,7 @@ pub struct ZoneConfig {
     pub explain: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Soa {
     pub primary: Name,
     pub contact: Name,
@@ -48,7 +48,7 @@ pub struct Soa {
 }
 
 /// The static records of one name and type.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecordSet {
     pub name: Name,
     pub record_type: RecordType,
@@ -57,7 +57,7 @@ pub struct RecordSet {
 }
 
 /// A place a service can be answered from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Region {
     pub name: String,
     pub location: Coordinates,
@@ -129,7 +129,7 @@ pub enum WhenAllDown {
 }
 
 /// A name answered with the addresses of the region chosen for each client.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub name: Name,
     pub ttl: u32,
@@ -244,6 +244,13 @@ impl fmt::Display for ConfigError {
 /// returned together, so one run of `regiondns check` shows everything to fix.
 pub fn load_dir(dir: &Path) -> Result<Vec<ZoneConfig>, Vec<ConfigError>> {
     let files = zone_files(dir).map_err(|e| vec![e])?;
+    if files.is_empty() {
+        return Err(vec![ConfigError {
+            path: dir.to_owned(),
+            position: None,
+            message: "no zone files (*.yaml, *.yml)".into(),
+        }]);
+    }
     let mut zones = Vec::new();
     let mut errors = Vec::new();
     for path in files {
@@ -306,7 +313,8 @@ fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {
     }
 }
 
-fn zone_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// The zone files of `dir` (`*.yaml`, `*.yml`), in name order.
+pub fn zone_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let error = |message: String| ConfigError {
         path: dir.to_owned(),
         position: None,
@@ -324,13 +332,11 @@ fn zone_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         })
         .collect();
     files.sort();
-    if files.is_empty() {
-        return Err(error("no zone files (*.yaml, *.yml)".into()));
-    }
     Ok(files)
 }
 
-fn check_distinct_origins(zones: &[ZoneConfig], errors: &mut Vec<ConfigError>) {
+/// Reports every zone whose origin an earlier zone already has.
+pub fn check_distinct_origins(zones: &[ZoneConfig], errors: &mut Vec<ConfigError>) {
     for (i, zone) in zones.iter().enumerate() {
         if let Some(first) = zones[..i].iter().find(|z| z.origin == zone.origin) {
             errors.push(ConfigError {

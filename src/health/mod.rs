@@ -125,6 +125,9 @@ pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
 /// What the publisher is told.
 pub enum Event {
     Probed(ProbeReport),
+    /// A new configuration: every zone, validated. Regions whose check did not change keep
+    /// their health.
+    Reload(Vec<ZoneConfig>),
     /// The operator's switch; `done` receives the new state, or `None` for an unknown region,
     /// once the snapshot that applies it is published.
     SetDrained {
@@ -146,6 +149,8 @@ pub struct ProbeReport {
 /// Owns the health map; publishes routing snapshots and health for the admin API.
 pub struct Publisher {
     plan: Arc<Plan>,
+    /// What each region's health depends on in the configuration, to carry it over reloads.
+    settings: BTreeMap<RegionKey, RegionSettings>,
     health: HealthMap,
     table: Arc<ArcSwap<RoutingTable>>,
     board: Arc<ArcSwap<HealthMap>>,
@@ -153,8 +158,34 @@ pub struct Publisher {
     generation: u64,
 }
 
+/// A region's health-related configuration.
+#[derive(Debug, Clone, PartialEq)]
+struct RegionSettings {
+    check: Option<Check>,
+    drained: bool,
+}
+
+fn region_settings(zones: &[ZoneConfig]) -> BTreeMap<RegionKey, RegionSettings> {
+    let regions = zones.iter().flat_map(|zone| {
+        zone.regions.iter().map(move |region| {
+            let key = RegionKey {
+                zone: zone.origin.to_string(),
+                region: region.name.clone(),
+            };
+            let settings = RegionSettings {
+                check: region.check.clone(),
+                drained: region.drained,
+            };
+            (key, settings)
+        })
+    });
+    regions.collect()
+}
+
 impl Publisher {
-    pub fn new(plan: Arc<Plan>, health: HealthMap, metrics: Arc<Metrics>) -> Publisher {
+    pub fn new(zones: &[ZoneConfig], metrics: Arc<Metrics>) -> Publisher {
+        let plan = Arc::new(Plan::new(zones, &metrics));
+        let health = initial_health(zones);
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(&plan, &health)));
         let board = Arc::new(ArcSwap::from_pointee(health.clone()));
         for (key, status) in &health {
@@ -163,6 +194,7 @@ impl Publisher {
         metrics.set_generation(1);
         Publisher {
             plan,
+            settings: region_settings(zones),
             health,
             table,
             board,
@@ -190,6 +222,7 @@ impl Publisher {
     fn apply(&mut self, event: Event) {
         match event {
             Event::Probed(report) => self.probed(report),
+            Event::Reload(zones) => self.reload(&zones),
             Event::SetDrained { key, drained, done } => {
                 let state = self.set_drained(&key, drained);
                 let _ = done.send(state);
@@ -215,6 +248,52 @@ impl Publisher {
             status.since = SystemTime::now();
         }
         self.changed(&key, before);
+    }
+
+    /// Swaps in a new configuration. A region keeps its health when its check is unchanged,
+    /// and its drained flag unless the zone file changed that flag.
+    fn reload(&mut self, zones: &[ZoneConfig]) {
+        let settings = region_settings(zones);
+        let mut health = initial_health(zones);
+        for (key, status) in health.iter_mut() {
+            let (Some(old), Some(before), Some(now)) = (
+                self.health.get(key),
+                self.settings.get(key),
+                settings.get(key),
+            ) else {
+                continue;
+            };
+            if before.check == now.check {
+                let drained = if before.drained == now.drained {
+                    old.drained
+                } else {
+                    now.drained
+                };
+                *status = RegionStatus {
+                    drained,
+                    ..old.clone()
+                };
+            }
+        }
+        for (key, status) in &health {
+            self.metrics
+                .set_region_state(&key.zone, &key.region, status.state());
+        }
+        self.plan = Arc::new(Plan::new(zones, &self.metrics));
+        self.settings = settings;
+        self.health = health;
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let table = RoutingTable::build(&self.plan, &self.health);
+        for service in table.fail_open_services() {
+            warn!(service = %service, "{service}: every region is down: answering as if all were up (fail open)");
+        }
+        self.table.store(Arc::new(table));
+        self.generation += 1;
+        self.metrics.set_generation(self.generation);
+        self.board.store(Arc::new(self.health.clone()));
     }
 
     fn set_drained(&mut self, key: &RegionKey, drained: bool) -> Option<State> {
@@ -248,55 +327,60 @@ impl Publisher {
                 "{} {}: {}", key.region, after.as_str(), status.reason);
             self.metrics.count_transition(&key.zone, &key.region, after);
             self.metrics.set_region_state(&key.zone, &key.region, after);
-            let table = RoutingTable::build(&self.plan, &self.health);
-            for service in table.fail_open_services() {
-                warn!(service = %service, "{service}: every region is down: answering as if all were up (fail open)");
-            }
-            self.table.store(Arc::new(table));
-            self.generation += 1;
-            self.metrics.set_generation(self.generation);
+            self.publish();
+        } else {
+            self.board.store(Arc::new(self.health.clone()));
         }
-        self.board.store(Arc::new(self.health.clone()));
     }
 }
 
-/// The running prober tasks, stopped when dropped.
+/// The running prober tasks, one per region check, stopped when dropped.
+#[derive(Default)]
 pub struct Probers {
-    tasks: Vec<JoinHandle<()>>,
+    tasks: BTreeMap<RegionKey, (Check, JoinHandle<()>)>,
 }
 
 impl Drop for Probers {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for (_, task) in self.tasks.values() {
             task.abort();
         }
     }
 }
 
 impl Probers {
-    /// Starts one task per region check. Fails only if an HTTP client cannot be built.
-    pub fn start(
+    /// Runs exactly the checks of `zones`: a task whose check is unchanged keeps running, others
+    /// stop, new ones start. Fails only if an HTTP client cannot be built.
+    pub fn reconcile(
+        &mut self,
         zones: &[ZoneConfig],
         events: &mpsc::Sender<Event>,
-    ) -> Result<Probers, reqwest::Error> {
-        let mut tasks = Vec::new();
-        for zone in zones {
-            for region in &zone.regions {
-                let Some(check) = &region.check else { continue };
-                let key = RegionKey {
-                    zone: zone.origin.to_string(),
-                    region: region.name.clone(),
-                };
-                let probe = Probe::new(check.clone())?;
-                tasks.push(tokio::spawn(probe_loop(
-                    key,
-                    check.clone(),
-                    probe,
-                    events.clone(),
-                )));
+    ) -> Result<(), reqwest::Error> {
+        let wanted: BTreeMap<RegionKey, Check> = region_settings(zones)
+            .into_iter()
+            .filter_map(|(key, settings)| Some((key, settings.check?)))
+            .collect();
+        self.tasks.retain(|key, (check, task)| {
+            let keep = wanted.get(key) == Some(check);
+            if !keep {
+                task.abort();
             }
+            keep
+        });
+        for (key, check) in wanted {
+            if self.tasks.contains_key(&key) {
+                continue;
+            }
+            let probe = Probe::new(check.clone())?;
+            let task = tokio::spawn(probe_loop(
+                key.clone(),
+                check.clone(),
+                probe,
+                events.clone(),
+            ));
+            self.tasks.insert(key, (check, task));
         }
-        Ok(Probers { tasks })
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

@@ -200,6 +200,10 @@ impl Server {
         self.log.lock().expect("log lock").join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running (it must survive whatever the test sent).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

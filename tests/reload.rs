@@ -1,0 +1,186 @@
+//! Hot reload: zone files edited, broken, removed and added under a running server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Server, ZONE, addresses,
+    endpoint::{Endpoint, Mode},
+    query, udp,
+};
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+
+const API: &str = "api.llm.example.com.";
+const UK: &str = "81.2.69.0/24";
+
+fn zone_file(server: &Server) -> std::path::PathBuf {
+    server.dir.path().join("zones/llm.yaml")
+}
+
+/// Polls until the UK client gets `expected`; returns how long it took.
+fn until(server: &Server, expected: &[&str], limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))) == expected {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn until_logged(server: &Server, text: &str) {
+    let start = Instant::now();
+    while !server.log().contains(text) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never logged {text:?}:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_valid_edit_is_answered_within_a_second_and_a_broken_one_keeps_the_last_good() {
+    let server = Server::start(ZONE);
+    assert_eq!(
+        addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))),
+        ["203.0.113.20"]
+    );
+
+    std::fs::write(
+        zone_file(&server),
+        ZONE.replace("203.0.113.20", "203.0.113.21"),
+    )
+    .expect("write");
+    let took = until(&server, &["203.0.113.21"], Duration::from_secs(3)).expect("the new version");
+    assert!(
+        took < Duration::from_secs(1),
+        "answered {took:?} after the write"
+    );
+
+    let broken = ZONE.replace("203.0.113.20", "203.0.113.22").replace(
+        "    addresses: [203.0.113.30",
+        "    adresses: [203.0.113.30",
+    );
+    std::fs::write(zone_file(&server), broken).expect("write");
+    until_logged(&server, "zones/llm.yaml:31:5: unknown key `adresses`");
+    for _ in 0..20 {
+        let response = udp(server.addr, &query(API, RecordType::A, Some(UK)));
+        assert_eq!(
+            addresses(&response),
+            ["203.0.113.21"],
+            "the last good version serves"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (_, metrics) = common::http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    assert!(
+        metrics.contains("regiondns_reloads_total{result=\"error\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn removing_a_zone_file_stops_the_zone_and_adding_one_starts_it() {
+    let server = Server::start(ZONE);
+    let other = ZONE
+        .replace("origin: llm.example.com.", "origin: llm.example.org.")
+        .replace(
+            "ns1.llm.example.com., ns2.llm.example.com.",
+            "ns1.llm.example.org., ns2.llm.example.org.",
+        );
+    std::fs::write(server.dir.path().join("zones/org.yml"), other).expect("write");
+    let start = Instant::now();
+    loop {
+        let response = udp(
+            server.addr,
+            &query("api.llm.example.org.", RecordType::A, Some(UK)),
+        );
+        if response.metadata.response_code == ResponseCode::NoError {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the added zone is served:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_file(zone_file(&server)).expect("remove");
+    let start = Instant::now();
+    loop {
+        let response = udp(server.addr, &query(API, RecordType::A, Some(UK)));
+        if response.metadata.response_code == ResponseCode::Refused {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the removed zone stops"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let org = udp(
+        server.addr,
+        &query("api.llm.example.org.", RecordType::A, Some(UK)),
+    );
+    assert_eq!(
+        addresses(&org),
+        ["203.0.113.20"],
+        "the other zone is untouched"
+    );
+}
+
+#[test]
+fn sighup_reloads() {
+    let server = Server::start(ZONE);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    until_logged(&server, "reload (SIGHUP): configuration unchanged");
+}
+
+#[test]
+fn health_survives_a_reload_unless_the_check_changed() {
+    let (eu, us) = (Endpoint::start(Mode::Fail), Endpoint::start(Mode::Ok));
+    let check = |e: &Endpoint| {
+        format!(
+            "{{ http: \"{}\", interval: 200ms, timeout: 150ms, fall: 2, rise: 2 }}",
+            e.url()
+        )
+    };
+    let zone = ZONE
+        .replace(
+            "    addresses: [203.0.113.20, \"2001:db8:20::1\"]",
+            &format!("    addresses: [203.0.113.20]\n    check: {}", check(&eu)),
+        )
+        .replace(
+            "    addresses: [203.0.113.10, \"2001:db8:10::1\"]",
+            &format!("    addresses: [203.0.113.10]\n    check: {}", check(&us)),
+        );
+    let server = Server::start(&zone);
+    until(&server, &["203.0.113.10"], Duration::from_secs(3)).expect("eu-west down");
+    let probes_before = eu.requests();
+
+    // An unrelated edit: eu-west stays down at once, its prober keeps running.
+    std::fs::write(zone_file(&server), zone.replace("ttl: 20", "ttl: 25")).expect("write");
+    until_logged(&server, "reloaded (zone files changed)");
+    let response = udp(server.addr, &query(API, RecordType::A, Some(UK)));
+    assert_eq!(
+        addresses(&response),
+        ["203.0.113.10"],
+        "still down right after the reload"
+    );
+    assert_eq!(response.answers[0].ttl, 25, "the new configuration");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(eu.requests() > probes_before, "the same prober goes on");
+
+    // A changed check starts afresh: up until probed.
+    let moved = Endpoint::start(Mode::Fail);
+    std::fs::write(zone_file(&server), zone.replace(&eu.url(), &moved.url())).expect("write");
+    until(&server, &["203.0.113.20"], Duration::from_secs(2)).expect("a new check starts up");
+}
