@@ -15,18 +15,18 @@ import http.server
 import os
 import random
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+import dnswire
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BREAKS = int(os.environ.get("BREAKS", "20"))
 INTERVAL, FALL, RISE = 1.0, 2, 2
 EU_WEST, US_EAST = "203.0.113.20", "203.0.113.10"
-UK_SUBNET = bytes([81, 2, 69])
 
 healthy = threading.Event()
 healthy.set()
@@ -50,40 +50,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def query_packet(qid):
-    header = struct.pack(">HHHHHH", qid, 0, 1, 0, 0, 1)
-    qname = b"".join(bytes([len(p)]) + p for p in [b"api", b"llm", b"example", b"com"]) + b"\0"
-    ecs = struct.pack(">HBB", 1, 24, 0) + UK_SUBNET
-    opt = b"\0" + struct.pack(">HHIH", 41, 1232, 0, 4 + len(ecs)) + struct.pack(">HH", 8, len(ecs)) + ecs
-    return header + qname + struct.pack(">HH", 1, 1) + opt
-
-
-def first_a(reply):
-    """The first A record's address in a reply, or None."""
-    if len(reply) < 12 or struct.unpack(">H", reply[6:8])[0] == 0:
-        return None
-    pos = 12
-    while reply[pos] != 0:  # question name (uncompressed)
-        pos += reply[pos] + 1
-    pos += 5  # root label, type, class
-    if reply[pos] & 0xC0 == 0xC0:  # answer owner: pointer or labels
-        pos += 2
-    else:
-        while reply[pos] != 0:
-            pos += reply[pos] + 1
-        pos += 1
-    rtype, _, _, rdlen = struct.unpack(">HHIH", reply[pos:pos + 10])
-    if rtype != 1 or rdlen != 4:
-        return None
-    return socket.inet_ntoa(reply[pos + 10:pos + 14])
-
-
 def answer(sock, dns_port, qid):
-    sock.sendto(query_packet(qid), ("127.0.0.1", dns_port))
-    try:
-        return first_a(sock.recv(4096))
-    except socket.timeout:
-        return None
+    return dnswire.ask(sock, dns_port, qid, "api.llm.example.com", "81.2.69")
 
 
 def wait_for(sock, dns_port, predicate, limit=15.0):
