@@ -36,6 +36,15 @@ pub struct Cli {
     /// Without a command, `serve` runs with its defaults.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Log lines as human-readable text, or as one JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]

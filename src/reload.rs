@@ -115,6 +115,9 @@ impl Reloader {
         }
         let origins: Vec<String> = next.values().map(|z| z.origin.to_string()).collect();
         info!(
+            reason = why,
+            zones = next.len(),
+            failed_files = failed,
             "reloaded ({why}): zones [{}], {} health checks{}",
             origins.join(", "),
             self.probers.len(),
@@ -147,7 +150,7 @@ impl Reloader {
                 Err(errors) => {
                     failed += 1;
                     for e in &errors {
-                        error!("{e}");
+                        log_config_error(e);
                     }
                     if let Some(last_good) = self.files.get(&path) {
                         next.insert(path, last_good.clone());
@@ -166,7 +169,7 @@ impl Reloader {
         let mut errors = Vec::new();
         config::check_distinct_origins(&zones, &mut errors);
         for e in &errors {
-            error!("{e}");
+            log_config_error(e);
             let changed_origin = |last_good: &ZoneConfig| {
                 next.get(&e.path)
                     .is_some_and(|now| now.origin != last_good.origin)
@@ -182,4 +185,10 @@ impl Reloader {
         }
         errors.len()
     }
+}
+
+/// One line per error, with its position as fields for log shippers.
+fn log_config_error(e: &config::ConfigError) {
+    let (line, column) = e.position.unwrap_or_default();
+    error!(file = %e.path.display(), line, column, "{e}");
 }

@@ -206,3 +206,59 @@ fn several_geoip_files_and_listen_addresses() {
         );
     }
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir(&zones).expect("mkdir");
+    std::fs::write(zones.join("llm.yaml"), ZONE).expect("write");
+    let geoip = dir.path().join("geo.mmdb");
+    write_mmdb(&geoip, &common::fixture_networks());
+    let args: Vec<String> = [
+        "--log-format",
+        "json",
+        "serve",
+        "--zones",
+        &path_arg(&zones),
+        "--geoip",
+        &path_arg(&geoip),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+    ]
+    .map(String::from)
+    .to_vec();
+    let server = Server::spawn(
+        tempfile::tempdir().expect("tempdir"),
+        &args,
+        Some(dir.path()),
+    );
+    std::fs::write(zones.join("llm.yaml"), ZONE.replace("ttl: 20", "ttl: soon")).expect("write");
+    let start = std::time::Instant::now();
+    while !server.log().contains("invalid u32") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let log = server.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .expect("the reload error");
+    assert_eq!(error["fields"]["line"], 34, "{error}");
+    assert_eq!(error["fields"]["column"], 10);
+    assert!(
+        error["fields"]["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("llm.yaml"))
+    );
+}
