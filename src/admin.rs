@@ -12,7 +12,7 @@ use axum::{
     Json, Router,
     extract::{Path, State as AxumState},
     http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::{Value, json};
@@ -22,10 +22,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     health::{Event, HealthMap, RegionKey, RegionStatus},
     metrics::Metrics,
+    routing::RoutingTable,
 };
 
 #[derive(Clone)]
 pub struct Admin {
+    table: Arc<ArcSwap<RoutingTable>>,
     board: Arc<ArcSwap<HealthMap>>,
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
@@ -34,12 +36,14 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(
+        table: Arc<ArcSwap<RoutingTable>>,
         board: Arc<ArcSwap<HealthMap>>,
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
         token: Option<String>,
     ) -> Admin {
         Admin {
+            table,
             board,
             events,
             metrics,
@@ -49,6 +53,7 @@ impl Admin {
 
     pub fn router(self) -> Router {
         Router::new()
+            .route("/", get(status_page))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics))
             .route("/regions", get(regions))
@@ -82,6 +87,70 @@ impl std::str::FromStr for AdminListen {
             .map_err(|_| format!("'{s}' is neither ADDR:PORT nor off"))
     }
 }
+
+/// A small HTML page, rendered here and refreshing itself: zones, services and their regions
+/// with state, reason, since, last probe and answers. No script, no external asset.
+async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
+    use html_escape::encode_text as text;
+    let (table, board) = (admin.table.load(), admin.board.load());
+    let mut page = STATUS_HEAD.replace("REFRESH", &STATUS_REFRESH_SECONDS.to_string());
+    page.push_str(&format!(
+        "<p>updated {} (refreshes every {STATUS_REFRESH_SECONDS} s)</p>\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    ));
+    for zone in table.zones() {
+        page.push_str(&format!(
+            "<h2>zone {}</h2>\n",
+            text(&zone.data.origin().to_string())
+        ));
+        for service in zone.services() {
+            page.push_str(&format!(
+                "<h3>service {}</h3>\n<table>\n<tr><th>region</th><th>state</th><th>reason</th><th>since</th><th>last probe</th><th>answers</th></tr>\n",
+                text(&service.plan.name)
+            ));
+            for (region, state) in service.plan.regions.iter().zip(&service.states) {
+                let status = board.get(&region.key);
+                let probe = status
+                    .and_then(|s| s.last_probe.as_ref())
+                    .map_or("-".into(), |p| format!("{} ms", p.latency.as_millis()));
+                page.push_str(&format!(
+                    "<tr id=\"{zone}/{name}\" class=\"{state}\"><td>{name}</td><td class=\"state\">{state}</td><td>{reason}</td><td>{since}</td><td>{probe}</td><td>{answers}</td></tr>\n",
+                    zone = text(&region.key.zone),
+                    name = text(&region.key.region),
+                    state = state.as_str(),
+                    reason = text(status.map_or("", |s| s.reason.as_str())),
+                    since = status.map_or("-".into(), |s| humantime::format_rfc3339_seconds(s.since).to_string()),
+                    answers = region.answered.get(),
+                ));
+            }
+            page.push_str("</table>\n");
+        }
+    }
+    page.push_str("</body>\n</html>\n");
+    Html(page)
+}
+
+const STATUS_REFRESH_SECONDS: u32 = 2;
+
+const STATUS_HEAD: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="REFRESH">
+<title>regiondns status</title>
+<style>
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: left; }
+tr.up .state { background: #c8efc8; }
+tr.degraded .state { background: #ffe7a8; }
+tr.down .state { background: #f7b8b8; }
+tr.drained .state { background: #d8d8d8; }
+</style>
+</head>
+<body>
+<h1>regiondns status</h1>
+"#;
 
 async fn metrics(AxumState(admin): AxumState<Admin>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

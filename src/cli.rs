@@ -270,7 +270,13 @@ async fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
         let local = listener.local_addr().context("admin listener address")?;
         info!("admin API listening on http://{local}");
-        let admin = Admin::new(board, events.clone(), Arc::clone(&metrics), token);
+        let admin = Admin::new(
+            Arc::clone(&table),
+            board,
+            events.clone(),
+            Arc::clone(&metrics),
+            token,
+        );
         tokio::spawn(async move {
             if let Err(error) = admin.serve(listener).await {
                 tracing::error!("admin API stopped: {error}");

@@ -257,6 +257,10 @@ impl RoutingTable {
         RoutingTable { zones }
     }
 
+    pub fn zones(&self) -> &[ZoneRoutes] {
+        &self.zones
+    }
+
     /// The zone that is authoritative for `name`, if any.
     pub fn zone_for(&self, name: &LowerName) -> Option<&ZoneRoutes> {
         self.zones.iter().find(|z| z.data.origin().zone_of(name))
@@ -278,6 +282,10 @@ impl RoutingTable {
 }
 
 impl ZoneRoutes {
+    pub fn services(&self) -> &[ServiceRoutes] {
+        &self.services
+    }
+
     pub fn service(&self, id: ServiceId) -> Option<&ServiceRoutes> {
         self.services.get(id)
     }
