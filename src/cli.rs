@@ -55,6 +55,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Show how a name is answered for a client, step by step, from the server's own code.
     Explain(ExplainArgs),
+    /// Print the JSON Schema of the zone file (for editors and CI).
+    Schema,
 }
 
 impl Command {
@@ -209,6 +211,13 @@ async fn health_from_admin(url: &str, health: &mut crate::health::HealthMap) -> 
         };
     }
     Ok(())
+}
+
+/// `regiondns schema`: the zone file's JSON Schema on stdout.
+pub fn schema() -> Result<ExitCode> {
+    let schema = serde_json::to_string_pretty(&config::schema()).context("encoding the schema")?;
+    println!("{schema}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `regiondns check`: one summary line per zone on stdout, each error on stderr.

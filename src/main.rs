@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => regiondns::cli::serve(args),
         Command::Check(args) => regiondns::cli::check(args),
         Command::Explain(args) => regiondns::cli::explain(args),
+        Command::Schema => regiondns::cli::schema(),
     };
     match result {
         Ok(code) => code,

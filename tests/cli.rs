@@ -262,3 +262,76 @@ fn json_logs_are_one_object_per_line_with_fields() {
             .is_some_and(|f| f.ends_with("llm.yaml"))
     );
 }
+
+/// Every property of the schema, with its path, recursively.
+fn properties(schema: &serde_json::Value, path: &str, out: &mut Vec<(String, serde_json::Value)>) {
+    if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+        for (name, property) in props {
+            out.push((format!("{path}.{name}"), property.clone()));
+        }
+    }
+    if let Some(defs) = schema.get("$defs").and_then(|d| d.as_object()) {
+        for (name, def) in defs {
+            properties(def, name, out);
+        }
+    }
+}
+
+#[test]
+fn the_schema_describes_every_key_and_accepts_every_bundled_zone_file() {
+    let out = run(&["schema"], &repo_root());
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON schema");
+    let mut all = Vec::new();
+    properties(&schema, "Zone", &mut all);
+    assert!(all.len() > 60, "every key: {}", all.len());
+    for (path, property) in &all {
+        let described = property
+            .get("description")
+            .and_then(|d| d.as_str())
+            .is_some_and(|d| !d.is_empty());
+        assert!(described, "{path} has no description");
+    }
+
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let zones: Vec<_> = std::fs::read_dir(repo_root().join("zones"))
+        .expect("zones/")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    assert!(!zones.is_empty());
+    for path in zones {
+        let text = std::fs::read_to_string(&path).expect("read");
+        let document: serde_json::Value = serde_saphyr::from_str(&text).expect("YAML");
+        let errors: Vec<String> = validator
+            .iter_errors(&document)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+    }
+    for (fixture, name) in [(ZONE, "the test zone")] {
+        let document: serde_json::Value = serde_saphyr::from_str(fixture).expect("YAML");
+        assert!(validator.is_valid(&document), "{name}");
+        let typo: serde_json::Value = serde_saphyr::from_str(
+            &fixture.replace("addresses: [203.0.113.30", "adresses: [203.0.113.30"),
+        )
+        .expect("YAML");
+        assert!(
+            !validator.is_valid(&typo),
+            "an unknown key fails the schema too"
+        );
+    }
+}
+
+#[test]
+fn the_committed_schema_file_is_the_generated_one() {
+    let out = run(&["schema"], &repo_root());
+    let committed = std::fs::read_to_string(repo_root().join("regiondns.schema.json"))
+        .expect("regiondns.schema.json");
+    assert_eq!(
+        committed,
+        String::from_utf8_lossy(&out.stdout),
+        "regenerate it: cargo run -- schema > regiondns.schema.json"
+    );
+}

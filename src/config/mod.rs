@@ -9,6 +9,8 @@
 mod raw;
 mod validate;
 
+pub use raw::schema;
+
 use std::{
     fmt,
     net::IpAddr,

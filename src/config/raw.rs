@@ -1,9 +1,13 @@
 //! The zone file exactly as written: serde shapes with source positions, no meaning yet.
 //! `validate` turns these into the immutable types of the parent module.
+//!
+//! The same types generate the zone file's JSON Schema (`regiondns schema`): every key's doc
+//! comment is its description, so the schema cannot drift from what the server reads.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::{
     Deserialize, Deserializer,
     de::{self, SeqAccess, Visitor},
@@ -12,152 +16,313 @@ use serde_saphyr::Spanned;
 
 pub type Text = Spanned<String>;
 
-#[derive(Deserialize)]
+/// A regiondns zone file: one DNS zone, its regions and the services answered from them.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Zone {
+    /// The zone's name, e.g. `llm.example.com.` (the trailing dot may be left out).
+    #[schemars(with = "String")]
     pub origin: Text,
+    /// TTL in seconds of the SOA, the apex NS and static records without their own (default 3600).
+    #[schemars(with = "Option<u32>")]
     pub ttl: Option<Spanned<u32>>,
+    /// The zone's SOA record.
+    #[schemars(with = "Soa")]
     pub soa: Spanned<Soa>,
+    /// The apex name servers; those inside the zone need A or AAAA records under `records`.
+    #[schemars(with = "Vec<String>")]
     pub ns: Spanned<Vec<Text>>,
+    /// Static records by name: relative to the origin, `@` for the apex.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Node>")]
     pub records: IndexMap<Text, Spanned<Node>>,
+    /// The places services are answered from, by name.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Region>")]
     pub regions: IndexMap<Text, Spanned<Region>>,
+    /// Names answered with the addresses of the region chosen for each client, by name
+    /// relative to the origin.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Service>")]
     pub services: IndexMap<Text, Spanned<Service>>,
+    /// Answer `_explain.<service>` TXT queries with how the client's answer is chosen (default
+    /// false: it discloses configuration).
     #[serde(default)]
     pub explain: bool,
 }
 
-#[derive(Deserialize)]
+/// The SOA record.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Soa {
+    /// The primary name server (MNAME); relative names are below the origin.
+    #[schemars(with = "String")]
     pub primary: Text,
+    /// The zone's contact (RNAME), as a mailbox name or an e-mail address.
+    #[schemars(with = "String")]
     pub contact: Text,
+    /// The serial (default: the file's modification time in seconds).
     pub serial: Option<u32>,
+    /// SOA refresh in seconds (default 3600).
     pub refresh: Option<u32>,
+    /// SOA retry in seconds (default 600).
     pub retry: Option<u32>,
+    /// SOA expire in seconds (default 1209600).
     pub expire: Option<u32>,
+    /// SOA minimum: negative answers are cached min(ttl, negative_ttl) seconds (default 60).
+    #[schemars(with = "Option<u32>")]
     pub negative_ttl: Option<Spanned<u32>>,
 }
 
-/// The static records of one name, keyed by type as in a zone file.
-#[derive(Deserialize)]
+/// The static records of one name, keyed by type as in a zone file. Each value is one string or
+/// a list of strings in zone-file presentation format.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
+    /// TTL in seconds of this name's records (default: the zone's ttl).
     pub ttl: Option<u32>,
+    /// IPv4 addresses.
     #[serde(rename = "A")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub a: Option<Values>,
+    /// IPv6 addresses.
     #[serde(rename = "AAAA")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub aaaa: Option<Values>,
+    /// The canonical name; a CNAME stands alone.
     #[serde(rename = "CNAME")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub cname: Option<Values>,
+    /// Texts: each string is one record.
     #[serde(rename = "TXT")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub txt: Option<Values>,
+    /// `preference exchange`, e.g. `10 mail.example.com.`
     #[serde(rename = "MX")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub mx: Option<Values>,
+    /// `priority weight port target`, e.g. `10 5 443 api.example.com.`
     #[serde(rename = "SRV")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub srv: Option<Values>,
+    /// `flags tag value`, e.g. `0 issue "letsencrypt.org"`
     #[serde(rename = "CAA")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub caa: Option<Values>,
+    /// Pointer targets.
     #[serde(rename = "PTR")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub ptr: Option<Values>,
+    /// Name servers of a delegation below the zone (glue goes under their own names).
     #[serde(rename = "NS")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub ns: Option<Values>,
 }
 
-#[derive(Deserialize)]
+/// A place services are answered from.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Region {
+    /// Where the region is, to find the nearest region to a client.
+    #[schemars(with = "Location")]
     pub location: Spanned<Location>,
+    /// The region's addresses: A answers from the IPv4 ones, AAAA from the IPv6 ones.
+    #[schemars(with = "Vec<String>")]
     pub addresses: Spanned<Vec<Text>>,
+    /// A health check; without one the region is always up.
+    #[schemars(with = "Option<Check>")]
     pub check: Option<Spanned<Check>>,
+    /// Taken out of service by the operator (also settable through the admin API).
     #[serde(default)]
     pub drained: bool,
+    /// The legal area the region belongs to (e.g. `eu`), for sovereignty rules.
+    #[schemars(with = "Option<String>")]
     pub jurisdiction: Option<Text>,
+    /// Relative share under `policy: weighted` (default 100; 0: only when no other can serve).
+    #[schemars(with = "Option<u32>")]
     pub weight: Option<Spanned<u32>>,
 }
 
-/// A region's health check, as written.
-#[derive(Deserialize)]
+/// A region's health check: exactly one of `http` or `tcp`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
+    /// URL to request (http:// or https://); `${VAR}` is read from the environment.
+    #[schemars(with = "Option<String>")]
     pub http: Option<Text>,
+    /// `host:port` to connect to over TCP.
+    #[schemars(with = "Option<String>")]
     pub tcp: Option<Text>,
+    /// HTTP method: GET (default), HEAD, POST or PUT.
+    #[schemars(with = "Option<String>")]
     pub method: Option<Text>,
+    /// Request body, e.g. a one-token inference call; `${VAR}` is read from the environment.
+    #[schemars(with = "Option<String>")]
     pub body: Option<Text>,
+    /// Time between probes, e.g. `2s` (default 5s, at least 100ms).
+    #[schemars(with = "Option<String>")]
     pub interval: Option<Text>,
+    /// Time a probe may take, e.g. `1s` (default 2s, at most the interval).
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Text>,
+    /// HTTP status codes that count as success (default: any 2xx).
+    #[schemars(with = "Option<Vec<u16>>")]
     pub expect: Option<Spanned<Vec<u16>>>,
+    /// Request headers; `${VAR}` in a value is read from the environment.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub headers: IndexMap<Text, Text>,
+    /// Text the response body (read up to 64 KiB) must contain.
+    #[schemars(with = "Option<String>")]
     pub body_contains: Option<Text>,
+    /// Consecutive failures before the region is down (default 3).
+    #[schemars(with = "Option<u32>")]
     pub fall: Option<Spanned<u32>>,
+    /// Consecutive successes before it is up again (default 2).
+    #[schemars(with = "Option<u32>")]
     pub rise: Option<Spanned<u32>>,
+    /// A success slower than this counts as slow, e.g. `800ms` (default: never).
+    #[schemars(with = "Option<String>")]
     pub slow: Option<Text>,
+    /// Probes in the sliding window of the two rates (default 20).
+    #[schemars(with = "Option<u32>")]
     pub window: Option<Spanned<u32>>,
+    /// Failures per window above this take the region down (default 0.5).
+    #[schemars(with = "Option<f64>")]
     pub max_error_rate: Option<Spanned<f64>>,
+    /// Slow probes per window above this make the region degraded (default 0.5).
+    #[schemars(with = "Option<f64>")]
     pub max_slow_rate: Option<Spanned<f64>>,
 }
 
-#[derive(Deserialize)]
+/// Decimal degrees.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
+    /// Latitude, -90 to 90.
     pub lat: f64,
+    /// Longitude, -180 to 180.
     pub lon: f64,
 }
 
-#[derive(Deserialize)]
+/// A name answered with the addresses of the region chosen for each client.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
+    /// TTL in seconds of its answers (default 30).
     pub ttl: Option<u32>,
+    /// The candidate regions, in order: clients whose location is unknown get the first.
+    #[schemars(with = "Vec<String>")]
     pub regions: Spanned<Vec<Text>>,
+    /// When every region is down: `nearest` (default: answer as if all were up) or `servfail`.
+    #[schemars(with = "Option<String>")]
     pub when_all_down: Option<Text>,
+    /// How eligible regions are ordered: `nearest` (default), `priority` (list order) or
+    /// `weighted` (by weight, stable per client subnet).
+    #[schemars(with = "Option<String>")]
     pub policy: Option<Text>,
+    /// How many regions' addresses an answer carries, best first (1 to 8, default 1).
+    #[schemars(with = "Option<u32>")]
     pub answers: Option<Spanned<u32>>,
-    /// A share: `50%` or `0.5`.
+    /// Share of a degraded region's clients sent to the next region: `50%` or `0.5` (default
+    /// 100%).
+    #[schemars(with = "Option<Share>")]
     pub shed: Option<Text>,
+    /// A region that takes a share of client subnets while it is up.
+    #[schemars(with = "Option<Canary>")]
     pub canary: Option<Spanned<Canary>>,
+    /// Rules matched on the client, first match wins.
     #[serde(default)]
+    #[schemars(with = "Vec<Rule>")]
     pub rules: Vec<Spanned<Rule>>,
 }
 
-#[derive(Deserialize)]
+/// A canary region and its share of client subnets.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Canary {
+    /// One of the service's regions.
+    #[schemars(with = "String")]
     pub region: Text,
+    /// Its share: `5%` or `0.05`.
+    #[schemars(with = "Share")]
     pub share: Text,
 }
 
-#[derive(Deserialize)]
+/// A routing rule for the clients it matches.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// Which clients the rule applies to.
     #[serde(rename = "match")]
+    #[schemars(with = "Match")]
     pub matcher: Spanned<Match>,
+    /// The only regions matched clients may be sent to (sovereignty).
+    #[schemars(with = "Option<Allow>")]
     pub allow: Option<Spanned<Allow>>,
+    /// With `allow`, the answer when no allowed region can serve: `refuse` (default),
+    /// `servfail` or `nodata`.
+    #[schemars(with = "Option<String>")]
     pub when_none: Option<Text>,
+    /// Regions tried in this order before the policy's order.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub prefer: Vec<Text>,
 }
 
-#[derive(Deserialize)]
+/// Clients matched: every list given must match one of its entries.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
+    /// Continent codes: AF, AN, AS, EU, NA, OC, SA.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub continent: Vec<Text>,
+    /// ISO 3166 two-letter country codes.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub country: Vec<Text>,
+    /// Networks in CIDR notation, e.g. `10.0.0.0/8`.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub network: Vec<Text>,
 }
 
-#[derive(Deserialize)]
+/// Exactly one of `jurisdiction` or `regions`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Allow {
+    /// Regions whose `jurisdiction` is one of these.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub jurisdiction: Vec<Text>,
+    /// These regions.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub regions: Vec<Text>,
+}
+
+/// One value or a list of values.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // describes the YAML for the schema; `Values` reads it
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A share: a percentage such as `5%`, or a fraction such as `0.05`.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // describes the YAML for the schema; validation reads it as text
+enum Share {
+    Percent(String),
+    Fraction(f64),
+}
+
+/// The JSON Schema of a zone file.
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(Zone)
 }
 
 /// One value or a list of values, each with its position: `A: 192.0.2.1` or `A: [a, b]`.
@@ -169,52 +334,52 @@ impl<'de> Deserialize<'de> for Values {
             value,
             referenced,
             defined,
-        } = Spanned::<OneOrMany>::deserialize(deserializer)?;
+        } = Spanned::<ReadOneOrMany>::deserialize(deserializer)?;
         Ok(Values(match value {
-            OneOrMany::One(text) => vec![Spanned::new(text, referenced, defined)],
-            OneOrMany::Many(items) => items,
+            ReadOneOrMany::One(text) => vec![Spanned::new(text, referenced, defined)],
+            ReadOneOrMany::Many(items) => items,
         }))
     }
 }
 
-enum OneOrMany {
+enum ReadOneOrMany {
     One(String),
     Many(Vec<Text>),
 }
 
-impl<'de> Deserialize<'de> for OneOrMany {
+impl<'de> Deserialize<'de> for ReadOneOrMany {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct OneOrManyVisitor;
 
         impl<'de> Visitor<'de> for OneOrManyVisitor {
-            type Value = OneOrMany;
+            type Value = ReadOneOrMany;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a value or a list of values")
             }
 
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
-                Ok(OneOrMany::One(v.to_owned()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ReadOneOrMany, E> {
+                Ok(ReadOneOrMany::One(v.to_owned()))
             }
 
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<OneOrMany, E> {
-                Ok(OneOrMany::One(v.to_string()))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ReadOneOrMany, E> {
+                Ok(ReadOneOrMany::One(v.to_string()))
             }
 
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<OneOrMany, E> {
-                Ok(OneOrMany::One(v.to_string()))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ReadOneOrMany, E> {
+                Ok(ReadOneOrMany::One(v.to_string()))
             }
 
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<OneOrMany, E> {
-                Ok(OneOrMany::One(v.to_string()))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ReadOneOrMany, E> {
+                Ok(ReadOneOrMany::One(v.to_string()))
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ReadOneOrMany, A::Error> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element::<Text>()? {
                     items.push(item);
                 }
-                Ok(OneOrMany::Many(items))
+                Ok(ReadOneOrMany::Many(items))
             }
         }
 
