@@ -310,18 +310,14 @@ fn the_schema_describes_every_key_and_accepts_every_bundled_zone_file() {
             .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", path.display());
     }
-    for (fixture, name) in [(ZONE, "the test zone")] {
-        let document: serde_json::Value = serde_saphyr::from_str(fixture).expect("YAML");
-        assert!(validator.is_valid(&document), "{name}");
-        let typo: serde_json::Value = serde_saphyr::from_str(
-            &fixture.replace("addresses: [203.0.113.30", "adresses: [203.0.113.30"),
-        )
-        .expect("YAML");
-        assert!(
-            !validator.is_valid(&typo),
-            "an unknown key fails the schema too"
-        );
-    }
+    let document: serde_json::Value = serde_saphyr::from_str(ZONE).expect("YAML");
+    assert!(validator.is_valid(&document), "the test zone");
+    let typo = ZONE.replace("addresses: [203.0.113.30", "adresses: [203.0.113.30");
+    let typo: serde_json::Value = serde_saphyr::from_str(&typo).expect("YAML");
+    assert!(
+        !validator.is_valid(&typo),
+        "an unknown key fails the schema too"
+    );
 }
 
 #[test]
