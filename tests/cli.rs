@@ -22,6 +22,20 @@ fn check_summarises_every_valid_zone() {
 }
 
 #[test]
+fn the_docker_example_zone_is_valid() {
+    let out = run(&["check", "--zones", "docker/zones"], &repo_root());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "docker/zones/llm.yaml: llm.example.com.: 1 services, 2 regions, 1 static records"
+    );
+}
+
+#[test]
 fn check_reports_each_error_with_file_line_and_column_and_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     let zones = dir.path().join("zones");
@@ -294,8 +308,9 @@ fn the_schema_describes_every_key_and_accepts_every_bundled_zone_file() {
     }
 
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
-    let zones: Vec<_> = std::fs::read_dir(repo_root().join("zones"))
-        .expect("zones/")
+    let zones: Vec<_> = ["zones", "docker/zones"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(repo_root().join(dir)).expect("zone dir"))
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
