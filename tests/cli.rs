@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{Server, ZONE, path_arg, query, repo_root, run, udp, write_mmdb};
+use common::{
+    Server, ZONE, path_arg, query, repo_root, run, serve_args, udp, write_mmdb, zone_dir,
+};
 use hickory_proto::rr::RecordType;
 use serde_json::json;
 
@@ -82,30 +84,8 @@ fn check_reports_each_error_with_file_line_and_column_and_fails() {
 
 #[test]
 fn serve_refuses_to_start_on_a_broken_zone_or_a_missing_database() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let zones = dir.path().join("zones");
-    std::fs::create_dir(&zones).expect("mkdir");
-    std::fs::write(
-        zones.join("llm.yaml"),
-        ZONE.replace("ttl: 20", "ttl: twenty"),
-    )
-    .expect("write");
-    let geoip = dir.path().join("geo.mmdb");
-    write_mmdb(&geoip, &[("192.0.2.0/24", json!({"country_code": "DE"}))]);
-    let (zones_arg, geoip_arg) = (path_arg(&zones), path_arg(&geoip));
-
-    let out = run(
-        &[
-            "serve",
-            "--zones",
-            &zones_arg,
-            "--geoip",
-            &geoip_arg,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    let dir = zone_dir(&ZONE.replace("ttl: 20", "ttl: twenty"));
+    let out = run(&serve_args(dir.path(), &["--admin", "off"]), dir.path());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -113,22 +93,12 @@ fn serve_refuses_to_start_on_a_broken_zone_or_a_missing_database() {
         "file and line of the bad TTL: {stderr}"
     );
 
-    std::fs::write(zones.join("llm.yaml"), ZONE).expect("write");
-    let missing = path_arg(&dir.path().join("missing.mmdb"));
-    let out = run(
-        &[
-            "serve",
-            "--zones",
-            &zones_arg,
-            "--geoip",
-            &missing,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-    );
+    std::fs::write(dir.path().join("zones/llm.yaml"), ZONE).expect("write");
+    std::fs::remove_file(dir.path().join("geo.mmdb")).expect("remove");
+    let out = run(&serve_args(dir.path(), &["--admin", "off"]), dir.path());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let missing = path_arg(&dir.path().join("geo.mmdb"));
     assert!(
         stderr.contains(&format!("{missing}: cannot open GeoIP database")),
         "{stderr}"
@@ -137,10 +107,7 @@ fn serve_refuses_to_start_on_a_broken_zone_or_a_missing_database() {
 
 #[test]
 fn several_geoip_files_and_listen_addresses() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let zones = dir.path().join("zones");
-    std::fs::create_dir(&zones).expect("mkdir");
-    std::fs::write(zones.join("llm.yaml"), ZONE).expect("write");
+    let dir = zone_dir(ZONE);
     // An IPv4-only file first, then a combined one: IPv6 lookups skip the first.
     let v4 = dir.path().join("v4.mmdb");
     let mut writer = mmdb_writer::Writer::builder("Test")
@@ -148,56 +115,40 @@ fn several_geoip_files_and_listen_addresses() {
         .description(&[("en", "v4")])
         .build_epoch(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
         .build();
+    let japan: mmdb_writer::ipnet::IpNet = "133.242.0.0/16".parse().expect("net");
     writer
-        .insert(
-            "133.242.0.0/16"
-                .parse::<mmdb_writer::ipnet::IpNet>()
-                .expect("net"),
-            &json!({"country_code": "JP"}),
-        )
+        .insert(japan, &json!({"country_code": "JP"}))
         .expect("insert");
     std::fs::write(&v4, writer.to_bytes().expect("encode")).expect("write");
     let v6 = dir.path().join("v6.mmdb");
     write_mmdb(&v6, &[("2a02:cf40::/29", json!({"country_code": "NO"}))]);
 
+    let zones = path_arg(&dir.path().join("zones"));
+    let (v4, v6) = (path_arg(&v4), path_arg(&v6));
+    let mut args: Vec<&str> = vec!["serve", "--zones", &zones, "--geoip", &v4, "--geoip", &v6];
+    args.extend(["--listen", "127.0.0.1:0", "--admin", "off"]);
     let ipv6_loopback = std::net::UdpSocket::bind("[::1]:0").is_ok();
-    let mut args: Vec<String> = [
-        "serve",
-        "--zones",
-        &path_arg(&zones),
-        "--geoip",
-        &path_arg(&v4),
-        "--geoip",
-        &path_arg(&v6),
-        "--listen",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
     if ipv6_loopback {
-        args.extend(["--listen".to_string(), "[::1]:0".to_string()]);
+        args.extend(["--listen", "[::1]:0"]);
     } else {
         eprintln!("no IPv6 loopback on this machine: testing the IPv4 listener only");
     }
-    let server = Server::spawn(
-        tempfile::tempdir().expect("tempdir"),
-        &args,
-        Some(dir.path()),
-    );
-    let answer = |subnet| {
+    let args: Vec<String> = args.into_iter().map(String::from).collect();
+    let server = Server::spawn(dir, &args, None);
+    let answer = |to: std::net::SocketAddr, subnet| {
         common::addresses(&udp(
-            server.addr,
+            to,
             &query("api.llm.example.com.", RecordType::A, Some(subnet)),
         ))
     };
     assert_eq!(
-        answer("133.242.1.0/24"),
-        vec!["203.0.113.30", "203.0.113.31"],
+        answer(server.addr, "133.242.1.0/24"),
+        ["203.0.113.30", "203.0.113.31"],
         "from the IPv4 file"
     );
     assert_eq!(
-        answer("2a02:cf40::/32"),
-        vec!["203.0.113.20"],
+        answer(server.addr, "2a02:cf40::/32"),
+        ["203.0.113.20"],
         "from the IPv6 file"
     );
     if ipv6_loopback {
@@ -209,13 +160,9 @@ fn several_geoip_files_and_listen_addresses() {
             .find(|a| a.starts_with('['))
             .expect("an IPv6 listen line");
         let v6_addr: std::net::SocketAddr = v6_addr.parse().expect("address");
-        let response = udp(
-            v6_addr,
-            &query("api.llm.example.com.", RecordType::A, Some("81.2.69.0/24")),
-        );
         assert_eq!(
-            common::addresses(&response),
-            vec!["203.0.113.10"],
+            answer(v6_addr, "81.2.69.0/24"),
+            ["203.0.113.10"],
             "unknown to these files: first region"
         );
     }
@@ -223,33 +170,12 @@ fn several_geoip_files_and_listen_addresses() {
 
 #[test]
 fn json_logs_are_one_object_per_line_with_fields() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let zones = dir.path().join("zones");
-    std::fs::create_dir(&zones).expect("mkdir");
-    std::fs::write(zones.join("llm.yaml"), ZONE).expect("write");
-    let geoip = dir.path().join("geo.mmdb");
-    write_mmdb(&geoip, &common::fixture_networks());
-    let args: Vec<String> = [
-        "--log-format",
-        "json",
-        "serve",
-        "--zones",
-        &path_arg(&zones),
-        "--geoip",
-        &path_arg(&geoip),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "off",
-    ]
-    .map(String::from)
-    .to_vec();
-    let server = Server::spawn(
-        tempfile::tempdir().expect("tempdir"),
-        &args,
-        Some(dir.path()),
-    );
-    std::fs::write(zones.join("llm.yaml"), ZONE.replace("ttl: 20", "ttl: soon")).expect("write");
+    let dir = zone_dir(ZONE);
+    let mut args = vec!["--log-format".to_string(), "json".to_string()];
+    args.extend(serve_args(dir.path(), &["--admin", "off"]));
+    let zone_file = dir.path().join("zones/llm.yaml");
+    let server = Server::spawn(dir, &args, None);
+    std::fs::write(zone_file, ZONE.replace("ttl: 20", "ttl: soon")).expect("write");
     let start = std::time::Instant::now();
     while !server.log().contains("invalid u32") {
         assert!(

@@ -366,30 +366,9 @@ fn post_checks_send_their_body_and_headers_from_the_environment() {
         " }",
         r#", method: POST, body: '{"max_tokens":1}', headers: { api-key: "${TEST_API_KEY}" } }"#,
     );
-    let server = {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("zones")).expect("zones");
-        std::fs::write(
-            dir.path().join("zones/llm.yaml"),
-            zone(&check(&us), &eu_check, ""),
-        )
-        .expect("zone");
-        common::write_mmdb(&dir.path().join("geo.mmdb"), &common::fixture_networks());
-        let args: Vec<String> = [
-            "serve",
-            "--zones",
-            "zones",
-            "--geoip",
-            "geo.mmdb",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "off",
-        ]
-        .map(String::from)
-        .to_vec();
-        Server::spawn_with_env(dir, &args, None, &[("TEST_API_KEY", "key-123")])
-    };
+    let dir = common::zone_dir(&zone(&check(&us), &eu_check, ""));
+    let args = common::serve_args(dir.path(), &["--admin", "off"]);
+    let server = Server::spawn_with_env(dir, &args, None, &[("TEST_API_KEY", "key-123")]);
     settle(&[&eu], 1);
     let request = eu.last_request();
     assert!(request.starts_with("POST /healthz HTTP/1.1"), "{request}");

@@ -99,6 +99,32 @@ pub fn write_mmdb(path: &Path, networks: &[(&str, Value)]) {
     std::fs::write(path, writer.to_bytes().expect("encode mmdb")).expect("write mmdb");
 }
 
+/// A temporary directory holding `zones/llm.yaml` (the given zone) and `geo.mmdb` (the fixture
+/// GeoIP database).
+pub fn zone_dir(zone: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("zones")).expect("zones dir");
+    std::fs::write(dir.path().join("zones/llm.yaml"), zone).expect("write zone");
+    write_mmdb(&dir.path().join("geo.mmdb"), &fixture_networks());
+    dir
+}
+
+/// `serve` on a [`zone_dir`], on a kernel-chosen port of 127.0.0.1, followed by `extra`.
+pub fn serve_args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let zones = path_arg(&dir.join("zones"));
+    let geoip = path_arg(&dir.join("geo.mmdb"));
+    let args = [
+        "serve",
+        "--zones",
+        &zones,
+        "--geoip",
+        &geoip,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
 /// A running `regiondns serve`, killed on drop.
 pub struct Server {
     child: Child,
@@ -117,23 +143,8 @@ impl Server {
 
     /// As [`Server::start`], with extra environment variables (e.g. the admin token).
     pub fn start_with_env(zone: &str, env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("zones")).expect("zones dir");
-        std::fs::write(dir.path().join("zones/llm.yaml"), zone).expect("write zone");
-        write_mmdb(&dir.path().join("geo.mmdb"), &fixture_networks());
-        let zones = dir.path().join("zones");
-        let geoip = dir.path().join("geo.mmdb");
-        let args: Vec<String> = vec![
-            "serve".into(),
-            "--zones".into(),
-            path_arg(&zones),
-            "--geoip".into(),
-            path_arg(&geoip),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--admin".into(),
-            "127.0.0.1:0".into(),
-        ];
+        let dir = zone_dir(zone);
+        let args = serve_args(dir.path(), &["--admin", "127.0.0.1:0"]);
         Server::spawn_with_env(dir, &args, None, env)
     }
 
@@ -329,7 +340,7 @@ pub fn dig(addr: SocketAddr, args: &[&str]) -> String {
 }
 
 /// Runs the binary to completion (for `check` and failing starts).
-pub fn run(args: &[&str], cwd: &Path) -> Output {
+pub fn run<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], cwd: &Path) -> Output {
     let mut child = Command::new(BINARY)
         .args(args)
         .current_dir(cwd)
