@@ -180,6 +180,17 @@ impl Metrics {
         }
     }
 
+    /// Drops the state series of a region that is no longer configured.
+    pub fn forget_region(&self, zone: &str, region: &str) {
+        for state in State::ALL {
+            self.region_state.remove(&StateLabels {
+                zone: zone.into(),
+                region: region.into(),
+                state: state.as_str().into(),
+            });
+        }
+    }
+
     pub fn count_transition(&self, zone: &str, region: &str, to: State) {
         let labels = StateLabels {
             zone: zone.into(),
