@@ -1,15 +1,19 @@
-//! The command line: what operators type and script against (`serve`, `check`), and the
-//! start-up sequence of the server. Errors here carry context for a human (anyhow); the
-//! modules below report typed errors.
+//! The command line: what operators type and script against (`serve`, `check`, `explain`,
+//! `schema`), and the start-up steps `main` composes. Errors here carry context for a human
+//! (anyhow); the modules below report typed errors.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use tracing::info;
 
-use tokio::sync::mpsc;
+use hickory_server::Server;
 
 use crate::{
     admin::{Admin, AdminListen},
@@ -17,7 +21,7 @@ use crate::{
     dns::{AddressSource, ClientAddress, DEFAULT_MAX_UDP_PAYLOAD, Handler, Listeners},
     explain,
     geo::GeoIp,
-    health::{Publisher, initial_health},
+    health::initial_health,
     metrics::Metrics,
     reload::Reloader,
     routing::{Plan, RoutingTable},
@@ -239,66 +243,55 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
     }
 }
 
-/// `regiondns serve`: load everything, bind, answer until SIGINT or SIGTERM.
-pub fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(run(args))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn run(args: ServeArgs) -> Result<()> {
-    let zones = load_zones(&args.zones)?;
-    let geo = GeoIp::open(&args.geoip)?;
+/// The GeoIP databases, each logged.
+pub fn open_geoip(paths: &[PathBuf]) -> Result<GeoIp> {
+    let geo = GeoIp::open(paths)?;
     for line in geo.describe() {
         info!("GeoIP database {line}");
     }
-    let token = admin_token(args.admin_token_file.as_deref())?;
+    Ok(geo)
+}
 
-    let metrics = Arc::new(Metrics::new());
-    let publisher = Publisher::new(&zones, Arc::clone(&metrics));
-    let (table, board) = (publisher.table(), publisher.board());
-    let (events, receiver) = mpsc::channel(1024);
-    tokio::spawn(publisher.run(receiver));
-    log_configuration(&zones);
-    let reloader = Reloader::start(&args.zones, zones, events.clone(), Arc::clone(&metrics))
-        .context("cannot set up hot reload and the health checks")?;
+/// Runs hot reload (and with it the probers) in the background.
+pub fn spawn_reloader(reloader: Reloader, zones: &Path) {
     info!(
         "{} health checks; watching {} for changes (and SIGHUP)",
         reloader.checks(),
-        args.zones.display()
+        zones.display()
     );
     tokio::spawn(async move {
         if let Err(error) = reloader.run().await {
             tracing::error!("hot reload stopped: {error:#}");
         }
     });
+}
 
-    if let AdminListen::At(addr) = args.admin {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
-        let local = listener.local_addr().context("admin listener address")?;
-        info!("admin API listening on http://{local}");
-        let admin = Admin::new(
-            Arc::clone(&table),
-            board,
-            events.clone(),
-            Arc::clone(&metrics),
-            token,
-        );
-        tokio::spawn(async move {
-            if let Err(error) = admin.serve(listener).await {
-                tracing::error!("admin API stopped: {error}");
-            }
-        });
-    }
+/// Binds the admin API and serves it in the background.
+pub async fn start_admin(addr: SocketAddr, admin: Admin) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
+    let local = listener.local_addr().context("admin listener address")?;
+    info!("admin API listening on http://{local}");
+    tokio::spawn(async move {
+        if let Err(error) = admin.serve(listener).await {
+            tracing::error!("admin API stopped: {error}");
+        }
+    });
+    Ok(())
+}
 
-    let listeners = Listeners::bind(&args.listen).await?;
+/// Binds every listen address, logged, for UDP and TCP.
+pub async fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners> {
+    let listeners = Listeners::bind(addrs).await?;
     for addr in listeners.local_addrs() {
         info!("listening on {addr} (udp, tcp)");
     }
-    let handler = Handler::new(table, Arc::new(geo), &metrics, args.edns_udp_size);
-    let mut server = listeners.serve(handler);
+    Ok(listeners)
+}
+
+/// Answers until the DNS server fails or SIGINT/SIGTERM asks it to stop gracefully.
+pub async fn until_shutdown(mut server: Server<Handler>) -> Result<()> {
     tokio::select! {
         result = server.block_until_done() => result.context("DNS server stopped")?,
         signal = shutdown_signal() => {
@@ -310,7 +303,7 @@ async fn run(args: ServeArgs) -> Result<()> {
 }
 
 /// The admin token from the file, else the environment; `None` disables mutating endpoints.
-fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
+pub fn admin_token(file: Option<&Path>) -> Result<Option<String>> {
     let token = match file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the admin token file {}", path.display()))?,
@@ -323,9 +316,13 @@ fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
     Ok((!token.is_empty()).then(|| token.to_owned()))
 }
 
-fn load_zones(dir: &std::path::Path) -> Result<Vec<ZoneConfig>> {
+/// Every zone file of `dir`, validated; each error logged. Logs what is served.
+pub fn load_zones(dir: &Path) -> Result<Vec<ZoneConfig>> {
     match config::load_dir(dir) {
-        Ok(zones) => Ok(zones),
+        Ok(zones) => {
+            log_configuration(&zones);
+            Ok(zones)
+        }
         Err(errors) => {
             for error in &errors {
                 tracing::error!("{error}");

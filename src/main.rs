@@ -1,28 +1,72 @@
-//! The `regiondns` binary: parse the command line, set up logging, run the command.
+//! The `regiondns` binary. The whole server starts in [`serve`]: configuration, health,
+//! hot reload, admin API, DNS.
 
-use std::{io::IsTerminal, process::ExitCode};
+use std::{io::IsTerminal, process::ExitCode, sync::Arc};
 
+use anyhow::{Context, Result};
 use clap::Parser;
-use regiondns::cli::{Cli, Command, LogFormat};
+use regiondns::{
+    admin::{Admin, AdminListen},
+    cli::{self, Cli, Command, LogFormat, ServeArgs},
+    dns::Handler,
+    health::Publisher,
+    metrics::Metrics,
+    reload::Reloader,
+};
+use tokio::sync::mpsc;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let command = cli.command.unwrap_or_else(Command::default_serve);
-    let result = match command {
-        Command::Serve(args) => regiondns::cli::serve(args),
-        Command::Check(args) => regiondns::cli::check(args),
-        Command::Explain(args) => regiondns::cli::explain(args),
-        Command::Schema => regiondns::cli::schema(),
+    let result = match cli.command.unwrap_or_else(Command::default_serve) {
+        Command::Serve(args) => tokio::runtime::Runtime::new()
+            .context("cannot start the async runtime")
+            .and_then(|runtime| runtime.block_on(serve(args)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => cli::check(args),
+        Command::Explain(args) => cli::explain(args),
+        Command::Schema => cli::schema(),
     };
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("regiondns: {error:#}");
-            ExitCode::FAILURE
-        }
+    result.unwrap_or_else(|error| {
+        eprintln!("regiondns: {error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Serves until SIGINT or SIGTERM.
+async fn serve(args: ServeArgs) -> Result<()> {
+    let zones = cli::load_zones(&args.zones)?;
+    let geo = cli::open_geoip(&args.geoip)?;
+    let token = cli::admin_token(args.admin_token_file.as_deref())?;
+    let metrics = Arc::new(Metrics::new());
+
+    // Health owns the routing table: it publishes a new snapshot on every state change.
+    let publisher = Publisher::new(&zones, Arc::clone(&metrics));
+    let (table, board) = (publisher.table(), publisher.board());
+    let (events, health_events) = mpsc::channel(1024);
+    tokio::spawn(publisher.run(health_events));
+
+    // Probers and zone file changes feed the publisher.
+    let reloader = Reloader::start(&args.zones, zones, events.clone(), Arc::clone(&metrics))
+        .context("cannot set up hot reload and the health checks")?;
+    cli::spawn_reloader(reloader, &args.zones);
+
+    if let AdminListen::At(addr) = args.admin {
+        let admin = Admin::new(
+            Arc::clone(&table),
+            board,
+            events,
+            Arc::clone(&metrics),
+            token,
+        );
+        cli::start_admin(addr, admin).await?;
     }
+
+    // DNS answers from whatever snapshot is published when a query arrives.
+    let listeners = cli::bind_dns(&args.listen).await?;
+    let handler = Handler::new(table, Arc::new(geo), &metrics, args.edns_udp_size);
+    cli::until_shutdown(listeners.serve(handler)).await
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG`. hickory logs every response at info: keep it
