@@ -1,7 +1,7 @@
 //! Region health: probes every region that has a check, decides its state, and publishes a new
 //! routing snapshot whenever a state changes.
 //!
-//! Data flows one way: one prober task per check runs [`probe`] and feeds its own [`Tracker`];
+//! Data flows one way: one prober task per check runs a [`Probe`] and feeds its own [`Tracker`];
 //! it sends each result to the [`Publisher`], the only owner of the health map, which also takes
 //! the operator's drain requests. On a state change the publisher builds a new
 //! [`RoutingTable`] and swaps it in; the query path never waits for any of this.

@@ -1,6 +1,6 @@
 //! The routing table: an immutable snapshot of everything a query needs (the zones' data and,
 //! per service, its regions with ready-made answer records and their current state), and the
-//! decision of which regions answer a client ([`policy`]).
+//! decision of which regions answer a client ([`ServiceRoutes::decide`]).
 //!
 //! A [`Plan`] is compiled once per configuration; [`RoutingTable::build`] combines it with the
 //! health of every region into a table, which is published with arc-swap. The query path only
