@@ -213,6 +213,10 @@ fn static_records_of_every_type_are_served() {
         vec!["docs.example.net."]
     );
     assert_eq!(
+        answer("10.in-addr.llm.example.com.", RecordType::PTR),
+        vec!["host.example.net."]
+    );
+    assert_eq!(
         answer("docs.llm.example.com.", RecordType::A),
         vec!["docs.example.net."],
         "CNAME for any type"

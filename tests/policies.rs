@@ -330,6 +330,10 @@ fn explain_names_the_rule_and_the_reason_from_the_cli_and_from_dig() {
         ],
     );
     assert!(
+        out.contains("client 81.2.69.0 (from the EDNS Client Subnet): country GB"),
+        "{out}"
+    );
+    assert!(
         out.contains("rule 1 matched: continent EU; allow jurisdiction eu"),
         "{out}"
     );

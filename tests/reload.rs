@@ -131,6 +131,17 @@ fn removing_a_zone_file_stops_the_zone_and_adding_one_starts_it() {
         ["203.0.113.20"],
         "the other zone is untouched"
     );
+    let (_, metrics) = common::http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    assert!(
+        !metrics.contains(r#"regiondns_region_state{zone="llm.example.com.""#),
+        "the removed zone's series: {metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"regiondns_region_state{zone="llm.example.org.",region="eu-west",state="up"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[test]

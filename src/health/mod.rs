@@ -275,6 +275,9 @@ impl Publisher {
                 };
             }
         }
+        for key in self.health.keys().filter(|key| !health.contains_key(key)) {
+            self.metrics.forget_region(&key.zone, &key.region);
+        }
         for (key, status) in &health {
             self.metrics
                 .set_region_state(&key.zone, &key.region, status.state());
