@@ -150,8 +150,12 @@ impl RequestHandler for Handler {
             Protocol::Udp => edns.as_ref().map_or(512, |e| usize::from(e.max_payload())),
             _ => usize::from(u16::MAX),
         };
-        let upper_bound =
-            FIXED_OVERHEAD + request.queries.as_bytes().len() + answer.records_wire_len();
+        // An EDE option adds its code, length, INFO-CODE and text to the OPT record.
+        let extended_error = answer.extended_error.map_or(0, |text| 6 + text.len());
+        let upper_bound = FIXED_OVERHEAD
+            + extended_error
+            + request.queries.as_bytes().len()
+            + answer.records_wire_len();
         if upper_bound > limit && !fits(request, edns.as_ref(), metadata, &answer, limit) {
             // RFC 2181 9: rather than a partial RRset, an empty answer with TC; the client
             // retries over TCP. The OPT record stays (RFC 6891 7).
