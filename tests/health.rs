@@ -20,8 +20,21 @@ const INTERVAL: Duration = Duration::from_millis(500);
 const FALL: u32 = 2;
 const RISE: u32 = 2;
 
-/// us-east and eu-west probed at `us` and `eu` (check YAML), ap-northeast unchecked.
+/// us-east and eu-west probed at `us` and `eu` (check YAML).
 fn zone(us: &str, eu: &str, service_extra: &str) -> String {
+    let regions = format!(
+        "  eu-west:\n    location: {{ lat: 53.3, lon: -6.3 }}\n    addresses: [{EU_WEST}]\n    check: {eu}\n"
+    );
+    zone_with(
+        us,
+        &regions,
+        &format!("ttl: 5\n    regions: [us-east, eu-west]\n    {service_extra}"),
+    )
+}
+
+/// A zone with us-east (probed with the `us` check), the `regions` given (YAML), and the
+/// service `api` with `service` settings (YAML, indented to its keys).
+fn zone_with(us: &str, regions: &str, service: &str) -> String {
     format!(
         r#"
 origin: llm.example.com.
@@ -34,15 +47,9 @@ regions:
     location: {{ lat: 37.4, lon: -79.1 }}
     addresses: [{US_EAST}]
     check: {us}
-  eu-west:
-    location: {{ lat: 53.3, lon: -6.3 }}
-    addresses: [{EU_WEST}]
-    check: {eu}
-services:
+{regions}services:
   api:
-    ttl: 5
-    regions: [us-east, eu-west]
-    {service_extra}
+    {service}
 "#
     )
 }
@@ -308,21 +315,11 @@ fn every_prober_fault_marks_the_region_down_with_its_reason_and_dns_keeps_answer
     regions.push_str(&format!(
         "  tls:\n    location: {{ lat: 53.3, lon: -6.3 }}\n    addresses: [192.0.2.2]\n    check: {tls_check}\n"
     ));
-    let zone = format!(
-        r#"
-origin: llm.example.com.
-soa: {{ primary: ns1, contact: hostmaster@example.com }}
-ns: [ns1]
-records:
-  ns1: {{ A: [198.51.100.53] }}
-regions:
-  us-east:
-    location: {{ lat: 37.4, lon: -79.1 }}
-    addresses: [{US_EAST}]
-{regions}services:
-  api:
-    regions: [hang, closed, reset, garbage, huge, wrong-body, tls, us-east]
-"#
+    let always_up = Endpoint::start(Mode::Ok);
+    let zone = zone_with(
+        &check(&always_up),
+        &regions,
+        "regions: [hang, closed, reset, garbage, huge, wrong-body, tls, us-east]",
     );
     let mut server = Server::start(&zone);
     let expected: Vec<(&str, &str)> = faults

@@ -11,6 +11,11 @@ mod validate;
 
 pub use raw::schema;
 
+/// Most regions' addresses one answer may carry (`answers: N`).
+pub const MAX_ANSWERS: usize = 8;
+/// Most regions one service may list.
+pub const MAX_SERVICE_REGIONS: usize = 32;
+
 use std::{
     fmt,
     net::IpAddr,

@@ -16,15 +16,12 @@ use hickory_proto::rr::{
 use serde_saphyr::{Location, Spanned};
 
 use super::{
-    Allow, Canary, Check, CheckTarget, ConfigError, FailClosed, HttpCheck, Matcher, Policy,
-    RecordSet, Region, Rule, Service, Soa, Thresholds, WhenAllDown, ZoneConfig, raw,
+    Allow, Canary, Check, CheckTarget, ConfigError, FailClosed, HttpCheck, MAX_ANSWERS,
+    MAX_SERVICE_REGIONS, Matcher, Policy, RecordSet, Region, Rule, Service, Soa, Thresholds,
+    WhenAllDown, ZoneConfig, raw,
 };
 use crate::geo::{Continent, CountryCode};
 
-/// Most regions' addresses one answer may carry.
-pub(crate) const MAX_ANSWERS: u32 = 8;
-/// Most regions a service may list (routing keeps them in fixed-size sets).
-pub(crate) const MAX_SERVICE_REGIONS: usize = 32;
 const DEFAULT_WEIGHT: u32 = 100;
 use crate::geo::Coordinates;
 
@@ -813,7 +810,7 @@ impl Checker<'_> {
 
     fn answers(&mut self, service: &ServiceContext, answers: Option<&Spanned<u32>>) -> usize {
         let Some(answers) = answers else { return 1 };
-        if !(1..=MAX_ANSWERS).contains(&answers.value) {
+        if !(1..=MAX_ANSWERS).contains(&(answers.value as usize)) {
             self.error(
                 &answers.referenced,
                 format!(
@@ -822,7 +819,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        answers.value.clamp(1, MAX_ANSWERS) as usize
+        (answers.value as usize).clamp(1, MAX_ANSWERS)
     }
 
     /// `5%` or `0.05`.

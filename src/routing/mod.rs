@@ -16,7 +16,7 @@ use hickory_proto::rr::{
 };
 use prometheus_client::metrics::counter::Counter;
 
-pub use policy::{Client, Decision, Explain, MAX_ANSWERS, MAX_REGIONS, Picks};
+pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
 
 use crate::{
     config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},

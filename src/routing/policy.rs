@@ -17,10 +17,11 @@ use crate::{
     health::State,
 };
 
-/// Most regions' addresses one answer carries.
-pub const MAX_ANSWERS: usize = 8;
-/// Most regions one service can list: they are kept in a `u32` bit set.
-pub const MAX_REGIONS: usize = 32;
+pub use crate::config::MAX_ANSWERS;
+use crate::config::MAX_SERVICE_REGIONS as MAX_REGIONS;
+
+// A service's regions are kept in a `u32` bit set.
+const _: () = assert!(MAX_REGIONS <= Set::BITS as usize);
 
 /// The client as routing sees it.
 #[derive(Debug, Clone, Copy)]
