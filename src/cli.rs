@@ -13,12 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use tracing::info;
 
-use hickory_server::Server;
-
 use crate::{
     admin::{Admin, AdminListen},
     config::{self, ZoneConfig},
-    dns::{AddressSource, ClientAddress, DEFAULT_MAX_UDP_PAYLOAD, Handler, Listeners},
+    dns::{AddressSource, ClientAddress, DEFAULT_MAX_UDP_PAYLOAD, Listeners},
     explain,
     geo::GeoIp,
     health::initial_health,
@@ -96,6 +94,10 @@ pub struct ServeArgs {
     /// REGIONDNS_ADMIN_TOKEN environment variable; without either they are disabled).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// Name Server Identifier sent to clients that ask for it (RFC 5001, `dig +nsid`), so that
+    /// an operator can tell which instance answered: a text, or `hostname` for the host's name.
+    #[arg(long)]
+    pub nsid: Option<String>,
 }
 
 #[derive(Args)]
@@ -171,7 +173,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
             let answer = crate::dns::resolve(&table, &geo, &name, qtype, client);
             println!("{name} is not a service: its answer does not depend on the client");
             let records: Vec<String> = answer.answer_records().map(ToString::to_string).collect();
-            let rcode = explain::rcode_name(answer.rcode);
+            let rcode = answer.rcode.name();
             println!("answer: {rcode} {}", records.join("; "));
         }
     }
@@ -291,15 +293,28 @@ pub async fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners> {
 }
 
 /// Answers until the DNS server fails or SIGINT/SIGTERM asks it to stop gracefully.
-pub async fn until_shutdown(mut server: Server<Handler>) -> Result<()> {
+pub async fn until_shutdown(
+    server: impl Future<Output = std::io::Result<()>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    let mut server = std::pin::pin!(server);
     tokio::select! {
-        result = server.block_until_done() => result.context("DNS server stopped")?,
+        result = &mut server => result.context("DNS server stopped")?,
         signal = shutdown_signal() => {
             info!("{}: shutting down", signal?);
-            server.shutdown_gracefully().await.context("shutting down")?;
+            shutdown.cancel();
+            server.await.context("shutting down")?;
         }
     }
     Ok(())
+}
+
+/// The NSID text: as given, or the host's name for `hostname`.
+pub fn nsid(arg: Option<&str>) -> Option<String> {
+    match arg? {
+        "hostname" => Some(gethostname::gethostname().to_string_lossy().into_owned()),
+        text => Some(text.to_owned()),
+    }
 }
 
 /// The admin token from the file, else the environment; `None` disables mutating endpoints.

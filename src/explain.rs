@@ -5,7 +5,7 @@
 //! It runs the server's own code ([`crate::routing::ServiceRoutes::decide`] and
 //! [`crate::dns::decision_answer`]) with an observer that writes lines; it decides nothing.
 
-use hickory_proto::{op::ResponseCode, rr::RecordType};
+use hickory_proto::rr::RecordType;
 
 use crate::{
     config::Matcher,
@@ -45,7 +45,7 @@ pub fn service(
         .map(|r| r.data.to_string())
         .collect();
     let ttl = answer.answer_records().next().map(|r| r.ttl);
-    let mut last = format!("answer: {}", rcode_name(answer.rcode));
+    let mut last = format!("answer: {}", answer.rcode.name());
     if !names.is_empty() {
         last.push_str(&format!(" from {names}"));
     }
@@ -56,24 +56,11 @@ pub fn service(
         last.push_str(&format!(", TTL {ttl}"));
     }
     if let Some(reason) = answer.extended_error {
-        last.push_str(&format!(", extended error: {reason}"));
+        last.push_str(&format!(", extended error: {}", reason.text));
     }
     last.push_str(&format!(", ECS scope /{}", answer.scope));
     report.lines.push(last);
     report.lines
-}
-
-/// The mnemonic dig prints.
-pub fn rcode_name(rcode: ResponseCode) -> String {
-    match rcode {
-        ResponseCode::NoError => "NOERROR".into(),
-        ResponseCode::NXDomain => "NXDOMAIN".into(),
-        ResponseCode::Refused => "REFUSED".into(),
-        ResponseCode::ServFail => "SERVFAIL".into(),
-        ResponseCode::FormErr => "FORMERR".into(),
-        ResponseCode::NotImp => "NOTIMP".into(),
-        other => format!("{other:?}").to_ascii_uppercase(),
-    }
 }
 
 fn client_line(client: ClientAddress, located: &Located) -> String {

@@ -6,7 +6,7 @@
 //! data). [`health`] probes the regions and, on every state change, builds a new
 //! [`routing::RoutingTable`] from the plan and the health of each region, and publishes it
 //! through arc-swap. [`dns`] answers queries from a snapshot of that table and the client's
-//! location from [`geo`]; the query path takes no lock and does no I/O. [`reload`] watches the
+//! location from [`geo`], reading and writing messages with [`wire`]; the query path takes no lock and does no I/O. [`reload`] watches the
 //! zone files and hands each new valid configuration to the publisher. [`admin`] serves health,
 //! the drain switch and [`metrics`] over HTTP; [`explain`] shows why a client gets its answer.
 
@@ -20,4 +20,5 @@ pub mod health;
 pub mod metrics;
 pub mod reload;
 pub mod routing;
+pub mod wire;
 pub mod zone;

@@ -4,16 +4,18 @@
 use std::{io::IsTerminal, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use clap::Parser;
 use regiondns::{
     admin::{Admin, AdminListen},
     cli::{self, Cli, Command, LogFormat, ServeArgs},
-    dns::Handler,
+    dns::Responder,
     health::Publisher,
     metrics::Metrics,
     reload::Reloader,
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
 /// Serves until SIGINT or SIGTERM.
 async fn serve(args: ServeArgs) -> Result<()> {
     let zones = cli::load_zones(&args.zones)?;
-    let geo = cli::open_geoip(&args.geoip)?;
+    let geo = Arc::new(ArcSwap::from_pointee(cli::open_geoip(&args.geoip)?));
     let token = cli::admin_token(args.admin_token_file.as_deref())?;
     let metrics = Arc::new(Metrics::new());
 
@@ -65,15 +67,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
     // DNS answers from whatever snapshot is published when a query arrives.
     let listeners = cli::bind_dns(&args.listen).await?;
-    let handler = Handler::new(table, Arc::new(geo), &metrics, args.edns_udp_size);
-    cli::until_shutdown(listeners.serve(handler)).await
+    let nsid = cli::nsid(args.nsid.as_deref());
+    let responder = Responder::new(table, geo, &metrics, args.edns_udp_size, nsid.as_deref());
+    let shutdown = CancellationToken::new();
+    cli::until_shutdown(listeners.serve(responder, shutdown.clone()), shutdown).await
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG`. hickory logs every response at info: keep it
-/// at warn unless asked.
+/// Logs go to stderr, filtered by `RUST_LOG`.
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

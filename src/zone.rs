@@ -8,32 +8,43 @@
 
 use std::collections::HashMap;
 
-use hickory_proto::{
-    rr::{
-        LowerName, Name, RData, Record, RecordType,
-        rdata::{NS, SOA},
-    },
-    serialize::binary::{BinEncodable, BinEncoder},
+use hickory_proto::rr::{
+    LowerName, Name, RData, Record, RecordType,
+    rdata::{NS, SOA},
 };
 
-use crate::config::ZoneConfig;
+use crate::{
+    config::ZoneConfig,
+    wire::{WireRRset, encode_rrset},
+};
 
 /// Index of a service in its zone's configuration.
 pub type ServiceId = usize;
 
-/// The records of one name and type, with an upper bound of their size on the wire.
+/// The records of one name and type, as configured and as encoded for the wire.
 #[derive(Debug, Clone)]
 pub struct RRset {
     records: Box<[Record]>,
-    wire_len: usize,
+    wire: WireRRset,
+    /// For a CNAME, where it points (looked up again while it stays in the zone).
+    target: Option<LowerName>,
 }
 
 impl RRset {
+    /// `records` share one owner, type and TTL. Records that cannot be encoded (validated
+    /// configuration never has any) make an empty set rather than a wrong answer.
     pub fn new(records: Vec<Record>) -> RRset {
-        let wire_len = records.iter().map(encoded_len).sum();
+        let Some(wire) = encode_rrset(&records) else {
+            return RRset::new(Vec::new());
+        };
+        let target = records.first().and_then(|r| match &r.data {
+            RData::CNAME(cname) => Some(LowerName::new(&cname.0)),
+            _ => None,
+        });
         RRset {
             records: records.into_boxed_slice(),
-            wire_len,
+            wire,
+            target,
         }
     }
 
@@ -41,9 +52,13 @@ impl RRset {
         &self.records
     }
 
-    /// Size of the records encoded without name compression: never less than in a message.
-    pub fn wire_len(&self) -> usize {
-        self.wire_len
+    pub fn wire(&self) -> &WireRRset {
+        &self.wire
+    }
+
+    /// The CNAME's target, for a CNAME set.
+    pub fn cname_target(&self) -> Option<&LowerName> {
+        self.target.as_ref()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,16 +67,6 @@ impl RRset {
 
     fn record_type(&self) -> Option<RecordType> {
         self.records.first().map(Record::record_type)
-    }
-}
-
-fn encoded_len(record: &Record) -> usize {
-    let mut buffer = Vec::with_capacity(64);
-    let mut encoder = BinEncoder::new(&mut buffer);
-    match record.emit(&mut encoder) {
-        Ok(()) => buffer.len(),
-        // Unencodable data must never be judged small enough to send.
-        Err(_) => usize::from(u16::MAX),
     }
 }
 

@@ -7,7 +7,7 @@ use hickory_proto::{
     op::{Edns, Message, OpCode, Query, ResponseCode},
     rr::{
         DNSClass, Name, RData, RecordType,
-        rdata::opt::{EdnsCode, EdnsOption},
+        rdata::opt::{EdnsCode, EdnsOption, NSIDPayload},
     },
 };
 
@@ -461,26 +461,221 @@ fn raw_query_with_ecs(ecs: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn invalid_client_subnets_get_formerr() {
+fn invalid_client_subnets_get_formerr_with_the_question_and_the_opt() {
     let server = Server::start(ZONE);
-    let rcode = |ecs: &[u8]| {
+    let reply = |ecs: &[u8]| {
         let reply = common::udp_exchange_raw(server.addr, &raw_query_with_ecs(ecs)).expect("reply");
-        Message::from_vec(&reply)
-            .expect("decodable reply")
-            .metadata
-            .response_code
+        Message::from_vec(&reply).expect("decodable reply")
     };
     // family 1, source /24, scope 0, 3 address bytes: valid.
-    assert_eq!(rcode(&[0, 1, 24, 0, 81, 2, 69]), ResponseCode::NoError);
-    // source /20 but the address has bits set beyond it (RFC 7871 6).
-    assert_eq!(rcode(&[0, 1, 20, 0, 81, 2, 69]), ResponseCode::FormErr);
-    // IPv4 source prefix over 32.
     assert_eq!(
-        rcode(&[0, 1, 33, 0, 81, 2, 69, 0, 0]),
-        ResponseCode::FormErr
+        reply(&[0, 1, 24, 0, 81, 2, 69]).metadata.response_code,
+        ResponseCode::NoError
     );
-    // unknown family.
-    assert_eq!(rcode(&[0, 9, 24, 0, 81, 2, 69]), ResponseCode::FormErr);
+    let invalid: [(&str, &[u8]); 6] = [
+        (
+            "bits set beyond the source prefix",
+            &[0, 1, 20, 0, 81, 2, 69],
+        ),
+        (
+            "IPv4 source prefix over 32",
+            &[0, 1, 33, 0, 81, 2, 69, 0, 0],
+        ),
+        ("unknown family", &[0, 9, 24, 0, 81, 2, 69]),
+        (
+            "more address octets than the prefix needs",
+            &[0, 1, 16, 0, 81, 2, 0],
+        ),
+        (
+            "fewer address octets than the prefix needs",
+            &[0, 1, 24, 0, 81, 2],
+        ),
+        ("empty option", &[]),
+    ];
+    for (why, ecs) in invalid {
+        let response = reply(ecs);
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::FormErr,
+            "{why}"
+        );
+        // RFC 6891 6.1.1: a response to a request with OPT carries OPT, or the resolver
+        // concludes the server has no EDNS at all.
+        let edns = response
+            .edns
+            .as_ref()
+            .unwrap_or_else(|| panic!("{why}: OPT kept"));
+        assert_eq!(edns.max_payload(), 1232, "{why}");
+        assert_eq!(response.queries.len(), 1, "{why}: question kept");
+        assert_eq!(response.queries[0].name().to_ascii(), API, "{why}");
+    }
+}
+
+/// The test zone with in-zone aliases: to a static name, to the service, to nothing, in a loop.
+fn zone_with_aliases() -> String {
+    ZONE.replace(
+        "records:\n",
+        "records:\n  www: { CNAME: web }\n  web: { A: [192.0.2.80] }\n  geo: { CNAME: api }\n  \
+         two: { CNAME: www }\n  dangling: { CNAME: missing }\n  loop1: { CNAME: loop2 }\n  \
+         loop2: { CNAME: loop1 }\n  empty: { CNAME: ns2 }\n",
+    )
+}
+
+#[test]
+fn in_zone_cnames_are_followed_to_the_target_records() {
+    let server = Server::start(&zone_with_aliases());
+    let response = udp(
+        server.addr,
+        &query("two.llm.example.com.", RecordType::A, None),
+    );
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert!(response.metadata.authoritative);
+    assert_eq!(
+        record_types(&response.answers),
+        vec![RecordType::CNAME, RecordType::CNAME, RecordType::A]
+    );
+    assert_eq!(addresses(&response), vec!["192.0.2.80"]);
+    assert_eq!(response.answers[1].name.to_ascii(), "www.llm.example.com.");
+
+    // Out of the zone: the CNAME alone, for the resolver to follow.
+    let out = udp(
+        server.addr,
+        &query("docs.llm.example.com.", RecordType::A, None),
+    );
+    assert_eq!(record_types(&out.answers), vec![RecordType::CNAME]);
+    assert!(out.authorities.is_empty());
+}
+
+#[test]
+fn a_cname_to_a_service_gets_the_geo_answer_with_its_scope() {
+    let server = Server::start(&zone_with_aliases());
+    for (subnet, expected) in [
+        ("81.2.69.0/24", "203.0.113.20"),
+        ("8.8.8.0/24", "203.0.113.10"),
+    ] {
+        let response = udp(
+            server.addr,
+            &query("geo.llm.example.com.", RecordType::A, Some(subnet)),
+        );
+        assert_eq!(
+            record_types(&response.answers)[0],
+            RecordType::CNAME,
+            "{subnet}"
+        );
+        assert_eq!(addresses(&response), vec![expected], "{subnet}");
+        assert_eq!(
+            ecs(&response),
+            Some((24, 24)),
+            "{subnet}: the scope of the geo decision"
+        );
+        assert!(
+            response.answers[1..].iter().all(|r| r.ttl == 20),
+            "service TTL"
+        );
+    }
+}
+
+#[test]
+fn the_last_name_of_a_chain_sets_the_rcode_and_loops_end() {
+    let server = Server::start(&zone_with_aliases());
+    // RFC 6604: a dangling in-zone target is NXDOMAIN, with the CNAME and the SOA.
+    let dangling = udp(
+        server.addr,
+        &query("dangling.llm.example.com.", RecordType::A, None),
+    );
+    assert_eq!(dangling.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(record_types(&dangling.answers), vec![RecordType::CNAME]);
+    assert_eq!(record_types(&dangling.authorities), vec![RecordType::SOA]);
+
+    // A target without the type: NODATA, with the SOA.
+    let nodata = udp(
+        server.addr,
+        &query("empty.llm.example.com.", RecordType::AAAA, None),
+    );
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(record_types(&nodata.answers), vec![RecordType::CNAME]);
+    assert_eq!(record_types(&nodata.authorities), vec![RecordType::SOA]);
+
+    // A loop: each CNAME once, then the answer ends.
+    let looped = tcp(
+        server.addr,
+        &query("loop1.llm.example.com.", RecordType::A, None),
+    );
+    assert_eq!(looped.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(record_types(&looped.answers), vec![RecordType::CNAME; 2]);
+}
+
+#[test]
+fn do_bit_is_copied_nsid_answered_and_refusals_say_not_authoritative() {
+    let dir = common::zone_dir(ZONE);
+    let args = common::serve_args(dir.path(), &["--admin", "off", "--nsid", "ns-test-1"]);
+    let server = Server::spawn(dir, &args, None);
+
+    let mut signed = query(API, RecordType::A, Some("81.2.69.0/24"));
+    if let Some(edns) = signed.edns.as_mut() {
+        edns.set_dnssec_ok(true);
+        edns.options_mut().insert(EdnsOption::NSID(
+            NSIDPayload::new(Vec::<u8>::new()).expect("empty NSID"),
+        ));
+    }
+    let response = udp(server.addr, &signed);
+    let edns = response.edns.as_ref().expect("OPT");
+    assert!(edns.flags().dnssec_ok, "RFC 3225 3: DO copied");
+    let Some(EdnsOption::NSID(nsid)) = edns.option(EdnsCode::NSID) else {
+        panic!("NSID expected: {edns:?}");
+    };
+    assert_eq!(nsid.as_ref(), b"ns-test-1");
+
+    let plain = udp(
+        server.addr,
+        &query(API, RecordType::A, Some("81.2.69.0/24")),
+    );
+    let edns = plain.edns.as_ref().expect("OPT");
+    assert!(!edns.flags().dnssec_ok);
+    assert!(
+        edns.option(EdnsCode::NSID).is_none(),
+        "NSID only when asked"
+    );
+
+    let elsewhere = udp(
+        server.addr,
+        &query("example.org.", RecordType::A, Some("81.2.69.0/24")),
+    );
+    assert_eq!(elsewhere.metadata.response_code, ResponseCode::Refused);
+    assert!(!elsewhere.metadata.authoritative);
+    let Some(EdnsOption::Unknown(15, ede)) = elsewhere
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Unknown(15)))
+    else {
+        panic!("EDE expected");
+    };
+    assert_eq!(ede[..2], 20u16.to_be_bytes(), "EDE 20: Not Authoritative");
+}
+
+#[test]
+fn answers_are_compressed_against_the_question() {
+    let server = Server::start(ZONE);
+    let request = query(API, RecordType::A, None).to_vec().expect("encode");
+    let reply = common::udp_exchange_raw(server.addr, &request).expect("reply");
+    let answer_owner = request.len();
+    assert_eq!(
+        reply[answer_owner..answer_owner + 2],
+        [0xC0, 12],
+        "owner points at the question"
+    );
+    // Header, question, one A record with a pointer as owner: nothing else.
+    assert_eq!(reply.len(), request.len() + 2 + 10 + 4);
+    let soa = query("nope.llm.example.com.", RecordType::A, None)
+        .to_vec()
+        .expect("encode");
+    let reply = common::udp_exchange_raw(server.addr, &soa).expect("reply");
+    let uncompressed = b"\x03llm\x07example\x03com\x00";
+    let count = reply
+        .windows(uncompressed.len())
+        .filter(|w| w == uncompressed)
+        .count();
+    assert_eq!(count, 1, "the zone name is written once, in the question");
 }
 
 #[test]

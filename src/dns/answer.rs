@@ -4,10 +4,7 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::{
-    op::ResponseCode,
-    rr::{LowerName, Name, RData, Record, RecordType, rdata::TXT},
-};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, rdata::TXT};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
@@ -15,37 +12,45 @@ use crate::{
     explain,
     geo::{GeoIp, Located},
     routing::{Client, Decision, MAX_ANSWERS, RoutingTable, ServiceRoutes, ZoneRoutes},
+    wire::{ExtendedError, Rcode},
     zone::{Lookup, RRset, character_strings},
 };
 
 /// The first label of the names that explain a service's answer over DNS.
 const EXPLAIN_LABEL: &[u8] = b"_explain";
+/// Most in-zone CNAMEs followed for one answer; a longer chain is answered as far as this.
+pub const MAX_CNAME_CHAIN: usize = 8;
+/// RRsets an answer section can hold: the CNAME chain, then the regions' addresses.
+const MAX_ANSWER_SETS: usize = MAX_CNAME_CHAIN + MAX_ANSWERS;
+/// RFC 8914 INFO-CODEs used here.
+const EDE_OTHER: u16 = 0;
+const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
 /// The sections of a response, borrowed from the routing snapshot.
 #[derive(Debug)]
 pub struct Answer<'t> {
-    pub rcode: ResponseCode,
+    pub rcode: Rcode,
     pub authoritative: bool,
-    /// One RRset per answering region (several with `answers: N`), best first.
-    pub answer: [Option<&'t RRset>; MAX_ANSWERS],
+    /// The CNAMEs followed, then the answer: one RRset per region (several with `answers: N`).
+    answer: [Option<&'t RRset>; MAX_ANSWER_SETS],
     pub authority: Option<&'t RRset>,
     pub additional: &'t [RRset],
     /// How many leading bits of the client address the answer depends on (the ECS scope).
     pub scope: u8,
     /// The counters this answer adds one to; none: count it by rcode.
     pub counters: [Option<&'t Counter>; 2],
-    /// Why the answer fails closed (RFC 8914 EXTRA-TEXT).
-    pub extended_error: Option<&'t str>,
+    /// Why the answer is refused or fails closed (RFC 8914).
+    pub extended_error: Option<ExtendedError<'t>>,
     /// Records made for this query only (the `_explain` TXT lines).
     pub made: Vec<Record>,
 }
 
 impl<'t> Answer<'t> {
-    fn new(rcode: ResponseCode, authoritative: bool) -> Answer<'t> {
+    fn new(rcode: Rcode, authoritative: bool) -> Answer<'t> {
         Answer {
             rcode,
             authoritative,
-            answer: [None; MAX_ANSWERS],
+            answer: [None; MAX_ANSWER_SETS],
             authority: None,
             additional: &[],
             scope: 0,
@@ -55,37 +60,37 @@ impl<'t> Answer<'t> {
         }
     }
 
-    fn authoritative(
-        counter: &'t Counter,
-        answer: Option<&'t RRset>,
-        authority: Option<&'t RRset>,
-    ) -> Answer<'t> {
-        let mut sets = [None; MAX_ANSWERS];
-        sets[0] = answer;
-        Answer {
-            answer: sets,
-            authority,
-            counters: [Some(counter), None],
-            ..Answer::new(ResponseCode::NoError, true)
-        }
+    /// The answer section's RRsets, in order.
+    pub fn answer_sets(&self) -> impl Iterator<Item = &'t RRset> + '_ {
+        self.answer.iter().flatten().copied()
     }
 
     /// The answer section's records, in order.
-    pub fn answer_records(&self) -> impl Iterator<Item = &Record> + Send {
-        let sets = self.answer.iter().flatten().flat_map(|s| s.records());
+    pub fn answer_records(&self) -> impl Iterator<Item = &Record> {
+        let sets = self.answer_sets().flat_map(|s| s.records());
         sets.chain(self.made.iter())
     }
 
-    /// Upper bound of the encoded size of the records (not the header, question or OPT).
-    pub fn records_wire_len(&self) -> usize {
-        let sets = self.answer.iter().flatten().copied();
-        let fixed: usize = sets
-            .chain(self.authority)
-            .chain(self.additional)
-            .map(RRset::wire_len)
-            .sum();
-        // Made records are few and small; count them generously.
-        fixed + self.made.len() * 512
+    fn push(&mut self, set: &'t RRset) {
+        if let Some(slot) = self.answer.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(set);
+        }
+    }
+
+    fn answer_len(&self) -> usize {
+        self.answer.iter().flatten().count()
+    }
+
+    /// Appends `then`, the answer at the end of a CNAME chain: its records follow the chain,
+    /// and its rcode, authority and scope are the response's (RFC 1034 4.3.2, RFC 6604).
+    fn chain(mut self, then: Answer<'t>) -> Answer<'t> {
+        for set in then.answer_sets() {
+            self.push(set);
+        }
+        Answer {
+            answer: self.answer,
+            ..then
+        }
     }
 }
 
@@ -125,7 +130,13 @@ pub fn resolve<'t>(
     client: ClientAddress,
 ) -> Answer<'t> {
     let Some(zone) = table.zone_for(qname) else {
-        return Answer::new(ResponseCode::Refused, false);
+        return Answer {
+            extended_error: Some(ExtendedError {
+                code: EDE_NOT_AUTHORITATIVE,
+                text: "",
+            }),
+            ..Answer::new(Rcode::Refused, false)
+        };
     };
     if zone.explain
         && qtype == RecordType::TXT
@@ -133,30 +144,69 @@ pub fn resolve<'t>(
     {
         return answer;
     }
-    let (data, noerror) = (&zone.data, &zone.counters.noerror);
-    match data.lookup(qname, qtype) {
-        Lookup::Found(rrset) | Lookup::Cname(rrset) => {
-            Answer::authoritative(noerror, Some(rrset), None)
-        }
-        Lookup::NoData => Answer::authoritative(noerror, None, Some(data.negative_soa())),
-        Lookup::NxDomain => Answer {
-            rcode: ResponseCode::NXDomain,
-            ..Answer::authoritative(&zone.counters.nxdomain, None, Some(data.negative_soa()))
-        },
-        Lookup::Referral(delegation) => Answer {
-            authoritative: false,
-            additional: &delegation.glue,
-            ..Answer::authoritative(noerror, None, Some(&delegation.ns))
-        },
-        Lookup::Service(id) => match zone.service(id) {
-            Some(service) => {
+    // RFC 1034 4.3.2: a CNAME is followed while its target stays in the zone.
+    let mut chain = Answer::new(Rcode::NoError, true);
+    let mut name = qname;
+    loop {
+        let (lookup, data) = (zone.data.lookup(name, qtype), &zone.data);
+        let cname = match lookup {
+            Lookup::Cname(rrset) => rrset,
+            Lookup::Found(rrset) => {
+                chain.push(rrset);
+                return counted(chain, zone);
+            }
+            Lookup::NoData => {
+                chain.authority = Some(data.negative_soa());
+                return counted(chain, zone);
+            }
+            Lookup::NxDomain => {
+                chain.rcode = Rcode::NxDomain;
+                chain.authority = Some(data.negative_soa());
+                return counted(chain, zone);
+            }
+            Lookup::Referral(delegation) => {
+                // Below a zone cut only the first name's answer is a referral (not ours).
+                chain.authoritative = chain.answer_len() > 0;
+                chain.authority = Some(&delegation.ns);
+                chain.additional = &delegation.glue;
+                return counted(chain, zone);
+            }
+            Lookup::Service(id) => {
+                let Some(service) = zone.service(id) else {
+                    chain.authority = Some(data.negative_soa());
+                    return counted(chain, zone);
+                };
                 let client = locate(service, geo, client.ip);
                 let decision = service.decide(&client, &mut ());
-                decision_answer(zone, service, decision, qtype)
+                return chain.chain(decision_answer(zone, service, decision, qtype));
             }
-            None => Answer::authoritative(noerror, None, Some(data.negative_soa())),
-        },
+        };
+        chain.push(cname);
+        let next = cname
+            .cname_target()
+            .filter(|target| zone.data.origin().zone_of(target))
+            .filter(|target| !chain.answer_sets().any(|set| owner_is(set, target)));
+        match next {
+            Some(target) if chain.answer_len() < MAX_CNAME_CHAIN => name = target,
+            _ => return counted(chain, zone),
+        }
     }
+}
+
+/// A static answer counts toward its zone's responses by rcode.
+fn counted<'t>(mut answer: Answer<'t>, zone: &'t ZoneRoutes) -> Answer<'t> {
+    let counter = match answer.rcode {
+        Rcode::NxDomain => &zone.counters.nxdomain,
+        _ => &zone.counters.noerror,
+    };
+    answer.counters = [Some(counter), None];
+    answer
+}
+
+fn owner_is(set: &RRset, name: &LowerName) -> bool {
+    set.records()
+        .first()
+        .is_some_and(|r| LowerName::new(&r.name) == *name)
 }
 
 /// The client with its location, looked up only when the service's answer can depend on it.
@@ -185,13 +235,12 @@ pub fn decision_answer<'t>(
             fail_open,
             scope,
         } => {
-            let mut answer = Answer::new(ResponseCode::NoError, true);
+            let mut answer = Answer::new(Rcode::NoError, true);
             let regions = picks.iter().filter_map(|i| service.region(i));
-            let sets = regions.map(|r| r.records(qtype)).filter(|s| !s.is_empty());
-            for (slot, set) in answer.answer.iter_mut().zip(sets) {
-                *slot = Some(set);
+            for set in regions.map(|r| r.records(qtype)).filter(|s| !s.is_empty()) {
+                answer.push(set);
             }
-            if answer.answer[0].is_none() {
+            if answer.answer_len() == 0 {
                 answer.authority = negative_soa;
             }
             let first = picks.iter().next().and_then(|i| service.region(i));
@@ -204,22 +253,25 @@ pub fn decision_answer<'t>(
         }
         Decision::FailClosed { how, reason, scope } => {
             let mut answer = match how {
-                FailClosed::Refuse => Answer::new(ResponseCode::Refused, false),
-                FailClosed::ServFail => Answer::new(ResponseCode::ServFail, false),
+                FailClosed::Refuse => Answer::new(Rcode::Refused, false),
+                FailClosed::ServFail => Answer::new(Rcode::ServFail, false),
                 FailClosed::NoData => Answer {
                     authority: negative_soa,
-                    ..Answer::new(ResponseCode::NoError, true)
+                    ..Answer::new(Rcode::NoError, true)
                 },
             };
             answer.counters = [Some(&plan.fail_closed), None];
-            answer.extended_error = Some(reason);
+            answer.extended_error = Some(ExtendedError {
+                code: EDE_OTHER,
+                text: reason,
+            });
             answer.scope = scope;
             answer
         }
         Decision::ServFail { scope } => Answer {
             counters: [Some(&plan.servfail), None],
             scope,
-            ..Answer::new(ResponseCode::ServFail, false)
+            ..Answer::new(Rcode::ServFail, false)
         },
     }
 }
@@ -252,6 +304,6 @@ fn explain_answer<'t>(
         counters: [Some(&zone.counters.noerror), None],
         // The explanation is about this very address.
         scope: if client.is_ipv4() { 32 } else { 128 },
-        ..Answer::new(ResponseCode::NoError, true)
+        ..Answer::new(Rcode::NoError, true)
     })
 }

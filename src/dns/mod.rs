@@ -1,23 +1,32 @@
-//! DNS over UDP and TCP: binds the listen addresses and runs hickory's server with our handler.
+//! DNS over UDP and TCP: binds the listen addresses and answers every request read from them.
 //!
-//! This module owns the wire: request checks, EDNS (payload size, version, Client Subnet),
-//! truncation and the response sections. The decision of what to answer is delegated to
-//! [`answer::resolve`], a pure function of the routing snapshot; nothing here reads files or
-//! blocks.
+//! This module owns the sockets and the per-request path: [`Responder`] turns request bytes
+//! into response bytes (checks, EDNS, Client Subnet, truncation) and delegates the decision of
+//! what to answer to [`answer::resolve`], a pure function of the routing snapshot. Nothing
+//! here reads files or blocks; the wire format itself is [`crate::wire`]'s.
 
 mod answer;
-mod handler;
+mod respond;
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    task::JoinSet,
+    time::timeout,
+};
+use tokio_util::sync::CancellationToken;
 
-pub use answer::{AddressSource, ClientAddress, decision_answer, locate, resolve};
-pub use handler::{DEFAULT_MAX_UDP_PAYLOAD, Handler};
+pub use answer::{
+    AddressSource, Answer, ClientAddress, MAX_CNAME_CHAIN, decision_answer, locate, resolve,
+};
+pub use respond::{DEFAULT_MAX_UDP_PAYLOAD, Responder, Transport};
 
-/// How long an idle TCP connection is kept open.
+/// How long a TCP connection may stay idle, or take to send one request.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest DNS message, and so the receive buffer that never cuts one.
+const MAX_MESSAGE: usize = u16::MAX as usize;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
@@ -49,14 +58,24 @@ impl Listeners {
             .collect()
     }
 
-    /// Starts serving; the returned server runs until shut down.
-    pub fn serve(self, handler: Handler) -> Server<Handler> {
-        let mut server = Server::new(handler);
+    /// Answers on every socket until `shutdown` is cancelled; TCP requests already read are
+    /// answered before it returns. Several tasks receive on each UDP socket, one per core.
+    pub async fn serve(self, responder: Responder, shutdown: CancellationToken) -> io::Result<()> {
+        let responder = Arc::new(responder);
+        let receivers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut tasks = JoinSet::new();
         for (udp, tcp) in self.pairs {
-            server.register_socket(udp);
-            server.register_listener(tcp, TCP_IDLE_TIMEOUT, usize::from(u16::MAX));
+            let udp = Arc::new(udp);
+            for _ in 0..receivers {
+                let (udp, responder) = (Arc::clone(&udp), Arc::clone(&responder));
+                tasks.spawn(serve_udp(udp, responder, shutdown.clone()));
+            }
+            tasks.spawn(serve_tcp(tcp, Arc::clone(&responder), shutdown.clone()));
         }
-        server
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(io::Error::other)??;
+        }
+        Ok(())
     }
 }
 
@@ -76,4 +95,101 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), BindErr
     Err(error(
         last_error.unwrap_or_else(|| io::Error::other("no port")),
     ))
+}
+
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    responder: Arc<Responder>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut packet = vec![0; MAX_MESSAGE];
+    let mut response = Vec::with_capacity(MAX_MESSAGE);
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            received = socket.recv_from(&mut packet) => received,
+        };
+        // Errors here are about one datagram (e.g. an ICMP error for an earlier reply).
+        let Ok((len, source)) = received else {
+            continue;
+        };
+        if responder.respond(&packet[..len], source.ip(), Transport::Udp, &mut response)
+            && let Err(error) = socket.send_to(&response, source).await
+        {
+            tracing::debug!(%error, %source, "cannot send a UDP response");
+        }
+    }
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    responder: Arc<Responder>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let (responder, shutdown) = (Arc::clone(&responder), shutdown.clone());
+                    connections.spawn(serve_connection(stream, peer, responder, shutdown));
+                }
+                Err(error) => {
+                    // Out of descriptors or memory: give the process a moment, never spin.
+                    tracing::warn!(%error, "cannot accept a TCP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Requests on one connection are answered in order (RFC 7766 6.2.1.1 allows it); the
+/// connection closes when idle, when the client closes it, or at shutdown, after the request
+/// being read is answered.
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    responder: Arc<Responder>,
+    shutdown: CancellationToken,
+) {
+    let mut packet = Vec::new();
+    let mut response = Vec::new();
+    let mut frame = Vec::new();
+    loop {
+        let mut length = [0; 2];
+        let read = tokio::select! {
+            () = shutdown.cancelled() => return,
+            read = timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut length)) => read,
+        };
+        if !matches!(read, Ok(Ok(_))) {
+            return;
+        }
+        packet.resize(usize::from(u16::from_be_bytes(length)), 0);
+        if !matches!(
+            timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut packet)).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+        if !responder.respond(&packet, peer.ip(), Transport::Tcp, &mut response) {
+            continue;
+        }
+        let Ok(length) = u16::try_from(response.len()) else {
+            return;
+        };
+        frame.clear();
+        frame.extend_from_slice(&length.to_be_bytes());
+        frame.extend_from_slice(&response);
+        if !matches!(
+            timeout(TCP_IDLE_TIMEOUT, stream.write_all(&frame)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+    }
 }

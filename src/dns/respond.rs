@@ -1,0 +1,239 @@
+//! From request bytes to response bytes: parse, check, find the client's address, ask
+//! [`resolve`] for the answer, write it with the right EDNS, ECS scope and truncation.
+//!
+//! [`Responder::respond`] is the whole query path, and the same for UDP and TCP: it reads one
+//! routing snapshot and one GeoIP snapshot, writes into the caller's buffer and takes no lock.
+
+use std::{net::IpAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::RecordType;
+use prometheus_client::metrics::counter::Counter;
+
+use super::answer::{AddressSource, Answer, ClientAddress, resolve};
+use crate::{
+    geo::GeoIp,
+    metrics::Metrics,
+    routing::RoutingTable,
+    wire::{
+        self, EdnsRequest, EdnsResponse, Malformed, Rcode, Request, ResponseWriter, encode_rrset,
+        opt_len,
+    },
+};
+
+/// The UDP payload size regiondns offers and accepts at most (DNS flag day 2020).
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
+/// Without EDNS a UDP response holds at most 512 bytes (RFC 1035 4.2.1).
+const CLASSIC_UDP_PAYLOAD: u16 = 512;
+const CLASS_IN: u16 = 1;
+
+/// How a request came in: it sets the response's size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Answers requests from the current routing and GeoIP snapshots.
+pub struct Responder {
+    table: Arc<ArcSwap<RoutingTable>>,
+    geo: Arc<ArcSwap<GeoIp>>,
+    max_udp_payload: u16,
+    nsid: Option<Box<[u8]>>,
+    errors: ErrorCounters,
+}
+
+/// Responses to requests that reach no zone.
+struct ErrorCounters {
+    refused: Counter,
+    formerr: Counter,
+    notimp: Counter,
+    badvers: Counter,
+    servfail: Counter,
+}
+
+impl ErrorCounters {
+    fn for_rcode(&self, rcode: Rcode) -> &Counter {
+        match rcode {
+            Rcode::FormErr => &self.formerr,
+            Rcode::NotImp => &self.notimp,
+            Rcode::BadVers => &self.badvers,
+            Rcode::ServFail => &self.servfail,
+            _ => &self.refused,
+        }
+    }
+}
+
+impl Responder {
+    /// `nsid` is sent to clients that ask for it (RFC 5001), e.g. the host's name.
+    pub fn new(
+        table: Arc<ArcSwap<RoutingTable>>,
+        geo: Arc<ArcSwap<GeoIp>>,
+        metrics: &Metrics,
+        max_udp_payload: u16,
+        nsid: Option<&str>,
+    ) -> Responder {
+        let counter = |rcode| metrics.query_counter("", "", "", rcode);
+        Responder {
+            table,
+            geo,
+            max_udp_payload: max_udp_payload.max(CLASSIC_UDP_PAYLOAD),
+            nsid: nsid.map(|text| text.as_bytes().into()),
+            errors: ErrorCounters {
+                refused: counter("REFUSED"),
+                formerr: counter("FORMERR"),
+                notimp: counter("NOTIMP"),
+                badvers: counter("BADVERS"),
+                servfail: counter("SERVFAIL"),
+            },
+        }
+    }
+
+    /// Writes the response to `packet`, which came from `source`, into `out`. Returns false
+    /// when the packet gets no response at all (it is not a request).
+    pub fn respond(
+        &self,
+        packet: &[u8],
+        source: IpAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let request = match wire::parse(packet) {
+            Ok(request) => request,
+            Err(Malformed::Drop) => return false,
+            Err(Malformed::Reply {
+                id,
+                flags,
+                rcode,
+                question,
+                edns,
+            }) => {
+                self.errors.for_rcode(rcode).inc();
+                let max_len = self.max_len(transport, edns.as_ref());
+                let edns = edns.map(|e| self.edns(&e, None));
+                let opt_room = edns.as_ref().map_or(0, opt_len);
+                let writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
+                writer.finish(rcode, false, false, edns.as_ref());
+                return true;
+            }
+        };
+        let rcode = refused_before_lookup(&request);
+        let name = request.question.name();
+        let (Some(name), None) = (name, rcode) else {
+            let rcode = rcode.unwrap_or(Rcode::FormErr);
+            self.errors.for_rcode(rcode).inc();
+            let edns = request.edns.map(|e| self.edns(&e, None));
+            self.write(out, &request, transport, None, rcode, edns);
+            return true;
+        };
+
+        let client = match request.edns.and_then(|e| e.client_subnet) {
+            Some(subnet) if subnet.source_prefix > 0 => ClientAddress {
+                ip: subnet.address,
+                source: AddressSource::Ecs,
+            },
+            _ => ClientAddress {
+                ip: source,
+                source: AddressSource::Packet,
+            },
+        };
+        let table = self.table.load();
+        let geo = self.geo.load();
+        let qtype = RecordType::from(request.question.qtype);
+        let answer = resolve(&table, &geo, &name, qtype, client);
+        match answer.counters {
+            [None, _] => {
+                self.errors.for_rcode(answer.rcode).inc();
+            }
+            counters => counters.iter().flatten().for_each(|c| {
+                c.inc();
+            }),
+        }
+        let edns = request.edns.map(|e| self.edns(&e, Some(&answer)));
+        self.write(out, &request, transport, Some(&answer), answer.rcode, edns);
+        true
+    }
+
+    /// The response's OPT record for a request that had one.
+    fn edns<'a>(&'a self, request: &EdnsRequest, answer: Option<&Answer<'a>>) -> EdnsResponse<'a> {
+        let scope = answer.map_or(0, |a| a.scope);
+        EdnsResponse {
+            payload: self.max_udp_payload,
+            dnssec_ok: request.dnssec_ok,
+            client_subnet: request.client_subnet.map(|subnet| {
+                let scope = if subnet.source_prefix > 0 { scope } else { 0 };
+                (subnet, scope)
+            }),
+            nsid: self.nsid.as_deref().filter(|_| request.nsid),
+            extended_error: answer.and_then(|a| a.extended_error),
+        }
+    }
+
+    /// The size limit: over UDP the client's EDNS payload size within ours (RFC 6891 6.2.5),
+    /// 512 without EDNS.
+    fn max_len(&self, transport: Transport, edns: Option<&EdnsRequest>) -> usize {
+        let offered = edns.map_or(CLASSIC_UDP_PAYLOAD, |e| e.payload);
+        match transport {
+            Transport::Tcp => usize::from(u16::MAX),
+            Transport::Udp => usize::from(offered.clamp(CLASSIC_UDP_PAYLOAD, self.max_udp_payload)),
+        }
+    }
+
+    fn write(
+        &self,
+        out: &mut Vec<u8>,
+        request: &Request<'_>,
+        transport: Transport,
+        answer: Option<&Answer<'_>>,
+        rcode: Rcode,
+        edns: Option<EdnsResponse<'_>>,
+    ) {
+        let max_len = self.max_len(transport, request.edns.as_ref());
+        let opt_room = edns.as_ref().map_or(0, opt_len);
+        let (id, flags, question) = (request.id, request.flags, Some(request.question.wire));
+        let mut writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
+        let authoritative = answer.is_some_and(|a| a.authoritative);
+        let truncated = answer.is_some_and(|a| write_sections(&mut writer, a).is_err());
+        if truncated {
+            // RFC 2181 9: rather than a partial RRset, no records and TC; the client retries
+            // over TCP. The OPT record stays (RFC 6891 7).
+            writer.clear_records();
+        }
+        writer.finish(rcode, authoritative, truncated, edns.as_ref());
+    }
+}
+
+/// REFUSED for what no zone here answers: other classes than IN, and zone transfers.
+fn refused_before_lookup(request: &Request<'_>) -> Option<Rcode> {
+    let refused = request.question.qclass != CLASS_IN
+        || matches!(
+            RecordType::from(request.question.qtype),
+            RecordType::AXFR | RecordType::IXFR
+        );
+    refused.then_some(Rcode::Refused)
+}
+
+fn write_sections(writer: &mut ResponseWriter<'_>, answer: &Answer<'_>) -> Result<(), wire::Full> {
+    for set in answer.answer_sets() {
+        writer.answer(set.wire())?;
+    }
+    if !answer.made.is_empty() {
+        write_made(writer, answer)?;
+    }
+    if let Some(set) = answer.authority {
+        writer.authority(set.wire())?;
+    }
+    for set in answer.additional {
+        writer.additional(set.wire())?;
+    }
+    Ok(())
+}
+
+/// Records made for one query (the `_explain` TXT lines) are encoded on the spot.
+fn write_made(writer: &mut ResponseWriter<'_>, answer: &Answer<'_>) -> Result<(), wire::Full> {
+    let sets = answer.made.iter().map(std::slice::from_ref);
+    for set in sets.filter_map(encode_rrset) {
+        writer.answer(&set)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! Writing a response: header, the question as received, whole RRsets with name compression
+//! (RFC 1035 4.1.4) and the OPT record, into a buffer the caller reuses.
+//!
+//! Records are encoded once, when a configuration is loaded ([`encode_rrset`]); writing one
+//! copies its bytes and compresses its owner and the names in its RDATA where RFC 3597 4
+//! allows it (NS, CNAME, PTR, MX, SOA). A record that does not fit is never written in part.
+
+use hickory_proto::{
+    rr::{RData, Record},
+    serialize::binary::{BinEncodable, BinEncoder},
+};
+
+use super::{ClientSubnet, HEADER_LEN, Rcode, TYPE_OPT, option};
+
+const FLAG_QR: u16 = 0x8000;
+const FLAG_AA: u16 = 0x0400;
+const FLAG_TC: u16 = 0x0200;
+/// What a response keeps of the request's flags: opcode, RD and CD.
+const ECHOED_FLAGS: u16 = 0x7800 | 0x0100 | 0x0010;
+const CLASS_IN: u16 = 1;
+/// Most name positions remembered for compression; later names are written in full.
+const MAX_NAME_OFFSETS: usize = 64;
+/// A compression pointer holds a 14-bit offset.
+const MAX_POINTER: usize = 0x3FFF;
+
+/// The records of one name and type, encoded for [`ResponseWriter::rrset`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireRRset {
+    owner: Box<[u8]>,
+    rtype: u16,
+    ttl: u32,
+    rdatas: Box<[WireRdata]>,
+}
+
+/// One RDATA: its bytes, of which `names` names starting at `names_at` may be compressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WireRdata {
+    bytes: Box<[u8]>,
+    names_at: u8,
+    names: u8,
+}
+
+impl WireRRset {
+    /// Size with no compression at all: never less than what a message needs for it.
+    pub fn max_len(&self) -> usize {
+        let per_record = self.owner.len() + 10;
+        self.rdatas.iter().map(|r| per_record + r.bytes.len()).sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rdatas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rdatas.is_empty()
+    }
+}
+
+/// Encodes records of one owner, type and TTL (as an RRset holds them). `None` when hickory
+/// cannot encode one of them, which validated configuration never produces.
+pub fn encode_rrset(records: &[Record]) -> Option<WireRRset> {
+    let first = records.first();
+    let owner = first.map_or(Ok(vec![0]), |r| r.name.to_bytes()).ok()?;
+    let rdatas = records
+        .iter()
+        .map(|r| encode_rdata(&r.data))
+        .collect::<Option<Vec<_>>>()?;
+    Some(WireRRset {
+        owner: owner.into_boxed_slice(),
+        rtype: first.map_or(0, |r| u16::from(r.record_type())),
+        ttl: first.map_or(0, |r| r.ttl),
+        rdatas: rdatas.into_boxed_slice(),
+    })
+}
+
+fn encode_rdata(rdata: &RData) -> Option<WireRdata> {
+    let compressible = |names_at: u8, names: u8, bytes: Vec<u8>| WireRdata {
+        bytes: bytes.into_boxed_slice(),
+        names_at,
+        names,
+    };
+    Some(match rdata {
+        RData::NS(name) => compressible(0, 1, name.0.to_bytes().ok()?),
+        RData::CNAME(name) => compressible(0, 1, name.0.to_bytes().ok()?),
+        RData::PTR(name) => compressible(0, 1, name.0.to_bytes().ok()?),
+        RData::MX(mx) => {
+            let mut bytes = mx.preference.to_be_bytes().to_vec();
+            bytes.extend(mx.exchange.to_bytes().ok()?);
+            compressible(2, 1, bytes)
+        }
+        RData::SOA(soa) => {
+            let mut bytes = soa.mname.to_bytes().ok()?;
+            bytes.extend(soa.rname.to_bytes().ok()?);
+            for value in [
+                soa.serial,
+                soa.refresh as u32,
+                soa.retry as u32,
+                soa.expire as u32,
+                soa.minimum,
+            ] {
+                bytes.extend(value.to_be_bytes());
+            }
+            compressible(0, 2, bytes)
+        }
+        other => {
+            let mut bytes = Vec::new();
+            let mut encoder = BinEncoder::new(&mut bytes);
+            // Names inside other types (SRV's target) must not be compressed (RFC 2782).
+            encoder.set_canonical_form(true);
+            other.emit(&mut encoder).ok()?;
+            compressible(0, 0, bytes)
+        }
+    })
+}
+
+/// The OPT record of a response (RFC 6891 6.1.3).
+#[derive(Debug, Clone, Copy)]
+pub struct EdnsResponse<'a> {
+    pub payload: u16,
+    pub dnssec_ok: bool,
+    /// The request's subnet, echoed with this scope (RFC 7871 7.2.1).
+    pub client_subnet: Option<(ClientSubnet, u8)>,
+    pub nsid: Option<&'a [u8]>,
+    pub extended_error: Option<ExtendedError<'a>>,
+}
+
+/// An Extended DNS Error (RFC 8914): INFO-CODE and EXTRA-TEXT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedError<'a> {
+    pub code: u16,
+    pub text: &'a str,
+}
+
+/// Encoded size of the OPT record.
+pub fn opt_len(edns: &EdnsResponse<'_>) -> usize {
+    let subnet = edns
+        .client_subnet
+        .map_or(0, |(subnet, _)| 8 + subnet.address_octets().1);
+    let nsid = edns.nsid.map_or(0, |nsid| 4 + nsid.len());
+    let extended = edns.extended_error.map_or(0, |e| 6 + e.text.len());
+    11 + subnet + nsid + extended
+}
+
+/// The message did not fit: the section being written is left as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// Sections, in the order they must be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Section {
+    Answer = 0,
+    Authority = 1,
+    Additional = 2,
+}
+
+/// Writes one response into `buf` (cleared first), section after section.
+pub struct ResponseWriter<'b> {
+    buf: &'b mut Vec<u8>,
+    /// The message's size limit, less the room kept for the OPT record.
+    limit: usize,
+    question_end: usize,
+    /// Name positions that belong to the question (kept when records are cleared).
+    question_offsets: usize,
+    counts: [u16; 3],
+    offsets: [u16; MAX_NAME_OFFSETS],
+    offset_count: usize,
+}
+
+impl<'b> ResponseWriter<'b> {
+    /// Starts a response to request `id` with the request's `flags`, repeating `question` (name,
+    /// type, class as received). `max_len` is the whole message's limit; `opt_room` is kept
+    /// free for the OPT record. A question that does not fit is left out.
+    pub fn new(
+        buf: &'b mut Vec<u8>,
+        id: u16,
+        flags: u16,
+        question: Option<&[u8]>,
+        max_len: usize,
+        opt_room: usize,
+    ) -> ResponseWriter<'b> {
+        buf.clear();
+        buf.extend_from_slice(&id.to_be_bytes());
+        buf.extend_from_slice(&(FLAG_QR | (flags & ECHOED_FLAGS)).to_be_bytes());
+        buf.extend_from_slice(&[0; HEADER_LEN - 4]);
+        let limit = max_len.saturating_sub(opt_room);
+        let mut writer = ResponseWriter {
+            buf,
+            limit,
+            question_end: HEADER_LEN,
+            question_offsets: 0,
+            counts: [0; 3],
+            offsets: [0; MAX_NAME_OFFSETS],
+            offset_count: 0,
+        };
+        if let Some(question) = question.filter(|q| HEADER_LEN + q.len() <= limit) {
+            writer.buf[5] = 1;
+            writer.remember_labels(HEADER_LEN, question);
+            writer.buf.extend_from_slice(question);
+            writer.question_end = writer.buf.len();
+            writer.question_offsets = writer.offset_count;
+        }
+        writer
+    }
+
+    pub fn answer(&mut self, set: &WireRRset) -> Result<(), Full> {
+        self.rrset(Section::Answer, set)
+    }
+
+    pub fn authority(&mut self, set: &WireRRset) -> Result<(), Full> {
+        self.rrset(Section::Authority, set)
+    }
+
+    pub fn additional(&mut self, set: &WireRRset) -> Result<(), Full> {
+        self.rrset(Section::Additional, set)
+    }
+
+    /// Appends a record made for this response only (its RDATA written as given).
+    pub fn answer_made(
+        &mut self,
+        owner: &[u8],
+        rtype: u16,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> Result<(), Full> {
+        let start = (self.buf.len(), self.offset_count);
+        self.record(owner, rtype, ttl, |writer| {
+            writer.buf.extend_from_slice(rdata)
+        });
+        self.commit(Section::Answer, start, 1)
+    }
+
+    /// Drops every record written, for a truncated (TC) response.
+    pub fn clear_records(&mut self) {
+        self.buf.truncate(self.question_end);
+        self.counts = [0; 3];
+        self.offset_count = self.question_offsets;
+    }
+
+    /// Sets the header's flags and counts, then appends the OPT record, if any.
+    pub fn finish(
+        self,
+        rcode: Rcode,
+        authoritative: bool,
+        truncated: bool,
+        edns: Option<&EdnsResponse<'_>>,
+    ) {
+        let mut flags = u16::from_be_bytes([self.buf[2], self.buf[3]]) | (rcode.value() & 0x0F);
+        if authoritative {
+            flags |= FLAG_AA;
+        }
+        if truncated {
+            flags |= FLAG_TC;
+        }
+        self.buf[2..4].copy_from_slice(&flags.to_be_bytes());
+        for (i, count) in self.counts.iter().enumerate() {
+            let at = 6 + 2 * i;
+            self.buf[at..at + 2].copy_from_slice(&count.to_be_bytes());
+        }
+        if let Some(edns) = edns {
+            write_opt(self.buf, rcode, edns);
+            let additional = self.counts[2] + 1;
+            self.buf[10..12].copy_from_slice(&additional.to_be_bytes());
+        }
+    }
+
+    fn rrset(&mut self, section: Section, set: &WireRRset) -> Result<(), Full> {
+        let start = (self.buf.len(), self.offset_count);
+        for rdata in set.rdatas.iter() {
+            self.record(&set.owner, set.rtype, set.ttl, |writer| writer.rdata(rdata));
+        }
+        self.commit(section, start, set.rdatas.len())
+    }
+
+    /// Counts the records just written, or takes them back when they went over the limit.
+    fn commit(
+        &mut self,
+        section: Section,
+        (len, offsets): (usize, usize),
+        records: usize,
+    ) -> Result<(), Full> {
+        let fits = self.buf.len() <= self.limit
+            && self.counts[section as usize + 1..].iter().all(|&c| c == 0);
+        let count = u16::try_from(records)
+            .ok()
+            .and_then(|n| self.counts[section as usize].checked_add(n));
+        match count {
+            Some(count) if fits => {
+                self.counts[section as usize] = count;
+                Ok(())
+            }
+            _ => {
+                self.buf.truncate(len);
+                self.offset_count = offsets;
+                Err(Full)
+            }
+        }
+    }
+
+    fn record(&mut self, owner: &[u8], rtype: u16, ttl: u32, rdata: impl FnOnce(&mut Self)) {
+        self.name(owner);
+        self.buf.extend_from_slice(&rtype.to_be_bytes());
+        self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
+        self.buf.extend_from_slice(&ttl.to_be_bytes());
+        let length_at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        rdata(self);
+        let length = u16::try_from(self.buf.len() - length_at - 2).unwrap_or(u16::MAX);
+        self.buf[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
+    }
+
+    fn rdata(&mut self, rdata: &WireRdata) {
+        let bytes = &rdata.bytes[..];
+        let mut at = usize::from(rdata.names_at);
+        self.buf.extend_from_slice(&bytes[..at]);
+        for _ in 0..rdata.names {
+            let end = name_end(bytes, at);
+            self.name(&bytes[at..end]);
+            at = end;
+        }
+        self.buf.extend_from_slice(&bytes[at..]);
+    }
+
+    /// Writes `name` (uncompressed wire form), pointing at the longest suffix already written.
+    fn name(&mut self, name: &[u8]) {
+        let mut at = 0;
+        while at < name.len() && name[at] != 0 {
+            if let Some(offset) = self.find(&name[at..]) {
+                self.buf.extend_from_slice(&(0xC000 | offset).to_be_bytes());
+                return;
+            }
+            let label_end = at + 1 + usize::from(name[at]);
+            self.remember(self.buf.len());
+            self.buf.extend_from_slice(&name[at..label_end]);
+            at = label_end;
+        }
+        self.buf.push(0);
+    }
+
+    fn remember_labels(&mut self, start: usize, name: &[u8]) {
+        let mut at = 0;
+        while at < name.len() && name[at] != 0 {
+            self.remember(start + at);
+            at += 1 + usize::from(name[at]);
+        }
+    }
+
+    fn remember(&mut self, offset: usize) {
+        if offset <= MAX_POINTER && self.offset_count < MAX_NAME_OFFSETS {
+            self.offsets[self.offset_count] = offset as u16;
+            self.offset_count += 1;
+        }
+    }
+
+    fn find(&self, suffix: &[u8]) -> Option<u16> {
+        self.offsets[..self.offset_count]
+            .iter()
+            .copied()
+            .find(|&offset| same_name(self.buf, usize::from(offset), suffix))
+    }
+}
+
+/// Whether the name at `offset` of the message (pointers followed) is `name`, ignoring case.
+fn same_name(message: &[u8], mut offset: usize, name: &[u8]) -> bool {
+    let mut at = 0;
+    // Every pointer in our own message points backwards; the bound is only a safeguard.
+    for _ in 0..MAX_NAME_OFFSETS * 2 {
+        let Some(&len) = message.get(offset) else {
+            return false;
+        };
+        if len & 0xC0 == 0xC0 {
+            let Some(&low) = message.get(offset + 1) else {
+                return false;
+            };
+            offset = usize::from(u16::from_be_bytes([len & 0x3F, low]));
+            continue;
+        }
+        let len = usize::from(len);
+        if name.get(at) != Some(&(len as u8)) {
+            return false;
+        }
+        if len == 0 {
+            return true;
+        }
+        let (Some(ours), Some(theirs)) = (
+            message.get(offset + 1..offset + 1 + len),
+            name.get(at + 1..at + 1 + len),
+        ) else {
+            return false;
+        };
+        if !ours.eq_ignore_ascii_case(theirs) {
+            return false;
+        }
+        offset += 1 + len;
+        at += 1 + len;
+    }
+    false
+}
+
+/// The end of the uncompressed name starting at `at` in bytes we encoded ourselves.
+fn name_end(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(&len) = bytes.get(at) {
+        at += 1 + usize::from(len);
+        if len == 0 {
+            break;
+        }
+    }
+    at.min(bytes.len())
+}
+
+fn write_opt(buf: &mut Vec<u8>, rcode: Rcode, edns: &EdnsResponse<'_>) {
+    buf.push(0);
+    buf.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    buf.extend_from_slice(&edns.payload.to_be_bytes());
+    let extended_rcode = (rcode.value() >> 4) as u8;
+    let flags: u16 = if edns.dnssec_ok { 0x8000 } else { 0 };
+    buf.extend_from_slice(&[extended_rcode, 0]);
+    buf.extend_from_slice(&flags.to_be_bytes());
+    let length_at = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    if let Some((subnet, scope)) = edns.client_subnet {
+        let (octets, count) = subnet.address_octets();
+        put_option_header(buf, option::CLIENT_SUBNET, 4 + count);
+        buf.extend_from_slice(&subnet.family().to_be_bytes());
+        buf.extend_from_slice(&[subnet.source_prefix, scope]);
+        buf.extend_from_slice(&octets[..count]);
+    }
+    if let Some(nsid) = edns.nsid {
+        put_option_header(buf, option::NSID, nsid.len());
+        buf.extend_from_slice(nsid);
+    }
+    if let Some(error) = edns.extended_error {
+        put_option_header(buf, option::EXTENDED_ERROR, 2 + error.text.len());
+        buf.extend_from_slice(&error.code.to_be_bytes());
+        buf.extend_from_slice(error.text.as_bytes());
+    }
+    let length = u16::try_from(buf.len() - length_at - 2).unwrap_or(u16::MAX);
+    buf[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
+}
+
+fn put_option_header(buf: &mut Vec<u8>, code: u16, len: usize) {
+    buf.extend_from_slice(&code.to_be_bytes());
+    buf.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes());
+}
