@@ -23,7 +23,7 @@ const MAX_NAME_OFFSETS: usize = 64;
 /// A compression pointer holds a 14-bit offset.
 const MAX_POINTER: usize = 0x3FFF;
 
-/// The records of one name and type, encoded for [`ResponseWriter::rrset`].
+/// The records of one name and type, encoded for [`ResponseWriter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireRRset {
     owner: Box<[u8]>,
