@@ -18,10 +18,10 @@ use crate::{
     config::{self, ZoneConfig},
     dns::{AddressSource, ClientAddress, DEFAULT_MAX_UDP_PAYLOAD, Listeners},
     explain,
-    geo::GeoIp,
+    geo::{self, GeoIp, Located, LookupCounters},
     health::initial_health,
     metrics::Metrics,
-    reload::Reloader,
+    reload::{GeoipReloader, Reloader},
     routing::{Plan, RoutingTable},
 };
 
@@ -102,9 +102,13 @@ pub struct ServeArgs {
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// Directory of zone files (*.yaml, *.yml).
-    #[arg(long, default_value = "zones")]
-    pub zones: PathBuf,
+    /// Directory of zone files (*.yaml, *.yml); default `zones`, unless only --geoip is given.
+    #[arg(long)]
+    pub zones: Option<PathBuf>,
+    /// A GeoIP database (.mmdb) to check before deploying it: its type, record shape, size,
+    /// and what it says of well-known public addresses. Repeat for several, tried in order.
+    #[arg(long)]
+    pub geoip: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -132,7 +136,7 @@ pub struct ExplainArgs {
 /// `regiondns explain`: the decision for one client, from the same code the server runs.
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let zones = load_zones(&args.zones)?;
-    let geo = GeoIp::open(&args.geoip)?;
+    let geo = GeoIp::open(&args.geoip, LookupCounters::default())?;
     let qtype: RecordType = args
         .qtype
         .to_ascii_uppercase()
@@ -226,30 +230,100 @@ pub fn schema() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `regiondns check`: one summary line per zone on stdout, each error on stderr.
+/// `regiondns check`: one summary line per zone on stdout, each error on stderr; with
+/// `--geoip`, a report on each GeoIP file.
 pub fn check(args: CheckArgs) -> Result<ExitCode> {
-    match config::load_dir(&args.zones) {
+    let mut ok = true;
+    if !args.geoip.is_empty() {
+        ok &= check_geoip(&args.geoip);
+    }
+    if args.zones.is_some() || args.geoip.is_empty() {
+        let dir = args.zones.unwrap_or_else(|| PathBuf::from("zones"));
+        ok &= check_zones(&dir);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn check_zones(dir: &Path) -> bool {
+    match config::load_dir(dir) {
         Ok(zones) => {
             for zone in &zones {
                 println!("{}: {}", zone.source.display(), zone.summary());
             }
-            Ok(ExitCode::SUCCESS)
+            true
         }
         Err(errors) => {
             for error in &errors {
                 eprintln!("{error}");
             }
-            eprintln!("{} error(s) in {}", errors.len(), args.zones.display());
-            Ok(ExitCode::FAILURE)
+            eprintln!("{} error(s) in {}", errors.len(), dir.display());
+            false
         }
     }
 }
 
-/// The GeoIP databases, each logged.
-pub fn open_geoip(paths: &[PathBuf]) -> Result<GeoIp> {
-    let geo = GeoIp::open(paths)?;
+/// Opens the GeoIP files as the server would and prints what they say of the sample; fails
+/// when they cannot be opened or locate none of it.
+fn check_geoip(paths: &[PathBuf]) -> bool {
+    let geo = match GeoIp::open(paths, LookupCounters::default()) {
+        Ok(geo) => geo,
+        Err(error) => {
+            eprintln!("{error}");
+            return false;
+        }
+    };
+    for line in geo.details() {
+        println!("{line}");
+    }
+    let sample = geo.sample();
+    for result in &sample {
+        println!(
+            "  {} ({}): {}",
+            result.ip,
+            result.operator,
+            describe_located(result)
+        );
+    }
+    let located = geo.sample_located();
+    println!("located {located} of {} well-known addresses", sample.len());
+    if located == 0 {
+        eprintln!("{}", geo::sample_warning(&geo));
+    }
+    located > 0
+}
+
+fn describe_located(result: &geo::SampleResult) -> String {
+    match result.located {
+        Located::Known(location) => {
+            let country = location.country.map_or("-".into(), |c| c.to_string());
+            let continent = location.continent.map_or("-", |c| c.code());
+            let coordinates = location
+                .coordinates
+                .map_or("-".into(), |c| format!("{:.2},{:.2}", c.lat, c.lon));
+            format!(
+                "{country} {continent} {coordinates} (network /{})",
+                location.prefix_len
+            )
+        }
+        Located::Unknown { prefix_len } if result.undecodable => {
+            format!("record cannot be decoded (network /{prefix_len})")
+        }
+        Located::Unknown { prefix_len } => format!("not in the database (network /{prefix_len})"),
+    }
+}
+
+/// The GeoIP databases, each logged, with a warning when they locate none of the sample.
+pub fn open_geoip(paths: &[PathBuf], counters: LookupCounters) -> Result<GeoIp> {
+    let geo = GeoIp::open(paths, counters)?;
     for line in geo.describe() {
         info!("GeoIP database {line}");
+    }
+    if geo.sample_located() == 0 {
+        tracing::warn!("{}", geo::sample_warning(&geo));
     }
     Ok(geo)
 }
@@ -264,6 +338,15 @@ pub fn spawn_reloader(reloader: Reloader, zones: &Path) {
     tokio::spawn(async move {
         if let Err(error) = reloader.run().await {
             tracing::error!("hot reload stopped: {error:#}");
+        }
+    });
+}
+
+/// Runs GeoIP reload in the background.
+pub fn spawn_geoip_reloader(reloader: GeoipReloader) {
+    tokio::spawn(async move {
+        if let Err(error) = reloader.run().await {
+            tracing::error!("GeoIP reload stopped: {error:#}");
         }
     });
 }

@@ -12,7 +12,7 @@ use regiondns::{
     dns::Responder,
     health::Publisher,
     metrics::Metrics,
-    reload::Reloader,
+    reload::{GeoipReloader, Reloader},
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,9 +39,10 @@ fn main() -> ExitCode {
 /// Serves until SIGINT or SIGTERM.
 async fn serve(args: ServeArgs) -> Result<()> {
     let zones = cli::load_zones(&args.zones)?;
-    let geo = Arc::new(ArcSwap::from_pointee(cli::open_geoip(&args.geoip)?));
-    let token = cli::admin_token(args.admin_token_file.as_deref())?;
     let metrics = Arc::new(Metrics::new());
+    let geo = cli::open_geoip(&args.geoip, metrics.geoip_lookup_counters())?;
+    let geo = Arc::new(ArcSwap::from_pointee(geo));
+    let token = cli::admin_token(args.admin_token_file.as_deref())?;
 
     // Health owns the routing table: it publishes a new snapshot on every state change.
     let publisher = Publisher::new(&zones, Arc::clone(&metrics));
@@ -53,6 +54,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let reloader = Reloader::start(&args.zones, zones, events.clone(), Arc::clone(&metrics))
         .context("cannot set up hot reload and the health checks")?;
     cli::spawn_reloader(reloader, &args.zones);
+    let geoip_reloader = GeoipReloader::start(Arc::clone(&geo), Arc::clone(&metrics))
+        .context("cannot watch the GeoIP files")?;
+    cli::spawn_geoip_reloader(geoip_reloader);
 
     if let AdminListen::At(addr) = args.admin {
         let admin = Admin::new(

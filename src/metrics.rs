@@ -17,7 +17,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::health::State;
+use crate::{geo::LookupCounters, health::State};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueryLabels {
@@ -55,6 +55,8 @@ pub struct Metrics {
     fail_open: Family<ServiceLabels, Counter>,
     fail_closed: Family<ServiceLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
+    geoip_lookups: Family<ResultLabels, Counter>,
+    geoip_reloads: Family<ResultLabels, Counter>,
     generation: Gauge,
 }
 
@@ -115,6 +117,18 @@ impl Metrics {
             "Configuration reloads: result ok, or error when a zone file did not validate (its last good version kept serving)",
             reloads.clone(),
         );
+        let geoip_lookups = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "geoip_lookups",
+            "GeoIP lookups: located, unknown (no database has the address) or undecodable (a record regiondns cannot read)",
+            geoip_lookups.clone(),
+        );
+        let geoip_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "geoip_reloads",
+            "GeoIP file reloads: ok, or error when a new file was refused (the old one kept serving)",
+            geoip_reloads.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "routing_generation",
@@ -130,6 +144,8 @@ impl Metrics {
             fail_open,
             fail_closed,
             reloads,
+            geoip_lookups,
+            geoip_reloads,
             generation,
         }
     }
@@ -156,6 +172,29 @@ impl Metrics {
             zone: zone.into(),
             service: service.into(),
         })
+    }
+
+    /// The counters of GeoIP lookups by outcome.
+    pub fn geoip_lookup_counters(&self) -> LookupCounters {
+        let counter = |result: &str| {
+            self.geoip_lookups.get_or_create_owned(&ResultLabels {
+                result: result.into(),
+            })
+        };
+        LookupCounters {
+            located: counter("located"),
+            unknown: counter("unknown"),
+            undecodable: counter("undecodable"),
+        }
+    }
+
+    pub fn count_geoip_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.geoip_reloads
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn count_reload(&self, ok: bool) {

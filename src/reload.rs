@@ -1,17 +1,22 @@
-//! Hot reload: watches the zone directory (and SIGHUP), re-reads every zone file, and hands a
-//! new valid configuration to the publisher, which swaps it in atomically.
+//! Hot reload: watches the zone directory and the GeoIP files (and SIGHUP), re-reads them, and
+//! swaps in what is new and valid: a zone configuration goes to the publisher, a GeoIP snapshot
+//! straight into the [`GeoIp`] swap that queries read.
 //!
 //! A file that fails validation is logged as `FILE:LINE:COL: reason` and counted, and its last
-//! good version keeps serving; a file removed stops its zone, one added starts it. This module
-//! owns the prober tasks, so checks follow the configuration: unchanged ones keep running.
+//! good version keeps serving; a file removed stops its zone, one added starts it. A GeoIP file
+//! that cannot be opened, or that locates none of the well-known sample addresses when the one
+//! serving does, is refused the same way. This module owns the prober tasks, so checks follow
+//! the configuration: unchanged ones keep running.
 
 use std::{
     collections::BTreeMap,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::{
@@ -22,6 +27,7 @@ use tracing::{error, info};
 
 use crate::{
     config::{self, ZoneConfig},
+    geo::{self, GeoIp},
     health::{Event, Probers},
     metrics::Metrics,
 };
@@ -50,21 +56,7 @@ impl Reloader {
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Reloader> {
-        let (changed, changes) = mpsc::channel::<()>(1);
-        let on_events = move |result: DebounceEventResult| {
-            // Reading the files is an event too (access): only changes count.
-            let changes_files = result.is_ok_and(|events| {
-                events
-                    .iter()
-                    .any(|e| !matches!(e.event.kind, EventKind::Access(_)))
-            });
-            if changes_files {
-                // A full channel means a reload is already pending: it will see this too.
-                let _ = changed.try_send(());
-            }
-        };
-        let mut watcher = new_debouncer(DEBOUNCE, None, on_events)?;
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        let (watcher, changes) = watch(&[dir.to_owned()], |_| true)?;
         let mut probers = Probers::default();
         probers.reconcile(&zones, &events)?;
         let files = zones.into_iter().map(|z| (z.source.clone(), z)).collect();
@@ -191,4 +183,145 @@ impl Reloader {
 fn log_config_error(e: &config::ConfigError) {
     let (line, column) = e.position.unwrap_or_default();
     error!(file = %e.path.display(), line, column, "{e}");
+}
+
+type Watcher = Debouncer<RecommendedWatcher, RecommendedCache>;
+
+/// Watches `dirs` (not below them); each change to a path that `wanted` accepts sends one
+/// wake-up. Reading a file is an event too (access): only changes count.
+fn watch(
+    dirs: &[PathBuf],
+    wanted: impl Fn(&Path) -> bool + Send + 'static,
+) -> notify::Result<(Watcher, mpsc::Receiver<()>)> {
+    let (changed, changes) = mpsc::channel::<()>(1);
+    let on_events = move |result: DebounceEventResult| {
+        let changes_files = result.is_ok_and(|events| {
+            events.iter().any(|e| {
+                !matches!(e.event.kind, EventKind::Access(_))
+                    && e.event.paths.iter().any(|p| wanted(p))
+            })
+        });
+        if changes_files {
+            // A full channel means a reload is already pending: it will see this too.
+            let _ = changed.try_send(());
+        }
+    };
+    let mut watcher = new_debouncer(DEBOUNCE, None, on_events)?;
+    for dir in dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    Ok((watcher, changes))
+}
+
+/// Which version of a file is on disk: a file replaced by rename has a new inode, one
+/// rewritten in place a new size or modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    len: u64,
+    modified: i64,
+    modified_nanos: i64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        inode: meta.ino(),
+        len: meta.len(),
+        modified: meta.mtime(),
+        modified_nanos: meta.mtime_nsec(),
+    })
+}
+
+/// Watches the GeoIP files (and SIGHUP) and swaps a new [`GeoIp`] in when they change.
+pub struct GeoipReloader {
+    paths: Vec<PathBuf>,
+    geo: Arc<ArcSwap<GeoIp>>,
+    counters: geo::LookupCounters,
+    metrics: Arc<Metrics>,
+    _watcher: Watcher,
+    changes: mpsc::Receiver<()>,
+    loaded: Vec<Option<FileStamp>>,
+}
+
+impl GeoipReloader {
+    /// Starts watching the directories of the files `geo` was opened from.
+    pub fn start(geo: Arc<ArcSwap<GeoIp>>, metrics: Arc<Metrics>) -> anyhow::Result<GeoipReloader> {
+        let paths: Vec<PathBuf> = geo.load().paths().map(Path::to_owned).collect();
+        let mut dirs: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| match p.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                _ => PathBuf::from("."),
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        let names: Vec<std::ffi::OsString> = paths
+            .iter()
+            .filter_map(|p| p.file_name().map(ToOwned::to_owned))
+            .collect();
+        let (watcher, changes) = watch(&dirs, move |changed| {
+            changed
+                .file_name()
+                .is_some_and(|name| names.iter().any(|n| n == name))
+        })?;
+        Ok(GeoipReloader {
+            loaded: paths.iter().map(|p| stamp(p)).collect(),
+            counters: metrics.geoip_lookup_counters(),
+            paths,
+            geo,
+            metrics,
+            _watcher: watcher,
+            changes,
+        })
+    }
+
+    /// Reloads on every change to a GeoIP file and on SIGHUP, until the process ends.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            let why = tokio::select! {
+                Some(()) = self.changes.recv() => "GeoIP file changed",
+                Some(()) = hangup.recv() => "SIGHUP",
+                else => return Ok(()),
+            };
+            self.reload(why).await;
+        }
+    }
+
+    async fn reload(&mut self, why: &'static str) {
+        let stamps: Vec<Option<FileStamp>> = self.paths.iter().map(|p| stamp(p)).collect();
+        if stamps == self.loaded && why != "SIGHUP" {
+            return;
+        }
+        let (paths, counters) = (self.paths.clone(), self.counters.clone());
+        let opened = tokio::task::spawn_blocking(move || GeoIp::open(&paths, counters)).await;
+        let next = match opened {
+            Ok(Ok(next)) => next,
+            Ok(Err(e)) => return self.refuse(why, &e.to_string()),
+            Err(e) => return self.refuse(why, &e.to_string()),
+        };
+        let (before, after) = (self.geo.load().sample_located(), next.sample_located());
+        if after == 0 && before > 0 {
+            return self.refuse(why, &geo::sample_warning(&next));
+        }
+        info!(
+            reason = why,
+            "GeoIP reloaded ({why}): {}; locates {after} of {} well-known addresses",
+            next.describe().join(", "),
+            geo::SAMPLE.len()
+        );
+        self.geo.store(Arc::new(next));
+        self.loaded = stamps;
+        self.metrics.count_geoip_reload(true);
+    }
+
+    fn refuse(&mut self, why: &str, reason: &str) {
+        error!(
+            reason = why,
+            "GeoIP reload ({why}) refused, the databases already open keep serving: {reason}"
+        );
+        self.metrics.count_geoip_reload(false);
+    }
 }

@@ -100,7 +100,7 @@ fn serve_refuses_to_start_on_a_broken_zone_or_a_missing_database() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let missing = path_arg(&dir.path().join("geo.mmdb"));
     assert!(
-        stderr.contains(&format!("{missing}: cannot open GeoIP database")),
+        stderr.contains(&format!("{missing}: cannot read GeoIP database")),
         "{stderr}"
     );
 }
@@ -270,5 +270,71 @@ fn the_committed_schema_file_is_the_generated_one() {
         committed,
         String::from_utf8_lossy(&out.stdout),
         "regenerate it: cargo run -- schema > regiondns.schema.json"
+    );
+}
+
+#[test]
+fn check_geoip_reports_the_database_and_the_well_known_sample() {
+    let dir = zone_dir(ZONE);
+    let geo = path_arg(&dir.path().join("geo.mmdb"));
+    let out = run(&["check", "--geoip", &geo], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("type GeoIP2-City, IPv6"), "{stdout}");
+    assert!(stdout.contains("records nested"), "{stdout}");
+    assert!(
+        stdout.contains("8.8.8.8 (Google Public DNS): US NA 37.75,-97.82 (network /24)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1.1.1.1 (Cloudflare DNS): not in the database"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("located 1 of 9 well-known addresses"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("llm.yaml"),
+        "only the GeoIP file is checked: {stdout}"
+    );
+
+    // The bundled database, as it ships, locates the whole sample.
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/dbip-country.mmdb");
+    let out = run(&["check", "--geoip", bundled], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("records flat"), "{stdout}");
+    assert!(
+        stdout.contains("193.0.6.139 (RIPE NCC, Amsterdam): NL EU"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("located 9 of 9"), "{stdout}");
+
+    let useless = dir.path().join("useless.mmdb");
+    common::write_mmdb(
+        &useless,
+        &[("10.0.0.0/8", serde_json::json!({"country_code": "US"}))],
+    );
+    let out = run(&["check", "--geoip", &path_arg(&useless)], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locates none of 9"));
+
+    let garbage = dir.path().join("garbage.mmdb");
+    std::fs::write(&garbage, "not a database").expect("write");
+    let out = run(
+        &["check", "--geoip", &path_arg(&garbage), "--zones", "zones"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("garbage.mmdb: not a GeoIP (MaxMind DB) file"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("zones/llm.yaml: "),
+        "--zones checks the zones too: {stdout}"
     );
 }

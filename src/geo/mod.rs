@@ -1,10 +1,13 @@
-//! Where a client is: GeoIP lookups in one or more memory-mapped MaxMind DB (`.mmdb`) files, and
-//! the geography they are expressed in (coordinates, countries, continents, distances).
+//! Where a client is: GeoIP lookups in one or more MaxMind DB (`.mmdb`) files, and the
+//! geography they are expressed in (coordinates, countries, continents, distances).
 //!
 //! This module owns reading GeoIP files and turning a record of either shape found in the wild
-//! (GeoIP2/GeoLite2/DB-IP nested, or the flat ip-location-db one) into a [`Location`]. It knows
-//! nothing of zones, regions or DNS; a lookup never fails the caller: an address no database
-//! knows is [`Located::Unknown`], with the network over which that holds.
+//! (GeoIP2/GeoLite2/DB-IP nested, or the flat ip-location-db one, with coordinates as 64- or
+//! 32-bit floats) into a [`Location`]. It knows nothing of zones, regions or DNS; a lookup never
+//! fails the caller: an address no database knows is [`Located::Unknown`], with the network
+//! over which that holds, and a record that cannot be decoded is counted and logged, never
+//! silent. Files are read into memory, so a file rewritten in place cannot change or crash a
+//! database already open; a new file is opened whole and swapped in by the caller.
 
 mod countries;
 
@@ -12,10 +15,13 @@ use std::{
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, UNIX_EPOCH},
 };
 
-use maxminddb::{MaxMindDbError, Mmap, Reader};
-use serde::Deserialize;
+use maxminddb::{MaxMindDbError, Reader};
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Deserializer, de};
 
 pub use countries::{CountryInfo, country_info};
 
@@ -141,7 +147,12 @@ impl Located {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
-    #[error("{path}: cannot open GeoIP database: {source}")]
+    #[error("{path}: cannot read GeoIP database: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a GeoIP (MaxMind DB) file: {source}")]
     Open {
         path: PathBuf,
         source: MaxMindDbError,
@@ -150,20 +161,71 @@ pub enum GeoError {
     NoDatabase,
 }
 
+/// Well-known public addresses that any GeoIP database worth serving with locates: checked at
+/// start, on every reload and by `regiondns check --geoip`.
+pub const SAMPLE: [(&str, &str); 9] = [
+    ("8.8.8.8", "Google Public DNS"),
+    ("1.1.1.1", "Cloudflare DNS"),
+    ("9.9.9.9", "Quad9"),
+    ("193.0.6.139", "RIPE NCC, Amsterdam"),
+    ("202.12.27.33", "M root server, Tokyo"),
+    ("200.160.0.8", "NIC.br, Sao Paulo"),
+    ("2001:4860:4860::8888", "Google Public DNS"),
+    ("2606:4700:4700::1111", "Cloudflare DNS"),
+    ("2001:67c:2e8:22::c100:68b", "RIPE NCC, Amsterdam"),
+];
+
+/// Lookups by outcome, for `/metrics` (`regiondns_geoip_lookups_total`): one atomic add each.
+#[derive(Debug, Clone, Default)]
+pub struct LookupCounters {
+    pub located: Counter,
+    /// No database has data for the address.
+    pub unknown: Counter,
+    /// A database has a record for the address that regiondns cannot read.
+    pub undecodable: Counter,
+}
+
 /// One or more GeoIP databases, consulted in order.
 pub struct GeoIp {
     databases: Vec<Database>,
+    counters: LookupCounters,
 }
 
 struct Database {
     path: PathBuf,
-    reader: Reader<Mmap>,
+    reader: Reader<Vec<u8>>,
+    size: usize,
+    /// Whether an undecodable record has been logged: once per database is enough.
+    warned: AtomicBool,
+}
+
+/// What one address gives, before counting.
+struct Outcome {
+    located: Located,
+    undecodable: bool,
+    shape: Option<Shape>,
+}
+
+/// How a database lays out its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// GeoIP2, GeoLite2, DB-IP: `country.iso_code`, `location.latitude`.
+    Nested,
+    /// ip-location-db: `country_code`, `latitude`.
+    Flat,
+}
+
+/// A sample address and what the databases say of it.
+pub struct SampleResult {
+    pub ip: IpAddr,
+    pub operator: &'static str,
+    pub located: Located,
+    pub undecodable: bool,
 }
 
 impl GeoIp {
-    /// Memory-maps every file. Files are replaced by renaming a new file over the old one, never
-    /// by rewriting in place, so a mapping stays valid for as long as it is held.
-    pub fn open(paths: &[PathBuf]) -> Result<GeoIp, GeoError> {
+    /// Reads every file into memory; `counters` count the lookups made through [`GeoIp::locate`].
+    pub fn open(paths: &[PathBuf], counters: LookupCounters) -> Result<GeoIp, GeoError> {
         if paths.is_empty() {
             return Err(GeoError::NoDatabase);
         }
@@ -171,7 +233,15 @@ impl GeoIp {
             .iter()
             .map(|path| Database::open(path))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(GeoIp { databases })
+        Ok(GeoIp {
+            databases,
+            counters,
+        })
+    }
+
+    /// The files, in lookup order.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.databases.iter().map(|db| db.path.as_path())
     }
 
     /// One line per database, for the start-up log.
@@ -185,49 +255,151 @@ impl GeoIp {
                     db.path.display(),
                     meta.database_type,
                     meta.ip_version,
-                    meta.build_epoch
+                    build_date(meta.build_epoch)
                 )
             })
             .collect()
+    }
+
+    /// Details of each database for `regiondns check --geoip`: type, shape, size, build date.
+    pub fn details(&self) -> Vec<String> {
+        let shape = self.sample_shape();
+        self.databases
+            .iter()
+            .map(|db| {
+                let meta = db.reader.metadata();
+                let shape = match shape {
+                    Some(Shape::Nested) => "nested (GeoIP2: country.iso_code, location.latitude)",
+                    Some(Shape::Flat) => "flat (ip-location-db: country_code, latitude)",
+                    None => "unknown (no sample address located)",
+                };
+                format!(
+                    "{}: type {}, IPv{}, {} bytes, {} nodes of {} bits, built {}, records {shape}",
+                    db.path.display(),
+                    meta.database_type,
+                    meta.ip_version,
+                    db.size,
+                    meta.node_count,
+                    meta.record_size,
+                    build_date(meta.build_epoch),
+                )
+            })
+            .collect()
+    }
+
+    /// Locates every [`SAMPLE`] address, without counting the lookups.
+    pub fn sample(&self) -> Vec<SampleResult> {
+        SAMPLE
+            .iter()
+            .filter_map(|(ip, operator)| Some((ip.parse::<IpAddr>().ok()?, *operator)))
+            .map(|(ip, operator)| {
+                let outcome = self.outcome(ip);
+                SampleResult {
+                    ip,
+                    operator,
+                    located: outcome.located,
+                    undecodable: outcome.undecodable,
+                }
+            })
+            .collect()
+    }
+
+    /// How many [`SAMPLE`] addresses the databases locate.
+    pub fn sample_located(&self) -> usize {
+        self.sample()
+            .iter()
+            .filter(|s| matches!(s.located, Located::Known(_)))
+            .count()
+    }
+
+    fn sample_shape(&self) -> Option<Shape> {
+        SAMPLE
+            .iter()
+            .filter_map(|(ip, _)| ip.parse::<IpAddr>().ok())
+            .find_map(|ip| self.outcome(ip).shape)
     }
 
     /// Locates an address. Databases are tried in order; the first with data for the address
     /// decides. IPv6 addresses skip IPv4-only files. The prefix of the answer is the most
     /// specific network among the files consulted, since the answer holds only where all agree.
     pub fn locate(&self, ip: IpAddr) -> Located {
+        let outcome = self.outcome(ip);
+        let counter = match outcome.located {
+            Located::Known(_) => &self.counters.located,
+            Located::Unknown { .. } if outcome.undecodable => &self.counters.undecodable,
+            Located::Unknown { .. } => &self.counters.unknown,
+        };
+        counter.inc();
+        outcome.located
+    }
+
+    fn outcome(&self, ip: IpAddr) -> Outcome {
         let ip = ip.to_canonical();
         let mut prefix_len = 0;
+        let mut undecodable = false;
         for db in &self.databases {
             let Some(found) = db.lookup(ip) else { continue };
             prefix_len = prefix_len.max(found.prefix_len);
+            undecodable |= found.undecodable;
             if let Some(location) = found.location {
-                return Located::Known(Location {
-                    prefix_len,
-                    ..location
-                });
+                return Outcome {
+                    located: Located::Known(Location {
+                        prefix_len,
+                        ..location
+                    }),
+                    undecodable,
+                    shape: found.shape,
+                };
             }
         }
-        Located::Unknown { prefix_len }
+        Outcome {
+            located: Located::Unknown { prefix_len },
+            undecodable,
+            shape: None,
+        }
     }
+}
+
+/// The warning for databases that locate none of the [`SAMPLE`] addresses.
+pub fn sample_warning(geo: &GeoIp) -> String {
+    let files: Vec<String> = geo.paths().map(|p| p.display().to_string()).collect();
+    format!(
+        "GeoIP database {} locates none of {} well-known public addresses (8.8.8.8, 1.1.1.1, ...): \
+         every client would get its service's first region; check it with \
+         `regiondns check --geoip FILE`",
+        files.join(", "),
+        SAMPLE.len()
+    )
+}
+
+fn build_date(epoch: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(epoch)).to_string()
 }
 
 /// A lookup in one file: the network's prefix, and a location when the file has data for it.
 struct Lookup {
     prefix_len: u8,
     location: Option<Location>,
+    undecodable: bool,
+    shape: Option<Shape>,
 }
 
 impl Database {
     fn open(path: &Path) -> Result<Database, GeoError> {
-        // SAFETY: the file is mapped read-only; operators replace GeoIP files by renaming a new
-        // file into place (as geoipupdate does), which leaves this mapping intact.
-        let reader = unsafe { Reader::open_mmap(path) }.map_err(|source| GeoError::Open {
+        let bytes = std::fs::read(path).map_err(|source| GeoError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let size = bytes.len();
+        let reader = Reader::from_source(bytes).map_err(|source| GeoError::Open {
             path: path.to_owned(),
             source,
         })?;
         Ok(Database {
             path: path.to_owned(),
             reader,
+            size,
+            warned: AtomicBool::new(false),
         })
     }
 
@@ -244,14 +416,34 @@ impl Database {
         } else {
             0
         };
-        let location = match result.decode::<GeoRecord>() {
-            Ok(Some(record)) => record.into_location(prefix_len),
-            Ok(None) | Err(_) => None,
+        let (location, shape, undecodable) = match result.decode::<GeoRecord>() {
+            Ok(Some(record)) => {
+                let shape = record.shape();
+                (record.into_location(prefix_len), shape, false)
+            }
+            Ok(None) => (None, None, false),
+            Err(error) => {
+                self.warn_once(ip, &error);
+                (None, None, true)
+            }
         };
         Some(Lookup {
             prefix_len,
             location,
+            undecodable,
+            shape,
         })
+    }
+
+    fn warn_once(&self, ip: IpAddr, error: &MaxMindDbError) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                file = %self.path.display(),
+                "{}: cannot decode the record of {ip} (counted as undecodable on /metrics; \
+                 logged once per database): {error}",
+                self.path.display()
+            );
+        }
     }
 }
 
@@ -269,8 +461,8 @@ struct GeoRecord<'a> {
     continent: ContinentCode<'a>,
     location: LatLon,
     country_code: Option<&'a str>,
-    latitude: Option<f64>,
-    longitude: Option<f64>,
+    latitude: Option<Degrees>,
+    longitude: Option<Degrees>,
 }
 
 #[derive(Deserialize, Default)]
@@ -288,11 +480,51 @@ struct ContinentCode<'a> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct LatLon {
-    latitude: Option<f64>,
-    longitude: Option<f64>,
+    latitude: Option<Degrees>,
+    longitude: Option<Degrees>,
+}
+
+/// A coordinate stored as MMDB `double` (MaxMind, DB-IP) or `float` (ip-location-db): the
+/// decoder hands back whichever type the file has, so both are taken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Degrees(f64);
+
+impl<'de> Deserialize<'de> for Degrees {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Degrees, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Degrees;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a coordinate (float, double or integer)")
+            }
+            fn visit_f64<E>(self, value: f64) -> Result<Degrees, E> {
+                Ok(Degrees(value))
+            }
+            fn visit_f32<E>(self, value: f32) -> Result<Degrees, E> {
+                Ok(Degrees(f64::from(value)))
+            }
+            fn visit_i64<E>(self, value: i64) -> Result<Degrees, E> {
+                Ok(Degrees(value as f64))
+            }
+            fn visit_u64<E>(self, value: u64) -> Result<Degrees, E> {
+                Ok(Degrees(value as f64))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl GeoRecord<'_> {
+    fn shape(&self) -> Option<Shape> {
+        if self.country.iso_code.is_some() || self.location.latitude.is_some() {
+            Some(Shape::Nested)
+        } else if self.country_code.is_some() || self.latitude.is_some() {
+            Some(Shape::Flat)
+        } else {
+            None
+        }
+    }
+
     /// `None` when the record tells nothing usable (no coordinates and no known country).
     fn into_location(self, prefix_len: u8) -> Option<Location> {
         let country = self
@@ -306,7 +538,9 @@ impl GeoRecord<'_> {
             self.location.latitude.or(self.latitude),
             self.location.longitude.or(self.longitude),
         ) {
-            (Some(lat), Some(lon)) if valid_coordinates(lat, lon) => Some(Coordinates { lat, lon }),
+            (Some(Degrees(lat)), Some(Degrees(lon))) if valid_coordinates(lat, lon) => {
+                Some(Coordinates { lat, lon })
+            }
             _ => info.map(|i| i.centroid),
         };
         let continent = self
@@ -387,7 +621,7 @@ mod tests {
             std::fs::write(&path, writer.to_bytes().expect("encode")).expect("write");
             paths.push(path);
         }
-        let geo = GeoIp::open(&paths).expect("open");
+        let geo = GeoIp::open(&paths, LookupCounters::default()).expect("open");
         (dir, geo)
     }
 
@@ -447,6 +681,98 @@ mod tests {
             "continent from the table"
         );
         assert_eq!(loc.prefix_len, 32);
+    }
+
+    /// ip-location-db's city files store coordinates as MMDB `float` (32 bits), MaxMind's as
+    /// `double`: a writer of typed fields reproduces the former.
+    #[derive(serde::Serialize)]
+    struct FlatCity {
+        country_code: &'static str,
+        latitude: f32,
+        longitude: f32,
+    }
+
+    #[test]
+    fn flat_records_with_32_bit_float_coordinates_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = Writer::builder("city ipv4")
+            .ip_version(IpVersion::V4)
+            .build();
+        let tokyo = FlatCity {
+            country_code: "JP",
+            latitude: 35.6895,
+            longitude: 139.6917,
+        };
+        let network: mmdb_writer::ipnet::IpNet = "202.12.27.0/24".parse().expect("network");
+        writer.insert(network, &tokyo).expect("insert");
+        let path = dir.path().join("flat-float.mmdb");
+        let bytes = writer.to_bytes().expect("encode");
+        assert!(
+            bytes.windows(11).any(|w| w == b"\x48latitude\x04\x08"),
+            "the fixture stores a 32-bit float, as real files do"
+        );
+        std::fs::write(&path, bytes).expect("write");
+        let counters = LookupCounters::default();
+        let geo = GeoIp::open(&[path], counters.clone()).expect("open");
+        let loc = known(geo.locate(ip("202.12.27.33")));
+        let coordinates = loc.coordinates.expect("coordinates");
+        assert!((coordinates.lat - 35.6895).abs() < 1e-4, "{coordinates:?}");
+        assert!((coordinates.lon - 139.6917).abs() < 1e-4, "{coordinates:?}");
+        assert_eq!(loc.country.map(|c| c.to_string()), Some("JP".into()));
+        assert_eq!((counters.located.get(), counters.undecodable.get()), (1, 0));
+    }
+
+    #[test]
+    fn undecodable_records_are_counted_never_silent() {
+        let counters = LookupCounters::default();
+        let (_dir, geo) = geoip(&[(
+            IpVersion::V4,
+            &[
+                ("192.0.2.0/24", json!({"country_code": 49})),
+                ("198.51.100.0/24", json!({"country_code": "DE"})),
+            ],
+        )]);
+        let geo = GeoIp {
+            counters: counters.clone(),
+            ..geo
+        };
+        assert!(matches!(
+            geo.locate(ip("192.0.2.1")),
+            Located::Unknown { .. }
+        ));
+        assert!(matches!(
+            geo.locate(ip("192.0.2.2")),
+            Located::Unknown { .. }
+        ));
+        assert!(matches!(geo.locate(ip("198.51.100.1")), Located::Known(_)));
+        assert!(matches!(
+            geo.locate(ip("203.0.113.1")),
+            Located::Unknown { .. }
+        ));
+        assert_eq!(counters.undecodable.get(), 2);
+        assert_eq!(counters.located.get(), 1);
+        assert_eq!(counters.unknown.get(), 1);
+        assert!(geo.databases[0].warned.load(Ordering::Relaxed), "logged");
+    }
+
+    #[test]
+    fn the_sample_reports_which_well_known_addresses_are_located() {
+        let (_dir, geo) = geoip(&[(
+            IpVersion::V6,
+            &[("8.8.8.0/24", json!({"country_code": "US"}))],
+        )]);
+        assert_eq!(geo.sample_located(), 1);
+        let google = geo
+            .sample()
+            .into_iter()
+            .find(|s| s.ip == ip("8.8.8.8"))
+            .expect("in the sample");
+        assert!(matches!(google.located, Located::Known(_)));
+        assert!(
+            geo.details()[0].contains("records flat"),
+            "{:?}",
+            geo.details()
+        );
     }
 
     #[test]
