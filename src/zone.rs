@@ -2,7 +2,8 @@
 //! delegations with their glue, and which names are services.
 //!
 //! This module owns name lookup inside a zone (RFC 1034 4.3.2 without wildcards): exact match,
-//! CNAME, NODATA versus NXDOMAIN (empty non-terminals exist), and referrals below a zone cut.
+//! CNAME, NODATA versus NXDOMAIN (empty non-terminals exist), referrals below a zone cut, and
+//! the additional-section data of NS, MX and SRV records (their targets' addresses).
 //! Records are built once, when the configuration is loaded; a lookup only borrows them. It does
 //! not choose regions: a service name is handed back as [`Lookup::Service`].
 
@@ -28,6 +29,16 @@ pub struct RRset {
     wire: WireRRset,
     /// For a CNAME, where it points (looked up again while it stays in the zone).
     target: Option<LowerName>,
+    /// For NS, MX and SRV, the addresses of their targets in this zone (RFC 1034 3.7).
+    additional: Option<Box<Additional>>,
+}
+
+/// What goes in the additional section with an RRset: the static addresses of its in-zone
+/// targets, and the services among its targets (whose addresses depend on the client).
+#[derive(Debug, Clone, Default)]
+pub struct Additional {
+    pub addresses: Vec<RRset>,
+    pub services: Vec<ServiceId>,
 }
 
 impl RRset {
@@ -45,6 +56,7 @@ impl RRset {
             records: records.into_boxed_slice(),
             wire,
             target,
+            additional: None,
         }
     }
 
@@ -59,6 +71,21 @@ impl RRset {
     /// The CNAME's target, for a CNAME set.
     pub fn cname_target(&self) -> Option<&LowerName> {
         self.target.as_ref()
+    }
+
+    /// The additional-section data of an NS, MX or SRV set.
+    pub fn additional(&self) -> Option<&Additional> {
+        self.additional.as_deref()
+    }
+
+    /// The names in the RDATA whose addresses go in the additional section.
+    fn additional_targets(&self) -> impl Iterator<Item = LowerName> + '_ {
+        self.records.iter().filter_map(|record| match &record.data {
+            RData::NS(NS(target)) => Some(LowerName::new(target)),
+            RData::MX(mx) => Some(LowerName::new(&mx.exchange)),
+            RData::SRV(srv) => Some(LowerName::new(&srv.target)),
+            _ => None,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -138,6 +165,7 @@ impl ZoneData {
             zone.node_mut(&service.name).service = Some(id);
         }
         zone.build_delegations();
+        zone.build_additional();
         zone
     }
 
@@ -168,10 +196,20 @@ impl ZoneData {
         }
         let find = |t: RecordType| node.rrsets.iter().find(|s| s.record_type() == Some(t));
         if qtype == RecordType::ANY {
-            return node.rrsets.first().map_or(Lookup::NoData, Lookup::Found);
+            // RFC 8482: one RRset; the lowest type, as Knot DNS picks it.
+            let first = node
+                .rrsets
+                .iter()
+                .min_by_key(|s| s.record_type().map(u16::from));
+            return first.map_or(Lookup::NoData, Lookup::Found);
         }
         if let Some(found) = find(qtype) {
             return Lookup::Found(found);
+        }
+        // NSEC and RRSIG may exist beside a CNAME (RFC 2181 10.1, RFC 4035 2.5): the alias
+        // does not answer for them.
+        if matches!(qtype, RecordType::NSEC | RecordType::RRSIG) {
+            return Lookup::NoData;
         }
         find(RecordType::CNAME).map_or(Lookup::NoData, Lookup::Cname)
     }
@@ -228,6 +266,44 @@ impl ZoneData {
                 node.delegation = Some(Delegation { ns, glue });
             }
             self.has_delegations = true;
+        }
+    }
+
+    /// Attaches to every NS, MX and SRV set the addresses of its targets in this zone (the
+    /// apex NS's name servers, a mail exchanger, a service's host), in target order.
+    fn build_additional(&mut self) {
+        let mut found = Vec::new();
+        for (name, node) in &self.nodes {
+            for (index, rrset) in node.rrsets.iter().enumerate() {
+                let mut additional = Additional::default();
+                let mut seen = Vec::new();
+                for target in rrset.additional_targets() {
+                    if !self.origin.zone_of(&target) || seen.contains(&target) {
+                        continue;
+                    }
+                    seen.push(target.clone());
+                    let Some(target) = self.nodes.get(&target) else {
+                        continue;
+                    };
+                    additional.services.extend(target.service);
+                    let addresses = target.rrsets.iter().filter(|s| {
+                        matches!(s.record_type(), Some(RecordType::A | RecordType::AAAA))
+                    });
+                    additional.addresses.extend(addresses.cloned());
+                }
+                if !additional.addresses.is_empty() || !additional.services.is_empty() {
+                    found.push((name.clone(), index, additional));
+                }
+            }
+        }
+        for (name, index, additional) in found {
+            if let Some(rrset) = self
+                .nodes
+                .get_mut(&name)
+                .and_then(|n| n.rrsets.get_mut(index))
+            {
+                rrset.additional = Some(Box::new(additional));
+            }
         }
     }
 
@@ -289,7 +365,9 @@ soa: { primary: ns1, contact: hostmaster@example.com, serial: 7, negative_ttl: 3
 ns: [ns1.llm.example.com.]
 records:
   ns1: { A: [198.51.100.53] }
-  "@": { TXT: ["v=spf1 -all"] }
+  "@": { TXT: ["v=spf1 -all"], MX: ["10 mail", "20 mail", "30 mx.example.net."] }
+  mail: { A: [198.51.100.25], AAAA: ["2001:db8::25"] }
+  _https._tcp.api: { SRV: ["1 1 443 api"] }
   docs: { CNAME: docs.example.net. }
   a.b.deep: { TXT: [deep] }
   sub: { NS: [ns.sub, ns.elsewhere.net.] }
@@ -323,7 +401,10 @@ services:
             zone.lookup(&apex, RecordType::TXT),
             Lookup::Found(_)
         ));
-        assert!(matches!(zone.lookup(&apex, RecordType::MX), Lookup::NoData));
+        assert!(matches!(
+            zone.lookup(&apex, RecordType::CAA),
+            Lookup::NoData
+        ));
     }
 
     #[test]
@@ -381,6 +462,59 @@ services:
             Lookup::Service(0)
         ));
         assert!(matches!(zone.lookup(&api, RecordType::TXT), Lookup::NoData));
+    }
+
+    #[test]
+    fn any_answers_the_lowest_type_and_nsec_ignores_the_alias() {
+        let zone = zone();
+        let apex = zone.lookup(&name("llm.example.com."), RecordType::ANY);
+        assert!(
+            matches!(apex, Lookup::Found(s) if s.record_type() == Some(RecordType::NS)),
+            "NS (2) before SOA (6), MX (15), TXT (16): {apex:?}"
+        );
+        let docs = name("docs.llm.example.com.");
+        assert!(matches!(
+            zone.lookup(&docs, RecordType::NSEC),
+            Lookup::NoData
+        ));
+        assert!(matches!(
+            zone.lookup(&docs, RecordType::RRSIG),
+            Lookup::NoData
+        ));
+    }
+
+    #[test]
+    fn ns_mx_and_srv_sets_carry_their_in_zone_targets_addresses_once() {
+        let zone = zone();
+        let Lookup::Found(mx) = zone.lookup(&name("llm.example.com."), RecordType::MX) else {
+            panic!("MX");
+        };
+        let additional = mx.additional().expect("mail is in the zone");
+        let types: Vec<_> = additional
+            .addresses
+            .iter()
+            .map(RRset::record_type)
+            .collect();
+        assert_eq!(
+            types,
+            [Some(RecordType::A), Some(RecordType::AAAA)],
+            "mail once, not twice"
+        );
+        let Lookup::Found(ns) = zone.lookup(&name("llm.example.com."), RecordType::NS) else {
+            panic!("NS");
+        };
+        assert_eq!(ns.additional().expect("ns1").addresses.len(), 1);
+        let srv = name("_https._tcp.api.llm.example.com.");
+        let Lookup::Found(srv) = zone.lookup(&srv, RecordType::SRV) else {
+            panic!("SRV");
+        };
+        let additional = srv.additional().expect("api is a service");
+        assert_eq!(additional.services, [0]);
+        assert!(additional.addresses.is_empty());
+        let Lookup::Found(txt) = zone.lookup(&name("llm.example.com."), RecordType::TXT) else {
+            panic!("TXT");
+        };
+        assert!(txt.additional().is_none());
     }
 
     #[test]

@@ -172,12 +172,27 @@ fn geoip_updates_are_picked_up_under_load_and_broken_ones_refused() {
         );
     }
 
+    // Put back a good file, then SIGHUP (for file systems that send no change events): read
+    // again even though nothing changed.
+    std::fs::write(&geo, &original).expect("restore in place");
+    until_logged(&server, "GeoIP reloaded (GeoIP file changed)", 3);
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    until_logged(&server, "GeoIP reloaded (SIGHUP)", 1);
+    assert_eq!(
+        addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))),
+        DUBLIN
+    );
+
     let (sent, lost) = load.finish();
     assert!(sent > 100, "the load ran: {sent} queries");
     assert_eq!(lost, 0, "{lost} of {sent} queries lost during the updates");
     let (_, metrics) = common::http(server.admin.expect("admin"), "GET", "/metrics", &[]);
     assert!(
-        metrics.contains("regiondns_geoip_reloads_total{result=\"ok\"} 2"),
+        metrics.contains("regiondns_geoip_reloads_total{result=\"ok\"} 4"),
         "{metrics}"
     );
     assert!(

@@ -13,7 +13,7 @@ use crate::{
     geo::{GeoIp, Located},
     routing::{Client, Decision, MAX_ANSWERS, RoutingTable, ServiceRoutes, ZoneRoutes},
     wire::{ExtendedError, Rcode},
-    zone::{Lookup, RRset, character_strings},
+    zone::{Additional, Lookup, RRset, character_strings},
 };
 
 /// The first label of the names that explain a service's answer over DNS.
@@ -22,6 +22,8 @@ const EXPLAIN_LABEL: &[u8] = b"_explain";
 pub const MAX_CNAME_CHAIN: usize = 8;
 /// RRsets an answer section can hold: the CNAME chain, then the regions' addresses.
 const MAX_ANSWER_SETS: usize = MAX_CNAME_CHAIN + MAX_ANSWERS;
+/// RRsets an additional section holds at most; more targets' addresses are left out.
+const MAX_ADDITIONAL_SETS: usize = 32;
 /// RFC 8914 INFO-CODEs used here.
 const EDE_OTHER: u16 = 0;
 const EDE_NOT_AUTHORITATIVE: u16 = 20;
@@ -34,7 +36,10 @@ pub struct Answer<'t> {
     /// The CNAMEs followed, then the answer: one RRset per region (several with `answers: N`).
     answer: [Option<&'t RRset>; MAX_ANSWER_SETS],
     pub authority: Option<&'t RRset>,
-    pub additional: &'t [RRset],
+    /// Glue of a referral, or the addresses of the answer's NS, MX or SRV targets.
+    additional: [Option<&'t RRset>; MAX_ADDITIONAL_SETS],
+    /// Whether the additional section must be whole (referral glue, RFC 9471) or may be cut.
+    pub additional_required: bool,
     /// How many leading bits of the client address the answer depends on (the ECS scope).
     pub scope: u8,
     /// The counters this answer adds one to; none: count it by rcode.
@@ -52,7 +57,8 @@ impl<'t> Answer<'t> {
             authoritative,
             answer: [None; MAX_ANSWER_SETS],
             authority: None,
-            additional: &[],
+            additional: [None; MAX_ADDITIONAL_SETS],
+            additional_required: false,
             scope: 0,
             counters: [None, None],
             extended_error: None,
@@ -71,8 +77,23 @@ impl<'t> Answer<'t> {
         sets.chain(self.made.iter())
     }
 
+    /// The additional section's RRsets, in order.
+    pub fn additional_sets(&self) -> impl Iterator<Item = &'t RRset> + '_ {
+        self.additional.iter().flatten().copied()
+    }
+
     fn push(&mut self, set: &'t RRset) {
         if let Some(slot) = self.answer.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(set);
+        }
+    }
+
+    fn push_additional(&mut self, set: &'t RRset) {
+        let seen = self.additional_sets().any(|s| std::ptr::eq(s, set));
+        if let Some(slot) = self.additional.iter_mut().find(|slot| slot.is_none())
+            && !seen
+            && !set.is_empty()
+        {
             *slot = Some(set);
         }
     }
@@ -153,6 +174,9 @@ pub fn resolve<'t>(
             Lookup::Cname(rrset) => rrset,
             Lookup::Found(rrset) => {
                 chain.push(rrset);
+                if let Some(additional) = rrset.additional() {
+                    add_target_addresses(&mut chain, zone, additional, geo, client);
+                }
                 return counted(chain, zone);
             }
             Lookup::NoData => {
@@ -168,7 +192,11 @@ pub fn resolve<'t>(
                 // Below a zone cut only the first name's answer is a referral (not ours).
                 chain.authoritative = chain.answer_len() > 0;
                 chain.authority = Some(&delegation.ns);
-                chain.additional = &delegation.glue;
+                delegation
+                    .glue
+                    .iter()
+                    .for_each(|glue| chain.push_additional(glue));
+                chain.additional_required = true;
                 return counted(chain, zone);
             }
             Lookup::Service(id) => {
@@ -189,6 +217,35 @@ pub fn resolve<'t>(
         match next {
             Some(target) if chain.answer_len() < MAX_CNAME_CHAIN => name = target,
             _ => return counted(chain, zone),
+        }
+    }
+}
+
+/// The additional section of an NS, MX or SRV answer: its targets' static addresses, and for
+/// a target that is a service, the addresses of the regions chosen for this client (the
+/// answer's scope then covers that decision too).
+fn add_target_addresses<'t>(
+    answer: &mut Answer<'t>,
+    zone: &'t ZoneRoutes,
+    additional: &'t Additional,
+    geo: &GeoIp,
+    client: ClientAddress,
+) {
+    for set in &additional.addresses {
+        answer.push_additional(set);
+    }
+    for service in additional
+        .services
+        .iter()
+        .filter_map(|&id| zone.service(id))
+    {
+        let located = locate(service, geo, client.ip);
+        if let Decision::Regions { picks, scope, .. } = service.decide(&located, &mut ()) {
+            answer.scope = answer.scope.max(scope);
+            for region in picks.iter().filter_map(|i| service.region(i)) {
+                answer.push_additional(region.records(RecordType::A));
+                answer.push_additional(region.records(RecordType::AAAA));
+            }
         }
     }
 }

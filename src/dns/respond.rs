@@ -26,6 +26,7 @@ pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 /// Without EDNS a UDP response holds at most 512 bytes (RFC 1035 4.2.1).
 const CLASSIC_UDP_PAYLOAD: u16 = 512;
 const CLASS_IN: u16 = 1;
+const CLASS_ANY: u16 = 255;
 
 /// How a request came in: it sets the response's size limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,9 +204,10 @@ impl Responder {
     }
 }
 
-/// REFUSED for what no zone here answers: other classes than IN, and zone transfers.
+/// REFUSED for what no zone here answers: other classes than IN (QCLASS ANY matches IN, RFC
+/// 1035 3.2.5), and zone transfers.
 fn refused_before_lookup(request: &Request<'_>) -> Option<Rcode> {
-    let refused = request.question.qclass != CLASS_IN
+    let refused = !matches!(request.question.qclass, CLASS_IN | CLASS_ANY)
         || matches!(
             RecordType::from(request.question.qtype),
             RecordType::AXFR | RecordType::IXFR
@@ -223,8 +225,14 @@ fn write_sections(writer: &mut ResponseWriter<'_>, answer: &Answer<'_>) -> Resul
     if let Some(set) = answer.authority {
         writer.authority(set.wire())?;
     }
-    for set in answer.additional {
-        writer.additional(set.wire())?;
+    for set in answer.additional_sets() {
+        match writer.additional(set.wire()) {
+            Ok(()) => {}
+            // Addresses of targets are a courtesy: what does not fit is left out, without TC
+            // (RFC 2181 9). Referral glue is not (RFC 9471).
+            Err(full) if answer.additional_required => return Err(full),
+            Err(_) => break,
+        }
     }
     Ok(())
 }
