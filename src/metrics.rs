@@ -65,6 +65,15 @@ struct ResultLabels {
     result: String,
 }
 
+fn count_result(family: &Family<ResultLabels, Counter>, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    family
+        .get_or_create(&ResultLabels {
+            result: result.into(),
+        })
+        .inc();
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -189,21 +198,11 @@ impl Metrics {
     }
 
     pub fn count_geoip_reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.geoip_reloads
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
-            .inc();
+        count_result(&self.geoip_reloads, ok);
     }
 
     pub fn count_reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.reloads
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
-            .inc();
+        count_result(&self.reloads, ok);
     }
 
     pub fn set_region_state(&self, zone: &str, region: &str, current: State) {

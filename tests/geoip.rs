@@ -10,10 +10,12 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{Server, ZONE, addresses, fixture_networks, query, udp, write_mmdb};
+use common::{
+    Server, ZONE, addresses, fixture_networks, query, udp, until_answered, until_logged, write_mmdb,
+};
 use hickory_proto::{op::Message, rr::RecordType};
 use serde_json::json;
 
@@ -90,30 +92,6 @@ impl Load {
     }
 }
 
-/// Polls until the UK client gets `expected`; returns how long it took.
-fn until(server: &Server, expected: &[&str], limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))) == expected {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-fn until_logged(server: &Server, text: &str, times: usize) {
-    let start = Instant::now();
-    while server.log().matches(text).count() < times {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "never logged {text:?} {times} times:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The fixture with the UK network moved to Japan.
 fn uk_in_japan() -> Vec<(&'static str, serde_json::Value)> {
     let mut networks = fixture_networks();
@@ -140,7 +118,7 @@ fn geoip_updates_are_picked_up_under_load_and_broken_ones_refused() {
     // Replaced by rename, as geoipupdate does.
     write_mmdb(&staging, &uk_in_japan());
     std::fs::rename(&staging, &geo).expect("rename");
-    until(&server, &TOKYO, Duration::from_secs(5)).expect("the renamed file serves");
+    until_answered(&server, UK, &TOKYO, Duration::from_secs(5)).expect("the renamed file serves");
 
     // Rewritten in place: the file open is in memory, so nothing changes under it until the
     // new contents are complete and read again.
@@ -152,7 +130,8 @@ fn geoip_updates_are_picked_up_under_load_and_broken_ones_refused() {
     )
     .expect("read");
     std::fs::write(&geo, &original).expect("rewrite in place");
-    until(&server, &DUBLIN, Duration::from_secs(5)).expect("the rewritten file serves");
+    until_answered(&server, UK, &DUBLIN, Duration::from_secs(5))
+        .expect("the rewritten file serves");
 
     // Broken by rename, emptied in place, and valid but locating none of the sample: each is
     // refused and the databases already open keep serving.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use common::{
     Server, ZONE, addresses,
     endpoint::{Endpoint, Mode},
-    query, udp,
+    query, udp, until_answered, until_logged,
 };
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 
@@ -16,30 +16,6 @@ const UK: &str = "81.2.69.0/24";
 
 fn zone_file(server: &Server) -> std::path::PathBuf {
     server.dir.path().join("zones/llm.yaml")
-}
-
-/// Polls until the UK client gets `expected`; returns how long it took.
-fn until(server: &Server, expected: &[&str], limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))) == expected {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
-fn until_logged(server: &Server, text: &str) {
-    let start = Instant::now();
-    while !server.log().contains(text) {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "never logged {text:?}:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -55,7 +31,8 @@ fn a_valid_edit_is_answered_within_a_second_and_a_broken_one_keeps_the_last_good
         ZONE.replace("203.0.113.20", "203.0.113.21"),
     )
     .expect("write");
-    let took = until(&server, &["203.0.113.21"], Duration::from_secs(3)).expect("the new version");
+    let took = until_answered(&server, UK, &["203.0.113.21"], Duration::from_secs(3))
+        .expect("the new version");
     assert!(
         took < Duration::from_secs(1),
         "answered {took:?} after the write"
@@ -66,7 +43,7 @@ fn a_valid_edit_is_answered_within_a_second_and_a_broken_one_keeps_the_last_good
         "    adresses: [203.0.113.30",
     );
     std::fs::write(zone_file(&server), broken).expect("write");
-    until_logged(&server, "zones/llm.yaml:31:5: unknown key `adresses`");
+    until_logged(&server, "zones/llm.yaml:31:5: unknown key `adresses`", 1);
     for _ in 0..20 {
         let response = udp(server.addr, &query(API, RecordType::A, Some(UK)));
         assert_eq!(
@@ -152,7 +129,7 @@ fn sighup_reloads() {
         .status()
         .expect("kill");
     assert!(status.success());
-    until_logged(&server, "reload (SIGHUP): configuration unchanged");
+    until_logged(&server, "reload (SIGHUP): configuration unchanged", 1);
 }
 
 #[test]
@@ -174,12 +151,12 @@ fn health_survives_a_reload_unless_the_check_changed() {
             &format!("    addresses: [203.0.113.10]\n    check: {}", check(&us)),
         );
     let server = Server::start(&zone);
-    until(&server, &["203.0.113.10"], Duration::from_secs(3)).expect("eu-west down");
+    until_answered(&server, UK, &["203.0.113.10"], Duration::from_secs(3)).expect("eu-west down");
     let probes_before = eu.requests();
 
     // An unrelated edit: eu-west stays down at once, its prober keeps running.
     std::fs::write(zone_file(&server), zone.replace("ttl: 20", "ttl: 25")).expect("write");
-    until_logged(&server, "reloaded (zone files changed)");
+    until_logged(&server, "reloaded (zone files changed)", 1);
     let response = udp(server.addr, &query(API, RecordType::A, Some(UK)));
     assert_eq!(
         addresses(&response),
@@ -193,5 +170,6 @@ fn health_survives_a_reload_unless_the_check_changed() {
     // A changed check starts afresh: up until probed.
     let moved = Endpoint::start(Mode::Fail);
     std::fs::write(zone_file(&server), zone.replace(&eu.url(), &moved.url())).expect("write");
-    until(&server, &["203.0.113.20"], Duration::from_secs(2)).expect("a new check starts up");
+    until_answered(&server, UK, &["203.0.113.20"], Duration::from_secs(2))
+        .expect("a new check starts up");
 }

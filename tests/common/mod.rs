@@ -392,3 +392,38 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
         .unwrap_or_default();
     (status, body)
 }
+
+/// Polls until a client in `subnet` gets `expected` for api.llm.example.com A; returns how long
+/// it took, or `None` after `limit`.
+pub fn until_answered(
+    server: &Server,
+    subnet: &str,
+    expected: &[&str],
+    limit: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let response = udp(
+            server.addr,
+            &query("api.llm.example.com.", RecordType::A, Some(subnet)),
+        );
+        if addresses(&response) == expected {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Waits up to 5 s until the server's log holds `text` at least `times` times.
+pub fn until_logged(server: &Server, text: &str, times: usize) {
+    let start = Instant::now();
+    while server.log().matches(text).count() < times {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never logged {text:?} {times} time(s):\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
