@@ -18,10 +18,12 @@ use axum::{
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    health::{Event, HealthMap, RegionKey, RegionStatus},
     metrics::Metrics,
+    publish::{Event, HealthMap, RegionStatus},
+    region::RegionKey,
     routing::RoutingTable,
 };
 
@@ -32,6 +34,8 @@ pub struct Admin {
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
     token: Option<Arc<str>>,
+    /// Cancelled when the server starts stopping: `/healthz` then says so.
+    stopping: CancellationToken,
 }
 
 impl Admin {
@@ -41,6 +45,7 @@ impl Admin {
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
         token: Option<String>,
+        stopping: CancellationToken,
     ) -> Admin {
         Admin {
             table,
@@ -48,13 +53,14 @@ impl Admin {
             events,
             metrics,
             token: token.map(Into::into),
+            stopping,
         }
     }
 
     pub fn router(self) -> Router {
         Router::new()
             .route("/", get(status_page))
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .route("/regions", get(regions))
             .route("/regions/{zone}/{region}/drain", post(drain))
@@ -62,9 +68,25 @@ impl Admin {
             .with_state(self)
     }
 
-    /// Serves until the listener fails; errors are logged by the caller.
-    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).await
+    /// Serves until `shutdown`, then lets requests in progress finish.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+}
+
+/// The server's own liveness: 503 from the moment it starts stopping, so that a load balancer
+/// or an orchestrator stops sending it traffic during the drain period.
+async fn healthz(AxumState(admin): AxumState<Admin>) -> (StatusCode, &'static str) {
+    if admin.stopping.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+    } else {
+        (StatusCode::OK, "ok\n")
     }
 }
 

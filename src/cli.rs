@@ -6,6 +6,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
 };
 
 use anyhow::{Context, Result, bail};
@@ -14,15 +15,16 @@ use hickory_proto::rr::{LowerName, Name, RecordType};
 use tracing::info;
 
 use crate::{
-    admin::{Admin, AdminListen},
+    admin::AdminListen,
+    answer::{AddressSource, ClientAddress, resolve},
     config::{self, ZoneConfig},
-    dns::{AddressSource, ClientAddress, DEFAULT_MAX_UDP_PAYLOAD, Listeners},
+    dns::{DEFAULT_MAX_UDP_PAYLOAD, Listeners},
     explain,
     geo::{self, GeoIp, Located, LookupCounters},
-    health::initial_health,
     metrics::Metrics,
-    reload::{GeoipReloader, Reloader},
+    publish::{self, initial_health},
     routing::{Plan, RoutingTable},
+    server,
 };
 
 /// Environment variable holding the admin token when no --admin-token-file is given.
@@ -94,6 +96,13 @@ pub struct ServeArgs {
     /// REGIONDNS_ADMIN_TOKEN environment variable; without either they are disabled).
     #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
+    /// After SIGTERM or SIGINT, how long DNS keeps answering while `/healthz` says 503 (set it
+    /// behind a load balancer or an orchestrator that polls /healthz, e.g. 10s).
+    #[arg(long, default_value = "0s")]
+    pub drain_period: humantime::Duration,
+    /// After the drain period, how long the server may take to stop; then it exits anyway.
+    #[arg(long, default_value = "5s")]
+    pub shutdown_timeout: humantime::Duration,
     /// Name Server Identifier sent to clients that ask for it (RFC 5001, `dig +nsid`), so that
     /// an operator can tell which instance answered: a text, or `hostname` for the host's name.
     #[arg(long)]
@@ -157,7 +166,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         runtime.block_on(health_from_admin(url, &mut health))?;
     }
     let plan = Plan::new(&zones, &Metrics::new());
-    let table = RoutingTable::build(&plan, &health);
+    let table = RoutingTable::build(&plan, &publish::states(&health));
 
     let Some(zone) = table.zone_for(&name) else {
         println!("{name} is in no zone served here: REFUSED");
@@ -169,12 +178,12 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     };
     match zone.service_named(&name) {
         Some(service) => {
-            for line in explain::service(zone, service, &geo, client, qtype) {
+            for line in explain::service_lines(zone, service, &geo, client, qtype) {
                 println!("{line}");
             }
         }
         None => {
-            let answer = crate::dns::resolve(&table, &geo, &name, qtype, client);
+            let answer = resolve(&table, &geo, &name, qtype, client);
             println!("{name} is not a service: its answer does not depend on the client");
             let records: Vec<String> = answer.answer_records().map(ToString::to_string).collect();
             let rcode = answer.rcode.name();
@@ -185,7 +194,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
 }
 
 /// Overwrites `health` with the states reported by a running server's `GET /regions`.
-async fn health_from_admin(url: &str, health: &mut crate::health::HealthMap) -> Result<()> {
+async fn health_from_admin(url: &str, health: &mut publish::HealthMap) -> Result<()> {
     let url = format!("{}/regions", url.trim_end_matches('/'));
     crate::health::install_crypto_provider();
     let text = reqwest::Client::builder()
@@ -206,7 +215,7 @@ async fn health_from_admin(url: &str, health: &mut crate::health::HealthMap) -> 
         .map(Vec::as_slice)
         .unwrap_or_default();
     for region in regions {
-        let key = crate::health::RegionKey {
+        let key = crate::region::RegionKey {
             zone: region["zone"].as_str().unwrap_or_default().to_owned(),
             region: region["region"].as_str().unwrap_or_default().to_owned(),
         };
@@ -328,68 +337,81 @@ pub fn open_geoip(paths: &[PathBuf], counters: LookupCounters) -> Result<GeoIp> 
     Ok(geo)
 }
 
-/// Runs hot reload (and with it the probers) in the background.
-pub fn spawn_reloader(reloader: Reloader, zones: &Path) {
-    info!(
-        "{} health checks; watching {} for changes (and SIGHUP)",
-        reloader.checks(),
-        zones.display()
-    );
-    tokio::spawn(async move {
-        if let Err(error) = reloader.run().await {
-            tracing::error!("hot reload stopped: {error:#}");
-        }
-    });
+/// Everything `serve` needs, loaded and validated: zones, GeoIP, admin token, settings.
+pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
+    let zones = load_zones(&args.zones)?;
+    let metrics = Arc::new(Metrics::new());
+    let geo = open_geoip(&args.geoip, metrics.geoip_lookup_counters())?;
+    Ok(server::Config {
+        zones_dir: args.zones.clone(),
+        zones,
+        geo,
+        metrics,
+        admin_token: admin_token(args.admin_token_file.as_deref())?,
+        max_udp_payload: args.edns_udp_size,
+        nsid: nsid(args.nsid.as_deref()),
+        drain_period: args.drain_period.into(),
+        shutdown_timeout: args.shutdown_timeout.into(),
+    })
 }
 
-/// Runs GeoIP reload in the background.
-pub fn spawn_geoip_reloader(reloader: GeoipReloader) {
-    tokio::spawn(async move {
-        if let Err(error) = reloader.run().await {
-            tracing::error!("GeoIP reload stopped: {error:#}");
-        }
-    });
+/// Binds the DNS listen addresses (UDP and TCP) and the admin API.
+pub async fn bind(args: &ServeArgs) -> Result<server::Listeners> {
+    let dns = Listeners::bind(&args.listen).await?;
+    let admin = match args.admin {
+        AdminListen::Off => None,
+        AdminListen::At(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the admin API"))?,
+        ),
+    };
+    Ok(server::Listeners { dns, admin })
 }
 
-/// Binds the admin API and serves it in the background.
-pub async fn start_admin(addr: SocketAddr, admin: Admin) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for the admin API"))?;
-    let local = listener.local_addr().context("admin listener address")?;
-    info!("admin API listening on http://{local}");
-    tokio::spawn(async move {
-        if let Err(error) = admin.serve(listener).await {
-            tracing::error!("admin API stopped: {error}");
-        }
-    });
-    Ok(())
-}
-
-/// Binds every listen address, logged, for UDP and TCP.
-pub async fn bind_dns(addrs: &[SocketAddr]) -> Result<Listeners> {
-    let listeners = Listeners::bind(addrs).await?;
-    for addr in listeners.local_addrs() {
-        info!("listening on {addr} (udp, tcp)");
-    }
-    Ok(listeners)
-}
-
-/// Answers until the DNS server fails or SIGINT/SIGTERM asks it to stop gracefully.
-pub async fn until_shutdown(
-    server: impl Future<Output = std::io::Result<()>>,
-    shutdown: tokio_util::sync::CancellationToken,
+/// Runs the server until it fails, or until SIGINT or SIGTERM stops it gracefully; a second
+/// signal exits at once.
+pub async fn until_stopped(
+    server: impl Future<Output = Result<(), server::ServerError>>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     let mut server = std::pin::pin!(server);
+    let mut signals = Signals::new()?;
     tokio::select! {
-        result = &mut server => result.context("DNS server stopped")?,
-        signal = shutdown_signal() => {
-            info!("{}: shutting down", signal?);
-            shutdown.cancel();
-            server.await.context("shutting down")?;
+        result = &mut server => return Ok(result?),
+        signal = signals.next() => info!("{signal}: shutting down"),
+    }
+    stop.cancel();
+    tokio::select! {
+        result = &mut server => Ok(result?),
+        signal = signals.next() => {
+            tracing::warn!("{signal} again: exiting now");
+            std::process::exit(1);
         }
     }
-    Ok(())
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
 }
 
 /// The NSID text: as given, or the host's name for `hostname`.
@@ -450,13 +472,4 @@ fn log_configuration(zones: &[ZoneConfig]) {
         services.join(", "),
         regions.join(", ")
     );
-}
-
-async fn shutdown_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT").context("cannot watch SIGINT"),
-        _ = terminate.recv() => Ok("SIGTERM"),
-    }
 }

@@ -5,18 +5,51 @@
 //! It runs the server's own code ([`crate::routing::ServiceRoutes::decide`] and
 //! [`crate::dns::decision_answer`]) with an observer that writes lines; it decides nothing.
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, rdata::TXT};
 
 use crate::{
-    config::Matcher,
-    dns::{ClientAddress, decision_answer, locate},
+    answer::{Answer, ClientAddress, decision_answer},
+    config::{Matcher, character_strings},
     geo::{GeoIp, Located},
-    health::State,
-    routing::{Decision, Explain, RegionRoute, RulePlan, ServiceRoutes, ZoneRoutes},
+    region::State,
+    routing::{Decision, Explain, RegionRoute, RoutingTable, RulePlan, ServiceRoutes, ZoneRoutes},
 };
 
+/// The first label of the names that explain a service's answer over DNS.
+const EXPLAIN_LABEL: &[u8] = b"_explain";
+
+/// The answer to `_explain.<service>` TXT, in a zone that enables it: the decision for this
+/// client, one TXT record per line. `None` for every other question.
+pub fn txt_answer<'t>(
+    table: &'t RoutingTable,
+    geo: &GeoIp,
+    qname: &LowerName,
+    qtype: RecordType,
+    client: ClientAddress,
+) -> Option<Answer<'t>> {
+    if qtype != RecordType::TXT {
+        return None;
+    }
+    let zone = table.zone_for(qname).filter(|zone| zone.explain)?;
+    let name = Name::from(qname);
+    if !name.iter().next()?.eq_ignore_ascii_case(EXPLAIN_LABEL) {
+        return None;
+    }
+    let service = zone.service_named(&LowerName::new(&name.base_name()))?;
+    let records = service_lines(zone, service, geo, client, RecordType::A)
+        .iter()
+        .map(|line| {
+            let text = TXT::new(character_strings(line));
+            Record::from_rdata(name.clone(), 0, RData::TXT(text))
+        })
+        .collect();
+    // The explanation is about this very address.
+    let scope = if client.ip.is_ipv4() { 32 } else { 128 };
+    Some(Answer::made(records, &zone.counters.noerror, scope))
+}
+
 /// Lines describing how `service` answers `qtype` for `client`.
-pub fn service(
+pub fn service_lines(
     zone: &ZoneRoutes,
     service: &ServiceRoutes,
     geo: &GeoIp,
@@ -28,7 +61,7 @@ pub fn service(
         lines: vec![client_line(client, &geo.locate(ip))],
         has_rules: !service.plan.rules.is_empty(),
     };
-    let client = locate(service, geo, ip);
+    let client = service.locate(geo, ip);
     let decision = service.decide(&client, &mut report);
     let names = match decision {
         Decision::Regions { picks, .. } => picks

@@ -11,6 +11,7 @@
 //! the drain switch and [`metrics`] over HTTP; [`explain`] shows why a client gets its answer.
 
 pub mod admin;
+pub mod answer;
 pub mod cli;
 pub mod config;
 pub mod dns;
@@ -18,7 +19,10 @@ pub mod explain;
 pub mod geo;
 pub mod health;
 pub mod metrics;
+pub mod publish;
+pub mod region;
 pub mod reload;
 pub mod routing;
+pub mod server;
 pub mod wire;
 pub mod zone;

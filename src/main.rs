@@ -1,20 +1,14 @@
-//! The `regiondns` binary. The whole server starts in [`serve`]: configuration, health,
-//! hot reload, admin API, DNS.
+//! The `regiondns` binary. The whole server starts in [`serve`]: load the configuration, bind
+//! the sockets, run the supervised server ([`regiondns::server`]) until a signal stops it.
 
-use std::{io::IsTerminal, process::ExitCode, sync::Arc};
+use std::{io::IsTerminal, process::ExitCode};
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use clap::Parser;
 use regiondns::{
-    admin::{Admin, AdminListen},
     cli::{self, Cli, Command, LogFormat, ServeArgs},
-    dns::Responder,
-    health::Publisher,
-    metrics::Metrics,
-    reload::{GeoipReloader, Reloader},
+    server,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -36,45 +30,12 @@ fn main() -> ExitCode {
     })
 }
 
-/// Serves until SIGINT or SIGTERM.
+/// Parse, bind, run: serves until SIGTERM or SIGINT; a second signal exits at once.
 async fn serve(args: ServeArgs) -> Result<()> {
-    let zones = cli::load_zones(&args.zones)?;
-    let metrics = Arc::new(Metrics::new());
-    let geo = cli::open_geoip(&args.geoip, metrics.geoip_lookup_counters())?;
-    let geo = Arc::new(ArcSwap::from_pointee(geo));
-    let token = cli::admin_token(args.admin_token_file.as_deref())?;
-
-    // Health owns the routing table: it publishes a new snapshot on every state change.
-    let publisher = Publisher::new(&zones, Arc::clone(&metrics));
-    let (table, board) = (publisher.table(), publisher.board());
-    let (events, health_events) = mpsc::channel(1024);
-    tokio::spawn(publisher.run(health_events));
-
-    // Probers and zone file changes feed the publisher.
-    let reloader = Reloader::start(&args.zones, zones, events.clone(), Arc::clone(&metrics))
-        .context("cannot set up hot reload and the health checks")?;
-    cli::spawn_reloader(reloader, &args.zones);
-    let geoip_reloader = GeoipReloader::start(Arc::clone(&geo), Arc::clone(&metrics))
-        .context("cannot watch the GeoIP files")?;
-    cli::spawn_geoip_reloader(geoip_reloader);
-
-    if let AdminListen::At(addr) = args.admin {
-        let admin = Admin::new(
-            Arc::clone(&table),
-            board,
-            events,
-            Arc::clone(&metrics),
-            token,
-        );
-        cli::start_admin(addr, admin).await?;
-    }
-
-    // DNS answers from whatever snapshot is published when a query arrives.
-    let listeners = cli::bind_dns(&args.listen).await?;
-    let nsid = cli::nsid(args.nsid.as_deref());
-    let responder = Responder::new(table, geo, &metrics, args.edns_udp_size, nsid.as_deref());
-    let shutdown = CancellationToken::new();
-    cli::until_shutdown(listeners.serve(responder, shutdown.clone()), shutdown).await
+    let config = cli::server_config(&args)?;
+    let listeners = cli::bind(&args).await?;
+    let stop = CancellationToken::new();
+    cli::until_stopped(server::run(config, listeners, stop.clone()), stop).await
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG`.

@@ -23,13 +23,15 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::{
     config::{self, ZoneConfig},
     geo::{self, GeoIp},
-    health::{Event, Probers},
+    health::{ProbeReport, Probers},
     metrics::Metrics,
+    publish::Event,
 };
 
 /// Changes closer together than this are taken as one (an editor's write, rename and chmod).
@@ -54,11 +56,12 @@ impl Reloader {
         dir: &Path,
         zones: Vec<ZoneConfig>,
         events: mpsc::Sender<Event>,
+        reports: mpsc::Sender<ProbeReport>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Reloader> {
         let (watcher, changes) = watch(&[dir.to_owned()], |_| true)?;
-        let mut probers = Probers::default();
-        probers.reconcile(&zones, &events)?;
+        let mut probers = Probers::new(reports);
+        probers.reconcile(&zones)?;
         let files = zones.into_iter().map(|z| (z.source.clone(), z)).collect();
         Ok(Reloader {
             dir: dir.to_owned(),
@@ -75,14 +78,17 @@ impl Reloader {
         self.probers.len()
     }
 
-    /// Reloads on every change under the zone directory and on SIGHUP, until the process ends.
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    /// Reloads on every change under the zone directory and on SIGHUP until `shutdown`; the
+    /// probers stop with it. Fails when a prober dies.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut hangup = signal(SignalKind::hangup())?;
         loop {
             let why = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                failure = self.probers.failure() => anyhow::bail!(failure),
                 Some(()) = self.changes.recv() => "zone files changed",
                 Some(()) = hangup.recv() => "SIGHUP",
-                else => return Ok(()),
+                else => anyhow::bail!("the zone directory watcher stopped"),
             };
             self.reload(why).await;
         }
@@ -98,7 +104,7 @@ impl Reloader {
             return;
         }
         let zones: Vec<ZoneConfig> = next.values().cloned().collect();
-        if let Err(e) = self.probers.reconcile(&zones, &self.events) {
+        if let Err(e) = self.probers.reconcile(&zones) {
             error!("reload ({why}) not applied: cannot set up the health checks: {e}");
             return;
         }
@@ -277,14 +283,15 @@ impl GeoipReloader {
         })
     }
 
-    /// Reloads on every change to a GeoIP file and on SIGHUP, until the process ends.
-    pub async fn run(mut self) -> anyhow::Result<()> {
+    /// Reloads on every change to a GeoIP file and on SIGHUP, until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut hangup = signal(SignalKind::hangup())?;
         loop {
             let why = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
                 Some(()) = self.changes.recv() => "GeoIP file changed",
                 Some(()) = hangup.recv() => "SIGHUP",
-                else => return Ok(()),
+                else => anyhow::bail!("the GeoIP file watcher stopped"),
             };
             self.reload(why).await;
         }

@@ -336,21 +336,6 @@ fn soa_record(config: &ZoneConfig, ttl: u32) -> Record {
     Record::from_rdata(config.origin.clone(), ttl, RData::SOA(rdata))
 }
 
-/// A TXT value as DNS character-strings of at most 255 bytes each (RFC 1035 3.3.14), split on
-/// character boundaries so no UTF-8 sequence is cut in two.
-pub fn character_strings(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for c in text.chars() {
-        if current.len() + c.len_utf8() > 255 {
-            out.push(std::mem::take(&mut current));
-        }
-        current.push(c);
-    }
-    out.push(current);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::{path::Path, str::FromStr};

@@ -359,6 +359,21 @@ pub fn check_distinct_origins(zones: &[ZoneConfig], errors: &mut Vec<ConfigError
     }
 }
 
+/// A TXT value as DNS character-strings of at most 255 bytes each (RFC 1035 3.3.14), split on
+/// character boundaries so no UTF-8 sequence is cut in two.
+pub fn character_strings(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for c in text.chars() {
+        if current.len() + c.len_utf8() > 255 {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(c);
+    }
+    out.push(current);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -327,9 +327,7 @@ impl Checker<'_> {
             RecordType::CNAME => return self.target(value).map(|n| RData::CNAME(CNAME(n))),
             RecordType::NS => return self.target(value).map(|n| RData::NS(NS(n))),
             RecordType::PTR => return self.target(value).map(|n| RData::PTR(PTR(n))),
-            RecordType::TXT => Ok(RData::TXT(TXT::new(crate::zone::character_strings(
-                &value.value,
-            )))),
+            RecordType::TXT => Ok(RData::TXT(TXT::new(super::character_strings(&value.value)))),
             RecordType::MX => return self.mx(value),
             RecordType::SRV => return self.srv(value),
             _ => RData::try_from_str(record_type, text)

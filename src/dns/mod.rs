@@ -2,10 +2,9 @@
 //!
 //! This module owns the sockets and the per-request path: [`Responder`] turns request bytes
 //! into response bytes (checks, EDNS, Client Subnet, truncation) and delegates the decision of
-//! what to answer to [`answer::resolve`], a pure function of the routing snapshot. Nothing
+//! what to answer to [`crate::answer::resolve`], a pure function of the routing snapshot. Nothing
 //! here reads files or blocks; the wire format itself is [`crate::wire`]'s.
 
-mod answer;
 mod respond;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
@@ -18,13 +17,12 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use answer::{
-    AddressSource, Answer, ClientAddress, MAX_CNAME_CHAIN, decision_answer, locate, resolve,
-};
 pub use respond::{DEFAULT_MAX_UDP_PAYLOAD, Responder, Transport};
 
 /// How long a TCP connection may stay idle, or take to send one request.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At shutdown, how long a TCP connection is given to deliver requests it has already sent.
+const TCP_DRAIN_WAIT: Duration = Duration::from_millis(100);
 /// The largest DNS message, and so the receive buffer that never cuts one.
 const MAX_MESSAGE: usize = u16::MAX as usize;
 
@@ -58,8 +56,9 @@ impl Listeners {
             .collect()
     }
 
-    /// Answers on every socket until `shutdown` is cancelled; TCP requests already read are
-    /// answered before it returns. Several tasks receive on each UDP socket, one per core.
+    /// Answers on every socket until `shutdown` is cancelled; requests already received (UDP
+    /// datagrams queued on the socket, TCP requests a client has sent) are answered before it
+    /// returns. Several tasks receive on each UDP socket, one per core.
     pub async fn serve(self, responder: Responder, shutdown: CancellationToken) -> io::Result<()> {
         let responder = Arc::new(responder);
         let receivers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -149,8 +148,8 @@ async fn serve_tcp(
 }
 
 /// Requests on one connection are answered in order (RFC 7766 6.2.1.1 allows it); the
-/// connection closes when idle, when the client closes it, or at shutdown, after the request
-/// being read is answered.
+/// connection closes when idle, when the client closes it, or at shutdown once the requests
+/// the client has already sent are answered.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -162,11 +161,7 @@ async fn serve_connection(
     let mut frame = Vec::new();
     loop {
         let mut length = [0; 2];
-        let read = tokio::select! {
-            () = shutdown.cancelled() => return,
-            read = timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut length)) => read,
-        };
-        if !matches!(read, Ok(Ok(_))) {
+        if !read_or_drain(&mut stream, &mut length, &shutdown).await {
             return;
         }
         packet.resize(usize::from(u16::from_be_bytes(length)), 0);
@@ -192,4 +187,32 @@ async fn serve_connection(
             return;
         }
     }
+}
+
+/// Reads a request's length prefix. Idle connections wait up to [`TCP_IDLE_TIMEOUT`]; once
+/// `shutdown` is cancelled, only [`TCP_DRAIN_WAIT`] more, for requests already on their way (a
+/// read in progress is never cut, so no request is torn). False: the connection is done.
+async fn read_or_drain(
+    stream: &mut TcpStream,
+    length: &mut [u8; 2],
+    shutdown: &CancellationToken,
+) -> bool {
+    let wait = if shutdown.is_cancelled() {
+        TCP_DRAIN_WAIT
+    } else {
+        TCP_IDLE_TIMEOUT
+    };
+    let mut read = std::pin::pin!(timeout(wait, stream.read_exact(length)));
+    let read = if shutdown.is_cancelled() {
+        read.await
+    } else {
+        tokio::select! {
+            read = &mut read => read,
+            () = shutdown.cancelled() => match timeout(TCP_DRAIN_WAIT, read).await {
+                Ok(read) => read,
+                Err(_) => return false,
+            },
+        }
+    };
+    matches!(read, Ok(Ok(_)))
 }

@@ -10,8 +10,9 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::RecordType;
 use prometheus_client::metrics::counter::Counter;
 
-use super::answer::{AddressSource, Answer, ClientAddress, resolve};
 use crate::{
+    answer::{AddressSource, Answer, ClientAddress, resolve},
+    explain,
     geo::GeoIp,
     metrics::Metrics,
     routing::RoutingTable,
@@ -141,7 +142,8 @@ impl Responder {
         let table = self.table.load();
         let geo = self.geo.load();
         let qtype = RecordType::from(request.question.qtype);
-        let answer = resolve(&table, &geo, &name, qtype, client);
+        let answer = explain::txt_answer(&table, &geo, &name, qtype, client)
+            .unwrap_or_else(|| resolve(&table, &geo, &name, qtype, client));
         match answer.counters {
             [None, _] => {
                 self.errors.for_rcode(answer.rcode).inc();

@@ -8,7 +8,7 @@
 
 mod policy;
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use hickory_proto::rr::{
     LowerName, RData, Record, RecordType,
@@ -20,9 +20,9 @@ pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
 
 use crate::{
     config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
-    geo::Coordinates,
-    health::{HealthMap, RegionKey, State},
+    geo::{Coordinates, GeoIp, Located},
     metrics::Metrics,
+    region::{RegionKey, State, States},
     zone::{Lookup, RRset, ServiceId, ZoneData},
 };
 
@@ -238,7 +238,7 @@ pub struct ServiceRoutes {
 }
 
 impl RoutingTable {
-    pub fn build(plan: &Plan, health: &HealthMap) -> RoutingTable {
+    pub fn build(plan: &Plan, states: &States) -> RoutingTable {
         let mut zones: Vec<ZoneRoutes> = plan
             .zones
             .iter()
@@ -249,7 +249,7 @@ impl RoutingTable {
                 services: zone
                     .services
                     .iter()
-                    .map(|s| ServiceRoutes::build(s, health))
+                    .map(|s| ServiceRoutes::build(s, states))
                     .collect(),
             })
             .collect();
@@ -300,20 +300,27 @@ impl ZoneRoutes {
 }
 
 impl ServiceRoutes {
-    fn build(plan: &Arc<ServicePlan>, health: &HealthMap) -> ServiceRoutes {
+    fn build(plan: &Arc<ServicePlan>, states: &States) -> ServiceRoutes {
         let states = plan
             .regions
             .iter()
-            .map(|r| {
-                health
-                    .get(&r.key)
-                    .map_or(State::Up, |status| status.state())
-            })
+            .map(|r| states.get(&r.key).copied().unwrap_or(State::Up))
             .collect();
         ServiceRoutes {
             plan: Arc::clone(plan),
             states,
         }
+    }
+
+    /// The client at `ip` with its location, looked up only when this service's answer can
+    /// depend on it.
+    pub fn locate(&self, geo: &GeoIp, ip: IpAddr) -> Client {
+        let location = if self.plan.regions.len() > 1 || !self.plan.rules.is_empty() {
+            geo.locate(ip)
+        } else {
+            Located::Unknown { prefix_len: 0 }
+        };
+        Client { ip, location }
     }
 
     /// Which regions answer `client`, reporting each step to `explain`.

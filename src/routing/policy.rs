@@ -14,7 +14,7 @@ use super::{RegionRoute, RulePlan, ServiceRoutes};
 use crate::{
     config::{FailClosed, Matcher, Policy, WhenAllDown},
     geo::Located,
-    health::State,
+    region::State,
 };
 
 pub use crate::config::MAX_ANSWERS;

@@ -1,12 +1,12 @@
-//! The decision, exhaustively, without sockets: zones parsed from YAML, health set by hand.
+//! The decision, exhaustively, without sockets: zones parsed from YAML, region states set by
+//! hand.
 
-use std::{net::IpAddr, path::Path, time::SystemTime};
+use std::{net::IpAddr, path::Path};
 
 use super::*;
 use crate::{
     config::{self, FailClosed},
     geo::{Continent, CountryCode, Located, Location},
-    health::{Health, RegionStatus},
 };
 
 const ZONE: &str = r#"
@@ -26,32 +26,17 @@ fn service_table(service: &str, states: &[(&str, State)]) -> RoutingTable {
     let text = format!("{ZONE}  api:\n{service}");
     let zone = config::parse(Path::new("t.yaml"), &text, 1).expect("valid zone");
     let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new());
-    let health: HealthMap = states
+    let states: States = states
         .iter()
         .map(|(region, state)| {
             let key = RegionKey {
                 zone: "llm.example.com.".into(),
                 region: (*region).into(),
             };
-            let status = RegionStatus {
-                health: match state {
-                    State::Degraded => Health::Degraded,
-                    State::Down => Health::Down,
-                    State::Up | State::Drained => Health::Up,
-                },
-                drained: *state == State::Drained,
-                checked: true,
-                reason: String::new(),
-                since: SystemTime::now(),
-                last_probe: None,
-                probes: 0,
-                error_rate: 0.0,
-                slow_rate: 0.0,
-            };
-            (key, status)
+            (key, *state)
         })
         .collect();
-    RoutingTable::build(&plan, &health)
+    RoutingTable::build(&plan, &states)
 }
 
 fn api(table: &RoutingTable) -> &ServiceRoutes {

@@ -1,23 +1,25 @@
 //! What to answer, decided without sockets: from a routing snapshot, the GeoIP databases, the
-//! question and the client's address to the sections of a response, its ECS scope and, for a
-//! fail-closed answer, the Extended DNS Error text.
+//! question and the client's address to the sections of a response (CNAME chains followed
+//! inside the zone, additional addresses of NS, MX and SRV targets), its ECS scope and, for a
+//! refused or fail-closed answer, the Extended DNS Error.
+//!
+//! Everything here is a pure function of its arguments: no I/O, no lock, no allocation but for
+//! records made for one query. It knows nothing of the wire format's bytes; [`crate::dns`]
+//! writes the answer.
 
 use std::net::IpAddr;
 
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, rdata::TXT};
+use hickory_proto::rr::{LowerName, Record, RecordType};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     config::FailClosed,
-    explain,
-    geo::{GeoIp, Located},
-    routing::{Client, Decision, MAX_ANSWERS, RoutingTable, ServiceRoutes, ZoneRoutes},
+    geo::GeoIp,
+    routing::{Decision, MAX_ANSWERS, RoutingTable, ServiceRoutes, ZoneRoutes},
     wire::{ExtendedError, Rcode},
-    zone::{Additional, Lookup, RRset, character_strings},
+    zone::{Additional, Lookup, RRset},
 };
 
-/// The first label of the names that explain a service's answer over DNS.
-const EXPLAIN_LABEL: &[u8] = b"_explain";
 /// Most in-zone CNAMEs followed for one answer; a longer chain is answered as far as this.
 pub const MAX_CNAME_CHAIN: usize = 8;
 /// RRsets an answer section can hold: the CNAME chain, then the regions' addresses.
@@ -63,6 +65,17 @@ impl<'t> Answer<'t> {
             counters: [None, None],
             extended_error: None,
             made: Vec::new(),
+        }
+    }
+
+    /// An answer of records made for this query only (the `_explain` TXT lines), holding for
+    /// `scope` bits of the client's address.
+    pub fn made(records: Vec<Record>, counter: &'t Counter, scope: u8) -> Answer<'t> {
+        Answer {
+            made: records,
+            counters: [Some(counter), None],
+            scope,
+            ..Answer::new(Rcode::NoError, true)
         }
     }
 
@@ -159,12 +172,6 @@ pub fn resolve<'t>(
             ..Answer::new(Rcode::Refused, false)
         };
     };
-    if zone.explain
-        && qtype == RecordType::TXT
-        && let Some(answer) = explain_answer(zone, geo, qname, client)
-    {
-        return answer;
-    }
     // RFC 1034 4.3.2: a CNAME is followed while its target stays in the zone.
     let mut chain = Answer::new(Rcode::NoError, true);
     let mut name = qname;
@@ -204,7 +211,7 @@ pub fn resolve<'t>(
                     chain.authority = Some(data.negative_soa());
                     return counted(chain, zone);
                 };
-                let client = locate(service, geo, client.ip);
+                let client = service.locate(geo, client.ip);
                 let decision = service.decide(&client, &mut ());
                 return chain.chain(decision_answer(zone, service, decision, qtype));
             }
@@ -239,7 +246,7 @@ fn add_target_addresses<'t>(
         .iter()
         .filter_map(|&id| zone.service(id))
     {
-        let located = locate(service, geo, client.ip);
+        let located = service.locate(geo, client.ip);
         if let Decision::Regions { picks, scope, .. } = service.decide(&located, &mut ()) {
             answer.scope = answer.scope.max(scope);
             for region in picks.iter().filter_map(|i| service.region(i)) {
@@ -264,16 +271,6 @@ fn owner_is(set: &RRset, name: &LowerName) -> bool {
     set.records()
         .first()
         .is_some_and(|r| LowerName::new(&r.name) == *name)
-}
-
-/// The client with its location, looked up only when the service's answer can depend on it.
-pub fn locate(service: &ServiceRoutes, geo: &GeoIp, ip: IpAddr) -> Client {
-    let location = if service.plan.regions.len() > 1 || !service.plan.rules.is_empty() {
-        geo.locate(ip)
-    } else {
-        Located::Unknown { prefix_len: 0 }
-    };
-    Client { ip, location }
 }
 
 /// The response for a routing decision: the chosen regions' records, or the fail-closed,
@@ -331,36 +328,4 @@ pub fn decision_answer<'t>(
             ..Answer::new(Rcode::ServFail, false)
         },
     }
-}
-
-/// `_explain.<service>` TXT: the decision for this client, one TXT record per line.
-fn explain_answer<'t>(
-    zone: &'t ZoneRoutes,
-    geo: &GeoIp,
-    qname: &LowerName,
-    client: ClientAddress,
-) -> Option<Answer<'t>> {
-    let name = Name::from(qname);
-    let first = name.iter().next()?;
-    if !first.eq_ignore_ascii_case(EXPLAIN_LABEL) {
-        return None;
-    }
-    let service_name = LowerName::new(&name.base_name());
-    let service = zone.service_named(&service_name)?;
-    let lines = explain::service(zone, service, geo, client, RecordType::A);
-    let client = client.ip;
-    let made = lines
-        .iter()
-        .map(|line| {
-            let text = TXT::new(character_strings(line));
-            Record::from_rdata(name.clone(), 0, RData::TXT(text))
-        })
-        .collect();
-    Some(Answer {
-        made,
-        counters: [Some(&zone.counters.noerror), None],
-        // The explanation is about this very address.
-        scope: if client.is_ipv4() { 32 } else { 128 },
-        ..Answer::new(Rcode::NoError, true)
-    })
 }

@@ -1,0 +1,308 @@
+//! The publisher: the one owner of every region's health, and the builder of the routing
+//! snapshots that queries read.
+//!
+//! It takes probe reports from the probers, new configurations from hot reload and drain
+//! requests from the admin API, one at a time; on every state change it builds a new
+//! [`RoutingTable`] from the plan and the regions' states and swaps it in with arc-swap, and it
+//! publishes the health board the admin API shows. It never probes, reads files or answers
+//! queries.
+
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    config::{Check, ZoneConfig},
+    health::{Health, ProbeReport, ProbeResult},
+    metrics::Metrics,
+    region::{RegionKey, State, States},
+    routing::{Plan, RoutingTable},
+};
+
+/// Everything known about a region's health, for routing and for the admin API.
+#[derive(Debug, Clone)]
+pub struct RegionStatus {
+    pub health: Health,
+    pub drained: bool,
+    /// Whether the region has a check at all (without one it is always up).
+    pub checked: bool,
+    pub reason: String,
+    pub since: SystemTime,
+    pub last_probe: Option<ProbeResult>,
+    pub probes: u64,
+    pub error_rate: f64,
+    pub slow_rate: f64,
+}
+
+impl RegionStatus {
+    pub fn state(&self) -> State {
+        match (self.drained, self.health) {
+            (true, _) => State::Drained,
+            (false, Health::Up) => State::Up,
+            (false, Health::Degraded) => State::Degraded,
+            (false, Health::Down) => State::Down,
+        }
+    }
+}
+
+pub type HealthMap = BTreeMap<RegionKey, RegionStatus>;
+
+/// The state of every region, as routing needs it.
+pub fn states(health: &HealthMap) -> States {
+    health
+        .iter()
+        .map(|(key, status)| (key.clone(), status.state()))
+        .collect()
+}
+
+/// Every region up (or drained, as configured) before any probe.
+pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
+    let now = SystemTime::now();
+    let regions = zones.iter().flat_map(|zone| {
+        zone.regions.iter().map(move |region| {
+            let key = RegionKey {
+                zone: zone.origin.to_string(),
+                region: region.name.clone(),
+            };
+            let reason = match (&region.check, region.drained) {
+                (_, true) => "drained in the zone file",
+                (Some(_), false) => "not probed yet",
+                (None, false) => "no check: always up",
+            };
+            let status = RegionStatus {
+                health: Health::Up,
+                drained: region.drained,
+                checked: region.check.is_some(),
+                reason: reason.into(),
+                since: now,
+                last_probe: None,
+                probes: 0,
+                error_rate: 0.0,
+                slow_rate: 0.0,
+            };
+            (key, status)
+        })
+    });
+    regions.collect()
+}
+
+/// What the publisher is told, besides probe reports.
+pub enum Event {
+    /// A new configuration: every zone, validated. Regions whose check did not change keep
+    /// their health.
+    Reload(Vec<ZoneConfig>),
+    /// The operator's switch; `done` receives the new state, or `None` for an unknown region,
+    /// once the snapshot that applies it is published.
+    SetDrained {
+        key: RegionKey,
+        drained: bool,
+        done: oneshot::Sender<Option<State>>,
+    },
+}
+
+/// Owns the health map; publishes routing snapshots and health for the admin API.
+pub struct Publisher {
+    plan: Arc<Plan>,
+    /// What each region's health depends on in the configuration, to carry it over reloads.
+    settings: BTreeMap<RegionKey, RegionSettings>,
+    health: HealthMap,
+    table: Arc<ArcSwap<RoutingTable>>,
+    board: Arc<ArcSwap<HealthMap>>,
+    metrics: Arc<Metrics>,
+    generation: u64,
+}
+
+/// A region's health-related configuration.
+#[derive(Debug, Clone, PartialEq)]
+struct RegionSettings {
+    check: Option<Check>,
+    drained: bool,
+}
+
+fn region_settings(zones: &[ZoneConfig]) -> BTreeMap<RegionKey, RegionSettings> {
+    let regions = zones.iter().flat_map(|zone| {
+        zone.regions.iter().map(move |region| {
+            let key = RegionKey {
+                zone: zone.origin.to_string(),
+                region: region.name.clone(),
+            };
+            let settings = RegionSettings {
+                check: region.check.clone(),
+                drained: region.drained,
+            };
+            (key, settings)
+        })
+    });
+    regions.collect()
+}
+
+impl Publisher {
+    pub fn new(zones: &[ZoneConfig], metrics: Arc<Metrics>) -> Publisher {
+        let plan = Arc::new(Plan::new(zones, &metrics));
+        let health = initial_health(zones);
+        let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
+            &plan,
+            &states(&health),
+        )));
+        let board = Arc::new(ArcSwap::from_pointee(health.clone()));
+        for (key, status) in &health {
+            metrics.set_region_state(&key.zone, &key.region, status.state());
+        }
+        metrics.set_generation(1);
+        Publisher {
+            plan,
+            settings: region_settings(zones),
+            health,
+            table,
+            board,
+            metrics,
+            generation: 1,
+        }
+    }
+
+    /// The routing snapshot that queries read.
+    pub fn table(&self) -> Arc<ArcSwap<RoutingTable>> {
+        Arc::clone(&self.table)
+    }
+
+    /// The health of every region, for the admin API.
+    pub fn board(&self) -> Arc<ArcSwap<HealthMap>> {
+        Arc::clone(&self.board)
+    }
+
+    /// Applies events and probe reports until `shutdown`, or until every sender is gone.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut reports: mpsc::Receiver<ProbeReport>,
+        shutdown: CancellationToken,
+    ) -> Result<(), std::convert::Infallible> {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                Some(event) = events.recv() => self.apply(event),
+                Some(report) = reports.recv() => self.probed(report),
+                else => return Ok(()),
+            }
+        }
+    }
+
+    fn apply(&mut self, event: Event) {
+        match event {
+            Event::Reload(zones) => self.reload(&zones),
+            Event::SetDrained { key, drained, done } => {
+                let state = self.set_drained(&key, drained);
+                let _ = done.send(state);
+            }
+        }
+    }
+
+    fn probed(&mut self, report: ProbeReport) {
+        let key = report.key;
+        self.metrics
+            .observe_probe(&key.zone, &key.region, report.result.latency);
+        let Some(status) = self.health.get_mut(&key) else {
+            return;
+        };
+        let before = status.state();
+        status.health = report.health;
+        status.last_probe = Some(report.result);
+        status.probes += 1;
+        status.error_rate = report.error_rate;
+        status.slow_rate = report.slow_rate;
+        if let Some(transition) = report.transition {
+            status.reason = transition.reason;
+            status.since = SystemTime::now();
+        }
+        self.changed(&key, before);
+    }
+
+    /// Swaps in a new configuration. A region keeps its health when its check is unchanged,
+    /// and its drained flag unless the zone file changed that flag.
+    fn reload(&mut self, zones: &[ZoneConfig]) {
+        let settings = region_settings(zones);
+        let mut health = initial_health(zones);
+        for (key, status) in health.iter_mut() {
+            let (Some(old), Some(before), Some(now)) = (
+                self.health.get(key),
+                self.settings.get(key),
+                settings.get(key),
+            ) else {
+                continue;
+            };
+            if before.check == now.check {
+                let drained = if before.drained == now.drained {
+                    old.drained
+                } else {
+                    now.drained
+                };
+                *status = RegionStatus {
+                    drained,
+                    ..old.clone()
+                };
+            }
+        }
+        for key in self.health.keys().filter(|key| !health.contains_key(key)) {
+            self.metrics.forget_region(&key.zone, &key.region);
+        }
+        for (key, status) in &health {
+            self.metrics
+                .set_region_state(&key.zone, &key.region, status.state());
+        }
+        self.plan = Arc::new(Plan::new(zones, &self.metrics));
+        self.settings = settings;
+        self.health = health;
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let table = RoutingTable::build(&self.plan, &states(&self.health));
+        for service in table.fail_open_services() {
+            warn!(service = %service, "{service}: every region is down: answering as if all were up (fail open)");
+        }
+        self.table.store(Arc::new(table));
+        self.generation += 1;
+        self.metrics.set_generation(self.generation);
+        self.board.store(Arc::new(self.health.clone()));
+    }
+
+    fn set_drained(&mut self, key: &RegionKey, drained: bool) -> Option<State> {
+        let status = self.health.get_mut(key)?;
+        let before = status.state();
+        if status.drained != drained {
+            status.drained = drained;
+            status.since = SystemTime::now();
+            status.reason = if drained {
+                "drained by the operator".into()
+            } else {
+                format!(
+                    "undrained by the operator; probes say {}",
+                    status.health.as_str()
+                )
+            };
+        }
+        let after = status.state();
+        self.changed(key, before);
+        Some(after)
+    }
+
+    /// Publishes the health board, and a new routing snapshot when the region's state changed.
+    fn changed(&mut self, key: &RegionKey, before: State) {
+        let Some(status) = self.health.get(key) else {
+            return;
+        };
+        let after = status.state();
+        if after != before {
+            info!(zone = %key.zone, region = %key.region, state = after.as_str(),
+                "{} {}: {}", key.region, after.as_str(), status.reason);
+            self.metrics.count_transition(&key.zone, &key.region, after);
+            self.metrics.set_region_state(&key.zone, &key.region, after);
+            self.publish();
+        } else {
+            self.board.store(Arc::new(self.health.clone()));
+        }
+    }
+}

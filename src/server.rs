@@ -1,0 +1,239 @@
+//! One supervised server: every long-lived task (the publisher, zone reload with its probers,
+//! GeoIP reload, the admin API, DNS) is owned by one [`JoinSet`] under one shutdown.
+//!
+//! [`run`] returns when a task fails, naming it and saying why, so that the process exits
+//! non-zero and its supervisor (systemd, the container runtime) restarts it: a dead publisher
+//! never leaves DNS answering from a frozen table. When `stop` is cancelled (the first SIGTERM
+//! or SIGINT), `/healthz` answers 503 at once, DNS keeps answering for the drain period, then
+//! stops reading and answers what it has read; everything else stops, and [`run`] returns within
+//! the shutdown timeout whatever is still running. This module wires the parts together; it
+//! decides nothing about answers or health itself.
+
+use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use tokio::{
+    net::TcpListener,
+    sync::mpsc,
+    task::{Id, JoinSet},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    admin::Admin,
+    config::ZoneConfig,
+    dns::{self, Responder},
+    geo::GeoIp,
+    health::panic_message,
+    metrics::Metrics,
+    publish::Publisher,
+    reload::{GeoipReloader, Reloader},
+};
+
+/// How many events (probe reports, reloads, drains) may wait for the publisher.
+const EVENT_QUEUE: usize = 1024;
+
+/// Everything the server needs, loaded and validated.
+pub struct Config {
+    pub zones_dir: PathBuf,
+    pub zones: Vec<ZoneConfig>,
+    pub geo: GeoIp,
+    /// The registry the GeoIP lookup counters of `geo` already belong to.
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Option<String>,
+    pub max_udp_payload: u16,
+    pub nsid: Option<String>,
+    /// How long DNS keeps answering after the stop signal (for load balancers to notice).
+    pub drain_period: Duration,
+    /// How long the tasks may take to stop after the drain period.
+    pub shutdown_timeout: Duration,
+}
+
+/// The sockets, bound before [`run`] (port 0 picks free ports; the caller knows them).
+pub struct Listeners {
+    pub dns: dns::Listeners,
+    pub admin: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot start {what}: {reason}")]
+    Start { what: &'static str, reason: String },
+    #[error("the {task} task stopped: {reason}")]
+    TaskFailed { task: &'static str, reason: String },
+}
+
+/// Serves until a task fails (an error naming it) or `stop` is cancelled and every task has
+/// stopped (or the shutdown timeout has passed).
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    stop: CancellationToken,
+) -> Result<(), ServerError> {
+    let metrics = config.metrics;
+    // The publisher owns health and the routing table; everything else feeds it or reads.
+    let publisher = Publisher::new(&config.zones, Arc::clone(&metrics));
+    let (table, board) = (publisher.table(), publisher.board());
+    let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
+    let (reports, report_queue) = mpsc::channel(EVENT_QUEUE);
+    let reloader = Reloader::start(
+        &config.zones_dir,
+        config.zones,
+        events.clone(),
+        reports,
+        Arc::clone(&metrics),
+    )
+    .map_err(|e| start_error("zone reload and the health checks", e))?;
+    info!(
+        "{} health checks; watching {} for changes (and SIGHUP)",
+        reloader.checks(),
+        config.zones_dir.display()
+    );
+    let geo = Arc::new(ArcSwap::from_pointee(config.geo));
+    let geoip_reloader = GeoipReloader::start(Arc::clone(&geo), Arc::clone(&metrics))
+        .map_err(|e| start_error("GeoIP reload", e))?;
+    let nsid = config.nsid.as_deref();
+    let responder = Responder::new(
+        Arc::clone(&table),
+        geo,
+        &metrics,
+        config.max_udp_payload,
+        nsid,
+    );
+
+    // `finish` stops every task but DNS, which `dns_stop` stops once the drain period is over.
+    let (finish, dns_stop) = (CancellationToken::new(), CancellationToken::new());
+    let mut tasks = Tasks::default();
+    tasks.spawn(
+        "publisher",
+        hooks::publisher(publisher.run(event_queue, report_queue, finish.clone())),
+    );
+    tasks.spawn("zone reload", reloader.run(finish.clone()));
+    tasks.spawn("GeoIP reload", geoip_reloader.run(finish.clone()));
+    // Everything that feeds the publisher runs: say where the server listens.
+    if let Some(addr) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        info!("admin API listening on http://{addr}");
+    }
+    for addr in listeners.dns.local_addrs() {
+        info!("listening on {addr} (udp, tcp)");
+    }
+    if let Some(listener) = listeners.admin {
+        let admin = Admin::new(
+            table,
+            board,
+            events,
+            Arc::clone(&metrics),
+            config.admin_token,
+            stop.clone(),
+        );
+        tasks.spawn("admin API", admin.serve(listener, finish.clone()));
+    }
+    tasks.spawn("DNS", listeners.dns.serve(responder, dns_stop.clone()));
+
+    tokio::select! {
+        () = stop.cancelled() => {}
+        (task, reason) = tasks.next_end() => return Err(ServerError::TaskFailed { task, reason }),
+    }
+    let drain = config.drain_period;
+    info!("stopping: /healthz answers 503; DNS answers for the drain period ({drain:?})");
+    tokio::select! {
+        () = tokio::time::sleep(drain) => {}
+        (task, reason) = tasks.next_end() => return Err(ServerError::TaskFailed { task, reason }),
+    }
+    dns_stop.cancel();
+    finish.cancel();
+    tasks.stop_within(config.shutdown_timeout).await;
+    Ok(())
+}
+
+fn start_error(what: &'static str, error: anyhow::Error) -> ServerError {
+    ServerError::Start {
+        what,
+        reason: format!("{error:#}"),
+    }
+}
+
+/// The long-lived tasks, by name.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Result<(), String>>,
+    names: HashMap<Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn<E: Into<anyhow::Error>>(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        let handle = self
+            .set
+            .spawn(async move { task.await.map_err(|e| format!("{:#}", e.into())) });
+        self.names.insert(handle.id(), name);
+    }
+
+    /// The next task to end, and why: an error, a panic, or ending at all before the stop.
+    async fn next_end(&mut self) -> (&'static str, String) {
+        let Some(ended) = self.set.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        let (id, reason) = match ended {
+            Ok((id, Ok(()))) => (id, "it ended while the server was running".to_owned()),
+            Ok((id, Err(error))) => (id, error),
+            Err(error) if error.is_panic() => (error.id(), panic_message(error.into_panic())),
+            Err(error) => (error.id(), error.to_string()),
+        };
+        (self.names.remove(&id).unwrap_or("unnamed"), reason)
+    }
+
+    /// Waits for every task to stop, at most `timeout`; then drops the rest.
+    async fn stop_within(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.set.is_empty() {
+            match tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await {
+                Ok(Some(ended)) => {
+                    let id = match &ended {
+                        Ok((id, _)) => *id,
+                        Err(error) => error.id(),
+                    };
+                    let name = self.names.remove(&id).unwrap_or("unnamed");
+                    if let Ok((_, Err(error))) = ended {
+                        warn!("the {name} task failed while stopping: {error}");
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    let running: Vec<&str> = self.names.values().copied().collect();
+                    warn!(
+                        "still running after the shutdown timeout ({timeout:?}), stopped: {}",
+                        running.join(", ")
+                    );
+                    self.set.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Faults a test can inject into the real binary (feature `test-hooks`, which only the test
+/// build enables): `REGIONDNS_TEST_PANIC=publisher` makes the publisher panic.
+mod hooks {
+    use std::future::Future;
+
+    #[cfg(feature = "test-hooks")]
+    pub async fn publisher<T>(task: impl Future<Output = T> + Send) -> T {
+        if std::env::var("REGIONDNS_TEST_PANIC").as_deref() == Ok("publisher") {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            panic!("injected by REGIONDNS_TEST_PANIC");
+        }
+        task.await
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    pub fn publisher<F: Future>(task: F) -> F {
+        task
+    }
+}
