@@ -133,6 +133,8 @@ pub struct Server {
     pub admin: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr into `log` until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -176,7 +178,7 @@ impl Server {
         let lines = Arc::clone(&log);
         let admin = Arc::new(Mutex::new(None));
         let admin_seen = Arc::clone(&admin);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("admin API listening on http://").nth(1) {
                     *admin_seen.lock().expect("admin lock") = addr.trim().parse().ok();
@@ -204,6 +206,7 @@ impl Server {
             admin,
             dir,
             log,
+            reader: Some(reader),
         }
     }
 
@@ -218,6 +221,34 @@ impl Server {
     /// Whether the process is still running (it must survive whatever the test sent).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it still runs.
+    /// Once it has exited, the log holds every line it wrote.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Stops the server as an operator does (SIGTERM) and returns its exit status and its
+    /// whole log: what it logged is then complete, with nothing left to race.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.pid().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let status = self
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", self.log()));
+        (status, self.log())
     }
 }
 
