@@ -80,7 +80,8 @@ pub struct Soa {
 #[serde(deny_unknown_fields)]
 pub struct Node {
     /// TTL in seconds of this name's records (default: the zone's ttl).
-    pub ttl: Option<u32>,
+    #[schemars(with = "Option<u32>")]
+    pub ttl: Option<Spanned<u32>>,
     /// IPv4 addresses.
     #[serde(rename = "A")]
     #[schemars(with = "Option<OneOrMany>")]
@@ -210,7 +211,8 @@ pub struct Location {
 #[serde(deny_unknown_fields)]
 pub struct Service {
     /// TTL in seconds of its answers (default 30).
-    pub ttl: Option<u32>,
+    #[schemars(with = "Option<u32>")]
+    pub ttl: Option<Spanned<u32>>,
     /// The candidate regions, in order: clients whose location is unknown get the first.
     #[schemars(with = "Vec<String>")]
     pub regions: Spanned<Vec<Text>>,

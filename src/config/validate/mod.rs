@@ -1,0 +1,281 @@
+//! From the raw zone file to a [`ZoneConfig`]: names resolved against the origin, addresses and
+//! record data parsed, cross-references (service to region, NS to glue) checked. Every problem is
+//! collected with its position; a zone is returned only when there are none.
+//!
+//! This part holds the zone's frame (origin, SOA, apex NS) and the [`Checker`] that every
+//! sub-language reports through; each sub-language has its own module with its tests beside it:
+//! [`records`], [`regions`], [`services`].
+
+mod records;
+mod regions;
+mod services;
+
+use std::{path::Path, time::Duration};
+
+use hickory_proto::rr::Name;
+use serde_saphyr::{Location, Spanned};
+
+use super::{ConfigError, Soa, Thresholds, ZoneConfig, raw};
+
+const DEFAULT_WEIGHT: u32 = 100;
+
+const DEFAULT_TTL: u32 = 3600;
+const DEFAULT_SERVICE_TTL: u32 = 30;
+const DEFAULT_REFRESH: u32 = 3600;
+const DEFAULT_RETRY: u32 = 600;
+const DEFAULT_EXPIRE: u32 = 1_209_600;
+const DEFAULT_NEGATIVE_TTL: u32 = 60;
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longer intervals are no health check at all, and far ones overflow the prober's clock.
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// Most probes `fall`, `rise` and `window` may count (the window is allocated up front).
+const MAX_PROBE_COUNT: u32 = 1000;
+/// TTLs with the top bit set are taken as 0 by resolvers (RFC 2181 8).
+const MAX_TTL: u32 = i32::MAX as u32;
+const DEFAULT_THRESHOLDS: Thresholds = Thresholds {
+    fall: 3,
+    rise: 2,
+    slow: None,
+    window: 20,
+    max_error_rate: 0.5,
+    max_slow_rate: 0.5,
+};
+
+pub(super) fn zone(
+    path: &Path,
+    zone: raw::Zone,
+    default_serial: u32,
+) -> Result<ZoneConfig, Vec<ConfigError>> {
+    let mut checker = Checker {
+        path,
+        origin: Name::root(),
+        errors: Vec::new(),
+        scope: None,
+    };
+    checker.origin = checker
+        .origin_name(&zone.origin)
+        .ok_or_else(|| checker.take())?;
+
+    let ttl = checker.ttl(zone.ttl.as_ref()).unwrap_or(DEFAULT_TTL);
+    let soa = checker.soa(&zone.soa, default_serial);
+    let nameservers = checker.nameservers(&zone.ns);
+    let records = checker.records(&zone.records, ttl);
+    let regions = checker.regions(&zone.regions);
+    checker.scope = None;
+    let services = checker.services(&zone.services, &zone.regions, &records);
+    checker.scope = None;
+    checker.check_nameserver_addresses(&nameservers, &records, &zone.ns.referenced);
+
+    match soa {
+        Some(soa) if checker.errors.is_empty() => Ok(ZoneConfig {
+            source: path.to_owned(),
+            origin: checker.origin,
+            ttl,
+            soa,
+            nameservers,
+            records,
+            regions,
+            services,
+            explain: zone.explain,
+        }),
+        _ => Err(checker.take()),
+    }
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    origin: Name,
+    errors: Vec<ConfigError>,
+    /// What is being checked (`region 'eu-west'`, `service 'api'`): it starts every message.
+    scope: Option<String>,
+}
+
+impl Checker<'_> {
+    /// A TTL as written, if it is one a resolver takes as written.
+    fn ttl(&mut self, ttl: Option<&Spanned<u32>>) -> Option<u32> {
+        let ttl = ttl?;
+        if ttl.value > MAX_TTL {
+            self.error(
+                &ttl.referenced,
+                format!("ttl must be at most {MAX_TTL} (RFC 2181 8)"),
+            );
+        }
+        Some(ttl.value.min(MAX_TTL))
+    }
+
+    /// Records a problem at `at`, in the current scope.
+    fn error(&mut self, at: &Location, message: impl Into<String>) {
+        let message = message.into();
+        let message = match &self.scope {
+            Some(scope) => format!("{scope}: {message}"),
+            None => message,
+        };
+        self.errors.push(ConfigError {
+            path: self.path.to_owned(),
+            position: Some((at.line() as u32, at.column() as u32)),
+            message,
+        });
+    }
+
+    fn take(&mut self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.errors)
+    }
+
+    fn origin_name(&mut self, text: &raw::Text) -> Option<Name> {
+        let written = text.value.trim();
+        let absolute = if written.ends_with('.') {
+            written.to_owned()
+        } else {
+            format!("{written}.")
+        };
+        match Name::parse(&absolute, None) {
+            Ok(name) if !name.is_root() => Some(name.to_lowercase()),
+            Ok(_) => {
+                self.error(&text.referenced, "origin cannot be the root zone");
+                None
+            }
+            Err(e) => {
+                self.error(&text.referenced, format!("invalid origin '{written}': {e}"));
+                None
+            }
+        }
+    }
+
+    /// A name of this zone: `@` is the apex, a relative name is below the origin, an absolute
+    /// one must be inside the zone.
+    fn owner_name(&mut self, text: &raw::Text) -> Option<Name> {
+        let written = text.value.trim();
+        if written == "@" {
+            return Some(self.origin.clone());
+        }
+        let name = self.any_name(text)?;
+        if !self.origin.zone_of(&name) {
+            self.error(
+                &text.referenced,
+                format!("name '{written}' is outside the zone {}", self.origin),
+            );
+            return None;
+        }
+        if name.is_wildcard() {
+            self.error(
+                &text.referenced,
+                format!("wildcard name '{written}' is not supported"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    /// A name anywhere in the DNS (a record's target): relative names are below the origin.
+    fn any_name(&mut self, text: &raw::Text) -> Option<Name> {
+        let written = text.value.trim();
+        if written.is_empty() {
+            self.error(&text.referenced, "empty name");
+            return None;
+        }
+        if written == "@" {
+            return Some(self.origin.clone());
+        }
+        match Name::parse(written, Some(&self.origin)) {
+            Ok(name) => Some(name.to_lowercase()),
+            Err(e) => {
+                self.error(&text.referenced, format!("invalid name '{written}': {e}"));
+                None
+            }
+        }
+    }
+
+    fn soa(&mut self, soa: &Spanned<raw::Soa>, serial: u32) -> Option<Soa> {
+        let raw = &soa.value;
+        let primary = self.any_name(&raw.primary);
+        let contact = self.contact(&raw.contact);
+        let negative_ttl = self
+            .ttl(raw.negative_ttl.as_ref())
+            .unwrap_or(DEFAULT_NEGATIVE_TTL);
+        Some(Soa {
+            primary: primary?,
+            contact: contact?,
+            serial: raw.serial.unwrap_or(serial),
+            refresh: raw.refresh.unwrap_or(DEFAULT_REFRESH),
+            retry: raw.retry.unwrap_or(DEFAULT_RETRY),
+            expire: raw.expire.unwrap_or(DEFAULT_EXPIRE),
+            negative_ttl,
+        })
+    }
+
+    /// The SOA RNAME, written either as a mailbox name or as an e-mail address.
+    fn contact(&mut self, text: &raw::Text) -> Option<Name> {
+        let written = text.value.trim();
+        match written.split_once('@') {
+            Some((local, domain)) => {
+                let mailbox = format!("{}.{}", local.replace('.', "\\."), domain);
+                let absolute = if mailbox.ends_with('.') {
+                    mailbox
+                } else {
+                    format!("{mailbox}.")
+                };
+                let spanned = Spanned::new(absolute, text.referenced, text.defined);
+                self.any_name(&spanned)
+            }
+            None => self.any_name(text),
+        }
+    }
+
+    fn nameservers(&mut self, ns: &Spanned<Vec<raw::Text>>) -> Vec<Name> {
+        if ns.value.is_empty() {
+            self.error(
+                &ns.referenced,
+                "a zone needs at least one name server in `ns`",
+            );
+        }
+        let mut names: Vec<Name> = Vec::new();
+        for text in &ns.value {
+            if let Some(name) = self.any_name(text) {
+                if names.contains(&name) {
+                    self.error(&text.referenced, format!("duplicate name server {name}"));
+                } else {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+pub(super) mod fixtures {
+    //! Zone text and error matching shared by the validation tests of every part.
+
+    use std::path::Path;
+
+    pub const HEAD: &str = "origin: llm.example.com.
+soa: { primary: ns1, contact: hostmaster@example.com }
+ns: [ns1]
+";
+    pub const NS1: &str = "  ns1: { A: [198.51.100.53] }\n";
+    pub const REGIONS: &str = "regions:
+  us-east:
+    location: { lat: 37.4, lon: -79.1 }
+    addresses: [203.0.113.10, \"2001:db8:10::1\"]
+  eu-west:
+    location: { lat: 53.3, lon: -6.3 }
+    addresses: [203.0.113.20]
+";
+
+    pub fn errors(text: &str) -> Vec<String> {
+        match crate::config::parse(Path::new("zones/t.yaml"), text, 1) {
+            Ok(_) => vec![],
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    pub fn assert_error(text: &str, expected: &str) {
+        let errors = errors(text);
+        assert!(
+            errors.iter().any(|e| e == expected),
+            "expected {expected:?} in {errors:#?}"
+        );
+    }
+}

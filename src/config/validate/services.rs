@@ -1,0 +1,502 @@
+//! The `services` sub-language: which regions answer a name, with what TTL and policy, the
+//! canary and shed shares, and the rules (match by continent, country or network; allow, prefer,
+//! fail closed).
+
+use std::collections::HashSet;
+
+use hickory_proto::rr::{LowerName, RecordType};
+use serde_saphyr::Spanned;
+
+use super::*;
+use crate::config::{
+    Allow, Canary, FailClosed, MAX_ANSWERS, MAX_SERVICE_REGIONS, Matcher, Policy, RecordSet, Rule,
+    Service, WhenAllDown, raw,
+};
+use crate::geo::{Continent, CountryCode};
+
+impl Checker<'_> {
+    fn policy(&mut self, text: Option<&raw::Text>) -> Policy {
+        let Some(text) = text else {
+            return Policy::Nearest;
+        };
+        match text.value.trim() {
+            "nearest" => Policy::Nearest,
+            "priority" => Policy::Priority,
+            "weighted" => Policy::Weighted,
+            other => {
+                self.error(
+                    &text.referenced,
+                    format!("policy must be nearest, priority or weighted, got '{other}'"),
+                );
+                Policy::Nearest
+            }
+        }
+    }
+
+    fn answers(&mut self, answers: Option<&Spanned<u32>>) -> usize {
+        let Some(answers) = answers else { return 1 };
+        if !(1..=MAX_ANSWERS).contains(&(answers.value as usize)) {
+            self.error(
+                &answers.referenced,
+                format!("answers must be within 1..{MAX_ANSWERS}"),
+            );
+        }
+        (answers.value as usize).clamp(1, MAX_ANSWERS)
+    }
+
+    /// `5%` or `0.05`.
+    fn share(&mut self, what: &str, text: &raw::Text) -> f64 {
+        let written = text.value.trim();
+        let parsed = match written.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+            None => written.parse::<f64>(),
+        };
+        match parsed {
+            Ok(share) if (0.0..=1.0).contains(&share) => share,
+            _ => {
+                self.error(
+                    &text.referenced,
+                    format!("{what} must be a share like 5% or 0.05 (0 to 100%), got '{written}'"),
+                );
+                0.0
+            }
+        }
+    }
+
+    fn canary(
+        &mut self,
+        service: &ServiceContext,
+        canary: &Spanned<raw::Canary>,
+    ) -> Option<Canary> {
+        let region = self.service_region(service, &canary.value.region)?;
+        Some(Canary {
+            region,
+            share: self.share("canary share", &canary.value.share),
+        })
+    }
+
+    /// A region named in a service's settings: it must be one of the service's regions.
+    fn service_region(&mut self, service: &ServiceContext, text: &raw::Text) -> Option<usize> {
+        let wanted = text.value.trim();
+        let found = service.regions.iter().copied().find(|&i| {
+            service
+                .raw_regions
+                .get_index(i)
+                .is_some_and(|(k, _)| k.value.trim().eq_ignore_ascii_case(wanted))
+        });
+        if found.is_none() {
+            self.error(
+                &text.referenced,
+                format!("region '{wanted}' is not one of its regions"),
+            );
+        }
+        found
+    }
+
+    fn rule(&mut self, service: &ServiceContext, rule: &Spanned<raw::Rule>) -> Option<Rule> {
+        let raw = &rule.value;
+        let errors_before = self.errors.len();
+        let matcher = self.matcher(&raw.matcher);
+        let allow = raw
+            .allow
+            .as_ref()
+            .and_then(|allow| self.allow(service, allow));
+        let when_none = match raw.when_none.as_ref() {
+            None => FailClosed::Refuse,
+            Some(text) if raw.allow.is_none() => {
+                self.error(
+                    &text.referenced,
+                    "when_none applies only to a rule with allow",
+                );
+                FailClosed::Refuse
+            }
+            Some(text) => match text.value.trim() {
+                "refuse" => FailClosed::Refuse,
+                "servfail" => FailClosed::ServFail,
+                "nodata" => FailClosed::NoData,
+                other => {
+                    self.error(
+                        &text.referenced,
+                        format!("when_none must be refuse, servfail or nodata, got '{other}'"),
+                    );
+                    FailClosed::Refuse
+                }
+            },
+        };
+        let prefer = raw
+            .prefer
+            .iter()
+            .filter_map(|p| self.service_region(service, p))
+            .collect();
+        (self.errors.len() == errors_before).then_some(Rule {
+            matcher,
+            allow,
+            when_none,
+            prefer,
+        })
+    }
+
+    fn matcher(&mut self, matcher: &Spanned<raw::Match>) -> Matcher {
+        let raw = &matcher.value;
+        if raw.continent.is_empty() && raw.country.is_empty() && raw.network.is_empty() {
+            self.error(
+                &matcher.referenced,
+                "a rule's match needs continent, country or network",
+            );
+        }
+        let mut out = Matcher::default();
+        for text in &raw.continent {
+            match Continent::from_code(&text.value.trim().to_ascii_uppercase()) {
+                Some(continent) => out.continents.push(continent),
+                None => self.error(
+                    &text.referenced,
+                    format!(
+                        "unknown continent '{}' (AF, AN, AS, EU, NA, OC, SA)",
+                        text.value
+                    ),
+                ),
+            }
+        }
+        for text in &raw.country {
+            match CountryCode::parse(text.value.trim()) {
+                Some(country) => out.countries.push(country),
+                None => self.error(
+                    &text.referenced,
+                    format!(
+                        "'{}' is not an ISO 3166 two-letter country code",
+                        text.value
+                    ),
+                ),
+            }
+        }
+        for text in &raw.network {
+            match text.value.trim().parse::<ipnet::IpNet>() {
+                Ok(network) => out.networks.push(network.trunc()),
+                Err(_) => self.error(
+                    &text.referenced,
+                    format!("invalid network '{}' (e.g. 10.0.0.0/8)", text.value),
+                ),
+            }
+        }
+        out
+    }
+
+    fn allow(&mut self, service: &ServiceContext, allow: &Spanned<raw::Allow>) -> Option<Allow> {
+        let raw = &allow.value;
+        match (raw.jurisdiction.is_empty(), raw.regions.is_empty()) {
+            (false, true) => {
+                let wanted: Vec<String> = raw
+                    .jurisdiction
+                    .iter()
+                    .map(|j| j.value.trim().to_ascii_lowercase())
+                    .collect();
+                let regions: Vec<usize> = service
+                    .regions
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let jurisdiction = service
+                            .raw_regions
+                            .get_index(i)
+                            .and_then(|(_, r)| r.value.jurisdiction.as_ref());
+                        jurisdiction
+                            .is_some_and(|j| wanted.contains(&j.value.trim().to_ascii_lowercase()))
+                    })
+                    .collect();
+                if regions.is_empty() {
+                    self.error(
+                        &allow.referenced,
+                        format!(
+                            "no region of the service has jurisdiction {}",
+                            wanted.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                Some(Allow {
+                    regions,
+                    description: format!("jurisdiction {}", wanted.join(", ")),
+                })
+            }
+            (true, false) => {
+                let regions: Vec<usize> = raw
+                    .regions
+                    .iter()
+                    .filter_map(|r| self.service_region(service, r))
+                    .collect();
+                let names: Vec<&str> = raw.regions.iter().map(|r| r.value.trim()).collect();
+                Some(Allow {
+                    regions,
+                    description: format!("regions {}", names.join(", ")),
+                })
+            }
+            _ => {
+                self.error(
+                    &allow.referenced,
+                    "allow needs exactly one of jurisdiction or regions",
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn services(
+        &mut self,
+        services: &indexmap::IndexMap<raw::Text, Spanned<raw::Service>>,
+        raw_regions: &indexmap::IndexMap<raw::Text, Spanned<raw::Region>>,
+        records: &[RecordSet],
+    ) -> Vec<Service> {
+        let region_names: Vec<&str> = raw_regions.keys().map(|k| k.value.trim()).collect();
+        let mut seen: HashSet<LowerName> = HashSet::new();
+        let mut out = Vec::new();
+        for (key, service) in services {
+            self.scope = None;
+            let Some(name) = self.owner_name(key) else {
+                continue;
+            };
+            if !seen.insert(LowerName::new(&name)) {
+                self.error(
+                    &key.referenced,
+                    format!("duplicate service '{}'", key.value),
+                );
+                continue;
+            }
+            self.scope = Some(format!("service '{}'", key.value.trim()));
+            let clash = records.iter().find(|s| {
+                s.name == name
+                    && matches!(
+                        s.record_type,
+                        RecordType::A | RecordType::AAAA | RecordType::CNAME | RecordType::NS
+                    )
+            });
+            if let Some(clash) = clash {
+                self.error(
+                    &key.referenced,
+                    format!(
+                        "clashes with the static {} record of the same name",
+                        clash.record_type
+                    ),
+                );
+                continue;
+            }
+            if let Some(cut) = records.iter().find(|s| {
+                s.record_type == RecordType::NS && s.name.zone_of(&name) && s.name != self.origin
+            }) {
+                self.error(
+                    &key.referenced,
+                    format!("is below the delegation {}", cut.name),
+                );
+                continue;
+            }
+            let regions = self.service_regions(&service.value.regions, &region_names);
+            let when_all_down = match service.value.when_all_down.as_ref() {
+                None => WhenAllDown::Nearest,
+                Some(text) => match text.value.trim() {
+                    "nearest" => WhenAllDown::Nearest,
+                    "servfail" => WhenAllDown::ServFail,
+                    other => {
+                        self.error(
+                            &text.referenced,
+                            format!("when_all_down must be nearest or servfail, got '{other}'"),
+                        );
+                        WhenAllDown::Nearest
+                    }
+                },
+            };
+            let context = ServiceContext {
+                regions: &regions,
+                raw_regions,
+            };
+            let service = &service.value;
+            out.push(Service {
+                name,
+                ttl: self
+                    .ttl(service.ttl.as_ref())
+                    .unwrap_or(DEFAULT_SERVICE_TTL),
+                when_all_down,
+                policy: self.policy(service.policy.as_ref()),
+                answers: self.answers(service.answers.as_ref()),
+                shed: service.shed.as_ref().map_or(1.0, |t| self.share("shed", t)),
+                canary: service
+                    .canary
+                    .as_ref()
+                    .and_then(|c| self.canary(&context, c)),
+                rules: service
+                    .rules
+                    .iter()
+                    .filter_map(|r| self.rule(&context, r))
+                    .collect(),
+                regions,
+            });
+        }
+        out
+    }
+
+    fn service_regions(&mut self, list: &Spanned<Vec<raw::Text>>, known: &[&str]) -> Vec<usize> {
+        if list.value.is_empty() {
+            self.error(&list.referenced, "lists no regions");
+        }
+        if list.value.len() > MAX_SERVICE_REGIONS {
+            self.error(
+                &list.referenced,
+                format!("lists more than {MAX_SERVICE_REGIONS} regions"),
+            );
+        }
+        let mut out = Vec::new();
+        for text in &list.value {
+            let wanted = text.value.trim();
+            match known.iter().position(|k| k.eq_ignore_ascii_case(wanted)) {
+                Some(index) if out.contains(&index) => {
+                    self.error(
+                        &text.referenced,
+                        format!("region '{wanted}' is listed twice"),
+                    );
+                }
+                Some(index) => out.push(index),
+                None => self.error(
+                    &text.referenced,
+                    format!("unknown region '{wanted}' (known: {})", known.join(", ")),
+                ),
+            }
+        }
+        out
+    }
+}
+
+/// What the settings of one service are checked against.
+struct ServiceContext<'a> {
+    /// Indexes into the zone's regions.
+    regions: &'a [usize],
+    raw_regions: &'a indexmap::IndexMap<raw::Text, Spanned<raw::Region>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{validate::fixtures::*, *};
+
+    #[test]
+    fn unknown_and_repeated_regions_in_a_service_are_errors() {
+        let text = format!(
+            "{HEAD}records:\n{NS1}{REGIONS}services:\n  api:\n    regions: [us-east, eu-wset, us-east]\n"
+        );
+        assert_error(
+            &text,
+            "zones/t.yaml:15:24: service 'api': unknown region 'eu-wset' (known: us-east, eu-west)",
+        );
+        assert_error(
+            &text,
+            "zones/t.yaml:15:33: service 'api': region 'us-east' is listed twice",
+        );
+        let empty = format!("{HEAD}records:\n{NS1}{REGIONS}services:\n  api: {{ regions: [] }}\n");
+        assert_error(
+            &empty,
+            "zones/t.yaml:14:19: service 'api': lists no regions",
+        );
+    }
+
+    #[test]
+    fn when_all_down_accepts_nearest_or_servfail() {
+        let service = |value: &str| {
+            format!(
+                "{HEAD}records:\n{NS1}{REGIONS}services:\n  api: {{ regions: [eu-west], when_all_down: {value} }}\n"
+            )
+        };
+        let zone = parse(Path::new("t.yaml"), &service("servfail"), 1).expect("valid");
+        assert_eq!(zone.services[0].when_all_down, WhenAllDown::ServFail);
+        assert_error(
+            &service("panic"),
+            "zones/t.yaml:14:45: service 'api': when_all_down must be nearest or servfail, got 'panic'",
+        );
+    }
+
+    #[test]
+    fn policy_settings_are_validated_where_they_are_written() {
+        let service = |settings: &str| {
+            format!(
+                "{HEAD}records:\n{NS1}{REGIONS}services:\n  api:\n    regions: [us-east, eu-west]\n{settings}"
+            )
+        };
+        let cases = [
+            (
+                "    policy: random\n",
+                "zones/t.yaml:16:13: service 'api': policy must be nearest, priority or weighted, got 'random'",
+            ),
+            (
+                "    answers: 9\n",
+                "zones/t.yaml:16:14: service 'api': answers must be within 1..8",
+            ),
+            (
+                "    shed: 150%\n",
+                "zones/t.yaml:16:11: service 'api': shed must be a share like 5% or 0.05 (0 to 100%), got '150%'",
+            ),
+            (
+                "    canary: { region: ap-south, share: 5% }\n",
+                "zones/t.yaml:16:23: service 'api': region 'ap-south' is not one of its regions",
+            ),
+            (
+                "    rules:\n      - match: { continent: [EU] }\n        allow: { jurisdiction: [eu] }\n",
+                "zones/t.yaml:18:16: service 'api': no region of the service has jurisdiction eu",
+            ),
+            (
+                "    rules:\n      - match: { continent: [XX] }\n",
+                "zones/t.yaml:17:30: service 'api': unknown continent 'XX' (AF, AN, AS, EU, NA, OC, SA)",
+            ),
+            (
+                "    rules:\n      - match: { network: [10.0.0.0/33] }\n",
+                "zones/t.yaml:17:28: service 'api': invalid network '10.0.0.0/33' (e.g. 10.0.0.0/8)",
+            ),
+            (
+                "    rules:\n      - match: {}\n",
+                "zones/t.yaml:17:16: service 'api': a rule's match needs continent, country or network",
+            ),
+            (
+                "    rules:\n      - match: { country: [DE] }\n        when_none: refuse\n",
+                "zones/t.yaml:18:20: service 'api': when_none applies only to a rule with allow",
+            ),
+            (
+                "    rules:\n      - match: { country: [DE] }\n        allow: { regions: [eu-west], jurisdiction: [eu] }\n",
+                "zones/t.yaml:18:16: service 'api': allow needs exactly one of jurisdiction or regions",
+            ),
+        ];
+        for (settings, expected) in cases {
+            assert_error(&service(settings), expected);
+        }
+        let valid = service(
+            "    policy: weighted\n    answers: 2\n    shed: 0.25\n    canary: { region: eu-west, share: 5% }\n    rules:\n      - match: { country: [de, FR], network: [\"2001:db8::/32\"] }\n        allow: { regions: [eu-west] }\n        when_none: nodata\n        prefer: [eu-west]\n",
+        );
+        let zone = parse(Path::new("t.yaml"), &valid, 1).expect("valid");
+        let api = &zone.services[0];
+        assert_eq!(
+            (api.policy, api.answers, api.shed),
+            (Policy::Weighted, 2, 0.25)
+        );
+        assert_eq!(
+            api.canary,
+            Some(Canary {
+                region: 1,
+                share: 0.05
+            })
+        );
+        let rule = &api.rules[0];
+        assert_eq!(
+            rule.matcher
+                .countries
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["DE", "FR"]
+        );
+        assert_eq!(
+            rule.allow
+                .as_ref()
+                .map(|a| (a.regions.clone(), a.description.as_str())),
+            Some((vec![1], "regions eu-west"))
+        );
+        assert_eq!(
+            (rule.when_none, rule.prefer.clone()),
+            (FailClosed::NoData, vec![1])
+        );
+    }
+}
