@@ -3,12 +3,14 @@
 //!
 //! Data flows one way. [`config`] parses and validates zone files into immutable types, which
 //! [`routing`] compiles into a [`routing::Plan`] (with [`zone`] holding each zone's static
-//! data). [`health`] probes the regions and, on every state change, builds a new
-//! [`routing::RoutingTable`] from the plan and the health of each region, and publishes it
-//! through arc-swap. [`dns`] answers queries from a snapshot of that table and the client's
-//! location from [`geo`], reading and writing messages with [`wire`]; the query path takes no lock and does no I/O. [`reload`] watches the
-//! zone files and hands each new valid configuration to the publisher. [`admin`] serves health,
-//! the drain switch and [`metrics`] over HTTP; [`explain`] shows why a client gets its answer.
+//! data). [`health`] probes the regions and reports to [`publish`], the one owner of every
+//! region's state (in the words of [`region`]), which on every change builds a new
+//! [`routing::RoutingTable`] and publishes it through arc-swap. [`dns`] reads requests and
+//! writes responses with [`wire`], and asks [`answer`] what to say, from a snapshot of that
+//! table and the client's location from [`geo`]: the query path takes no lock and does no I/O.
+//! [`reload`] watches the zone and GeoIP files and swaps in what is new and valid. [`admin`]
+//! serves health, the drain switch and [`metrics`] over HTTP; [`explain`] shows why a client
+//! gets its answer. [`server`] runs all of it as one supervised process.
 
 pub mod admin;
 pub mod answer;

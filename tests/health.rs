@@ -111,12 +111,10 @@ fn a_failing_region_stops_being_answered_within_seconds_and_comes_back() {
     settle(&[&eu], 2);
     assert_eq!(answer(&server, UK), [EU_WEST]);
 
+    // How long it takes is measured on the paused clock (tests/health_timing.rs); here the
+    // real server and a real endpoint only need to get there.
     eu.set(Mode::Fail);
-    let away = until_answered(&server, US_EAST, Duration::from_secs(5)).expect("failover");
-    assert!(
-        away <= INTERVAL * FALL + Duration::from_secs(1),
-        "moved away after {away:?}"
-    );
+    until_answered(&server, US_EAST, Duration::from_secs(10)).expect("failover");
     assert_eq!(region(&server, "eu-west")["state"], "down");
     assert!(
         server
@@ -127,11 +125,7 @@ fn a_failing_region_stops_being_answered_within_seconds_and_comes_back() {
     );
 
     eu.set(Mode::Ok);
-    let back = until_answered(&server, EU_WEST, Duration::from_secs(5)).expect("recovery");
-    assert!(
-        back <= INTERVAL * RISE + Duration::from_secs(1),
-        "came back after {back:?}"
-    );
+    until_answered(&server, EU_WEST, Duration::from_secs(10)).expect("recovery");
     assert!(
         server
             .log()

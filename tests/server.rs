@@ -213,14 +213,14 @@ fn sigterm_stops_the_binary_cleanly_and_a_second_signal_at_once() {
     );
 }
 
-#[test]
-fn a_publisher_that_panics_takes_the_process_down_non_zero_saying_why() {
-    let dir = zone_dir(ZONE);
+/// Runs the binary with a panic injected into `task` (feature `test-hooks`) until it exits.
+fn run_with_panic_in(task: &str, zone: &str) -> (std::process::ExitStatus, String) {
+    let dir = zone_dir(zone);
     let args = serve_args(dir.path(), &["--admin", "off"]);
     let output = Command::new(BINARY)
         .args(&args)
         .current_dir(dir.path())
-        .env("REGIONDNS_TEST_PANIC", "publisher")
+        .env("REGIONDNS_TEST_PANIC", task)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -228,10 +228,34 @@ fn a_publisher_that_panics_takes_the_process_down_non_zero_saying_why() {
         .expect("spawn")
         .wait_with_output()
         .expect("runs to its end");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "exit status: {:?}", output.status);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status, stderr)
+}
+
+#[test]
+fn a_publisher_that_panics_takes_the_process_down_non_zero_saying_why() {
+    let (status, stderr) = run_with_panic_in("publisher", ZONE);
+    assert!(!status.success(), "exit status: {status:?}");
     assert!(
         stderr.contains("the publisher task stopped: panicked: injected by REGIONDNS_TEST_PANIC"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_prober_that_panics_takes_the_process_down_non_zero_saying_which() {
+    let zone = ZONE.replace(
+        "    addresses: [203.0.113.20, \"2001:db8:20::1\"]",
+        "    addresses: [203.0.113.20]\n    check: { tcp: \"127.0.0.1:9\" }",
+    );
+    assert!(zone.contains("check:"), "the zone has a check");
+    let (status, stderr) = run_with_panic_in("prober", &zone);
+    assert!(!status.success(), "exit status: {status:?}");
+    assert!(
+        stderr.contains(
+            "the zone reload task stopped: the prober of llm.example.com. eu-west stopped: \
+             panicked: injected by REGIONDNS_TEST_PANIC"
+        ),
         "{stderr}"
     );
 }

@@ -139,19 +139,33 @@ pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-async fn probe_loop(
+/// What probes a region once: [`Probe`] (HTTP or TCP) in the server; tests script their own.
+pub trait Prober: Send + Sync + 'static {
+    fn probe(&self) -> impl Future<Output = ProbeResult> + Send;
+}
+
+impl Prober for Probe {
+    fn probe(&self) -> impl Future<Output = ProbeResult> + Send {
+        self.run()
+    }
+}
+
+/// Probes one region every `check.interval` (after a stable offset) and reports each result
+/// with the region's health, until the publisher is gone.
+pub async fn probe_loop<P: Prober>(
     key: RegionKey,
     check: Check,
-    probe: Probe,
+    probe: P,
     reports: mpsc::Sender<ProbeReport>,
 ) {
+    hooks::prober().await;
     let mut tracker = Tracker::new(check.thresholds);
     let first = Instant::now() + jitter(&key, check.interval);
     let mut ticks = tokio::time::interval_at(first, check.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let result = probe.run().await;
+        let result = probe.probe().await;
         let transition = tracker.observe(&result);
         let report = ProbeReport {
             key: key.clone(),
@@ -184,4 +198,19 @@ pub fn install_crypto_provider() {
         // An error means another provider is already installed, which serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// Faults a test can inject into the real binary (feature `test-hooks`, which only the test
+/// build enables): `REGIONDNS_TEST_PANIC=prober` makes every prober panic.
+mod hooks {
+    #[cfg(feature = "test-hooks")]
+    pub async fn prober() {
+        if std::env::var("REGIONDNS_TEST_PANIC").as_deref() == Ok("prober") {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            panic!("injected by REGIONDNS_TEST_PANIC");
+        }
+    }
+
+    #[cfg(not(feature = "test-hooks"))]
+    pub async fn prober() {}
 }
