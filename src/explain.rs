@@ -3,7 +3,7 @@
 //! answer. Used by `regiondns explain` and by `_explain.<service>` TXT queries.
 //!
 //! It runs the server's own code ([`crate::routing::ServiceRoutes::decide`] and
-//! [`crate::dns::decision_answer`]) with an observer that writes lines; it decides nothing.
+//! [`crate::answer::decision_answer`]) with an observer that writes lines; it decides nothing.
 
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, rdata::TXT};
 
