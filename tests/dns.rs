@@ -719,7 +719,7 @@ fn malformed_packets_never_take_the_server_down() {
     );
     // A panic anywhere takes the supervised server down; a clean stop shows there was none.
     let (status, log) = server.stop();
-    assert!(status.success(), "{status:?}\n{log}");
+    assert!(status.is_ok(), "{status:?}\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
 

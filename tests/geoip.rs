@@ -106,7 +106,7 @@ fn uk_in_japan() -> Vec<(&'static str, serde_json::Value)> {
 
 #[test]
 fn geoip_updates_are_picked_up_under_load_and_broken_ones_refused() {
-    let server = Server::start(ZONE);
+    let server = Server::binary(ZONE);
     let geo = server.dir.path().join("geo.mmdb");
     let staging = server.dir.path().join("geo.mmdb.new");
     assert_eq!(

@@ -121,7 +121,7 @@ fn removing_a_zone_file_stops_the_zone_and_adding_one_starts_it() {
 
 #[test]
 fn sighup_reloads() {
-    let server = Server::start(ZONE);
+    let server = Server::binary(ZONE);
     let status = std::process::Command::new("kill")
         .args(["-HUP", &server.pid().to_string()])
         .status()

@@ -1,5 +1,5 @@
-//! The server's lifecycle: `server::run` in-process on port 0 (stop token, drain period, TCP
-//! requests in flight), and the real binary on signals and on a task that dies.
+//! The server's lifecycle: in-process (the stop token, the drain period, TCP requests in
+//! flight at the stop), and the real binary on signals and on a task that dies.
 
 mod common;
 
@@ -7,81 +7,11 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     process::{Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use common::{BINARY, ZONE, query, serve_args, udp, zone_dir};
+use common::{BINARY, Server, ZONE, query, serve_args, udp, zone_dir};
 use hickory_proto::{op::Message, rr::RecordType};
-use regiondns::{
-    config,
-    dns::Listeners,
-    geo::GeoIp,
-    metrics::Metrics,
-    server::{self, Config},
-};
-use tokio_util::sync::CancellationToken;
-
-/// `server::run` on its own runtime thread, with its sockets bound on port 0.
-struct InProcess {
-    dns: SocketAddr,
-    admin: SocketAddr,
-    stop: CancellationToken,
-    done: std::sync::mpsc::Receiver<(Result<(), server::ServerError>, Instant)>,
-    _dir: tempfile::TempDir,
-}
-
-impl InProcess {
-    fn start(drain_period: Duration) -> InProcess {
-        let dir = zone_dir(ZONE);
-        let zones = config::load_dir(&dir.path().join("zones")).expect("valid zones");
-        let metrics = Arc::new(Metrics::new());
-        let geo = GeoIp::open(
-            &[dir.path().join("geo.mmdb")],
-            metrics.geoip_lookup_counters(),
-        )
-        .expect("geoip");
-        let config = Config {
-            zones_dir: dir.path().join("zones"),
-            zones,
-            geo,
-            metrics,
-            admin_token: None,
-            max_udp_payload: 1232,
-            nsid: None,
-            drain_period,
-            shutdown_timeout: Duration::from_secs(5),
-        };
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let (dns, admin) = runtime.block_on(async {
-            let dns = Listeners::bind(&[addr]).await.expect("bind dns");
-            let admin = tokio::net::TcpListener::bind(addr)
-                .await
-                .expect("bind admin");
-            (dns, admin)
-        });
-        let (dns_addr, admin_addr) = (dns.local_addrs()[0], admin.local_addr().expect("addr"));
-        let listeners = server::Listeners {
-            dns,
-            admin: Some(admin),
-        };
-        let stop = CancellationToken::new();
-        let (done_tx, done) = std::sync::mpsc::channel();
-        let stopping = stop.clone();
-        std::thread::spawn(move || {
-            let result = runtime.block_on(server::run(config, listeners, stopping));
-            let _ = done_tx.send((result, Instant::now()));
-        });
-        InProcess {
-            dns: dns_addr,
-            admin: admin_addr,
-            stop,
-            done,
-            _dir: dir,
-        }
-    }
-}
 
 fn healthz(admin: SocketAddr) -> (u16, String) {
     common::http(admin, "GET", "/healthz", &[])
@@ -121,33 +51,37 @@ fn responses(stream: &mut TcpStream) -> Vec<u16> {
 
 #[test]
 fn at_the_stop_every_tcp_query_already_sent_is_answered_then_the_server_returns() {
-    let server = InProcess::start(Duration::ZERO);
-    assert_eq!(healthz(server.admin), (200, "ok\n".into()));
-    let mut stream = TcpStream::connect(server.dns).expect("connect");
-    pipeline(&mut stream, 200);
-    server.stop.cancel();
+    let server = Server::start(ZONE);
+    assert_eq!(healthz(server.admin.expect("admin")), (200, "ok\n".into()));
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    pipeline(&mut stream, 2000);
+    server.begin_stop();
     let ids = responses(&mut stream);
     assert_eq!(
-        ids,
-        (0..200).collect::<Vec<_>>(),
-        "every query answered, in order"
+        ids.len(),
+        2000,
+        "every query sent before the stop is answered"
     );
-    let (result, _) = server
-        .done
-        .recv_timeout(Duration::from_secs(6))
-        .expect("run returns within the shutdown timeout");
-    result.expect("a clean stop");
+    assert!(ids.iter().copied().eq(0..2000), "in order");
+    let stopping = Instant::now();
+    let (ended, log) = server.stop();
+    ended.expect("a clean stop");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "within the shutdown timeout"
+    );
+    assert!(log.contains("stopping: /healthz answers 503"), "{log}");
 }
 
 #[test]
 fn during_the_drain_period_healthz_says_stopping_while_dns_still_answers() {
-    let server = InProcess::start(Duration::from_millis(1500));
-    server.stop.cancel();
+    let server = Server::start_with(ZONE, &["--drain-period", "1500ms"]);
+    server.begin_stop();
     let stopped_at = Instant::now();
-    let (status, body) = healthz(server.admin);
+    let (status, body) = healthz(server.admin.expect("admin"));
     assert_eq!((status, body.as_str()), (503, "stopping\n"));
     let answer = udp(
-        server.dns,
+        server.addr,
         &query("api.llm.example.com.", RecordType::A, Some("81.2.69.0/24")),
     );
     assert_eq!(
@@ -155,12 +89,9 @@ fn during_the_drain_period_healthz_says_stopping_while_dns_still_answers() {
         ["203.0.113.20"],
         "still answering"
     );
-    let (result, ended) = server
-        .done
-        .recv_timeout(Duration::from_secs(8))
-        .expect("run returns");
-    result.expect("a clean stop");
-    let took = ended - stopped_at;
+    let (ended, _) = server.stop();
+    ended.expect("a clean stop");
+    let took = stopped_at.elapsed();
     assert!(
         took >= Duration::from_millis(1400) && took < Duration::from_millis(1500 + 5000),
         "returned {took:?} after the stop: after the drain period, within the timeout"
@@ -171,7 +102,7 @@ fn during_the_drain_period_healthz_says_stopping_while_dns_still_answers() {
 fn sigterm_stops_the_binary_cleanly_and_a_second_signal_at_once() {
     let dir = zone_dir(ZONE);
     let args = serve_args(dir.path(), &["--admin", "off"]);
-    let mut server = common::Server::spawn(dir, &args, None);
+    let mut server = Server::spawn(dir, &args, None);
     let term = |pid: u32| {
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -192,7 +123,7 @@ fn sigterm_stops_the_binary_cleanly_and_a_second_signal_at_once() {
 
     let dir = zone_dir(ZONE);
     let args = serve_args(dir.path(), &["--admin", "off", "--drain-period", "30s"]);
-    let mut server = common::Server::spawn(dir, &args, None);
+    let mut server = Server::spawn(dir, &args, None);
     term(server.pid());
     common::until_logged(&server, "DNS answers for the drain period", 1);
     let second = Instant::now();

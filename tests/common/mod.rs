@@ -22,7 +22,12 @@ use hickory_proto::{
     },
 };
 use mmdb_writer::{Writer, ipnet::IpNet};
+use regiondns::{
+    cli::{self, Cli, Command as Cmd},
+    server,
+};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_regiondns");
 
@@ -125,29 +130,120 @@ pub fn serve_args(dir: &Path, extra: &[&str]) -> Vec<String> {
     args.iter().chain(extra).map(|a| a.to_string()).collect()
 }
 
-/// A running `regiondns serve`, killed on drop.
+/// A running server: `server::run` in this process (most tests), or the real binary (tests of
+/// signals, flags and the environment). Stopped on drop.
 pub struct Server {
-    child: Child,
+    running: Running,
     pub addr: SocketAddr,
     /// The admin API's address, when it listens.
     pub admin: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
-    /// Reads stderr into `log` until the process closes it.
-    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+enum Running {
+    Process {
+        child: Child,
+        /// Reads stderr into `log` until the process closes it.
+        reader: Option<std::thread::JoinHandle<()>>,
+    },
+    InProcess {
+        stop: CancellationToken,
+        /// The runtime's thread; it returns what `server::run` returned.
+        thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    },
 }
 
 impl Server {
-    /// Serves `zone` with the fixture GeoIP database on 127.0.0.1, port chosen by the kernel.
+    /// Serves `zone` in this process (`server::run` on its own runtime, set up from the same
+    /// command line as the binary's) with the fixture GeoIP database on 127.0.0.1, ports chosen
+    /// by the kernel and known from the sockets, with the admin API.
     pub fn start(zone: &str) -> Server {
-        Server::start_with_env(zone, &[])
+        Server::start_with(zone, &[])
     }
 
-    /// As [`Server::start`], with extra environment variables (e.g. the admin token).
-    pub fn start_with_env(zone: &str, env: &[(&str, &str)]) -> Server {
+    /// As [`Server::start`], with the admin API's token.
+    pub fn start_with_token(zone: &str, token: &str) -> Server {
+        let dir = zone_dir(zone);
+        let file = dir.path().join("admin-token");
+        std::fs::write(&file, token).expect("write token");
+        let file = path_arg(&file);
+        Server::in_process(dir, &["--admin-token-file", &file])
+    }
+
+    /// As [`Server::start`], with more `serve` flags.
+    pub fn start_with(zone: &str, flags: &[&str]) -> Server {
+        Server::in_process(zone_dir(zone), flags)
+    }
+
+    fn in_process(dir: tempfile::TempDir, flags: &[&str]) -> Server {
+        let mut argv = vec!["regiondns".to_string()];
+        argv.extend(serve_args(dir.path(), &["--admin", "127.0.0.1:0"]));
+        argv.extend(flags.iter().map(|f| f.to_string()));
+        let Some(Cmd::Serve(args)) = <Cli as clap::Parser>::parse_from(argv).command else {
+            panic!("serve arguments");
+        };
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let dispatch = log_dispatch(Arc::clone(&log));
+        let stop = CancellationToken::new();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || -> Result<(), String> {
+            let _log = tracing::dispatcher::set_default(&dispatch);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .on_thread_start(move || {
+                    // Each runtime thread logs into this server's log for its whole life.
+                    std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+                })
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let started = async {
+                    let config = cli::server_config(&args)?;
+                    let listeners = cli::bind(&args).await?;
+                    anyhow::Ok((config, listeners))
+                };
+                let (config, listeners) = match started.await {
+                    Ok(started) => started,
+                    Err(error) => {
+                        let _ = ready_tx.send(None);
+                        return Err(format!("{error:#}"));
+                    }
+                };
+                let dns = listeners.dns.local_addrs()[0];
+                let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+                let _ = ready_tx.send(Some((dns, admin)));
+                server::run(config, listeners, stopping)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let Ok(Some((addr, admin))) = ready_rx.recv_timeout(Duration::from_secs(20)) else {
+            let outcome = thread.join();
+            panic!("server did not start: {outcome:?}\n{}", lines(&log));
+        };
+        let server = Server {
+            running: Running::InProcess {
+                stop,
+                thread: Some(thread),
+            },
+            addr,
+            admin,
+            dir,
+            log,
+        };
+        // The sockets are bound; the server answers once it says where it listens.
+        until_logged(&server, "listening on", 1);
+        server
+    }
+
+    /// Runs the binary on `zone` as `start` does in-process (for signal tests).
+    pub fn binary(zone: &str) -> Server {
         let dir = zone_dir(zone);
         let args = serve_args(dir.path(), &["--admin", "127.0.0.1:0"]);
-        Server::spawn_with_env(dir, &args, None, env)
+        Server::spawn(dir, &args, None)
     }
 
     /// Runs the binary with `args` in `cwd` (default: the temporary directory).
@@ -175,7 +271,7 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
-        let lines = Arc::clone(&log);
+        let collected = Arc::clone(&log);
         let admin = Arc::new(Mutex::new(None));
         let admin_seen = Arc::clone(&admin);
         let reader = std::thread::spawn(move || {
@@ -186,50 +282,59 @@ impl Server {
                     let addr = addr.split_whitespace().next().unwrap_or_default();
                     let _ = ready_tx.send(addr.to_string());
                 }
-                lines.lock().expect("log lock").push(line);
+                collected.lock().expect("log lock").push(line);
             }
         });
         let addr = match ready_rx.recv_timeout(Duration::from_secs(20)) {
             Ok(addr) => addr.parse().expect("listen address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "server did not start; log:\n{}",
-                    log.lock().expect("log").join("\n")
-                );
+                panic!("server did not start; log:\n{}", lines(&log));
             }
         };
         let admin = *admin.lock().expect("admin lock");
         Server {
-            child,
+            running: Running::Process {
+                child,
+                reader: Some(reader),
+            },
             addr,
             admin,
             dir,
             log,
-            reader: Some(reader),
         }
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().expect("log lock").join("\n")
+        lines(&self.log)
     }
 
+    /// The binary's process ID (only a server started as a process has one).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.running {
+            Running::Process { child, .. } => child.id(),
+            Running::InProcess { .. } => panic!("an in-process server has no process of its own"),
+        }
     }
 
-    /// Whether the process is still running (it must survive whatever the test sent).
+    /// Whether the server is still running (it must survive whatever the test sent).
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match &mut self.running {
+            Running::Process { child, .. } => matches!(child.try_wait(), Ok(None)),
+            Running::InProcess { thread, .. } => thread.as_ref().is_some_and(|t| !t.is_finished()),
+        }
     }
 
-    /// Waits up to `limit` for the process to exit; its status, or `None` if it still runs.
+    /// Waits up to `limit` for the binary to exit; its status, or `None` if it still runs.
     /// Once it has exited, the log holds every line it wrote.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let Running::Process { child, reader } = &mut self.running else {
+            panic!("only a process exits");
+        };
         let start = Instant::now();
         while start.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                if let Some(reader) = self.reader.take() {
+            if let Ok(Some(status)) = child.try_wait() {
+                if let Some(reader) = reader.take() {
                     let _ = reader.join();
                 }
                 return Some(status);
@@ -239,23 +344,97 @@ impl Server {
         None
     }
 
-    /// Stops the server as an operator does (SIGTERM) and returns its exit status and its
-    /// whole log: what it logged is then complete, with nothing left to race.
-    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.pid().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let status = self
-            .wait_exit(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", self.log()));
-        (status, self.log())
+    /// Asks the server to stop as an operator does: SIGTERM, or the stop token in-process.
+    pub fn begin_stop(&self) {
+        match &self.running {
+            Running::Process { child, .. } => {
+                let pid = child.id().to_string();
+                let killed = Command::new("kill").args(["-TERM", &pid]).status();
+                assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+            }
+            Running::InProcess { stop, .. } => stop.cancel(),
+        }
+    }
+
+    /// Stops the server ([`Server::begin_stop`]) and returns how it ended and its whole log:
+    /// what it logged is then complete, with nothing left to race.
+    pub fn stop(mut self) -> (Result<(), String>, String) {
+        self.begin_stop();
+        let ended = match &mut self.running {
+            Running::Process { .. } => {
+                let status = self.wait_exit(Duration::from_secs(10));
+                let status = status.unwrap_or_else(|| panic!("still running 10 s after SIGTERM"));
+                status.success().then_some(()).ok_or(format!("{status:?}"))
+            }
+            Running::InProcess { stop, thread } => {
+                stop.cancel();
+                let thread = thread.take().expect("running");
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err("the server thread panicked".into()))
+            }
+        };
+        (ended, self.log())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.running {
+            Running::Process { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::InProcess { stop, thread } => {
+                stop.cancel();
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
+    }
+}
+
+fn lines(log: &Mutex<Vec<String>>) -> String {
+    log.lock().expect("log lock").join("\n")
+}
+
+/// A tracing dispatcher that writes each log line (text, no colours) into `log`.
+fn log_dispatch(log: Arc<Mutex<Vec<String>>>) -> tracing::Dispatch {
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(move || LineWriter {
+            log: Arc::clone(&log),
+            line: Vec::new(),
+        })
+        .finish();
+    tracing::Dispatch::new(subscriber)
+}
+
+/// Collects one formatted event and appends its lines to the log when dropped.
+struct LineWriter {
+    log: Arc<Mutex<Vec<String>>>,
+    line: Vec<u8>,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        if let Ok(mut log) = self.log.lock() {
+            log.extend(text.lines().map(str::to_owned));
+        }
     }
 }
 
