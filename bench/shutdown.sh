@@ -14,20 +14,14 @@ DRAIN=${DRAIN:-0s}
 PORT=${PORT:-5398}
 ADDR=127.0.0.1
 
-if ! command -v dnsperf >/dev/null 2>&1 || ! command -v dig >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dnsperf bind9-dnsutils >/dev/null
-fi
+. bench/lib.sh
+need_dnsperf
 
 cargo build --release --quiet
 RUST_LOG=info ./target/release/regiondns serve --listen "$ADDR:$PORT" --admin off \
   --drain-period "$DRAIN" 2>/tmp/regiondns-shutdown.log &
 server=$!
-for _ in $(seq 50); do
-  dig @$ADDR -p "$PORT" +time=1 +tries=1 +short api.llm.example.com A >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_for_dns $ADDR "$PORT"
 
 queries=$(mktemp)
 echo "api.llm.example.com A" >"$queries"

@@ -61,12 +61,9 @@ pub fn states(health: &HealthMap) -> States {
 /// Every region up (or drained, as configured) before any probe.
 pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
     let now = SystemTime::now();
-    let regions = zones.iter().flat_map(|zone| {
-        zone.regions.iter().map(move |region| {
-            let key = RegionKey {
-                zone: zone.origin.to_string(),
-                region: region.name.clone(),
-            };
+    let regions = zones.iter().flat_map(ZoneConfig::keyed_regions);
+    regions
+        .map(|(key, region)| {
             let reason = match (&region.check, region.drained) {
                 (_, true) => "drained in the zone file",
                 (Some(_), false) => "not probed yet",
@@ -85,8 +82,7 @@ pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
             };
             (key, status)
         })
-    });
-    regions.collect()
+        .collect()
 }
 
 /// What the publisher is told, besides probe reports.
@@ -123,20 +119,16 @@ struct RegionSettings {
 }
 
 fn region_settings(zones: &[ZoneConfig]) -> BTreeMap<RegionKey, RegionSettings> {
-    let regions = zones.iter().flat_map(|zone| {
-        zone.regions.iter().map(move |region| {
-            let key = RegionKey {
-                zone: zone.origin.to_string(),
-                region: region.name.clone(),
-            };
+    let regions = zones.iter().flat_map(ZoneConfig::keyed_regions);
+    regions
+        .map(|(key, region)| {
             let settings = RegionSettings {
                 check: region.check.clone(),
                 drained: region.drained,
             };
             (key, settings)
         })
-    });
-    regions.collect()
+        .collect()
 }
 
 impl Publisher {

@@ -155,11 +155,7 @@ fn geoip_updates_are_picked_up_under_load_and_broken_ones_refused() {
     // again even though nothing changed.
     std::fs::write(&geo, &original).expect("restore in place");
     until_logged(&server, "GeoIP reloaded (GeoIP file changed)", 3);
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(hup.success());
+    server.signal("HUP");
     until_logged(&server, "GeoIP reloaded (SIGHUP)", 1);
     assert_eq!(
         addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))),

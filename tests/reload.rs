@@ -122,11 +122,7 @@ fn removing_a_zone_file_stops_the_zone_and_adding_one_starts_it() {
 #[test]
 fn sighup_reloads() {
     let server = Server::binary(ZONE);
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    server.signal("HUP");
     until_logged(&server, "reload (SIGHUP): configuration unchanged", 1);
 }
 

@@ -103,14 +103,7 @@ fn sigterm_stops_the_binary_cleanly_and_a_second_signal_at_once() {
     let dir = zone_dir(ZONE);
     let args = serve_args(dir.path(), &["--admin", "off"]);
     let mut server = Server::spawn(dir, &args, None);
-    let term = |pid: u32| {
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
-    term(server.pid());
+    server.signal("TERM");
     let status = server
         .wait_exit(Duration::from_secs(6))
         .expect("exits within the grace period");
@@ -124,10 +117,10 @@ fn sigterm_stops_the_binary_cleanly_and_a_second_signal_at_once() {
     let dir = zone_dir(ZONE);
     let args = serve_args(dir.path(), &["--admin", "off", "--drain-period", "30s"]);
     let mut server = Server::spawn(dir, &args, None);
-    term(server.pid());
+    server.signal("TERM");
     common::until_logged(&server, "DNS answers for the drain period", 1);
     let second = Instant::now();
-    term(server.pid());
+    server.signal("TERM");
     let status = server
         .wait_exit(Duration::from_secs(5))
         .expect("the second signal ends it");

@@ -25,7 +25,7 @@ use std::{
 
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::geo::Coordinates;
+use crate::{geo::Coordinates, region::RegionKey};
 
 /// One validated zone file.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +212,17 @@ pub enum FailClosed {
 
 impl ZoneConfig {
     /// `llm.example.com.: 1 services, 3 regions, 7 static records`
+    /// Every region of this zone with the key health and routing know it by.
+    pub fn keyed_regions(&self) -> impl Iterator<Item = (RegionKey, &Region)> {
+        self.regions.iter().map(|region| {
+            let key = RegionKey {
+                zone: self.origin.to_string(),
+                region: region.name.clone(),
+            };
+            (key, region)
+        })
+    }
+
     pub fn summary(&self) -> String {
         let records: usize = self.records.iter().map(|set| set.rdata.len()).sum();
         format!(

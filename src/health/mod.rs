@@ -116,16 +116,10 @@ impl Probers {
 
 /// The check of every region that has one.
 fn checks(zones: &[ZoneConfig]) -> BTreeMap<RegionKey, Check> {
-    let regions = zones.iter().flat_map(|zone| {
-        zone.regions.iter().filter_map(move |region| {
-            let key = RegionKey {
-                zone: zone.origin.to_string(),
-                region: region.name.clone(),
-            };
-            Some((key, region.check.clone()?))
-        })
-    });
-    regions.collect()
+    let regions = zones.iter().flat_map(ZoneConfig::keyed_regions);
+    regions
+        .filter_map(|(key, region)| Some((key, region.check.clone()?)))
+        .collect()
 }
 
 /// The text of a panic's payload.

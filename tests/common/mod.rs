@@ -317,6 +317,15 @@ impl Server {
         }
     }
 
+    /// Sends the binary a signal (`HUP`, `TERM`), as an operator's `kill -SIGNAL` does.
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+    }
+
     /// Whether the server is still running (it must survive whatever the test sent).
     pub fn is_running(&mut self) -> bool {
         match &mut self.running {
@@ -347,11 +356,7 @@ impl Server {
     /// Asks the server to stop as an operator does: SIGTERM, or the stop token in-process.
     pub fn begin_stop(&self) {
         match &self.running {
-            Running::Process { child, .. } => {
-                let pid = child.id().to_string();
-                let killed = Command::new("kill").args(["-TERM", &pid]).status();
-                assert!(killed.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-            }
+            Running::Process { .. } => self.signal("TERM"),
             Running::InProcess { stop, .. } => stop.cancel(),
         }
     }
