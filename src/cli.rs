@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// Address to answer on, over UDP and TCP; repeat for several. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:5353")]
     pub listen: Vec<SocketAddr>,
+    /// UDP worker threads per listen address, each with its own socket (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub udp_workers: Option<u16>,
     /// Largest UDP response, in bytes; larger answers are truncated (TC) for a TCP retry.
     #[arg(long, default_value_t = DEFAULT_MAX_UDP_PAYLOAD, value_parser = clap::value_parser!(u16).range(512..))]
     pub edns_udp_size: u16,
@@ -357,7 +360,11 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
 
 /// Binds the DNS listen addresses (UDP and TCP) and the admin API.
 pub async fn bind(args: &ServeArgs) -> Result<server::Listeners> {
-    let dns = Listeners::bind(&args.listen).await?;
+    let workers = args.udp_workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        usize::from,
+    );
+    let dns = Listeners::bind(&args.listen, workers).await?;
     let admin = match args.admin {
         AdminListen::Off => None,
         AdminListen::At(addr) => Some(

@@ -6,12 +6,13 @@
 //! here reads files or blocks; the wire format itself is [`crate::wire`]'s.
 
 mod respond;
+mod udp;
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpStream},
     task::JoinSet,
     time::timeout,
 };
@@ -23,8 +24,6 @@ pub use respond::{DEFAULT_MAX_UDP_PAYLOAD, Responder, Transport};
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At shutdown, how long a TCP connection is given to deliver requests it has already sent.
 const TCP_DRAIN_WAIT: Duration = Duration::from_millis(100);
-/// The largest DNS message, and so the receive buffer that never cuts one.
-const MAX_MESSAGE: usize = u16::MAX as usize;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
@@ -33,41 +32,40 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Bound UDP sockets and TCP listeners, one pair per listen address.
+/// Bound sockets, per listen address: one UDP socket per worker and a TCP listener.
 pub struct Listeners {
-    pairs: Vec<(UdpSocket, TcpListener)>,
+    addresses: Vec<(Vec<std::net::UdpSocket>, TcpListener)>,
 }
 
 impl Listeners {
-    /// Binds UDP and TCP on each address. Port 0 picks a free port, the same for both.
-    pub async fn bind(addrs: &[SocketAddr]) -> Result<Listeners, BindError> {
-        let mut pairs = Vec::with_capacity(addrs.len());
+    /// Binds each address for UDP (`udp_workers` sockets with SO_REUSEPORT) and TCP. Port 0
+    /// picks a free port, the same for both.
+    pub async fn bind(addrs: &[SocketAddr], udp_workers: usize) -> Result<Listeners, BindError> {
+        let mut addresses = Vec::with_capacity(addrs.len());
         for &addr in addrs {
-            pairs.push(bind_pair(addr).await?);
+            addresses.push(bind_address(addr, udp_workers).await?);
         }
-        Ok(Listeners { pairs })
+        Ok(Listeners { addresses })
     }
 
     /// The addresses actually bound (with the ports chosen for port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.pairs
+        self.addresses
             .iter()
-            .filter_map(|(udp, _)| udp.local_addr().ok())
+            .filter_map(|(udp, _)| udp.first()?.local_addr().ok())
             .collect()
     }
 
     /// Answers on every socket until `shutdown` is cancelled; requests already received (UDP
-    /// datagrams queued on the socket, TCP requests a client has sent) are answered before it
-    /// returns. Several tasks receive on each UDP socket, one per core.
+    /// datagrams queued on the sockets, TCP requests a client has sent) are answered before it
+    /// returns. Each UDP socket has its own worker thread.
     pub async fn serve(self, responder: Responder, shutdown: CancellationToken) -> io::Result<()> {
         let responder = Arc::new(responder);
-        let receivers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut tasks = JoinSet::new();
-        for (udp, tcp) in self.pairs {
-            let udp = Arc::new(udp);
-            for _ in 0..receivers {
-                let (udp, responder) = (Arc::clone(&udp), Arc::clone(&responder));
-                tasks.spawn(serve_udp(udp, responder, shutdown.clone()));
+        for (udp_sockets, tcp) in self.addresses {
+            for socket in udp_sockets {
+                let (responder, shutdown) = (Arc::clone(&responder), shutdown.clone());
+                tasks.spawn_blocking(move || udp::serve(socket, &responder, &shutdown));
             }
             tasks.spawn(serve_tcp(tcp, Arc::clone(&responder), shutdown.clone()));
         }
@@ -78,14 +76,17 @@ impl Listeners {
     }
 }
 
-async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), BindError> {
+async fn bind_address(
+    addr: SocketAddr,
+    udp_workers: usize,
+) -> Result<(Vec<std::net::UdpSocket>, TcpListener), BindError> {
     let error = |source| BindError { addr, source };
     // With port 0 the kernel picks the UDP port; that port may be taken for TCP, so try again.
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(addr).await.map_err(error)?;
-        let port = udp.local_addr().map_err(error)?.port();
+        let udp = udp::bind(addr, udp_workers).map_err(error)?;
+        let port = udp[0].local_addr().map_err(error)?.port();
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last_error = Some(e),
@@ -94,30 +95,6 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), BindErr
     Err(error(
         last_error.unwrap_or_else(|| io::Error::other("no port")),
     ))
-}
-
-async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    responder: Arc<Responder>,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    let mut packet = vec![0; MAX_MESSAGE];
-    let mut response = Vec::with_capacity(MAX_MESSAGE);
-    loop {
-        let received = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            received = socket.recv_from(&mut packet) => received,
-        };
-        // Errors here are about one datagram (e.g. an ICMP error for an earlier reply).
-        let Ok((len, source)) = received else {
-            continue;
-        };
-        if responder.respond(&packet[..len], source.ip(), Transport::Udp, &mut response)
-            && let Err(error) = socket.send_to(&response, source).await
-        {
-            tracing::debug!(%error, %source, "cannot send a UDP response");
-        }
-    }
 }
 
 async fn serve_tcp(
