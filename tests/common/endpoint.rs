@@ -122,6 +122,7 @@ fn accept_loop(
     last: &Arc<Mutex<String>>,
     stop: &AtomicBool,
 ) {
+    let mut accepted = 0;
     while !stop.load(Ordering::SeqCst) {
         if mode_of(mode) == Mode::Closed {
             listener = None;
@@ -140,19 +141,29 @@ fn accept_loop(
         open.set_nonblocking(true).expect("nonblocking");
         match open.accept() {
             Ok((stream, _)) => {
-                let n = requests.fetch_add(1, Ordering::SeqCst);
-                let (mode, last) = (mode_of(mode), Arc::clone(last));
-                std::thread::spawn(move || respond(stream, mode, n, &last));
+                accepted += 1;
+                let (mode, last, requests) =
+                    (mode_of(mode), Arc::clone(last), Arc::clone(requests));
+                std::thread::spawn(move || respond(stream, mode, accepted - 1, &last, &requests));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     }
 }
 
-fn respond(mut stream: TcpStream, mode: Mode, n: usize, last: &Mutex<String>) {
+/// Reads the request, records it (then counts it, so that a counted request can be looked at),
+/// and answers as `mode` says.
+fn respond(
+    mut stream: TcpStream,
+    mode: Mode,
+    n: usize,
+    last: &Mutex<String>,
+    requests: &AtomicUsize,
+) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     *last.lock().expect("lock") = read_request(&mut stream);
+    requests.fetch_add(1, Ordering::SeqCst);
     let reply: Vec<u8> = match mode {
         Mode::Ok => http(200, "", "ok"),
         Mode::Fail => http(503, "", "down"),
