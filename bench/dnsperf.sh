@@ -30,8 +30,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 printf '%-28s %12s %10s %16s %12s\n' client "queries" "qps" "CPU us/query" "avg latency"
 # ECS option payload: family 1, source /24, scope 0, three address bytes (hex).
 for client in "133.242.0.0/24 Japan 0001180085f200" \
-              "81.2.69.0/24 UK 0001180051024500" \
-              "8.8.8.0/24 US 0001180008080800"; do
+              "81.2.69.0/24 UK 00011800510245" \
+              "8.8.8.0/24 US 00011800080808"; do
   set -- $client
   before=$(cpu_ticks)
   out=$(dnsperf -s $ADDR -p "$PORT" -d "$queries" -l "$DURATION" -c "$CLIENTS" -q 200 -E "8:$3" 2>&1)

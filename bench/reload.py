@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRITES = int(os.environ.get("WRITES", "100"))
 RATE = int(os.environ.get("RATE", "5000"))
 GAP = 0.3  # seconds between writes
-UK_ECS = "0001180051024500"  # family 1, /24, scope 0, 81.2.69
+UK_ECS = "00011800510245"  # family 1, /24, scope 0, 81.2.69 (three octets, RFC 7871 6)
 
 ZONE = """origin: llm.example.com.
 soa: { primary: ns1, contact: hostmaster@example.com }

@@ -26,7 +26,7 @@ wait_for_dns $ADDR "$PORT"
 queries=$(mktemp)
 echo "api.llm.example.com A" >"$queries"
 dnsperf -s $ADDR -p "$PORT" -d "$queries" -l 6 -c 4 -q 200 -Q "$RATE" -t 1 \
-  -E "8:0001180051024500" >/tmp/dnsperf-shutdown.out 2>&1 &
+  -E "8:00011800510245" >/tmp/dnsperf-shutdown.out 2>&1 &
 perf=$!
 sleep 2
 sent_at=$(date +%s.%N)
