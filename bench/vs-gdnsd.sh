@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# regiondns beside gdnsd, the fastest open-source health-checked Geo-DNS server, in one run on
+# this machine: the same three regions with coordinates, the same GeoLite2 City database in
+# MaxMind's nested shape, ECS on every query, dnsperf on loopback (4 clients, 200 outstanding).
+# Runs alternate (A B A B ...), each prints qps, lost, mean latency, the server's CPU per query
+# (utime + stime from /proc/PID/stat, and utime alone) and RSS; then the ratios. The floor
+# beside them: bench/echo.c, a batched responder that only echoes each query.
+#
+#   bench/vs-gdnsd.sh                        # ECS geo answers, 10 s runs, 2 rounds
+#   DURATION=20 ROUNDS=3 bench/vs-gdnsd.sh
+#   QUERY=static bench/vs-gdnsd.sh           # or: noecs (the source address decides)
+#   WORKERS=2 bench/vs-gdnsd.sh              # regiondns UDP workers (gdnsd keeps 1 thread)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-2}
+QUERY=${QUERY:-ecs}
+WORKERS=${WORKERS:-1}
+ADDR=127.0.0.1
+GDNSD_PORT=5396 OURS_PORT=5397 ECHO_PORT=5395
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+need_dnsperf
+if ! command -v gdnsd >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gdnsd gcc >/dev/null
+fi
+
+# GeoLite2 City (2018-07-03, from before MaxMind's 2019 licence change), as PyPI's
+# maxminddb-geolite2 ships it; pinned by checksum, kept out of the repository.
+db=target/bench-geoip/GeoLite2-City.mmdb
+if [ ! -f "$db" ]; then
+  mkdir -p target/bench-geoip
+  python3 -m pip download --quiet --no-deps -d "$work" maxminddb-geolite2==2018.703
+  echo "2bd118c5567f3a8323d6c5da23a6e6d52cfc09cd9987b54eb712cf6001a96e03  $work/maxminddb-geolite2-2018.703.tar.gz" \
+    | sha256sum --check --quiet
+  tar xzf "$work/maxminddb-geolite2-2018.703.tar.gz" -C "$work"
+  mv "$work/maxminddb-geolite2-2018.703/_maxminddb_geolite2/GeoLite2-City.mmdb" "$db"
+fi
+db=$(realpath "$db")
+
+# The same data for both servers.
+mkdir -p "$work/gdnsd/zones" "$work/gdnsd/run" "$work/zones"
+cat >"$work/gdnsd/config" <<EOF
+options => {
+  listen => [ $ADDR:$GDNSD_PORT ]
+  udp_threads => 1
+  tcp_threads => 1
+  run_dir => $work/gdnsd/run
+  state_dir => $work/gdnsd/run
+}
+plugins => {
+  geoip => {
+    maps => {
+      llm => {
+        geoip2_db => $db
+        datacenters => [us-east, eu-west, ap-northeast]
+        auto_dc_coords => {
+          us-east => [ 37.4, -79.1 ]
+          eu-west => [ 53.3, -6.3 ]
+          ap-northeast => [ 35.7, 139.7 ]
+        }
+      }
+    }
+    resources => {
+      api => {
+        map => llm
+        dcmap => { us-east => 203.0.113.10, eu-west => 203.0.113.20, ap-northeast => 203.0.113.30 }
+      }
+    }
+  }
+}
+EOF
+cat >"$work/gdnsd/zones/llm.example.com" <<'EOF'
+$TTL 3600
+@ SOA ns1 hostmaster.example.com. 1 3600 600 1209600 30
+@ NS ns1
+@ NS ns2
+ns1 A 198.51.100.53
+ns2 A 198.51.100.54
+api 20 DYNA geoip!api
+EOF
+cat >"$work/zones/llm.yaml" <<'EOF'
+origin: llm.example.com.
+soa: { primary: ns1.llm.example.com., contact: hostmaster.example.com., serial: 1, negative_ttl: 30 }
+ns: [ns1.llm.example.com., ns2.llm.example.com.]
+records:
+  ns1: { A: [198.51.100.53] }
+  ns2: { A: [198.51.100.54] }
+regions:
+  us-east: { location: { lat: 37.4, lon: -79.1 }, addresses: [203.0.113.10] }
+  eu-west: { location: { lat: 53.3, lon: -6.3 }, addresses: [203.0.113.20] }
+  ap-northeast: { location: { lat: 35.7, lon: 139.7 }, addresses: [203.0.113.30] }
+services:
+  api: { ttl: 20, regions: [us-east, eu-west, ap-northeast] }
+EOF
+
+cargo build --release --quiet
+cc -O2 -o "$work/echo" bench/echo.c
+gdnsd -c "$work/gdnsd" start 2>"$work/gdnsd.log" & pids+=($!); gdnsd_pid=$!
+RUST_LOG=warn ./target/release/regiondns serve --zones "$work/zones" --geoip "$db" \
+  --listen "$ADDR:$OURS_PORT" --admin off --udp-workers "$WORKERS" & pids+=($!); ours_pid=$!
+"$work/echo" "$ECHO_PORT" & pids+=($!); echo_pid=$!
+wait_for_dns $ADDR $GDNSD_PORT
+wait_for_dns $ADDR $OURS_PORT
+
+# Tokyo (133.242.0.0/24) as the client: ECS option family 1, /24, scope 0, three octets.
+case "$QUERY" in
+  ecs) echo "api.llm.example.com A" >"$work/queries"; ecs=(-E "8:0001180085f200") ;;
+  noecs) echo "api.llm.example.com A" >"$work/queries"; ecs=() ;;
+  static) echo "ns1.llm.example.com A" >"$work/queries"; ecs=() ;;
+  *) echo "QUERY is ecs, noecs or static" >&2; exit 2 ;;
+esac
+check=$(dig @$ADDR -p $OURS_PORT +short api.llm.example.com A +subnet=133.242.0.0/24)
+theirs=$(dig @$ADDR -p $GDNSD_PORT +short api.llm.example.com A +subnet=133.242.0.0/24)
+echo "Tokyo's answer: regiondns $check, gdnsd $theirs"
+
+ticks=$(getconf CLK_TCK)
+stat() { awk '{print $14, $15}' "/proc/$1/stat"; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+# One run against the server on $2 (pid $3); prints a row and appends it to $work/rows.
+run() {
+  local name=$1 port=$2 pid=$3
+  read -r u0 s0 < <(stat "$pid")
+  out=$(dnsperf -s $ADDR -p "$port" -d "$work/queries" -l "$DURATION" -c 4 -q 200 "${ecs[@]}" 2>&1)
+  read -r u1 s1 < <(stat "$pid")
+  completed=$(awk '/Queries completed:/ {print $3}' <<<"$out")
+  lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
+  qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' <<<"$out")
+  latency=$(awk '/Average Latency/ {printf "%.0f", $4 * 1e6}' <<<"$out")
+  codes=$(awk -F: '/Response codes:/ {print $2}' <<<"$out" | xargs)
+  cpu=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$ticks" -v n="$completed" \
+    'BEGIN { printf "%.2f %.2f", (u + s) / hz * 1e6 / n, u / hz * 1e6 / n }')
+  read -r total user <<<"$cpu"
+  printf '%-10s %10s %8s %10s %12s %10s %8s  %s\n' "$name" "$qps" "$lost" "$latency" "$total" "$user" "$(rss_mb "$pid")" "$codes"
+  echo "$name $qps $total $user" >>"$work/rows"
+}
+
+echo "query: $QUERY, $DURATION s runs, regiondns with $WORKERS UDP worker(s), gdnsd with 1 UDP thread"
+printf '%-10s %10s %8s %10s %12s %10s %8s  %s\n' server qps lost "mean us" "CPU us/q" "user us/q" "RSS MB" "response codes"
+for _ in $(seq "$ROUNDS"); do
+  run gdnsd $GDNSD_PORT $gdnsd_pid
+  run regiondns $OURS_PORT $ours_pid
+  run echo $ECHO_PORT $echo_pid
+done
+
+awk '
+  { n[$1]++; qps[$1] += $2; cpu[$1] += $3; user[$1] += $4 }
+  END {
+    g = "gdnsd"; r = "regiondns"
+    printf "\nmeans over the rounds, regiondns / gdnsd: qps %.2fx, CPU per query %.2fx, user-space CPU per query %.2fx\n",
+      (qps[r] / n[r]) / (qps[g] / n[g]), (cpu[r] / n[r]) / (cpu[g] / n[g]), (user[r] / n[r]) / (user[g] / n[g])
+    printf "the echo floor: %.0f qps at %.2f us of CPU per query (%.2f in user space)\n",
+      qps["echo"] / n["echo"], cpu["echo"] / n["echo"], user["echo"] / n["echo"]
+  }' "$work/rows"
