@@ -105,6 +105,10 @@ pub async fn run(
 
     // `finish` stops every task but DNS, which `dns_stop` stops once the drain period is over.
     let (finish, dns_stop) = (CancellationToken::new(), CancellationToken::new());
+    // However `run` returns, everything is told to stop: the UDP worker threads cannot be
+    // aborted like tasks, and the runtime waits for them before the process can exit.
+    let _stop_dns = dns_stop.clone().drop_guard();
+    let _stop_rest = finish.clone().drop_guard();
     let mut tasks = Tasks::default();
     tasks.spawn(
         "publisher",

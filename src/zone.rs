@@ -130,7 +130,8 @@ pub struct ZoneData {
     soa: RRset,
     /// The SOA for negative answers, with TTL = min(SOA TTL, negative_ttl) (RFC 2308 5).
     negative_soa: RRset,
-    nodes: HashMap<LowerName, Node>,
+    /// Hashed with foldhash (randomly seeded): every query looks a name up here.
+    nodes: HashMap<LowerName, Node, foldhash::fast::RandomState>,
     has_delegations: bool,
 }
 
@@ -143,7 +144,7 @@ impl ZoneData {
             origin: LowerName::new(&origin),
             soa: RRset::new(vec![soa.clone()]),
             negative_soa: RRset::new(vec![soa_record(config, negative_ttl)]),
-            nodes: HashMap::new(),
+            nodes: HashMap::default(),
             has_delegations: false,
         };
         let apex_ns = config

@@ -33,6 +33,14 @@ pub struct Coordinates {
 }
 
 impl Coordinates {
+    /// The point as a unit vector from the Earth's centre. Of two places, the nearer to a point
+    /// has the larger dot product with its vector (the cosine of the central angle), so nearest
+    /// first is an order of dot products: no trigonometry per candidate.
+    pub fn unit_vector(self) -> [f64; 3] {
+        let (lat, lon) = (self.lat.to_radians(), self.lon.to_radians());
+        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+    }
+
     /// Great-circle distance in kilometres (haversine on a spherical Earth).
     pub fn distance_km(self, other: Coordinates) -> f64 {
         const EARTH_RADIUS_KM: f64 = 6371.0;
@@ -588,6 +596,31 @@ mod tests {
         assert!((DUBLIN.distance_km(VIRGINIA) - 5_600.0).abs() < 150.0);
         assert_eq!(TOKYO.distance_km(TOKYO), 0.0);
         assert!((TOKYO.distance_km(DUBLIN) - DUBLIN.distance_km(TOKYO)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn unit_vectors_order_places_as_distances_do() {
+        let places = [
+            TOKYO,
+            DUBLIN,
+            VIRGINIA,
+            Coordinates {
+                lat: -33.9,
+                lon: 151.2,
+            },
+        ];
+        let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+        for from in places {
+            for (x, y) in places
+                .iter()
+                .flat_map(|x| places.iter().map(move |y| (x, y)))
+            {
+                let by_distance = from.distance_km(*x) < from.distance_km(*y);
+                let by_dot = dot(from.unit_vector(), x.unit_vector())
+                    > dot(from.unit_vector(), y.unit_vector());
+                assert_eq!(by_distance, by_dot, "{from:?}: {x:?} vs {y:?}");
+            }
+        }
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct AllowPlan {
 pub struct RegionRoute {
     pub key: RegionKey,
     pub location: Coordinates,
+    /// `location` as a unit vector, for ordering by distance without trigonometry.
+    pub direction: [f64; 3],
     a: RRset,
     aaaa: RRset,
     /// Answers given with this region.
@@ -198,6 +200,7 @@ impl RegionRoute {
                 region: region.name.clone(),
             },
             location: region.location,
+            direction: region.location.unit_vector(),
             a: RRset::new(a),
             aaaa: RRset::new(aaaa),
             answered: metrics.query_counter(zone, &service_name, &region.name, "NOERROR"),

@@ -176,7 +176,12 @@ pub fn decide<'t, E: Explain>(
         Policy::Priority => {}
         Policy::Nearest => {
             if let Some(at) = client.location.coordinates() {
-                rest_order.sort_by_key(|i| plan.regions[i].location.distance_km(at));
+                // Nearest first: the largest cosine of the central angle.
+                let v = at.unit_vector();
+                rest_order.sort_by_key(|i| {
+                    let d = plan.regions[i].direction;
+                    -(d[0] * v[0] + d[1] * v[1] + d[2] * v[2])
+                });
             }
             if rest_order.len > 1 {
                 scope.located(&client.location);
@@ -409,9 +414,20 @@ impl Order {
         self.regions[..self.len].iter().map(|&r| usize::from(r))
     }
 
+    /// Stable sort by `key`, computed once per region.
     fn sort_by_key(&mut self, key: impl Fn(usize) -> f64) {
-        self.regions[..self.len]
-            .sort_by(|a, b| key(usize::from(*a)).total_cmp(&key(usize::from(*b))));
+        let mut keys = [0.0; MAX_REGIONS];
+        for (k, &r) in keys.iter_mut().zip(&self.regions[..self.len]) {
+            *k = key(usize::from(r));
+        }
+        let mut pairs = [(0.0, 0u8); MAX_REGIONS];
+        for (i, pair) in pairs[..self.len].iter_mut().enumerate() {
+            *pair = (keys[i], self.regions[i]);
+        }
+        pairs[..self.len].sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (slot, pair) in self.regions[..self.len].iter_mut().zip(&pairs) {
+            *slot = pair.1;
+        }
     }
 
     fn move_to_front(&mut self, region: usize) {
