@@ -3,56 +3,15 @@
 //!
 //!   cargo bench --bench respond
 
-use std::{hint::black_box, net::IpAddr, path::Path, sync::Arc};
+#[path = "../tests/common/query_path.rs"]
+mod query_path;
 
-use arc_swap::ArcSwap;
+use std::{hint::black_box, net::IpAddr};
+
 use criterion::{Criterion, criterion_group, criterion_main};
-use hickory_proto::{
-    op::{Edns, Message, Query},
-    rr::{
-        Name, RecordType,
-        rdata::opt::{ClientSubnet, EdnsOption},
-    },
-};
-use regiondns::{
-    config,
-    dns::{Responder, Transport},
-    geo::{GeoIp, LookupCounters},
-    metrics::Metrics,
-    publish::Publisher,
-};
-
-fn responder() -> Responder {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let zones = config::load_dir(&root.join("zones")).expect("the example zone");
-    let metrics = Metrics::new();
-    let geo = GeoIp::open(
-        &[root.join("geoip/dbip-country.mmdb")],
-        LookupCounters::default(),
-    )
-    .expect("the bundled GeoIP database");
-    let table = Publisher::new(&zones, Arc::new(Metrics::new())).table();
-    Responder::new(
-        table,
-        Arc::new(ArcSwap::from_pointee(geo)),
-        &metrics,
-        1232,
-        None,
-    )
-}
-
-fn request(name: &str, qtype: RecordType, subnet: Option<&str>) -> Vec<u8> {
-    let mut message = Message::query();
-    message.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
-    let mut edns = Edns::new();
-    edns.set_max_payload(1232);
-    if let Some(subnet) = subnet {
-        let subnet: ClientSubnet = subnet.parse().expect("subnet");
-        edns.options_mut().insert(EdnsOption::Subnet(subnet));
-    }
-    message.set_edns(edns);
-    message.to_vec().expect("encode")
-}
+use hickory_proto::rr::RecordType;
+use query_path::{request, responder};
+use regiondns::dns::Transport;
 
 fn bench(c: &mut Criterion) {
     let responder = responder();

@@ -2,29 +2,17 @@
 //! geo query with ECS, a static query, NXDOMAIN, a malformed packet and a refused name costs
 //! no heap allocation (counted by this test binary's allocator, per thread).
 
+mod common;
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     cell::Cell,
     net::IpAddr,
-    path::Path,
-    sync::Arc,
 };
 
-use arc_swap::ArcSwap;
-use hickory_proto::{
-    op::{Edns, Message, Query},
-    rr::{
-        Name, RecordType,
-        rdata::opt::{ClientSubnet, EdnsOption},
-    },
-};
-use regiondns::{
-    config,
-    dns::{Responder, Transport},
-    geo::{GeoIp, LookupCounters},
-    metrics::Metrics,
-    publish::Publisher,
-};
+use common::query_path::{request, responder};
+use hickory_proto::rr::RecordType;
+use regiondns::dns::Transport;
 
 struct Counting;
 
@@ -59,37 +47,9 @@ fn allocations() -> usize {
     ALLOCATIONS.with(Cell::get)
 }
 
-fn request(name: &str, qtype: RecordType, subnet: Option<&str>) -> Vec<u8> {
-    let mut message = Message::query();
-    message.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
-    let mut edns = Edns::new();
-    edns.set_max_payload(1232);
-    if let Some(subnet) = subnet {
-        let subnet: ClientSubnet = subnet.parse().expect("subnet");
-        edns.options_mut().insert(EdnsOption::Subnet(subnet));
-    }
-    message.set_edns(edns);
-    message.to_vec().expect("encode")
-}
-
 #[test]
 fn answering_allocates_nothing() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let zones = config::load_dir(&root.join("zones")).expect("the example zone");
-    let metrics = Metrics::new();
-    let geo = GeoIp::open(
-        &[root.join("geoip/dbip-country.mmdb")],
-        LookupCounters::default(),
-    )
-    .expect("the bundled GeoIP database");
-    let table = Publisher::new(&zones, Arc::new(Metrics::new())).table();
-    let responder = Responder::new(
-        table,
-        Arc::new(ArcSwap::from_pointee(geo)),
-        &metrics,
-        1232,
-        None,
-    );
+    let responder = responder();
     let source: IpAddr = "127.0.0.1".parse().expect("ip");
     let mut malformed = request("api.llm.example.com.", RecordType::A, None);
     malformed.push(0);

@@ -1,0 +1,54 @@
+//! The query path in-process, for the allocation test and the criterion bench: a responder on
+//! the example zone and the bundled GeoIP database, and requests as bytes.
+
+use std::{path::Path, sync::Arc};
+
+use arc_swap::ArcSwap;
+use hickory_proto::{
+    op::{Edns, Message, Query},
+    rr::{
+        Name, RecordType,
+        rdata::opt::{ClientSubnet, EdnsOption},
+    },
+};
+use regiondns::{
+    config,
+    dns::Responder,
+    geo::{GeoIp, LookupCounters},
+    metrics::Metrics,
+    publish::Publisher,
+};
+
+/// A responder as the server builds it, on zones/ and geoip/ of this repository.
+pub fn responder() -> Responder {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let zones = config::load_dir(&root.join("zones")).expect("the example zone");
+    let metrics = Metrics::new();
+    let geo = GeoIp::open(
+        &[root.join("geoip/dbip-country.mmdb")],
+        LookupCounters::default(),
+    )
+    .expect("the bundled GeoIP database");
+    let table = Publisher::new(&zones, Arc::new(Metrics::new())).table();
+    Responder::new(
+        table,
+        Arc::new(ArcSwap::from_pointee(geo)),
+        &metrics,
+        1232,
+        None,
+    )
+}
+
+/// A query with EDNS (1232), and an ECS option when `subnet` is set, as bytes.
+pub fn request(name: &str, qtype: RecordType, subnet: Option<&str>) -> Vec<u8> {
+    let mut message = Message::query();
+    message.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    if let Some(subnet) = subnet {
+        let subnet: ClientSubnet = subnet.parse().expect("subnet");
+        edns.options_mut().insert(EdnsOption::Subnet(subnet));
+    }
+    message.set_edns(edns);
+    message.to_vec().expect("encode")
+}
