@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Most in-zone CNAMEs followed for one answer; a longer chain is answered as far as this.
-pub const MAX_CNAME_CHAIN: usize = 8;
+const MAX_CNAME_CHAIN: usize = 8;
 /// RRsets an answer section can hold: the CNAME chain, then the regions' addresses.
 const MAX_ANSWER_SETS: usize = MAX_CNAME_CHAIN + MAX_ANSWERS;
 /// RRsets an additional section holds at most; more targets' addresses are left out.

@@ -40,22 +40,6 @@ struct WireRdata {
     names: u8,
 }
 
-impl WireRRset {
-    /// Size with no compression at all: never less than what a message needs for it.
-    pub fn max_len(&self) -> usize {
-        let per_record = self.owner.len() + 10;
-        self.rdatas.iter().map(|r| per_record + r.bytes.len()).sum()
-    }
-
-    pub fn len(&self) -> usize {
-        self.rdatas.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rdatas.is_empty()
-    }
-}
-
 /// Encodes records of one owner, type and TTL (as an RRset holds them). `None` when hickory
 /// cannot encode one of them, which validated configuration never produces.
 pub fn encode_rrset(records: &[Record]) -> Option<WireRRset> {
@@ -212,21 +196,6 @@ impl<'b> ResponseWriter<'b> {
 
     pub fn additional(&mut self, set: &WireRRset) -> Result<(), Full> {
         self.rrset(Section::Additional, set)
-    }
-
-    /// Appends a record made for this response only (its RDATA written as given).
-    pub fn answer_made(
-        &mut self,
-        owner: &[u8],
-        rtype: u16,
-        ttl: u32,
-        rdata: &[u8],
-    ) -> Result<(), Full> {
-        let start = (self.buf.len(), self.offset_count);
-        self.record(owner, rtype, ttl, |writer| {
-            writer.buf.extend_from_slice(rdata)
-        });
-        self.commit(Section::Answer, start, 1)
     }
 
     /// Drops every record written, for a truncated (TC) response.
