@@ -123,7 +123,7 @@ async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
     for zone in table.zones() {
         page.push_str(&format!(
             "<h2>zone {}</h2>\n",
-            text(&zone.data.origin().to_string())
+            text(&zone.data.origin_name().to_string())
         ));
         for service in zone.services() {
             page.push_str(&format!(

@@ -9,14 +9,14 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::rr::{Record, RecordType};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     config::FailClosed,
     geo::GeoIp,
     routing::{Decision, MAX_ANSWERS, RoutingTable, ServiceRoutes, ZoneRoutes},
-    wire::{ExtendedError, Rcode},
+    wire::{ExtendedError, Rcode, name::is_within},
     zone::{Additional, Lookup, RRset},
 };
 
@@ -155,11 +155,12 @@ impl AddressSource {
     }
 }
 
-/// Answers `qname`/`qtype` for `client` (the ECS address, else the source address).
+/// Answers `qname` (lower case wire form) and `qtype` for `client` (the ECS address, else the
+/// source address).
 pub fn resolve<'t>(
     table: &'t RoutingTable,
     geo: &GeoIp,
-    qname: &LowerName,
+    qname: &[u8],
     qtype: RecordType,
     client: ClientAddress,
 ) -> Answer<'t> {
@@ -219,7 +220,7 @@ pub fn resolve<'t>(
         chain.push(cname);
         let next = cname
             .cname_target()
-            .filter(|target| zone.data.origin().zone_of(target))
+            .filter(|target| is_within(target, zone.data.origin()))
             .filter(|target| !chain.answer_sets().any(|set| owner_is(set, target)));
         match next {
             Some(target) if chain.answer_len() < MAX_CNAME_CHAIN => name = target,
@@ -267,10 +268,9 @@ fn counted<'t>(mut answer: Answer<'t>, zone: &'t ZoneRoutes) -> Answer<'t> {
     answer
 }
 
-fn owner_is(set: &RRset, name: &LowerName) -> bool {
-    set.records()
-        .first()
-        .is_some_and(|r| LowerName::new(&r.name) == *name)
+fn owner_is(set: &RRset, name: &[u8]) -> bool {
+    // Length octets are below 64, so only the letters differ in case.
+    set.wire().owner().eq_ignore_ascii_case(name)
 }
 
 /// The response for a routing decision: the chosen regions' records, or the fail-closed,

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use hickory_proto::rr::{LowerName, Name, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use tracing::info;
 
 use crate::{
@@ -25,6 +25,7 @@ use crate::{
     publish::{self, initial_health},
     routing::{Plan, RoutingTable},
     server,
+    wire::NameKey,
 };
 
 /// Environment variable holding the admin token when no --admin-token-file is given.
@@ -157,11 +158,12 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let name = Name::from_ascii(&args.name)
         .map(|n| n.to_lowercase())
         .with_context(|| format!("invalid name '{}'", args.name))?;
-    let name = LowerName::new(&if name.is_fqdn() {
+    let name = if name.is_fqdn() {
         name
     } else {
         name.append_domain(&Name::root())?
-    });
+    };
+    let key = NameKey::new(&name);
 
     let mut health = initial_health(&zones);
     if let Some(url) = &args.admin {
@@ -171,7 +173,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let plan = Plan::new(&zones, &Metrics::new());
     let table = RoutingTable::build(&plan, &publish::states(&health));
 
-    let Some(zone) = table.zone_for(&name) else {
+    let Some(zone) = table.zone_for(key.wire()) else {
         println!("{name} is in no zone served here: REFUSED");
         return Ok(ExitCode::SUCCESS);
     };
@@ -179,14 +181,14 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         ip: args.client,
         source: AddressSource::Given,
     };
-    match zone.service_named(&name) {
+    match zone.service_named(key.wire()) {
         Some(service) => {
             for line in explain::service_lines(zone, service, &geo, client, qtype) {
                 println!("{line}");
             }
         }
         None => {
-            let answer = resolve(&table, &geo, &name, qtype, client);
+            let answer = resolve(&table, &geo, key.wire(), qtype, client);
             println!("{name} is not a service: its answer does not depend on the client");
             let records: Vec<String> = answer.answer_records().map(ToString::to_string).collect();
             let rcode = answer.rcode.name();

@@ -5,7 +5,10 @@
 //! It runs the server's own code ([`crate::routing::ServiceRoutes::decide`] and
 //! [`crate::answer::decision_answer`]) with an observer that writes lines; it decides nothing.
 
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, rdata::TXT};
+use hickory_proto::{
+    rr::{Name, RData, Record, RecordType, rdata::TXT},
+    serialize::binary::{BinDecodable, BinDecoder},
+};
 
 use crate::{
     answer::{Answer, ClientAddress, decision_answer},
@@ -13,6 +16,7 @@ use crate::{
     geo::{GeoIp, Located},
     region::State,
     routing::{Decision, Explain, RegionRoute, RoutingTable, RulePlan, ServiceRoutes, ZoneRoutes},
+    wire::name::{first_label, parent},
 };
 
 /// The first label of the names that explain a service's answer over DNS.
@@ -23,19 +27,16 @@ const EXPLAIN_LABEL: &[u8] = b"_explain";
 pub fn txt_answer<'t>(
     table: &'t RoutingTable,
     geo: &GeoIp,
-    qname: &LowerName,
+    qname: &[u8],
     qtype: RecordType,
     client: ClientAddress,
 ) -> Option<Answer<'t>> {
-    if qtype != RecordType::TXT {
+    if qtype != RecordType::TXT || first_label(qname) != EXPLAIN_LABEL {
         return None;
     }
     let zone = table.zone_for(qname).filter(|zone| zone.explain)?;
-    let name = Name::from(qname);
-    if !name.iter().next()?.eq_ignore_ascii_case(EXPLAIN_LABEL) {
-        return None;
-    }
-    let service = zone.service_named(&LowerName::new(&name.base_name()))?;
+    let service = zone.service_named(parent(qname)?)?;
+    let name = Name::read(&mut BinDecoder::new(qname)).ok()?;
     let records = service_lines(zone, service, geo, client, RecordType::A)
         .iter()
         .map(|line| {

@@ -10,13 +10,16 @@
 use std::collections::HashMap;
 
 use hickory_proto::rr::{
-    LowerName, Name, RData, Record, RecordType,
+    Name, RData, Record, RecordType,
     rdata::{NS, SOA},
 };
 
 use crate::{
     config::ZoneConfig,
-    wire::{WireRRset, encode_rrset},
+    wire::{
+        NameKey, WireRRset, encode_rrset,
+        name::{is_within, parent},
+    },
 };
 
 /// Index of a service in its zone's configuration.
@@ -28,7 +31,7 @@ pub struct RRset {
     records: Box<[Record]>,
     wire: WireRRset,
     /// For a CNAME, where it points (looked up again while it stays in the zone).
-    target: Option<LowerName>,
+    target: Option<NameKey>,
     /// For NS, MX and SRV, the addresses of their targets in this zone (RFC 1034 3.7).
     additional: Option<Box<Additional>>,
 }
@@ -49,7 +52,7 @@ impl RRset {
             return RRset::new(Vec::new());
         };
         let target = records.first().and_then(|r| match &r.data {
-            RData::CNAME(cname) => Some(LowerName::new(&cname.0)),
+            RData::CNAME(cname) => Some(NameKey::new(&cname.0)),
             _ => None,
         });
         RRset {
@@ -69,8 +72,8 @@ impl RRset {
     }
 
     /// The CNAME's target, for a CNAME set.
-    pub fn cname_target(&self) -> Option<&LowerName> {
-        self.target.as_ref()
+    pub fn cname_target(&self) -> Option<&[u8]> {
+        self.target.as_ref().map(NameKey::wire)
     }
 
     /// The additional-section data of an NS, MX or SRV set.
@@ -79,11 +82,11 @@ impl RRset {
     }
 
     /// The names in the RDATA whose addresses go in the additional section.
-    fn additional_targets(&self) -> impl Iterator<Item = LowerName> + '_ {
+    fn additional_targets(&self) -> impl Iterator<Item = NameKey> + '_ {
         self.records.iter().filter_map(|record| match &record.data {
-            RData::NS(NS(target)) => Some(LowerName::new(target)),
-            RData::MX(mx) => Some(LowerName::new(&mx.exchange)),
-            RData::SRV(srv) => Some(LowerName::new(&srv.target)),
+            RData::NS(NS(target)) => Some(NameKey::new(target)),
+            RData::MX(mx) => Some(NameKey::new(&mx.exchange)),
+            RData::SRV(srv) => Some(NameKey::new(&srv.target)),
             _ => None,
         })
     }
@@ -126,12 +129,13 @@ pub enum Lookup<'z> {
 
 #[derive(Debug)]
 pub struct ZoneData {
-    origin: LowerName,
+    origin: NameKey,
+    origin_name: Name,
     soa: RRset,
     /// The SOA for negative answers, with TTL = min(SOA TTL, negative_ttl) (RFC 2308 5).
     negative_soa: RRset,
     /// Hashed with foldhash (randomly seeded): every query looks a name up here.
-    nodes: HashMap<LowerName, Node, foldhash::fast::RandomState>,
+    nodes: HashMap<NameKey, Node, foldhash::fast::RandomState>,
     has_delegations: bool,
 }
 
@@ -141,7 +145,8 @@ impl ZoneData {
         let soa = soa_record(config, config.ttl);
         let negative_ttl = config.ttl.min(config.soa.negative_ttl);
         let mut zone = ZoneData {
-            origin: LowerName::new(&origin),
+            origin: NameKey::new(&origin),
+            origin_name: origin.clone(),
             soa: RRset::new(vec![soa.clone()]),
             negative_soa: RRset::new(vec![soa_record(config, negative_ttl)]),
             nodes: HashMap::default(),
@@ -170,8 +175,14 @@ impl ZoneData {
         zone
     }
 
-    pub fn origin(&self) -> &LowerName {
-        &self.origin
+    /// The apex, in lower case wire form.
+    pub fn origin(&self) -> &[u8] {
+        self.origin.wire()
+    }
+
+    /// The apex as configured, for people to read.
+    pub fn origin_name(&self) -> &Name {
+        &self.origin_name
     }
 
     pub fn soa(&self) -> &RRset {
@@ -183,7 +194,7 @@ impl ZoneData {
     }
 
     /// Answers `name`/`qtype`; `name` must be inside this zone. `ANY` gets one RRset (RFC 8482).
-    pub fn lookup(&self, name: &LowerName, qtype: RecordType) -> Lookup<'_> {
+    pub fn lookup(&self, name: &[u8], qtype: RecordType) -> Lookup<'_> {
         if let Some(delegation) = self.delegation_above(name, qtype) {
             return Lookup::Referral(delegation);
         }
@@ -216,17 +227,17 @@ impl ZoneData {
     }
 
     /// The zone cut at or above `name`, if any: the parent side answers only DS at the cut.
-    fn delegation_above(&self, name: &LowerName, qtype: RecordType) -> Option<&Delegation> {
+    fn delegation_above(&self, name: &[u8], qtype: RecordType) -> Option<&Delegation> {
         if !self.has_delegations {
             return None;
         }
-        let mut current = name.clone();
-        while current != self.origin && !current.is_root() {
-            if let Some(delegation) = self.nodes.get(&current).and_then(|n| n.delegation.as_ref()) {
-                let at_cut_asking_parent = current == *name && qtype == RecordType::DS;
+        let mut current = name;
+        while current != self.origin.wire() {
+            if let Some(delegation) = self.nodes.get(current).and_then(|n| n.delegation.as_ref()) {
+                let at_cut_asking_parent = current == name && qtype == RecordType::DS;
                 return (!at_cut_asking_parent).then_some(delegation);
             }
-            current = current.base_name();
+            current = parent(current)?;
         }
         None
     }
@@ -240,16 +251,22 @@ impl ZoneData {
     /// The node of `name`, created with every missing ancestor up to the origin, so that empty
     /// non-terminals answer NODATA rather than NXDOMAIN (RFC 8020).
     fn node_mut(&mut self, name: &Name) -> &mut Node {
-        let mut ancestor = LowerName::new(name).base_name();
-        while self.origin.zone_of(&ancestor) && ancestor != self.origin {
-            self.nodes.entry(ancestor.clone()).or_default();
-            ancestor = ancestor.base_name();
+        let key = NameKey::new(name);
+        let mut ancestor = parent(key.wire());
+        while let Some(name) = ancestor.filter(|a| is_within(a, self.origin.wire())) {
+            if name == self.origin.wire() {
+                break;
+            }
+            if !self.nodes.contains_key(name) {
+                self.nodes.insert(NameKey::from_wire(name), Node::default());
+            }
+            ancestor = parent(name);
         }
-        self.nodes.entry(LowerName::new(name)).or_default()
+        self.nodes.entry(key).or_default()
     }
 
     fn build_delegations(&mut self) {
-        let cuts: Vec<(LowerName, RRset)> = self
+        let cuts: Vec<(NameKey, RRset)> = self
             .nodes
             .iter()
             .filter(|(name, _)| **name != self.origin)
@@ -279,11 +296,11 @@ impl ZoneData {
                 let mut additional = Additional::default();
                 let mut seen = Vec::new();
                 for target in rrset.additional_targets() {
-                    if !self.origin.zone_of(&target) || seen.contains(&target) {
+                    if !is_within(target.wire(), self.origin.wire()) || seen.contains(&target) {
                         continue;
                     }
                     seen.push(target.clone());
-                    let Some(target) = self.nodes.get(&target) else {
+                    let Some(target) = self.nodes.get(target.wire()) else {
                         continue;
                     };
                     additional.services.extend(target.service);
@@ -310,11 +327,11 @@ impl ZoneData {
 
     fn glue_for(&self, ns: &RRset) -> Vec<RRset> {
         let targets = ns.records().iter().filter_map(|r| match &r.data {
-            RData::NS(NS(target)) => Some(LowerName::new(target)),
+            RData::NS(NS(target)) => Some(NameKey::new(target)),
             _ => None,
         });
         targets
-            .filter_map(|target| self.nodes.get(&target))
+            .filter_map(|target| self.nodes.get(target.wire()))
             .flat_map(|node| node.rrsets.iter())
             .filter(|s| matches!(s.record_type(), Some(RecordType::A | RecordType::AAAA)))
             .cloned()
@@ -369,8 +386,10 @@ services:
         ZoneData::build(&config)
     }
 
-    fn name(s: &str) -> LowerName {
-        LowerName::new(&Name::from_str(s).expect("name"))
+    fn name(s: &str) -> Vec<u8> {
+        NameKey::new(&Name::from_str(s).expect("name"))
+            .wire()
+            .to_vec()
     }
 
     #[test]

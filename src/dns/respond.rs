@@ -119,15 +119,13 @@ impl Responder {
                 return true;
             }
         };
-        let rcode = refused_before_lookup(&request);
-        let name = request.question.name();
-        let (Some(name), None) = (name, rcode) else {
-            let rcode = rcode.unwrap_or(Rcode::FormErr);
+        if let Some(rcode) = refused_before_lookup(&request) {
             self.errors.for_rcode(rcode).inc();
             let edns = request.edns.map(|e| self.edns(&e, None));
             self.write(out, &request, transport, None, rcode, edns);
             return true;
-        };
+        }
+        let name = request.question.name();
 
         let client = match request.edns.and_then(|e| e.client_subnet) {
             Some(subnet) if subnet.source_prefix > 0 => ClientAddress {
@@ -142,8 +140,8 @@ impl Responder {
         let table = self.table.load();
         let geo = self.geo.load();
         let qtype = RecordType::from(request.question.qtype);
-        let answer = explain::txt_answer(&table, &geo, &name, qtype, client)
-            .unwrap_or_else(|| resolve(&table, &geo, &name, qtype, client));
+        let answer = explain::txt_answer(&table, &geo, name, qtype, client)
+            .unwrap_or_else(|| resolve(&table, &geo, name, qtype, client));
         match answer.counters {
             [None, _] => {
                 self.errors.for_rcode(answer.rcode).inc();

@@ -11,7 +11,7 @@ mod policy;
 use std::{net::IpAddr, sync::Arc};
 
 use hickory_proto::rr::{
-    LowerName, RData, Record, RecordType,
+    RData, Record, RecordType,
     rdata::{A, AAAA},
 };
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +23,7 @@ use crate::{
     geo::{Coordinates, GeoIp, Located},
     metrics::Metrics,
     region::{RegionKey, State, States},
+    wire::name::{is_within, label_count},
     zone::{Lookup, RRset, ServiceId, ZoneData},
 };
 
@@ -256,7 +257,7 @@ impl RoutingTable {
                     .collect(),
             })
             .collect();
-        zones.sort_by_key(|z| std::cmp::Reverse(z.data.origin().num_labels()));
+        zones.sort_by_key(|z| std::cmp::Reverse(label_count(z.data.origin())));
         RoutingTable { zones }
     }
 
@@ -265,8 +266,9 @@ impl RoutingTable {
     }
 
     /// The zone that is authoritative for `name`, if any.
-    pub fn zone_for(&self, name: &LowerName) -> Option<&ZoneRoutes> {
-        self.zones.iter().find(|z| z.data.origin().zone_of(name))
+    /// `name` is in lower case wire form; the deepest zone that holds it answers.
+    pub fn zone_for(&self, name: &[u8]) -> Option<&ZoneRoutes> {
+        self.zones.iter().find(|z| is_within(name, z.data.origin()))
     }
 
     /// Names of the services whose every region is down (answering in fail-open mode).
@@ -294,7 +296,7 @@ impl ZoneRoutes {
     }
 
     /// The service called `name`, if any.
-    pub fn service_named(&self, name: &LowerName) -> Option<&ServiceRoutes> {
+    pub fn service_named(&self, name: &[u8]) -> Option<&ServiceRoutes> {
         match self.data.lookup(name, RecordType::A) {
             Lookup::Service(id) => self.service(id),
             _ => None,

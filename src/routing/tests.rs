@@ -40,10 +40,10 @@ fn service_table(service: &str, states: &[(&str, State)]) -> RoutingTable {
 }
 
 fn api(table: &RoutingTable) -> &ServiceRoutes {
-    let name = LowerName::new(&"api.llm.example.com.".parse().expect("name"));
+    let name = b"\x03api\x03llm\x07example\x03com\x00";
     table
-        .zone_for(&name)
-        .and_then(|z| z.service_named(&name))
+        .zone_for(name)
+        .and_then(|z| z.service_named(name))
         .expect("service")
 }
 

@@ -7,9 +7,11 @@
 //! Extended DNS Errors). It knows nothing of zones, regions or health, and never allocates
 //! while parsing; what to answer is decided elsewhere and handed to [`ResponseWriter`].
 
+pub mod name;
 mod request;
 mod response;
 
+pub use name::NameKey;
 pub use request::{ClientSubnet, EdnsRequest, Malformed, Question, Request, parse};
 pub use response::{
     EdnsResponse, ExtendedError, Full, ResponseWriter, WireRRset, encode_rrset, opt_len,

@@ -4,11 +4,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::{
-    rr::{LowerName, Name},
-    serialize::binary::{BinDecodable, BinDecoder},
-};
-
 use super::{HEADER_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, Rcode, TYPE_OPT, option, skip_name};
 
 const FLAG_QR: u16 = 0x8000;
@@ -36,17 +31,9 @@ pub struct Question<'p> {
 }
 
 impl Question<'_> {
-    /// The name in lower case, wire form.
-    pub fn lower_wire(&self) -> &[u8] {
+    /// The name in lower case wire form, as zones look names up.
+    pub fn name(&self) -> &[u8] {
         &self.lower[..usize::from(self.lower_len)]
-    }
-
-    /// The name as hickory's type, for zone lookups.
-    pub fn name(&self) -> Option<LowerName> {
-        let mut decoder = BinDecoder::new(self.lower_wire());
-        Name::read(&mut decoder)
-            .ok()
-            .map(|name| LowerName::new(&name))
     }
 }
 

@@ -57,6 +57,13 @@ pub fn encode_rrset(records: &[Record]) -> Option<WireRRset> {
     })
 }
 
+impl WireRRset {
+    /// The owner's name in wire form, in the configuration's case.
+    pub fn owner(&self) -> &[u8] {
+        &self.owner
+    }
+}
+
 fn encode_rdata(rdata: &RData) -> Option<WireRdata> {
     let compressible = |names_at: u8, names: u8, bytes: Vec<u8>| WireRdata {
         bytes: bytes.into_boxed_slice(),
