@@ -10,12 +10,13 @@
 //! database already open; a new file is opened whole and swapped in by the caller.
 
 mod countries;
+mod memo;
 
 use std::{
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -24,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Deserializer, de};
 
 pub use countries::{CountryInfo, country_info};
+use memo::Decoded;
 
 /// A point on Earth in decimal degrees.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,6 +129,25 @@ pub struct Location {
     pub continent: Option<Continent>,
     /// Prefix length of the database network this answer holds for (the ECS scope).
     pub prefix_len: u8,
+    /// The coordinates' [`Coordinates::unit_vector`], computed once per decoded record.
+    direction: Option<[f64; 3]>,
+}
+
+impl Location {
+    pub fn new(
+        coordinates: Option<Coordinates>,
+        country: Option<CountryCode>,
+        continent: Option<Continent>,
+        prefix_len: u8,
+    ) -> Location {
+        Location {
+            coordinates,
+            country,
+            continent,
+            prefix_len,
+            direction: coordinates.map(Coordinates::unit_vector),
+        }
+    }
 }
 
 /// The outcome of a lookup: a location, or "unknown" over a network of `prefix_len` bits.
@@ -148,6 +169,14 @@ impl Located {
     pub fn coordinates(&self) -> Option<Coordinates> {
         match self {
             Located::Known(location) => location.coordinates,
+            Located::Unknown { .. } => None,
+        }
+    }
+
+    /// The coordinates as a unit vector: nearest first is an order of dot products with it.
+    pub fn direction(&self) -> Option<[f64; 3]> {
+        match self {
+            Located::Known(location) => location.direction,
             Located::Unknown { .. } => None,
         }
     }
@@ -200,6 +229,8 @@ pub struct GeoIp {
 }
 
 struct Database {
+    /// Unique in this process: names the database's records in [`memo`].
+    id: u64,
     path: PathBuf,
     reader: Reader<Vec<u8>>,
     size: usize,
@@ -403,7 +434,9 @@ impl Database {
             path: path.to_owned(),
             source,
         })?;
+        static OPENED: AtomicU64 = AtomicU64::new(0);
         Ok(Database {
+            id: OPENED.fetch_add(1, Ordering::Relaxed),
             path: path.to_owned(),
             reader,
             size,
@@ -424,12 +457,23 @@ impl Database {
         } else {
             0
         };
-        let (location, shape, undecodable) = match result.decode::<GeoRecord>() {
-            Ok(Some(record)) => {
-                let shape = record.shape();
-                (record.into_location(prefix_len), shape, false)
-            }
-            Ok(None) => (None, None, false),
+        let Some(offset) = result.offset() else {
+            return Some(Lookup {
+                prefix_len,
+                location: None,
+                undecodable: false,
+                shape: None,
+            });
+        };
+        let decode = || {
+            let record = result.decode::<GeoRecord>()?.unwrap_or_default();
+            Ok(Decoded {
+                shape: record.shape(),
+                location: record.into_location(prefix_len),
+            })
+        };
+        let (location, shape, undecodable) = match memo::decoded(self.id, offset, decode) {
+            Ok(decoded) => (decoded.location, decoded.shape, false),
             Err(error) => {
                 self.warn_once(ip, &error);
                 (None, None, true)
@@ -437,7 +481,7 @@ impl Database {
         };
         Some(Lookup {
             prefix_len,
-            location,
+            location: location.map(|l| Location { prefix_len, ..l }),
             undecodable,
             shape,
         })
@@ -556,12 +600,8 @@ impl GeoRecord<'_> {
             .code
             .and_then(Continent::from_code)
             .or(info.map(|i| i.continent));
-        (coordinates.is_some() || country.is_some()).then_some(Location {
-            coordinates,
-            country,
-            continent,
-            prefix_len,
-        })
+        (coordinates.is_some() || country.is_some())
+            .then(|| Location::new(coordinates, country, continent, prefix_len))
     }
 }
 

@@ -175,9 +175,8 @@ pub fn decide<'t, E: Explain>(
     match plan.policy {
         Policy::Priority => {}
         Policy::Nearest => {
-            if let Some(at) = client.location.coordinates() {
+            if let Some(v) = client.location.direction() {
                 // Nearest first: the largest cosine of the central angle.
-                let v = at.unit_vector();
                 rest_order.sort_by_key(|i| {
                     let d = plan.regions[i].direction;
                     -(d[0] * v[0] + d[1] * v[1] + d[2] * v[2])

@@ -50,12 +50,12 @@ fn api(table: &RoutingTable) -> &ServiceRoutes {
 fn client(ip: &str, country: &str, continent: Continent, lat: f64, lon: f64) -> Client {
     Client {
         ip: ip.parse().expect("ip"),
-        location: Located::Known(Location {
-            coordinates: Some(Coordinates { lat, lon }),
-            country: CountryCode::parse(country),
-            continent: Some(continent),
-            prefix_len: 16,
-        }),
+        location: Located::Known(Location::new(
+            Some(Coordinates { lat, lon }),
+            CountryCode::parse(country),
+            Some(continent),
+            16,
+        )),
     }
 }
 
