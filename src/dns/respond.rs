@@ -17,8 +17,8 @@ use crate::{
     metrics::Metrics,
     routing::RoutingTable,
     wire::{
-        self, EdnsRequest, EdnsResponse, Malformed, Rcode, Request, ResponseWriter, encode_rrset,
-        opt_len,
+        self, EdnsRequest, EdnsResponse, MAX_NAME_LEN, Malformed, NameBuf, Rcode, Request,
+        ResponseWriter, encode_rrset, opt_len,
     },
 };
 
@@ -125,7 +125,8 @@ impl Responder {
             self.write(out, &request, transport, None, rcode, edns);
             return true;
         }
-        let name = request.question.name();
+        let mut name_buf: NameBuf = [0; MAX_NAME_LEN];
+        let name = request.question.lower_name(&mut name_buf);
 
         let client = match request.edns.and_then(|e| e.client_subnet) {
             Some(subnet) if subnet.source_prefix > 0 => ClientAddress {

@@ -80,6 +80,9 @@ impl Picks {
 
 /// What `decide` tells an observer, step by step.
 pub trait Explain {
+    /// Whether anything is reported at all: the query path's `()` is not, so what only a
+    /// report needs (a haversine per region) is never computed for it.
+    const LISTENS: bool = true;
     fn rule(&mut self, _matched: Option<(usize, &RulePlan)>) {}
     fn candidate(
         &mut self,
@@ -93,7 +96,9 @@ pub trait Explain {
 }
 
 /// The query path's observer: every method does nothing.
-impl Explain for () {}
+impl Explain for () {
+    const LISTENS: bool = false;
+}
 
 /// A set of region indexes.
 type Set = u32;
@@ -275,6 +280,9 @@ fn report<E: Explain>(
     client: &Client,
     note: &str,
 ) {
+    if !E::LISTENS {
+        return;
+    }
     let at = client.location.coordinates();
     for (i, region) in service.plan.regions.iter().enumerate().take(MAX_REGIONS) {
         let state = service.states[i];

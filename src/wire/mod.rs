@@ -12,7 +12,7 @@ mod request;
 mod response;
 
 pub use name::NameKey;
-pub use request::{ClientSubnet, EdnsRequest, Malformed, Question, Request, parse};
+pub use request::{ClientSubnet, EdnsRequest, Malformed, NameBuf, Question, Request, parse};
 pub use response::{
     EdnsResponse, ExtendedError, Full, ResponseWriter, WireRRset, encode_rrset, opt_len,
 };

@@ -19,21 +19,26 @@ pub struct Request<'p> {
     pub edns: Option<EdnsRequest>,
 }
 
-/// The question as sent, and its name in lower case for lookups.
-#[derive(Debug)]
+/// The question as sent: its name is checked (uncompressed, labels and length within limits).
+#[derive(Debug, Clone, Copy)]
 pub struct Question<'p> {
     /// Name, type and class exactly as received (the response repeats them, case included).
     pub wire: &'p [u8],
     pub qtype: u16,
     pub qclass: u16,
-    lower: [u8; MAX_NAME_LEN],
-    lower_len: u8,
 }
 
+/// Room for a name in wire form.
+pub type NameBuf = [u8; MAX_NAME_LEN];
+
 impl Question<'_> {
-    /// The name in lower case wire form, as zones look names up.
-    pub fn name(&self) -> &[u8] {
-        &self.lower[..usize::from(self.lower_len)]
+    /// The name in lower case wire form, as zones look names up, written into `buf`.
+    pub fn lower_name<'b>(&self, buf: &'b mut NameBuf) -> &'b [u8] {
+        let name = &self.wire[..self.wire.len() - 4];
+        let lower = &mut buf[..name.len()];
+        lower.copy_from_slice(name);
+        lower.make_ascii_lowercase();
+        lower
     }
 }
 
@@ -188,19 +193,12 @@ impl<'p> Reply<'p> {
 /// The question at `offset`: its name must be written out in full (a pointer here could only
 /// point into the header or at itself).
 fn read_question(packet: &[u8], offset: usize) -> Option<(Question<'_>, usize)> {
-    let mut lower = [0; MAX_NAME_LEN];
     let mut at = offset;
-    let mut len = 0;
     loop {
         let label = usize::from(*packet.get(at)?);
-        if label > MAX_LABEL_LEN || len + label + 1 > MAX_NAME_LEN {
+        if label > MAX_LABEL_LEN || at + label + 1 - offset > MAX_NAME_LEN {
             return None;
         }
-        let bytes = packet.get(at..at + label + 1)?;
-        for (out, byte) in lower[len..len + label + 1].iter_mut().zip(bytes) {
-            *out = byte.to_ascii_lowercase();
-        }
-        len += label + 1;
         at += label + 1;
         if label == 0 {
             break;
@@ -212,8 +210,6 @@ fn read_question(packet: &[u8], offset: usize) -> Option<(Question<'_>, usize)> 
         wire: &packet[offset..end],
         qtype: u16::from_be_bytes([fixed[0], fixed[1]]),
         qclass: u16::from_be_bytes([fixed[2], fixed[3]]),
-        lower,
-        lower_len: u8::try_from(len).ok()?,
     };
     Some((question, end))
 }

@@ -298,6 +298,15 @@ impl<'b> ResponseWriter<'b> {
 
     /// Writes `name` (uncompressed wire form), pointing at the longest suffix already written.
     fn name(&mut self, name: &[u8]) {
+        // Most owners are the question's name: one comparison, then a pointer to it.
+        if self.question_end > HEADER_LEN {
+            let question = &self.buf[HEADER_LEN..self.question_end - 4];
+            if question.eq_ignore_ascii_case(name) {
+                self.buf
+                    .extend_from_slice(&(0xC000 | HEADER_LEN as u16).to_be_bytes());
+                return;
+            }
+        }
         let mut at = 0;
         while at < name.len() && name[at] != 0 {
             if let Some(offset) = self.find(&name[at..]) {
