@@ -9,8 +9,8 @@
 
 use std::net::IpAddr;
 
+use crate::counter::QueryCounter;
 use hickory_proto::rr::{Record, RecordType};
-use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     config::FailClosed,
@@ -45,7 +45,7 @@ pub struct Answer<'t> {
     /// How many leading bits of the client address the answer depends on (the ECS scope).
     pub scope: u8,
     /// The counters this answer adds one to; none: count it by rcode.
-    pub counters: [Option<&'t Counter>; 2],
+    pub counters: [Option<&'t QueryCounter>; 2],
     /// Why the answer is refused or fails closed (RFC 8914).
     pub extended_error: Option<ExtendedError<'t>>,
     /// Records made for this query only (the `_explain` TXT lines).
@@ -70,7 +70,7 @@ impl<'t> Answer<'t> {
 
     /// An answer of records made for this query only (the `_explain` TXT lines), holding for
     /// `scope` bits of the client's address.
-    pub fn made(records: Vec<Record>, counter: &'t Counter, scope: u8) -> Answer<'t> {
+    pub fn made(records: Vec<Record>, counter: &'t QueryCounter, scope: u8) -> Answer<'t> {
         Answer {
             made: records,
             counters: [Some(counter), None],

@@ -18,6 +18,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::counter;
+
 pub use respond::{DEFAULT_MAX_UDP_PAYLOAD, Responder, Transport};
 
 /// How long a TCP connection may stay idle, or take to send one request.
@@ -62,10 +64,14 @@ impl Listeners {
     pub async fn serve(self, responder: Responder, shutdown: CancellationToken) -> io::Result<()> {
         let responder = Arc::new(responder);
         let mut tasks = JoinSet::new();
+        let mut workers = 0..;
         for (udp_sockets, tcp) in self.addresses {
-            for socket in udp_sockets {
+            for (socket, worker) in udp_sockets.into_iter().zip(&mut workers) {
                 let (responder, shutdown) = (Arc::clone(&responder), shutdown.clone());
-                tasks.spawn_blocking(move || udp::serve(socket, &responder, &shutdown));
+                tasks.spawn_blocking(move || {
+                    counter::claim_shard(worker);
+                    udp::serve(socket, &responder, &shutdown)
+                });
             }
             tasks.spawn(serve_tcp(tcp, Arc::clone(&responder), shutdown.clone()));
         }

@@ -6,9 +6,9 @@
 
 use std::{net::IpAddr, sync::Arc};
 
+use crate::counter::QueryCounter;
 use arc_swap::ArcSwap;
 use hickory_proto::rr::RecordType;
-use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     answer::{AddressSource, Answer, ClientAddress, resolve},
@@ -47,15 +47,15 @@ pub struct Responder {
 
 /// Responses to requests that reach no zone.
 struct ErrorCounters {
-    refused: Counter,
-    formerr: Counter,
-    notimp: Counter,
-    badvers: Counter,
-    servfail: Counter,
+    refused: QueryCounter,
+    formerr: QueryCounter,
+    notimp: QueryCounter,
+    badvers: QueryCounter,
+    servfail: QueryCounter,
 }
 
 impl ErrorCounters {
-    fn for_rcode(&self, rcode: Rcode) -> &Counter {
+    fn for_rcode(&self, rcode: Rcode) -> &QueryCounter {
         match rcode {
             Rcode::FormErr => &self.formerr,
             Rcode::NotImp => &self.notimp,

@@ -20,8 +20,8 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
+use crate::counter::QueryCounter;
 use maxminddb::{MaxMindDbError, Reader};
-use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Deserializer, de};
 
 pub use countries::{CountryInfo, country_info};
@@ -215,11 +215,11 @@ pub const SAMPLE: [(&str, &str); 9] = [
 /// Lookups by outcome, for `/metrics` (`regiondns_geoip_lookups_total`): one atomic add each.
 #[derive(Debug, Clone, Default)]
 pub struct LookupCounters {
-    pub located: Counter,
+    pub located: QueryCounter,
     /// No database has data for the address.
-    pub unknown: Counter,
+    pub unknown: QueryCounter,
     /// A database has a record for the address that regiondns cannot read.
-    pub undecodable: Counter,
+    pub undecodable: QueryCounter,
 }
 
 /// One or more GeoIP databases, consulted in order.

@@ -10,11 +10,11 @@ mod policy;
 
 use std::{net::IpAddr, sync::Arc};
 
+use crate::counter::QueryCounter;
 use hickory_proto::rr::{
     RData, Record, RecordType,
     rdata::{A, AAAA},
 };
-use prometheus_client::metrics::counter::Counter;
 
 pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
 
@@ -42,8 +42,8 @@ struct ZonePlan {
 /// Responses of a zone that are not service answers.
 #[derive(Debug)]
 pub struct ZoneCounters {
-    pub noerror: Counter,
-    pub nxdomain: Counter,
+    pub noerror: QueryCounter,
+    pub nxdomain: QueryCounter,
 }
 
 /// A service compiled from its configuration: regions in list order (every region index below
@@ -59,9 +59,9 @@ pub struct ServicePlan {
     pub weights: Vec<u32>,
     pub canary: Option<CanaryPlan>,
     pub rules: Vec<RulePlan>,
-    pub servfail: Counter,
-    pub fail_open: Counter,
-    pub fail_closed: Counter,
+    pub servfail: QueryCounter,
+    pub fail_open: QueryCounter,
+    pub fail_closed: QueryCounter,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +98,7 @@ pub struct RegionRoute {
     a: RRset,
     aaaa: RRset,
     /// Answers given with this region.
-    pub answered: Counter,
+    pub answered: QueryCounter,
 }
 
 impl Plan {
