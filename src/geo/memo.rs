@@ -1,20 +1,25 @@
-//! Records decoded before, remembered per thread.
+//! Lookups and records seen before, remembered per thread.
 //!
-//! Decoding is most of a lookup's cost (a City record carries names in many languages that
-//! must be walked past), and records repeat: a City database holds about half a million of
-//! them for millions of networks, and a server's clients come from far fewer places. Each
-//! thread keeps the records it decoded last in a small direct-mapped table: a hit costs a
-//! multiply and a comparison; nothing is shared between threads (no lock, no cache line written
-//! by two cores); the table never grows. An entry is named by its database (an id no other
-//! database opened by this process has) and the record's offset, so a reloaded file is never
-//! answered from an entry of the old one.
+//! A lookup walks the database's tree (one node per bit of the network) and decodes the record
+//! it finds (a City record carries names in many languages that must be walked past). Both
+//! repeat: a resolver sends the same client subnets again and again, and a City database holds
+//! about half a million records for millions of networks. Each thread keeps, in two small
+//! direct-mapped tables, the networks it looked up last with what they gave, and the records
+//! it decoded last. A hit costs a hash and a comparison; nothing is shared between threads (no
+//! lock, no cache line written by two cores); the tables never grow. Entries are named by the
+//! database (or set of databases) they came from, by an id nothing else opened by this process
+//! has, so a reloaded file is never answered from an entry of the old one.
 
-use std::cell::RefCell;
+use std::{cell::RefCell, net::IpAddr};
 
-use super::{Location, Shape};
+use super::{Location, Outcome, Shape};
 
-/// Entries per thread (a power of two): about 60 KB.
+/// Entries per table and thread (a power of two): about 60 KB of records, 90 KB of networks.
 const SLOTS: usize = 1024;
+/// Networks are filed under the address's first 24 (IPv4) or 48 (IPv6) bits: the longest
+/// prefixes ECS carries by default (RFC 7871 11.1).
+const FILED_V4: u32 = 24;
+const FILED_V6: u32 = 48;
 
 /// A record as regiondns reads it: nothing usable, or a location; and the shape it came in.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +62,59 @@ pub(super) fn decoded<E>(
         });
         Ok(decoded)
     })
+}
+
+#[derive(Clone, Copy)]
+struct NetworkEntry {
+    geo: u64,
+    v4: bool,
+    /// The address's leading `prefix_len` bits: the network the outcome holds for.
+    network: u128,
+    prefix_len: u8,
+    outcome: Outcome,
+}
+
+thread_local! {
+    static NETWORKS: RefCell<Vec<Option<NetworkEntry>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What the databases `geo` say of `ip` (canonical): remembered for the network the answer
+/// holds over, or looked up by `lookup` and remembered.
+pub(super) fn outcome(geo: u64, ip: IpAddr, lookup: impl FnOnce() -> Outcome) -> Outcome {
+    let (bits, width, filed) = match ip {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32, FILED_V4),
+        IpAddr::V6(v6) => (u128::from(v6), 128, FILED_V6),
+    };
+    let v4 = ip.is_ipv4();
+    NETWORKS.with_borrow_mut(|table| {
+        if table.is_empty() {
+            table.resize(SLOTS, None);
+        }
+        let slot = &mut table[slot_of(geo, (bits >> (width - filed)) as usize)];
+        if let Some(entry) = slot.filter(|e| {
+            e.geo == geo && e.v4 == v4 && leading(bits, width, e.prefix_len) == e.network
+        }) {
+            return entry.outcome;
+        }
+        let outcome = lookup();
+        let prefix_len = outcome.located.prefix_len().min(width as u8);
+        *slot = Some(NetworkEntry {
+            geo,
+            v4,
+            network: leading(bits, width, prefix_len),
+            prefix_len,
+            outcome,
+        });
+        outcome
+    })
+}
+
+/// The first `prefix_len` of the `width` bits of `bits`, the rest zero.
+fn leading(bits: u128, width: u32, prefix_len: u8) -> u128 {
+    match width.checked_sub(u32::from(prefix_len)) {
+        Some(rest) if prefix_len > 0 => bits & (u128::MAX << rest),
+        _ => 0,
+    }
 }
 
 /// MurmurHash3's 64-bit finaliser: offsets cluster and share low bits (records are aligned
@@ -111,6 +169,44 @@ mod tests {
             decoded::<()>(7, 5, || Ok(at(1.0))).map(latitude),
             Ok(Some(1.0))
         );
+    }
+
+    fn unknown(prefix_len: u8) -> Outcome {
+        Outcome {
+            located: super::super::Located::Unknown { prefix_len },
+            undecodable: false,
+            shape: None,
+        }
+    }
+
+    #[test]
+    fn a_network_is_looked_up_once_and_holds_only_within_its_prefix() {
+        let mut lookups = 0;
+        let mut locate = |geo, ip: &str, prefix_len| {
+            let ip: IpAddr = ip.parse().expect("ip");
+            outcome(geo, ip, || {
+                lookups += 1;
+                unknown(prefix_len)
+            })
+            .located
+            .prefix_len()
+        };
+        assert_eq!(locate(1, "192.0.2.1", 26), 26);
+        assert_eq!(locate(1, "192.0.2.63", 99), 26, "same /26");
+        assert_eq!(locate(1, "192.0.2.64", 27), 27, "same /24, another /26");
+        assert_eq!(locate(2, "192.0.2.64", 20), 20, "another database");
+        assert_eq!(locate(1, "2001:db8::1", 32), 32);
+        assert_eq!(locate(1, "2001:db8::2", 99), 32);
+        assert_eq!(lookups, 4);
+    }
+
+    #[test]
+    fn leading_bits() {
+        assert_eq!(leading(0xC000_0201, 32, 24), 0xC000_0200);
+        assert_eq!(leading(0xC000_0201, 32, 0), 0);
+        assert_eq!(leading(0xC000_0201, 32, 32), 0xC000_0201);
+        assert_eq!(leading(u128::MAX, 128, 128), u128::MAX);
+        assert_eq!(leading(u128::MAX, 128, 1), 1 << 127);
     }
 
     #[test]

@@ -222,8 +222,13 @@ pub struct LookupCounters {
     pub undecodable: QueryCounter,
 }
 
+/// Ids of databases and sets of them, for [`memo`].
+static OPENED: AtomicU64 = AtomicU64::new(0);
+
 /// One or more GeoIP databases, consulted in order.
 pub struct GeoIp {
+    /// Unique in this process: names its lookups in [`memo`].
+    id: u64,
     databases: Vec<Database>,
     counters: LookupCounters,
 }
@@ -239,6 +244,7 @@ struct Database {
 }
 
 /// What one address gives, before counting.
+#[derive(Debug, Clone, Copy)]
 struct Outcome {
     located: Located,
     undecodable: bool,
@@ -273,6 +279,7 @@ impl GeoIp {
             .map(|path| Database::open(path))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(GeoIp {
+            id: OPENED.fetch_add(1, Ordering::Relaxed),
             databases,
             counters,
         })
@@ -374,6 +381,10 @@ impl GeoIp {
 
     fn outcome(&self, ip: IpAddr) -> Outcome {
         let ip = ip.to_canonical();
+        memo::outcome(self.id, ip, || self.look_up(ip))
+    }
+
+    fn look_up(&self, ip: IpAddr) -> Outcome {
         let mut prefix_len = 0;
         let mut undecodable = false;
         for db in &self.databases {
@@ -434,7 +445,6 @@ impl Database {
             path: path.to_owned(),
             source,
         })?;
-        static OPENED: AtomicU64 = AtomicU64::new(0);
         Ok(Database {
             id: OPENED.fetch_add(1, Ordering::Relaxed),
             path: path.to_owned(),
