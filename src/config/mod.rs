@@ -14,7 +14,7 @@ pub use raw::schema;
 /// Most regions' addresses one answer may carry (`answers: N`).
 pub const MAX_ANSWERS: usize = 8;
 /// Most regions one service may list.
-pub const MAX_SERVICE_REGIONS: usize = 32;
+pub const MAX_SERVICE_REGIONS: usize = 1024;
 
 use std::{
     fmt,

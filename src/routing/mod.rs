@@ -6,9 +6,17 @@
 //! health of every region into a table, which is published with arc-swap. The query path only
 //! reads a snapshot: nothing here does I/O, takes a lock or allocates while answering.
 
+mod nearest;
 mod policy;
+mod set;
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use crate::counter::QueryCounter;
 use hickory_proto::rr::{
@@ -23,6 +31,7 @@ use crate::{
     geo::{Coordinates, GeoIp, Located},
     metrics::Metrics,
     region::{RegionKey, State, States},
+    routing::set::RegionSet,
     wire::name::{is_within, label_count},
     zone::{Lookup, RRset, ServiceId, ZoneData},
 };
@@ -50,6 +59,8 @@ pub struct ZoneCounters {
 /// is a position in that list), weights, canary and rules.
 #[derive(Debug)]
 pub struct ServicePlan {
+    /// Unique in this process: names the plan in per-thread memories ([`nearest`]).
+    pub id: u64,
     pub name: Arc<str>,
     pub when_all_down: WhenAllDown,
     pub policy: Policy,
@@ -80,8 +91,8 @@ pub struct RulePlan {
 
 #[derive(Debug)]
 pub struct AllowPlan {
-    /// Bit set of the allowed regions.
-    pub regions: u32,
+    /// The allowed regions.
+    pub regions: RegionSet,
     /// As written: `jurisdiction eu`.
     pub description: String,
     /// The Extended DNS Error text of a fail-closed answer.
@@ -146,11 +157,7 @@ impl ServicePlan {
             .map(|rule| RulePlan {
                 matcher: rule.matcher.clone(),
                 allow: rule.allow.as_ref().map(|allow| AllowPlan {
-                    regions: allow
-                        .regions
-                        .iter()
-                        .filter_map(|&r| local(r))
-                        .fold(0, |set, i| set | 1 << i),
+                    regions: allow.regions.iter().filter_map(|&r| local(r)).collect(),
                     reason: format!("no healthy region allowed for {}", allow.description),
                     description: allow.description.clone(),
                 }),
@@ -158,7 +165,9 @@ impl ServicePlan {
                 prefer: rule.prefer.iter().filter_map(|&r| local(r)).collect(),
             })
             .collect();
+        static PLANNED: AtomicU64 = AtomicU64::new(0);
         ServicePlan {
+            id: PLANNED.fetch_add(1, Ordering::Relaxed),
             when_all_down: service.when_all_down,
             policy: service.policy,
             answers: service.answers,
@@ -239,6 +248,10 @@ pub struct ServiceRoutes {
     pub plan: Arc<ServicePlan>,
     /// By position in the service's list.
     pub states: Vec<State>,
+    /// Every region, those up or degraded, and those down, by position.
+    pub all: RegionSet,
+    pub usable: RegionSet,
+    pub down: RegionSet,
 }
 
 impl RoutingTable {
@@ -306,13 +319,23 @@ impl ZoneRoutes {
 
 impl ServiceRoutes {
     fn build(plan: &Arc<ServicePlan>, states: &States) -> ServiceRoutes {
-        let states = plan
+        let states: Vec<State> = plan
             .regions
             .iter()
             .map(|r| states.get(&r.key).copied().unwrap_or(State::Up))
             .collect();
+        let positions = |wanted: &[State]| -> RegionSet {
+            let positions = states.iter().enumerate();
+            positions
+                .filter(|(_, state)| wanted.contains(state))
+                .map(|(i, _)| i)
+                .collect()
+        };
         ServiceRoutes {
             plan: Arc::clone(plan),
+            all: RegionSet::first(states.len()),
+            usable: positions(&[State::Up, State::Degraded]),
+            down: positions(&[State::Down]),
             states,
         }
     }

@@ -10,7 +10,9 @@ use std::net::IpAddr;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::{RegionRoute, RulePlan, ServiceRoutes};
+use arrayvec::ArrayVec;
+
+use super::{RegionRoute, RulePlan, ServiceRoutes, nearest, set::RegionSet};
 use crate::{
     config::{FailClosed, Matcher, Policy, WhenAllDown},
     geo::Located,
@@ -20,8 +22,8 @@ use crate::{
 pub use crate::config::MAX_ANSWERS;
 use crate::config::MAX_SERVICE_REGIONS as MAX_REGIONS;
 
-// A service's regions are kept in a `u32` bit set.
-const _: () = assert!(MAX_REGIONS <= Set::BITS as usize);
+// Region positions are kept in `u16`s.
+const _: () = assert!(MAX_REGIONS <= u16::MAX as usize);
 
 /// The client as routing sees it.
 #[derive(Debug, Clone, Copy)]
@@ -53,14 +55,14 @@ pub enum Decision<'t> {
 /// Up to [`MAX_ANSWERS`] region indexes, without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Picks {
-    regions: [u8; MAX_ANSWERS],
+    regions: [u16; MAX_ANSWERS],
     len: u8,
 }
 
 impl Picks {
     fn push(&mut self, region: usize) {
         if usize::from(self.len) < MAX_ANSWERS {
-            self.regions[usize::from(self.len)] = region as u8;
+            self.regions[usize::from(self.len)] = region as u16;
             self.len += 1;
         }
     }
@@ -100,25 +102,12 @@ impl Explain for () {
     const LISTENS: bool = false;
 }
 
-/// A set of region indexes.
-type Set = u32;
-
-fn has(set: Set, region: usize) -> bool {
-    set & (1 << region) != 0
-}
-
 pub fn decide<'t, E: Explain>(
     service: &'t ServiceRoutes,
     client: &Client,
     explain: &mut E,
 ) -> Decision<'t> {
     let plan = &service.plan;
-    let count = plan.regions.len().min(MAX_REGIONS);
-    let all: Set = if count == MAX_REGIONS {
-        Set::MAX
-    } else {
-        (1 << count) - 1
-    };
     let mut scope = Scope::new(client.ip);
 
     let rule = plan
@@ -130,15 +119,10 @@ pub fn decide<'t, E: Explain>(
     let rule = rule.map(|(_, r)| r);
     let allowed = rule
         .and_then(|r| r.allow.as_ref())
-        .map_or(all, |a| a.regions);
+        .map_or(service.all, |a| a.regions);
 
-    let in_state = |wanted: State| -> Set {
-        (0..count)
-            .filter(|&i| service.states[i] == wanted)
-            .fold(0, |set, i| set | 1 << i)
-    };
-    let usable = allowed & (in_state(State::Up) | in_state(State::Degraded));
-    let (candidates, fail_open) = if usable != 0 {
+    let usable = allowed.and(service.usable);
+    let (candidates, fail_open) = if !usable.is_empty() {
         (usable, false)
     } else if let Some(allow) = rule.and_then(|r| r.allow.as_ref()) {
         report(explain, service, allowed, client, "");
@@ -153,8 +137,8 @@ pub fn decide<'t, E: Explain>(
             scope: scope.prefix,
         };
     } else {
-        let down = allowed & in_state(State::Down);
-        (if down != 0 { down } else { allowed }, true)
+        let down = allowed.and(service.down);
+        (if down.is_empty() { allowed } else { down }, true)
     };
     report(
         explain,
@@ -168,103 +152,46 @@ pub fn decide<'t, E: Explain>(
         },
     );
 
-    let mut order = Order::default();
-    for &preferred in rule.map_or(&[][..], |r| &r.prefer) {
-        if has(candidates, preferred) && !order.contains(preferred) {
-            order.push(preferred);
+    let mut preferred = Order::new();
+    for &region in rule.map_or(&[][..], |r| &r.prefer) {
+        if candidates.contains(region) && !preferred.contains(&(region as u16)) {
+            preferred.push(region as u16);
         }
     }
-    let rest = (0..count).filter(|&i| has(candidates, i) && !order.contains(i));
-    let mut rest_order = Order::default();
-    rest.for_each(|i| rest_order.push(i));
-    match plan.policy {
-        Policy::Priority => {}
-        Policy::Nearest => {
-            if let Some(v) = client.location.direction() {
-                // Nearest first: the largest cosine of the central angle.
-                rest_order.sort_by_key(|i| {
-                    let d = plan.regions[i].direction;
-                    -(d[0] * v[0] + d[1] * v[1] + d[2] * v[2])
-                });
-            }
-            if rest_order.len > 1 {
-                scope.located(&client.location);
-            }
-        }
-        Policy::Weighted => {
-            let subnet = subnet_key(client.ip);
-            rest_order.sort_by_key(|i| rendezvous(subnet, i, plan.weights[i]));
-            if rest_order.len > 1 {
-                scope.hashed();
-            }
+    let rest_count = candidates.len() - preferred.len();
+    let mut rest = Rest {
+        order: Order::new(),
+        partial: false,
+    };
+    rest.fill(service, client, candidates, &preferred, E::LISTENS);
+    if rest_count > 1 {
+        match plan.policy {
+            Policy::Priority => {}
+            Policy::Nearest => scope.located(&client.location),
+            Policy::Weighted => scope.hashed(),
         }
     }
-    rest_order.iter().for_each(|i| order.push(i));
-    explain.step(&|| format!("policy {:?}: order {}", plan.policy, order.names(service)));
+    explain.step(&|| {
+        let order = preferred.iter().copied().chain(rest.order.iter().copied());
+        format!("policy {:?}: order {}", plan.policy, names(service, order))
+    });
 
-    if let Some(canary) = plan
-        .canary
-        .filter(|c| has(candidates, c.region) && service.states[c.region] == State::Up)
-    {
-        scope.hashed();
-        let drawn = fraction(subnet_key(client.ip), CANARY_SEED);
-        if !fail_open && drawn < canary.share {
-            order.move_to_front(canary.region);
-            explain.step(&|| {
-                format!(
-                    "canary {}: this subnet is in its {:.1}% share",
-                    plan.regions[canary.region].key.region,
-                    canary.share * 100.0
-                )
-            });
-        } else {
-            explain.step(&|| {
-                format!(
-                    "canary {}: this subnet is outside its {:.1}% share",
-                    plan.regions[canary.region].key.region,
-                    canary.share * 100.0
-                )
-            });
-        }
+    let canary = drawn_canary(service, candidates, fail_open, client, &mut scope, explain);
+    if let Some(picks) = pick(
+        service, &preferred, &rest, canary, fail_open, client, &mut scope, explain,
+    ) {
+        return Decision::Regions {
+            picks,
+            fail_open,
+            scope: scope.prefix,
+        };
     }
-
-    let mut picks = Picks::default();
-    let mut shed = Order::default();
-    for region in order.iter() {
-        if picks.len() == plan.answers {
-            break;
-        }
-        if !fail_open && service.states[region] == State::Degraded && plan.shed > 0.0 {
-            if plan.shed < 1.0 {
-                scope.hashed();
-            }
-            if fraction(subnet_key(client.ip), region as u64 + 1) < plan.shed {
-                explain.step(&|| {
-                    format!(
-                        "{} is degraded: this subnet is in the {:.0}% it sheds",
-                        plan.regions[region].key.region,
-                        plan.shed * 100.0
-                    )
-                });
-                shed.push(region);
-                continue;
-            }
-            explain.step(&|| {
-                format!(
-                    "{} is degraded: this subnet is in the {:.0}% it keeps",
-                    plan.regions[region].key.region,
-                    (1.0 - plan.shed) * 100.0
-                )
-            });
-        }
-        picks.push(region);
-    }
-    // Shed clients stay where they are when no other region can take them.
-    for region in shed.iter() {
-        if picks.len() < plan.answers {
-            picks.push(region);
-        }
-    }
+    // The nearest regions remembered for this place are not enough: sort the whole service.
+    rest.fill(service, client, candidates, &preferred, true);
+    let picks = pick(
+        service, &preferred, &rest, canary, fail_open, client, &mut scope, explain,
+    )
+    .unwrap_or_default();
     Decision::Regions {
         picks,
         fail_open,
@@ -272,11 +199,148 @@ pub fn decide<'t, E: Explain>(
     }
 }
 
+/// Region positions in the order they are considered.
+type Order = ArrayVec<u16, MAX_REGIONS>;
+
+/// The candidates that were not preferred, in the policy's order: all of them, or only those
+/// among the nearest [`nearest::KEPT`] of a large service (`partial`).
+struct Rest {
+    order: Order,
+    partial: bool,
+}
+
+impl Rest {
+    /// Fills the order in place (an [`Order`] is large to move); `whole` asks for every
+    /// candidate even in a large service.
+    fn fill(
+        &mut self,
+        service: &ServiceRoutes,
+        client: &Client,
+        candidates: RegionSet,
+        preferred: &Order,
+        whole: bool,
+    ) {
+        let plan = &service.plan;
+        let wanted = |&r: &usize| candidates.contains(r) && !preferred.contains(&(r as u16));
+        let count = plan.regions.len();
+        let order = &mut self.order;
+        order.clear();
+        let direction = client.location.direction();
+        self.partial = false;
+        match (plan.policy, direction) {
+            (Policy::Nearest, Some(v)) if !whole && plan.regions.len() > nearest::KEPT => {
+                let near = nearest::nearest(plan, v);
+                order.extend(near.iter().copied().filter(|&r| wanted(&usize::from(r))));
+                self.partial = true;
+            }
+            (Policy::Nearest, Some(v)) => {
+                order.extend((0..count).filter(wanted).map(|r| r as u16));
+                // Nearest first: the largest cosine of the central angle.
+                sort_by_key(order, |i| {
+                    let d = plan.regions[i].direction;
+                    -(d[0] * v[0] + d[1] * v[1] + d[2] * v[2])
+                });
+            }
+            (Policy::Weighted, _) => {
+                order.extend((0..count).filter(wanted).map(|r| r as u16));
+                let subnet = subnet_key(client.ip);
+                sort_by_key(order, |i| rendezvous(subnet, i, plan.weights[i]));
+            }
+            _ => order.extend((0..count).filter(wanted).map(|r| r as u16)),
+        }
+    }
+}
+
+/// The canary, when this client's subnet is in its share.
+fn drawn_canary<E: Explain>(
+    service: &ServiceRoutes,
+    candidates: RegionSet,
+    fail_open: bool,
+    client: &Client,
+    scope: &mut Scope,
+    explain: &mut E,
+) -> Option<usize> {
+    let plan = &service.plan;
+    let canary = plan
+        .canary
+        .filter(|c| candidates.contains(c.region) && service.states[c.region] == State::Up)?;
+    scope.hashed();
+    let drawn = fraction(subnet_key(client.ip), CANARY_SEED);
+    let name = &plan.regions[canary.region].key.region;
+    let share = canary.share * 100.0;
+    if !fail_open && drawn < canary.share {
+        explain.step(&|| format!("canary {name}: this subnet is in its {share:.1}% share"));
+        Some(canary.region)
+    } else {
+        explain.step(&|| format!("canary {name}: this subnet is outside its {share:.1}% share"));
+        None
+    }
+}
+
+/// Walks the canary, the preferred regions and the rest, and picks the service's number of
+/// answers; a degraded region sheds its share of subnets to the ones after it. `None` when a
+/// partial order ran out before the picks were made.
+#[allow(clippy::too_many_arguments)]
+fn pick<E: Explain>(
+    service: &ServiceRoutes,
+    preferred: &Order,
+    rest: &Rest,
+    canary: Option<usize>,
+    fail_open: bool,
+    client: &Client,
+    scope: &mut Scope,
+    explain: &mut E,
+) -> Option<Picks> {
+    let plan = &service.plan;
+    let order = canary
+        .into_iter()
+        .chain(preferred.iter().chain(&rest.order).map(|&r| usize::from(r)))
+        .enumerate()
+        .filter(|&(at, r)| at == 0 || Some(r) != canary)
+        .map(|(_, r)| r);
+    let mut picks = Picks::default();
+    let mut shed = Order::new();
+    for region in order {
+        if picks.len() == plan.answers {
+            return Some(picks);
+        }
+        if !fail_open && service.states[region] == State::Degraded && plan.shed > 0.0 {
+            if plan.shed < 1.0 {
+                scope.hashed();
+            }
+            let name = &plan.regions[region].key.region;
+            if fraction(subnet_key(client.ip), region as u64 + 1) < plan.shed {
+                let share = plan.shed * 100.0;
+                explain.step(&|| {
+                    format!("{name} is degraded: this subnet is in the {share:.0}% it sheds")
+                });
+                shed.push(region as u16);
+                continue;
+            }
+            let share = (1.0 - plan.shed) * 100.0;
+            explain.step(&|| {
+                format!("{name} is degraded: this subnet is in the {share:.0}% it keeps")
+            });
+        }
+        picks.push(region);
+    }
+    if picks.len() < plan.answers && rest.partial {
+        return None;
+    }
+    // Shed clients stay where they are when no other region can take them.
+    for &region in &shed {
+        if picks.len() < plan.answers {
+            picks.push(usize::from(region));
+        }
+    }
+    Some(picks)
+}
+
 /// Tells the observer every region's state, distance and verdict.
 fn report<E: Explain>(
     explain: &mut E,
     service: &ServiceRoutes,
-    allowed: Set,
+    allowed: RegionSet,
     client: &Client,
     note: &str,
 ) {
@@ -284,9 +348,9 @@ fn report<E: Explain>(
         return;
     }
     let at = client.location.coordinates();
-    for (i, region) in service.plan.regions.iter().enumerate().take(MAX_REGIONS) {
+    for (i, region) in service.plan.regions.iter().enumerate() {
         let state = service.states[i];
-        let verdict = match (has(allowed, i), state) {
+        let verdict = match (allowed.contains(i), state) {
             (false, _) => "not allowed by the rule",
             (true, State::Up) => "eligible",
             (true, State::Degraded) => "eligible (degraded: used after up regions)",
@@ -399,58 +463,20 @@ fn rendezvous(subnet: [u8; 8], region: usize, weight: u32) -> f64 {
 }
 
 /// Region indexes in order, without allocating.
-#[derive(Default)]
-struct Order {
-    regions: [u8; MAX_REGIONS],
-    len: usize,
+/// Stable sort by `key`, computed once per region.
+fn sort_by_key(order: &mut Order, key: impl Fn(usize) -> f64) {
+    let mut keyed: ArrayVec<(f64, u16), MAX_REGIONS> = ArrayVec::new();
+    keyed.extend(order.iter().map(|&r| (key(usize::from(r)), r)));
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // By reference: moving an ArrayVec copies its whole capacity.
+    for (slot, (_, region)) in order.iter_mut().zip(&keyed) {
+        *slot = *region;
+    }
 }
 
-impl Order {
-    fn push(&mut self, region: usize) {
-        if self.len < MAX_REGIONS {
-            self.regions[self.len] = region as u8;
-            self.len += 1;
-        }
-    }
-
-    fn contains(&self, region: usize) -> bool {
-        self.iter().any(|r| r == region)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.regions[..self.len].iter().map(|&r| usize::from(r))
-    }
-
-    /// Stable sort by `key`, computed once per region.
-    fn sort_by_key(&mut self, key: impl Fn(usize) -> f64) {
-        let mut keys = [0.0; MAX_REGIONS];
-        for (k, &r) in keys.iter_mut().zip(&self.regions[..self.len]) {
-            *k = key(usize::from(r));
-        }
-        let mut pairs = [(0.0, 0u8); MAX_REGIONS];
-        for (i, pair) in pairs[..self.len].iter_mut().enumerate() {
-            *pair = (keys[i], self.regions[i]);
-        }
-        pairs[..self.len].sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (slot, pair) in self.regions[..self.len].iter_mut().zip(&pairs) {
-            *slot = pair.1;
-        }
-    }
-
-    fn move_to_front(&mut self, region: usize) {
-        if let Some(at) = self.regions[..self.len]
-            .iter()
-            .position(|&r| usize::from(r) == region)
-        {
-            self.regions[..=at].rotate_right(1);
-        }
-    }
-
-    fn names(&self, service: &ServiceRoutes) -> String {
-        let names: Vec<&str> = self
-            .iter()
-            .map(|i| service.plan.regions[i].key.region.as_str())
-            .collect();
-        names.join(", ")
-    }
+fn names(service: &ServiceRoutes, order: impl Iterator<Item = u16>) -> String {
+    let names: Vec<&str> = order
+        .map(|i| service.plan.regions[usize::from(i)].key.region.as_str())
+        .collect();
+    names.join(", ")
 }

@@ -419,3 +419,77 @@ fn the_observer_sees_the_rule_and_every_candidate_with_its_verdict() {
         lines.0
     );
 }
+
+/// An observer that listens, so `decide` takes its full path: every candidate sorted.
+struct Listening;
+
+impl Explain for Listening {}
+
+/// A service of `count` regions spread over the globe, with states drawn from `seed`.
+fn large_service(count: usize, seed: u64) -> RoutingTable {
+    let mut random = seed;
+    let mut next = move || {
+        random = random
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (random >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let mut text = String::from(
+        "origin: big.example.com.\nsoa: { primary: ns.example.net., contact: h.example.net. }\n\
+         ns: [ns.example.net.]\nregions:\n",
+    );
+    let mut states = States::default();
+    let mut names = Vec::new();
+    for i in 0..count {
+        let (lat, lon) = (next() * 160.0 - 80.0, next() * 360.0 - 180.0);
+        text += &format!(
+            "  r{i}: {{ location: {{ lat: {lat:.3}, lon: {lon:.3} }}, addresses: [192.0.2.1], jurisdiction: j{} }}\n",
+            i % 3
+        );
+        let state = match (next() * 10.0) as u32 {
+            0..=3 => State::Down,
+            4 => State::Degraded,
+            5 => State::Drained,
+            _ => State::Up,
+        };
+        let key = RegionKey {
+            zone: "big.example.com.".into(),
+            region: format!("r{i}"),
+        };
+        states.insert(key, state);
+        names.push(format!("r{i}"));
+    }
+    text += &format!(
+        "services:\n  api:\n    answers: 3\n    shed: 0.5\n    regions: [{}]\n    rules:\n      - match: {{ continent: [EU] }}\n        allow: {{ jurisdiction: [j1] }}\n        prefer: [r7]\n",
+        names.join(", ")
+    );
+    let zone = config::parse(Path::new("big.yaml"), &text, 1).expect("valid zone");
+    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new());
+    RoutingTable::build(&plan, &states)
+}
+
+#[test]
+fn large_services_decide_from_the_remembered_nearest_exactly_as_from_a_full_sort() {
+    for seed in 1..=2 {
+        let table = large_service(1000, seed);
+        let name = b"\x03api\x03big\x07example\x03com\x00";
+        let service = table
+            .zone_for(name)
+            .and_then(|z| z.service_named(name))
+            .expect("service");
+        for i in 0..2000u32 {
+            let lat = f64::from(i % 170) - 85.0;
+            let lon = f64::from((i * 37) % 360) - 180.0;
+            let continent = [Continent::Europe, Continent::Asia][(i % 2) as usize];
+            let who = client(&subnet(i), "ZZ", continent, lat, lon);
+            // Twice: the second answer comes from what the first remembered.
+            for _ in 0..2 {
+                assert_eq!(
+                    service.decide(&who, &mut ()),
+                    service.decide(&who, &mut Listening),
+                    "seed {seed}, client {i} at {lat},{lon}"
+                );
+            }
+        }
+    }
+}
