@@ -184,7 +184,11 @@ impl Publisher {
 
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Reload(zones) => self.reload(&zones),
+            Event::Reload(zones) => {
+                self.reload(&zones);
+                drop(zones);
+                release_freed_memory();
+            }
             Event::SetDrained { key, drained, done } => {
                 let state = self.set_drained(&key, drained);
                 let _ = done.send(state);
@@ -296,5 +300,16 @@ impl Publisher {
         } else {
             self.board.store(Arc::new(self.health.clone()));
         }
+    }
+}
+
+/// Gives back to the system what parsing and a replaced configuration freed. glibc keeps
+/// freed memory in per-thread arenas: without this, a 10,000-record zone grew the process by
+/// 60-80 MB over a few reloads.
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

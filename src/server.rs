@@ -28,7 +28,7 @@ use crate::{
     geo::GeoIp,
     health::panic_message,
     metrics::Metrics,
-    publish::Publisher,
+    publish::{self, Publisher},
     reload::{GeoipReloader, Reloader},
 };
 
@@ -75,6 +75,7 @@ pub async fn run(
     let metrics = config.metrics;
     // The publisher owns health and the routing table; everything else feeds it or reads.
     let publisher = Publisher::new(&config.zones, Arc::clone(&metrics));
+    publish::release_freed_memory();
     let (table, board) = (publisher.table(), publisher.board());
     let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
     let (reports, report_queue) = mpsc::channel(EVENT_QUEUE);

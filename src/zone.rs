@@ -111,7 +111,8 @@ pub struct Delegation {
 struct Node {
     rrsets: Vec<RRset>,
     service: Option<ServiceId>,
-    delegation: Option<Delegation>,
+    /// Boxed: few nodes are zone cuts.
+    delegation: Option<Box<Delegation>>,
 }
 
 /// What a zone says about a name and type.
@@ -172,6 +173,10 @@ impl ZoneData {
         }
         zone.build_delegations();
         zone.build_additional();
+        for node in zone.nodes.values_mut() {
+            node.rrsets.shrink_to_fit();
+        }
+        zone.nodes.shrink_to_fit();
         zone
     }
 
@@ -233,7 +238,11 @@ impl ZoneData {
         }
         let mut current = name;
         while current != self.origin.wire() {
-            if let Some(delegation) = self.nodes.get(current).and_then(|n| n.delegation.as_ref()) {
+            if let Some(delegation) = self
+                .nodes
+                .get(current)
+                .and_then(|n| n.delegation.as_deref())
+            {
                 let at_cut_asking_parent = current == name && qtype == RecordType::DS;
                 return (!at_cut_asking_parent).then_some(delegation);
             }
@@ -281,7 +290,7 @@ impl ZoneData {
         for (name, ns) in cuts {
             let glue = self.glue_for(&ns);
             if let Some(node) = self.nodes.get_mut(&name) {
-                node.delegation = Some(Delegation { ns, glue });
+                node.delegation = Some(Box::new(Delegation { ns, glue }));
             }
             self.has_delegations = true;
         }

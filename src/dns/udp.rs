@@ -21,6 +21,9 @@ use super::{Responder, Transport};
 pub const BATCH: usize = 32;
 /// The largest request read whole; a longer one is cut and answered FORMERR or dropped.
 const MAX_REQUEST: usize = 4096;
+/// Receive buffer asked for per socket: a burst of several thousand queries waits in it while
+/// the worker is descheduled, instead of being dropped (the kernel caps it at rmem_max).
+const RECEIVE_BUFFER: usize = 4 << 20;
 /// How often a worker waiting for datagrams looks at the shutdown token.
 const WAKE_UP: Duration = Duration::from_millis(100);
 
@@ -46,6 +49,8 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     socket.set_reuse_port(true)?;
     socket.set_read_timeout(Some(WAKE_UP))?;
+    // A smaller buffer than asked for is still a working socket.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
