@@ -25,23 +25,9 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 need_dnsperf
-if ! command -v gdnsd >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gdnsd gcc >/dev/null
-fi
+need_gdnsd
 
-# GeoLite2 City (2018-07-03, from before MaxMind's 2019 licence change), as PyPI's
-# maxminddb-geolite2 ships it; pinned by checksum, kept out of the repository.
-db=target/bench-geoip/GeoLite2-City.mmdb
-if [ ! -f "$db" ]; then
-  mkdir -p target/bench-geoip
-  python3 -m pip download --quiet --no-deps -d "$work" maxminddb-geolite2==2018.703
-  echo "2bd118c5567f3a8323d6c5da23a6e6d52cfc09cd9987b54eb712cf6001a96e03  $work/maxminddb-geolite2-2018.703.tar.gz" \
-    | sha256sum --check --quiet
-  tar xzf "$work/maxminddb-geolite2-2018.703.tar.gz" -C "$work"
-  mv "$work/maxminddb-geolite2-2018.703/_maxminddb_geolite2/GeoLite2-City.mmdb" "$db"
-fi
-db=$(realpath "$db")
+db=$(city_db "$work")
 
 # The same data for both servers.
 mkdir -p "$work/gdnsd/zones" "$work/gdnsd/run" "$work/zones"

@@ -198,6 +198,15 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Names for a log line: all of them, or the first few of a long list.
+fn first_names(names: &[&str]) -> String {
+    const SHOWN: usize = 20;
+    match names.len() {
+        0..=SHOWN => names.join(", "),
+        more => format!("{}, and {} more", names[..SHOWN].join(", "), more - SHOWN),
+    }
+}
+
 /// Overwrites `health` with the states reported by a running server's `GET /regions`.
 async fn health_from_admin(url: &str, health: &mut publish::HealthMap) -> Result<()> {
     let url = format!("{}/regions", url.trim_end_matches('/'));
@@ -476,9 +485,10 @@ fn log_configuration(zones: &[ZoneConfig]) {
         .flat_map(|z| z.regions.iter().map(|r| r.name.as_str()))
         .collect();
     info!(
-        "serving zones [{}], services [{}], regions [{}]",
+        "serving zones [{}], services [{}], {} regions [{}]",
         origins.join(", "),
         services.join(", "),
-        regions.join(", ")
+        regions.len(),
+        first_names(&regions)
     );
 }
