@@ -84,10 +84,10 @@ impl<'t> Answer<'t> {
         self.answer.iter().flatten().copied()
     }
 
-    /// The answer section's records, in order.
-    pub fn answer_records(&self) -> impl Iterator<Item = &Record> {
+    /// The answer section's records, in order (decoded for display).
+    pub fn answer_records(&self) -> Vec<Record> {
         let sets = self.answer_sets().flat_map(|s| s.records());
-        sets.chain(self.made.iter())
+        sets.chain(self.made.iter().cloned()).collect()
     }
 
     /// The additional section's RRsets, in order.

@@ -190,7 +190,11 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         None => {
             let answer = resolve(&table, &geo, key.wire(), qtype, client);
             println!("{name} is not a service: its answer does not depend on the client");
-            let records: Vec<String> = answer.answer_records().map(ToString::to_string).collect();
+            let records: Vec<String> = answer
+                .answer_records()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let rcode = answer.rcode.name();
             println!("answer: {rcode} {}", records.join("; "));
         }

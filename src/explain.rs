@@ -74,11 +74,9 @@ pub fn service_lines(
         _ => String::new(),
     };
     let answer = decision_answer(zone, service, decision, qtype);
-    let records: Vec<String> = answer
-        .answer_records()
-        .map(|r| r.data.to_string())
-        .collect();
-    let ttl = answer.answer_records().next().map(|r| r.ttl);
+    let answered = answer.answer_records();
+    let records: Vec<String> = answered.iter().map(|r| r.data.to_string()).collect();
+    let ttl = answered.first().map(|r| r.ttl);
     let mut last = format!("answer: {}", answer.rcode.name());
     if !names.is_empty() {
         last.push_str(&format!(" from {names}"));

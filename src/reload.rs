@@ -31,7 +31,7 @@ use crate::{
     geo::{self, GeoIp},
     health::{ProbeReport, Probers},
     metrics::Metrics,
-    publish::Event,
+    publish::{self, Event},
 };
 
 /// Changes closer together than this are taken as one (an editor's write, rename and chmod).
@@ -96,6 +96,8 @@ impl Reloader {
 
     async fn reload(&mut self, why: &str) {
         let (next, failed) = self.read_files();
+        // Parsing's garbage is freed by now, whatever comes of the reload.
+        publish::release_freed_memory();
         self.metrics.count_reload(failed == 0);
         if next == self.files {
             if why == "SIGHUP" {

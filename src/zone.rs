@@ -25,14 +25,16 @@ use crate::{
 /// Index of a service in its zone's configuration.
 pub type ServiceId = usize;
 
-/// The records of one name and type, as configured and as encoded for the wire.
+/// The records of one name and type, kept as encoded for the wire: the configuration's
+/// records are not kept twice (they are decoded again for people to read).
 #[derive(Debug, Clone)]
 pub struct RRset {
-    records: Box<[Record]>,
     wire: WireRRset,
-    /// For a CNAME, where it points (looked up again while it stays in the zone).
-    target: Option<NameKey>,
-    /// For NS, MX and SRV, the addresses of their targets in this zone (RFC 1034 3.7).
+    /// The names in the RDATA that are looked up again: a CNAME's target (followed while it
+    /// stays in the zone), or NS, MX and SRV targets (whose addresses go in the additional
+    /// section, RFC 1034 3.7).
+    targets: Box<[NameKey]>,
+    /// For NS, MX and SRV, the addresses of their targets in this zone.
     additional: Option<Box<Additional>>,
 }
 
@@ -51,20 +53,26 @@ impl RRset {
         let Some(wire) = encode_rrset(&records) else {
             return RRset::new(Vec::new());
         };
-        let target = records.first().and_then(|r| match &r.data {
-            RData::CNAME(cname) => Some(NameKey::new(&cname.0)),
-            _ => None,
-        });
+        let targets = records
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::CNAME(cname) => Some(NameKey::new(&cname.0)),
+                RData::NS(NS(target)) => Some(NameKey::new(target)),
+                RData::MX(mx) => Some(NameKey::new(&mx.exchange)),
+                RData::SRV(srv) => Some(NameKey::new(&srv.target)),
+                _ => None,
+            })
+            .collect();
         RRset {
-            records: records.into_boxed_slice(),
             wire,
-            target,
+            targets,
             additional: None,
         }
     }
 
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    /// The records, decoded from the wire form (for display; the query path never calls it).
+    pub fn records(&self) -> Vec<Record> {
+        self.wire.records()
     }
 
     pub fn wire(&self) -> &WireRRset {
@@ -73,7 +81,8 @@ impl RRset {
 
     /// The CNAME's target, for a CNAME set.
     pub fn cname_target(&self) -> Option<&[u8]> {
-        self.target.as_ref().map(NameKey::wire)
+        let cname = self.record_type() == Some(RecordType::CNAME);
+        self.targets.first().filter(|_| cname).map(NameKey::wire)
     }
 
     /// The additional-section data of an NS, MX or SRV set.
@@ -82,21 +91,19 @@ impl RRset {
     }
 
     /// The names in the RDATA whose addresses go in the additional section.
-    fn additional_targets(&self) -> impl Iterator<Item = NameKey> + '_ {
-        self.records.iter().filter_map(|record| match &record.data {
-            RData::NS(NS(target)) => Some(NameKey::new(target)),
-            RData::MX(mx) => Some(NameKey::new(&mx.exchange)),
-            RData::SRV(srv) => Some(NameKey::new(&srv.target)),
-            _ => None,
-        })
+    fn additional_targets(&self) -> &[NameKey] {
+        if self.record_type() == Some(RecordType::CNAME) {
+            return &[];
+        }
+        &self.targets
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.wire.is_empty()
     }
 
     fn record_type(&self) -> Option<RecordType> {
-        self.records.first().map(Record::record_type)
+        (!self.is_empty()).then(|| RecordType::from(self.wire.rtype()))
     }
 }
 
@@ -308,7 +315,7 @@ impl ZoneData {
                     if !is_within(target.wire(), self.origin.wire()) || seen.contains(&target) {
                         continue;
                     }
-                    seen.push(target.clone());
+                    seen.push(target);
                     let Some(target) = self.nodes.get(target.wire()) else {
                         continue;
                     };
@@ -335,11 +342,8 @@ impl ZoneData {
     }
 
     fn glue_for(&self, ns: &RRset) -> Vec<RRset> {
-        let targets = ns.records().iter().filter_map(|r| match &r.data {
-            RData::NS(NS(target)) => Some(NameKey::new(target)),
-            _ => None,
-        });
-        targets
+        ns.additional_targets()
+            .iter()
             .filter_map(|target| self.nodes.get(target.wire()))
             .flat_map(|node| node.rrsets.iter())
             .filter(|s| matches!(s.record_type(), Some(RecordType::A | RecordType::AAAA)))

@@ -6,8 +6,8 @@
 //! allows it (NS, CNAME, PTR, MX, SOA). A record that does not fit is never written in part.
 
 use hickory_proto::{
-    rr::{RData, Record},
-    serialize::binary::{BinEncodable, BinEncoder},
+    rr::{Name, RData, Record, RecordType},
+    serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder, Restrict},
 };
 
 use super::{ClientSubnet, HEADER_LEN, Rcode, TYPE_OPT, option};
@@ -61,6 +61,31 @@ impl WireRRset {
     /// The owner's name in wire form, in the configuration's case.
     pub fn owner(&self) -> &[u8] {
         &self.owner
+    }
+
+    pub fn rtype(&self) -> u16 {
+        self.rtype
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rdatas.is_empty()
+    }
+
+    /// The records decoded again, for display. What [`encode_rrset`] wrote always decodes.
+    pub fn records(&self) -> Vec<Record> {
+        let Ok(owner) = Name::read(&mut BinDecoder::new(&self.owner)) else {
+            return Vec::new();
+        };
+        let rtype = RecordType::from(self.rtype);
+        self.rdatas
+            .iter()
+            .filter_map(|rdata| {
+                let length = u16::try_from(rdata.bytes.len()).ok()?;
+                let mut decoder = BinDecoder::new(&rdata.bytes);
+                let data = RData::read(&mut decoder, rtype, Restrict::new(length)).ok()?;
+                Some(Record::from_rdata(owner.clone(), self.ttl, data))
+            })
+            .collect()
     }
 }
 

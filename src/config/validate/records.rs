@@ -50,6 +50,7 @@ impl Checker<'_> {
             self.check_node_types(&name, &sets[before..], &key.referenced);
         }
         self.check_delegations(&sets, &positions);
+        sets.shrink_to_fit();
         sets
     }
 
@@ -85,6 +86,8 @@ impl Checker<'_> {
                 self.error(&values[1].referenced, "a name has at most one CNAME");
             }
             if !rdata.is_empty() {
+                // Kept for the configuration's life: no spare capacity (most sets hold one).
+                rdata.shrink_to_fit();
                 out.push(RecordSet {
                     name: name.clone(),
                     record_type,
