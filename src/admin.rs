@@ -305,14 +305,16 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// `Authorization: Bearer <token>`, compared in constant time.
+/// `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 11.1), the token
+/// compared in constant time.
 fn authorize(token: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
     let token = token.ok_or(Refusal::Disabled)?;
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, presented)| presented.trim_start());
     if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
     } else {

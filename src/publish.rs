@@ -58,6 +58,9 @@ pub fn states(health: &HealthMap) -> States {
         .collect()
 }
 
+/// The reason of a checked region before its first probe.
+const NOT_PROBED_YET: &str = "not probed yet";
+
 /// Every region up (or drained, as configured) before any probe.
 pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
     let now = SystemTime::now();
@@ -66,7 +69,7 @@ pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
         .map(|(key, region)| {
             let reason = match (&region.check, region.drained) {
                 (_, true) => "drained in the zone file",
-                (Some(_), false) => "not probed yet",
+                (Some(_), false) => NOT_PROBED_YET,
                 (None, false) => "no check: always up",
             };
             let status = RegionStatus {
@@ -212,6 +215,11 @@ impl Publisher {
         if let Some(transition) = report.transition {
             status.reason = transition.reason;
             status.since = SystemTime::now();
+        } else if status.reason == NOT_PROBED_YET
+            && let Some(result) = &status.last_probe
+        {
+            // Still up, as every region starts, but no longer unknown.
+            status.reason = format!("up since the first probe ({result})");
         }
         self.changed(&key, before);
     }

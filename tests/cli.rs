@@ -103,6 +103,11 @@ fn serve_refuses_to_start_on_a_broken_zone_or_a_missing_database() {
         stderr.contains(&format!("{missing}: cannot read GeoIP database")),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "the cause once: {stderr}"
+    );
 }
 
 #[test]

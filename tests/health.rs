@@ -148,7 +148,13 @@ fn one_failed_probe_or_flapping_does_not_move_traffic() {
         std::thread::sleep(Duration::from_millis(25));
     }
     assert!(eu.requests() >= 6, "probed all along: {}", eu.requests());
-    assert_eq!(region(&server, "eu-west")["state"], "up");
+    let eu_west = region(&server, "eu-west");
+    assert_eq!(eu_west["state"], "up");
+    let reason = eu_west["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("up since the first probe ("),
+        "probed, so no longer 'not probed yet': {reason}"
+    );
 }
 
 #[test]
@@ -261,11 +267,12 @@ fn drain_with_the_token_moves_traffic_at_once_and_nothing_moves_without_it() {
     assert_eq!(region(&server, "eu-west")["state"], "drained");
 
     let undrain = "/regions/llm.example.com./eu-west/undrain";
+    // The scheme is case-insensitive (RFC 9110 11.1).
     let (status, _) = http(
         admin,
         "POST",
         undrain,
-        &[("Authorization", "Bearer s3cret")],
+        &[("Authorization", "bearer s3cret")],
     );
     assert_eq!(status, 200);
     assert_eq!(answer(&server, UK), [EU_WEST]);

@@ -28,10 +28,11 @@ const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_DRAIN_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
+// The cause is in the message, not also a `source` (a chain would print it twice).
+#[error("cannot listen on {addr}: {error}")]
 pub struct BindError {
     pub addr: SocketAddr,
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 /// Bound sockets, per listen address: one UDP socket per worker and a TCP listener.
@@ -86,7 +87,7 @@ async fn bind_address(
     addr: SocketAddr,
     udp_workers: usize,
 ) -> Result<(Vec<std::net::UdpSocket>, TcpListener), BindError> {
-    let error = |source| BindError { addr, source };
+    let error = |error| BindError { addr, error };
     // With port 0 the kernel picks the UDP port; that port may be taken for TCP, so try again.
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last_error = None;

@@ -184,15 +184,17 @@ impl Located {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
-    #[error("{path}: cannot read GeoIP database: {source}")]
+    // The cause is in the message, so it is not also a `source`: shown with its chain, it
+    // would be printed twice.
+    #[error("{path}: cannot read GeoIP database: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: not a GeoIP (MaxMind DB) file: {source}")]
+    #[error("{path}: not a GeoIP (MaxMind DB) file: {error}")]
     Open {
         path: PathBuf,
-        source: MaxMindDbError,
+        error: MaxMindDbError,
     },
     #[error("no GeoIP database given")]
     NoDatabase,
@@ -436,14 +438,14 @@ struct Lookup {
 
 impl Database {
     fn open(path: &Path) -> Result<Database, GeoError> {
-        let bytes = std::fs::read(path).map_err(|source| GeoError::Read {
+        let bytes = std::fs::read(path).map_err(|error| GeoError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let size = bytes.len();
-        let reader = Reader::from_source(bytes).map_err(|source| GeoError::Open {
+        let reader = Reader::from_source(bytes).map_err(|error| GeoError::Open {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Ok(Database {
             id: OPENED.fetch_add(1, Ordering::Relaxed),
