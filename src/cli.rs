@@ -111,6 +111,13 @@ pub struct ServeArgs {
     /// an operator can tell which instance answered: a text, or `hostname` for the host's name.
     #[arg(long)]
     pub nsid: Option<String>,
+    /// Most TCP connections served at once; more are closed at once (default: 1000, or half
+    /// the open-files limit when that is lower, so probes and the admin API keep descriptors).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_connections: Option<u32>,
+    /// Most TCP connections at once from one client network (/24, /56).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tcp_connections_per_network: u32,
 }
 
 #[derive(Args)]
@@ -370,7 +377,42 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
         nsid: nsid(args.nsid.as_deref()),
         drain_period: args.drain_period.into(),
         shutdown_timeout: args.shutdown_timeout.into(),
+        tcp_connections: args
+            .tcp_connections
+            .map_or_else(default_tcp_connections, |n| n as usize),
+        tcp_connections_per_network: args.tcp_connections_per_network as usize,
     })
+}
+
+/// 1000 TCP connections, or half the open-files limit (raised to its hard maximum first, as
+/// Knot and NSD do) when that is lower.
+fn default_tcp_connections() -> usize {
+    let files = raise_open_files_limit();
+    usize::try_from(files / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(1, 1000)
+}
+
+/// Raises the soft open-files limit to the hard one; the limit in force.
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            ..limit
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            limit = raised;
+        }
+    }
+    limit.rlim_cur
 }
 
 /// Binds the DNS listen addresses (UDP and TCP) and the admin API.

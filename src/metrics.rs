@@ -58,7 +58,13 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     geoip_lookups: Family<ResultLabels, QueryCounter>,
     geoip_reloads: Family<ResultLabels, Counter>,
+    tcp_refused: Family<LimitLabels, Counter>,
     generation: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -139,6 +145,12 @@ impl Metrics {
             "GeoIP file reloads: ok, or error when a new file was refused (the old one kept serving)",
             geoip_reloads.clone(),
         );
+        let tcp_refused = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "tcp_refused",
+            "TCP connections closed on arrival: limit connections (all at once) or per_network (one client network's share)",
+            tcp_refused.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "routing_generation",
@@ -156,6 +168,7 @@ impl Metrics {
             reloads,
             geoip_lookups,
             geoip_reloads,
+            tcp_refused,
             generation,
         }
     }
@@ -187,6 +200,13 @@ impl Metrics {
         self.fail_closed.get_or_create_owned(&ServiceLabels {
             zone: zone.into(),
             service: service.into(),
+        })
+    }
+
+    /// TCP connections refused by `limit`.
+    pub fn tcp_refused_counter(&self, limit: &str) -> Counter {
+        self.tcp_refused.get_or_create_owned(&LimitLabels {
+            limit: limit.into(),
         })
     }
 

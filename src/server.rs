@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::{
     admin::Admin,
     config::ZoneConfig,
-    dns::{self, Responder},
+    dns::{self, Responder, TcpLimits},
     geo::GeoIp,
     health::panic_message,
     metrics::Metrics,
@@ -49,6 +49,9 @@ pub struct Config {
     pub drain_period: Duration,
     /// How long the tasks may take to stop after the drain period.
     pub shutdown_timeout: Duration,
+    /// Most TCP connections at once, in all and from one client network.
+    pub tcp_connections: usize,
+    pub tcp_connections_per_network: usize,
 }
 
 /// The sockets, bound before [`run`] (port 0 picks free ports; the caller knows them).
@@ -135,7 +138,16 @@ pub async fn run(
         );
         tasks.spawn("admin API", admin.serve(listener, finish.clone()));
     }
-    tasks.spawn("DNS", listeners.dns.serve(responder, dns_stop.clone()));
+    let tcp_limits = TcpLimits {
+        connections: config.tcp_connections,
+        per_network: config.tcp_connections_per_network,
+        refused_total: metrics.tcp_refused_counter("connections"),
+        refused_network: metrics.tcp_refused_counter("per_network"),
+    };
+    tasks.spawn(
+        "DNS",
+        listeners.dns.serve(responder, tcp_limits, dns_stop.clone()),
+    );
 
     tokio::select! {
         () = stop.cancelled() => {}
