@@ -59,6 +59,7 @@ pub struct Metrics {
     geoip_lookups: Family<ResultLabels, QueryCounter>,
     geoip_reloads: Family<ResultLabels, Counter>,
     tcp_refused: Family<LimitLabels, Counter>,
+    probes_not_made: Family<RegionLabels, Counter>,
     generation: Gauge,
 }
 
@@ -151,6 +152,12 @@ impl Metrics {
             "TCP connections closed on arrival: limit connections (all at once) or per_network (one client network's share)",
             tcp_refused.clone(),
         );
+        let probes_not_made = Family::<RegionLabels, Counter>::default();
+        registry.register(
+            "probes_not_made",
+            "Health probes regiondns could not make (out of file descriptors, socket buffers or memory); they count neither for nor against the region",
+            probes_not_made.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "routing_generation",
@@ -169,6 +176,7 @@ impl Metrics {
             geoip_lookups,
             geoip_reloads,
             tcp_refused,
+            probes_not_made,
             generation,
         }
     }
@@ -273,6 +281,14 @@ impl Metrics {
         self.probe_duration
             .get_or_create(&labels)
             .observe(latency.as_secs_f64());
+    }
+
+    pub fn count_probe_not_made(&self, zone: &str, region: &str) {
+        let labels = RegionLabels {
+            zone: zone.into(),
+            region: region.into(),
+        };
+        self.probes_not_made.get_or_create(&labels).inc();
     }
 
     pub fn set_generation(&self, generation: u64) {

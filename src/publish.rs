@@ -7,7 +7,11 @@
 //! publishes the health board the admin API shows. It never probes, reads files or answers
 //! queries.
 
-use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
@@ -16,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Check, ZoneConfig},
-    health::{Health, ProbeReport, ProbeResult},
+    health::{Health, Outcome, ProbeReport, ProbeResult},
     metrics::Metrics,
     region::{RegionKey, State, States},
     routing::{Plan, RoutingTable},
@@ -112,7 +116,12 @@ pub struct Publisher {
     board: Arc<ArcSwap<HealthMap>>,
     metrics: Arc<Metrics>,
     generation: u64,
+    /// When a probe not made was last logged, and how many since.
+    not_made_logged: Option<(Instant, u64)>,
 }
+
+/// Probes not made are logged at most this often (they come in crowds, under attack).
+const NOT_MADE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A region's health-related configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +164,7 @@ impl Publisher {
             board,
             metrics,
             generation: 1,
+            not_made_logged: None,
         }
     }
 
@@ -201,8 +211,13 @@ impl Publisher {
 
     fn probed(&mut self, report: ProbeReport) {
         let key = report.key;
-        self.metrics
-            .observe_probe(&key.zone, &key.region, report.result.latency);
+        if let Outcome::Unknown(reason) = &report.result.outcome {
+            self.metrics.count_probe_not_made(&key.zone, &key.region);
+            self.log_not_made(&key, reason);
+        } else {
+            self.metrics
+                .observe_probe(&key.zone, &key.region, report.result.latency);
+        }
         let Some(status) = self.health.get_mut(&key) else {
             return;
         };
@@ -217,11 +232,29 @@ impl Publisher {
             status.since = SystemTime::now();
         } else if status.reason == NOT_PROBED_YET
             && let Some(result) = &status.last_probe
+            && !matches!(result.outcome, Outcome::Unknown(_))
         {
             // Still up, as every region starts, but no longer unknown.
             status.reason = format!("up since the first probe ({result})");
         }
         self.changed(&key, before);
+    }
+
+    fn log_not_made(&mut self, key: &RegionKey, reason: &str) {
+        match &mut self.not_made_logged {
+            Some((at, since)) if at.elapsed() < NOT_MADE_LOG_EVERY => *since += 1,
+            _ => {
+                let since = self.not_made_logged.map_or(0, |(_, since)| since);
+                warn!(
+                    zone = %key.zone,
+                    region = %key.region,
+                    "{}: {reason}: counted as neither success nor failure ({since} more such \
+                     probes since the last report)",
+                    key.region
+                );
+                self.not_made_logged = Some((Instant::now(), 0));
+            }
+        }
     }
 
     /// Swaps in a new configuration. A region keeps its health when its check is unchanged,

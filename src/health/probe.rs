@@ -71,8 +71,29 @@ async fn bounded(timeout: Duration, probe: impl Future<Output = Outcome>) -> Out
 async fn tcp_probe(host: &str, port: u16) -> Outcome {
     match TcpStream::connect((host, port)).await {
         Ok(_) => Outcome::Success,
-        Err(e) => Outcome::Failure(format!("TCP connect to {host}:{port}: {e}")),
+        Err(e) => failure(&e, format!("TCP connect to {host}:{port}: {e}")),
     }
+}
+
+/// A failed probe: the region's failure, or [`Outcome::Unknown`] when the cause is a shortage
+/// in this process (a crowd of clients holding every descriptor must not fake a failover).
+fn failure(error: &(dyn std::error::Error + 'static), text: String) -> Outcome {
+    if local_shortage(error) {
+        Outcome::Unknown(format!("probe not made: {text}"))
+    } else {
+        Outcome::Failure(text)
+    }
+}
+
+/// Whether `error` or one of its causes is this process running out of file descriptors,
+/// socket buffers or memory.
+fn local_shortage(error: &(dyn std::error::Error + 'static)) -> bool {
+    let shortage = [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM];
+    std::iter::successors(Some(error), |&e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| shortage.contains(&code))
+    })
 }
 
 async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
@@ -85,7 +106,7 @@ async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
     }
     let mut response = match request.send().await {
         Ok(response) => response,
-        Err(e) => return Outcome::Failure(describe(&e)),
+        Err(e) => return failure(&e, describe(&e)),
     };
     let status = response.status();
     if !expected(check, status) {
@@ -99,7 +120,7 @@ async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
             }
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
-            Err(e) => return Outcome::Failure(format!("reading the body: {}", describe(&e))),
+            Err(e) => return failure(&e, format!("reading the body: {}", describe(&e))),
         }
     }
     match &check.body_contains {
@@ -152,7 +173,38 @@ fn describe(error: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+
     use super::*;
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("error sending request")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_unknown_not_a_failure() {
+        let emfile = Wrapped(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(matches!(
+            failure(&emfile, "connect".into()),
+            Outcome::Unknown(text) if text == "probe not made: connect"
+        ));
+        let refused = Wrapped(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(
+            failure(&refused, "connect".into()),
+            Outcome::Failure("connect".into())
+        );
+    }
 
     #[test]
     fn overload_is_429_or_503_with_retry_after() {

@@ -40,6 +40,9 @@ pub enum Outcome {
     Overloaded(String),
     /// Anything else: the text says what went wrong.
     Failure(String),
+    /// The probe could not be made: regiondns itself ran short (of file descriptors, socket
+    /// buffers, memory). It says nothing about the region, so it counts for nothing.
+    Unknown(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +55,9 @@ impl fmt::Display for ProbeResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match &self.outcome {
             Outcome::Success => "success",
-            Outcome::Overloaded(reason) | Outcome::Failure(reason) => reason,
+            Outcome::Overloaded(reason) | Outcome::Failure(reason) | Outcome::Unknown(reason) => {
+                reason
+            }
         };
         write!(f, "{what} in {} ms", self.latency.as_millis())
     }
@@ -120,7 +125,7 @@ impl Tracker {
 
     /// Takes one probe result; returns the transition it causes, if any.
     pub fn observe(&mut self, probe: &ProbeResult) -> Option<Transition> {
-        let sample = self.sample(probe);
+        let sample = self.sample(probe)?;
         self.count(sample);
         if self.window.len() == self.thresholds.window as usize {
             self.window.pop_front();
@@ -138,12 +143,13 @@ impl Tracker {
         Some(transition)
     }
 
-    fn sample(&self, probe: &ProbeResult) -> Sample {
+    /// `None` for a probe that could not be made: it neither counts nor breaks a streak.
+    fn sample(&self, probe: &ProbeResult) -> Option<Sample> {
         let slow = self
             .thresholds
             .slow
             .is_some_and(|slow| probe.latency > slow);
-        match probe.outcome {
+        Some(match probe.outcome {
             Outcome::Success => Sample {
                 failed: false,
                 degraded: slow,
@@ -156,7 +162,8 @@ impl Tracker {
                 failed: true,
                 degraded: false,
             },
-        }
+            Outcome::Unknown(_) => return None,
+        })
     }
 
     fn count(&mut self, sample: Sample) {
@@ -274,6 +281,26 @@ mod tests {
             outcome: Outcome::Overloaded("HTTP 429".into()),
             latency: Duration::from_millis(3),
         }
+    }
+
+    fn unknown() -> ProbeResult {
+        ProbeResult {
+            outcome: Outcome::Unknown("probe not made: Too many open files".into()),
+            latency: Duration::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn probes_not_made_count_for_nothing() {
+        let mut tracker = Tracker::new(THRESHOLDS);
+        let many_unknown = vec![unknown(); 20];
+        assert_eq!(run(&mut tracker, &many_unknown), vec![U; 20], "never down");
+        assert_eq!(tracker.error_rate(), 0.0);
+        // Nor do they break a streak: fail, ?, fail, ?, fail is three in a row.
+        let streak = [fail(), unknown(), fail(), unknown(), fail()];
+        assert_eq!(run(&mut tracker, &streak), [U, U, U, U, D]);
+        let back = [ok(), unknown(), ok()];
+        assert_eq!(run(&mut tracker, &back), [D, D, U]);
     }
 
     /// Feeds the probes; returns the health after each.
