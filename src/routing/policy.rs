@@ -176,22 +176,22 @@ pub fn decide<'t, E: Explain>(
         format!("policy {:?}: order {}", plan.policy, names(service, order))
     });
 
-    let canary = drawn_canary(service, candidates, fail_open, client, &mut scope, explain);
-    if let Some(picks) = pick(
-        service, &preferred, &rest, canary, fail_open, client, &mut scope, explain,
-    ) {
-        return Decision::Regions {
-            picks,
-            fail_open,
-            scope: scope.prefix,
-        };
-    }
-    // The nearest regions remembered for this place are not enough: sort the whole service.
-    rest.fill(service, client, candidates, &preferred, true);
-    let picks = pick(
-        service, &preferred, &rest, canary, fail_open, client, &mut scope, explain,
-    )
-    .unwrap_or_default();
+    let mut walk = Walk {
+        service,
+        client,
+        fail_open,
+        scope: &mut scope,
+        explain,
+    };
+    let canary = walk.drawn_canary(candidates);
+    let picks = match walk.pick(&preferred, &rest, canary) {
+        Some(picks) => picks,
+        None => {
+            // The nearest regions remembered for this place are not enough: sort them all.
+            rest.fill(service, client, candidates, &preferred, true);
+            walk.pick(&preferred, &rest, canary).unwrap_or_default()
+        }
+    };
     Decision::Regions {
         picks,
         fail_open,
@@ -251,89 +251,86 @@ impl Rest {
     }
 }
 
-/// The canary, when this client's subnet is in its share.
-fn drawn_canary<E: Explain>(
-    service: &ServiceRoutes,
-    candidates: RegionSet,
+/// The last steps of a decision, for one client: the canary's draw, then the picks.
+struct Walk<'w, 't, E> {
+    service: &'t ServiceRoutes,
+    client: &'w Client,
     fail_open: bool,
-    client: &Client,
-    scope: &mut Scope,
-    explain: &mut E,
-) -> Option<usize> {
-    let plan = &service.plan;
-    let canary = plan
-        .canary
-        .filter(|c| candidates.contains(c.region) && service.states[c.region] == State::Up)?;
-    scope.hashed();
-    let drawn = fraction(subnet_key(client.ip), CANARY_SEED);
-    let name = &plan.regions[canary.region].key.region;
-    let share = canary.share * 100.0;
-    if !fail_open && drawn < canary.share {
-        explain.step(&|| format!("canary {name}: this subnet is in its {share:.1}% share"));
-        Some(canary.region)
-    } else {
-        explain.step(&|| format!("canary {name}: this subnet is outside its {share:.1}% share"));
-        None
-    }
+    scope: &'w mut Scope,
+    explain: &'w mut E,
 }
 
-/// Walks the canary, the preferred regions and the rest, and picks the service's number of
-/// answers; a degraded region sheds its share of subnets to the ones after it. `None` when a
-/// partial order ran out before the picks were made.
-#[allow(clippy::too_many_arguments)]
-fn pick<E: Explain>(
-    service: &ServiceRoutes,
-    preferred: &Order,
-    rest: &Rest,
-    canary: Option<usize>,
-    fail_open: bool,
-    client: &Client,
-    scope: &mut Scope,
-    explain: &mut E,
-) -> Option<Picks> {
-    let plan = &service.plan;
-    let order = canary
-        .into_iter()
-        .chain(preferred.iter().chain(&rest.order).map(|&r| usize::from(r)))
-        .enumerate()
-        .filter(|&(at, r)| at == 0 || Some(r) != canary)
-        .map(|(_, r)| r);
-    let mut picks = Picks::default();
-    let mut shed = Order::new();
-    for region in order {
-        if picks.len() == plan.answers {
-            return Some(picks);
+impl<E: Explain> Walk<'_, '_, E> {
+    /// The canary, when this client's subnet is in its share.
+    fn drawn_canary(&mut self, candidates: RegionSet) -> Option<usize> {
+        let (service, plan) = (self.service, &self.service.plan);
+        let canary = plan
+            .canary
+            .filter(|c| candidates.contains(c.region) && service.states[c.region] == State::Up)?;
+        self.scope.hashed();
+        let drawn = fraction(subnet_key(self.client.ip), CANARY_SEED);
+        let name = &plan.regions[canary.region].key.region;
+        let share = canary.share * 100.0;
+        if !self.fail_open && drawn < canary.share {
+            let line = || format!("canary {name}: this subnet is in its {share:.1}% share");
+            self.explain.step(&line);
+            Some(canary.region)
+        } else {
+            let line = || format!("canary {name}: this subnet is outside its {share:.1}% share");
+            self.explain.step(&line);
+            None
         }
-        if !fail_open && service.states[region] == State::Degraded && plan.shed > 0.0 {
-            if plan.shed < 1.0 {
-                scope.hashed();
+    }
+
+    /// Walks the canary, the preferred regions and the rest, and picks the service's number
+    /// of answers; a degraded region sheds its share of subnets to the ones after it. `None`
+    /// when a partial order ran out before the picks were made.
+    fn pick(&mut self, preferred: &Order, rest: &Rest, canary: Option<usize>) -> Option<Picks> {
+        let (service, client, fail_open) = (self.service, self.client, self.fail_open);
+        let plan = &service.plan;
+        let order = canary
+            .into_iter()
+            .chain(preferred.iter().chain(&rest.order).map(|&r| usize::from(r)))
+            .enumerate()
+            .filter(|&(at, r)| at == 0 || Some(r) != canary)
+            .map(|(_, r)| r);
+        let mut picks = Picks::default();
+        let mut shed = Order::new();
+        for region in order {
+            if picks.len() == plan.answers {
+                return Some(picks);
             }
-            let name = &plan.regions[region].key.region;
-            if fraction(subnet_key(client.ip), region as u64 + 1) < plan.shed {
-                let share = plan.shed * 100.0;
-                explain.step(&|| {
-                    format!("{name} is degraded: this subnet is in the {share:.0}% it sheds")
+            if !fail_open && service.states[region] == State::Degraded && plan.shed > 0.0 {
+                if plan.shed < 1.0 {
+                    self.scope.hashed();
+                }
+                let name = &plan.regions[region].key.region;
+                if fraction(subnet_key(client.ip), region as u64 + 1) < plan.shed {
+                    let share = plan.shed * 100.0;
+                    self.explain.step(&|| {
+                        format!("{name} is degraded: this subnet is in the {share:.0}% it sheds")
+                    });
+                    shed.push(region as u16);
+                    continue;
+                }
+                let share = (1.0 - plan.shed) * 100.0;
+                self.explain.step(&|| {
+                    format!("{name} is degraded: this subnet is in the {share:.0}% it keeps")
                 });
-                shed.push(region as u16);
-                continue;
             }
-            let share = (1.0 - plan.shed) * 100.0;
-            explain.step(&|| {
-                format!("{name} is degraded: this subnet is in the {share:.0}% it keeps")
-            });
+            picks.push(region);
         }
-        picks.push(region);
-    }
-    if picks.len() < plan.answers && rest.partial {
-        return None;
-    }
-    // Shed clients stay where they are when no other region can take them.
-    for &region in &shed {
-        if picks.len() < plan.answers {
-            picks.push(usize::from(region));
+        if picks.len() < plan.answers && rest.partial {
+            return None;
         }
+        // Shed clients stay where they are when no other region can take them.
+        for &region in &shed {
+            if picks.len() < plan.answers {
+                picks.push(usize::from(region));
+            }
+        }
+        Some(picks)
     }
-    Some(picks)
 }
 
 /// Tells the observer every region's state, distance and verdict.
