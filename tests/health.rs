@@ -457,3 +457,26 @@ fn tcp_checks_follow_the_port_being_open() {
     until_answered(&server, EU_WEST, Duration::from_secs(5))
         .expect("open port: up, whatever HTTP does");
 }
+
+#[test]
+fn values_from_the_environment_never_show_in_reasons_the_status_page_or_the_log() {
+    const SECRET: &str = "s3cr3t-token-9f2";
+    // Refused connections: reqwest's error names the URL, secret included.
+    let (us, eu) = (Endpoint::start(Mode::Ok), Endpoint::start(Mode::Closed));
+    let url = format!("{}?key=${{REGIONDNS_TEST_SECRET}}", eu.url());
+    let eu_check = check(&eu).replace(&eu.url(), &url);
+    let dir = common::zone_dir(&zone(&check(&us), &eu_check, ""));
+    let args = common::serve_args(dir.path(), &["--admin", "127.0.0.1:0"]);
+    let server = Server::spawn_with_env(dir, &args, None, &[("REGIONDNS_TEST_SECRET", SECRET)]);
+    assert!(
+        until_answered(&server, US_EAST, Duration::from_secs(10)).is_some(),
+        "eu-west goes down"
+    );
+    let reason = region(&server, "eu-west")["reason"].to_string();
+    assert!(reason.contains("2 consecutive failures"), "{reason}");
+    let (_, page) = http(server.admin.expect("admin"), "GET", "/", &[]);
+    let (_, regions) = http(server.admin.expect("admin"), "GET", "/regions", &[]);
+    for (what, text) in [("/", page), ("/regions", regions), ("log", server.log())] {
+        assert!(!text.contains(SECRET), "{what} shows the secret: {text}");
+    }
+}

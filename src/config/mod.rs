@@ -86,6 +86,29 @@ pub struct Check {
     pub interval: Duration,
     pub timeout: Duration,
     pub thresholds: Thresholds,
+    /// Values read from the environment for this check (`${VAR}`): never shown.
+    pub secrets: Secrets,
+}
+
+/// Values that came from `${VAR}`, with the names they are shown as instead.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Secrets(Vec<(String, String)>);
+
+impl Secrets {
+    pub(crate) fn add(&mut self, value: &str, name: &str) {
+        if !value.is_empty() && !self.0.iter().any(|(v, _)| v == value) {
+            self.0.push((value.to_owned(), format!("${{{name}}}")));
+        }
+    }
+
+    /// `text` with every secret value replaced by its `${VAR}`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (value, name) in &self.0 {
+            out = out.replace(value.as_str(), name);
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

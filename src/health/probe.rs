@@ -8,7 +8,7 @@ use reqwest::{StatusCode, header::RETRY_AFTER};
 use tokio::{net::TcpStream, time::Instant};
 
 use super::tracker::{Outcome, ProbeResult};
-use crate::config::{Check, CheckTarget, HttpCheck};
+use crate::config::{Check, CheckTarget, HttpCheck, Secrets};
 
 /// Bodies are read up to this size, no further: enough for `body_contains`, bounded for memory.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -40,9 +40,19 @@ impl Probe {
             (CheckTarget::Http(_), None) => Outcome::Failure("no HTTP client".into()),
         };
         ProbeResult {
-            outcome,
+            outcome: redacted(outcome, &self.check.secrets),
             latency: start.elapsed(),
         }
+    }
+}
+
+/// Reasons are shown (log, `/regions`, status page): what came from `${VAR}` is not.
+fn redacted(outcome: Outcome, secrets: &Secrets) -> Outcome {
+    match outcome {
+        Outcome::Success => Outcome::Success,
+        Outcome::Overloaded(text) => Outcome::Overloaded(secrets.redact(&text)),
+        Outcome::Failure(text) => Outcome::Failure(secrets.redact(&text)),
+        Outcome::Unknown(text) => Outcome::Unknown(secrets.redact(&text)),
     }
 }
 
@@ -106,7 +116,11 @@ async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
     }
     let mut response = match request.send().await {
         Ok(response) => response,
-        Err(e) => return failure(&e, describe(&e)),
+        Err(e) => {
+            // The URL is left out of reasons: it may carry a secret, in any encoding.
+            let e = e.without_url();
+            return failure(&e, describe(&e));
+        }
     };
     let status = response.status();
     if !expected(check, status) {
@@ -120,7 +134,10 @@ async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
             }
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
-            Err(e) => return failure(&e, format!("reading the body: {}", describe(&e))),
+            Err(e) => {
+                let e = e.without_url();
+                return failure(&e, format!("reading the body: {}", describe(&e)));
+            }
         }
     }
     match &check.body_contains {

@@ -15,7 +15,7 @@ use std::{path::Path, time::Duration};
 use hickory_proto::rr::Name;
 use serde_saphyr::{Location, Spanned};
 
-use super::{ConfigError, Soa, Thresholds, ZoneConfig, raw};
+use super::{ConfigError, Secrets, Soa, Thresholds, ZoneConfig, raw};
 
 const DEFAULT_WEIGHT: u32 = 100;
 
@@ -53,6 +53,7 @@ pub(super) fn zone(
         origin: Name::root(),
         errors: Vec::new(),
         scope: None,
+        secrets: Secrets::default(),
     };
     checker.origin = checker
         .origin_name(&zone.origin)
@@ -90,6 +91,8 @@ struct Checker<'a> {
     errors: Vec<ConfigError>,
     /// What is being checked (`region 'eu-west'`, `service 'api'`): it starts every message.
     scope: Option<String>,
+    /// The `${VAR}` values read for the check being validated.
+    secrets: Secrets,
 }
 
 impl Checker<'_> {

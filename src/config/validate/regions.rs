@@ -115,6 +115,7 @@ impl Checker<'_> {
             self.error(at, "check timeout must be above 0 and at most the interval");
         }
         let thresholds = self.thresholds(raw, timeout);
+        self.secrets = Secrets::default();
         let target = match (&raw.http, &raw.tcp) {
             (Some(url), None) => self.http_check(url, raw),
             (None, Some(address)) => self.tcp_check(address, raw),
@@ -129,6 +130,7 @@ impl Checker<'_> {
             interval,
             timeout,
             thresholds,
+            secrets: std::mem::take(&mut self.secrets),
         })
     }
 
@@ -213,9 +215,10 @@ impl Checker<'_> {
                 return None;
             }
             Err(e) => {
+                // As written: the expanded URL may hold a secret.
                 self.error(
                     &url.referenced,
-                    format!("invalid check url '{expanded}': {e}"),
+                    format!("invalid check url '{}': {e}", url.value),
                 );
                 return None;
             }
@@ -299,7 +302,7 @@ impl Checker<'_> {
             None => {
                 self.error(
                     &address.referenced,
-                    format!("tcp check needs host:port, got '{written}'"),
+                    format!("tcp check needs host:port, got '{}'", address.value),
                 );
                 None
             }
@@ -307,14 +310,15 @@ impl Checker<'_> {
     }
 
     /// `${VAR}` replaced by the environment variable's value; an unset variable is an error.
+    /// The values read are remembered as the check's secrets.
     fn expand(&mut self, text: &raw::Text) -> Option<String> {
-        expand_env(&text.value)
+        expand_env(&text.value, &mut self.secrets)
             .map_err(|e| self.error(&text.referenced, e))
             .ok()
     }
 }
 
-fn expand_env(text: &str) -> Result<String, String> {
+fn expand_env(text: &str, secrets: &mut Secrets) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -326,6 +330,7 @@ fn expand_env(text: &str) -> Result<String, String> {
         let name = &after[..end];
         let value =
             std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        secrets.add(&value, name);
         out.push_str(&value);
         rest = &after[end + 1..];
     }
