@@ -115,6 +115,9 @@ pub struct ServeArgs {
     /// the open-files limit when that is lower, so probes and the admin API keep descriptors).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub tcp_connections: Option<u32>,
+    /// Zone files larger than this many MiB are refused without being read.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_zone_file_mib: u64,
     /// Most TCP connections at once from one client network (/24, /56).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub tcp_connections_per_network: u32,
@@ -129,6 +132,9 @@ pub struct CheckArgs {
     /// and what it says of well-known public addresses. Repeat for several, tried in order.
     #[arg(long)]
     pub geoip: Vec<PathBuf>,
+    /// Zone files larger than this many MiB are refused without being read.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_zone_file_mib: u64,
 }
 
 #[derive(Args)]
@@ -155,7 +161,7 @@ pub struct ExplainArgs {
 
 /// `regiondns explain`: the decision for one client, from the same code the server runs.
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
-    let zones = load_zones(&args.zones)?;
+    let zones = load_zones(&args.zones, config::DEFAULT_MAX_ZONE_FILE)?;
     let geo = GeoIp::open(&args.geoip, LookupCounters::default())?;
     let qtype: RecordType = args
         .qtype
@@ -273,7 +279,7 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
     }
     if args.zones.is_some() || args.geoip.is_empty() {
         let dir = args.zones.unwrap_or_else(|| PathBuf::from("zones"));
-        ok &= check_zones(&dir);
+        ok &= check_zones(&dir, args.max_zone_file_mib << 20);
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -282,8 +288,8 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
     })
 }
 
-fn check_zones(dir: &Path) -> bool {
-    match config::load_dir(dir) {
+fn check_zones(dir: &Path, max_file_size: u64) -> bool {
+    match config::load_dir(dir, max_file_size) {
         Ok(zones) => {
             for zone in &zones {
                 println!("{}: {}", zone.source.display(), zone.summary());
@@ -364,7 +370,8 @@ pub fn open_geoip(paths: &[PathBuf], counters: LookupCounters) -> Result<GeoIp> 
 
 /// Everything `serve` needs, loaded and validated: zones, GeoIP, admin token, settings.
 pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
-    let zones = load_zones(&args.zones)?;
+    let max_zone_file = args.max_zone_file_mib << 20;
+    let zones = load_zones(&args.zones, max_zone_file)?;
     let metrics = Arc::new(Metrics::new());
     let geo = open_geoip(&args.geoip, metrics.geoip_lookup_counters())?;
     Ok(server::Config {
@@ -381,6 +388,7 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
             .tcp_connections
             .map_or_else(default_tcp_connections, |n| n as usize),
         tcp_connections_per_network: args.tcp_connections_per_network as usize,
+        max_zone_file,
     })
 }
 
@@ -501,8 +509,8 @@ pub fn admin_token(file: Option<&Path>) -> Result<Option<String>> {
 }
 
 /// Every zone file of `dir`, validated; each error logged. Logs what is served.
-pub fn load_zones(dir: &Path) -> Result<Vec<ZoneConfig>> {
-    match config::load_dir(dir) {
+pub fn load_zones(dir: &Path, max_file_size: u64) -> Result<Vec<ZoneConfig>> {
+    match config::load_dir(dir, max_file_size) {
         Ok(zones) => {
             log_configuration(&zones);
             Ok(zones)

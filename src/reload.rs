@@ -44,6 +44,7 @@ pub struct Reloader {
     changes: mpsc::Receiver<()>,
     /// The last good configuration of every zone file, by path.
     files: BTreeMap<PathBuf, ZoneConfig>,
+    max_file_size: u64,
     probers: Probers,
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
@@ -55,6 +56,7 @@ impl Reloader {
     pub fn start(
         dir: &Path,
         zones: Vec<ZoneConfig>,
+        max_file_size: u64,
         events: mpsc::Sender<Event>,
         reports: mpsc::Sender<ProbeReport>,
         metrics: Arc<Metrics>,
@@ -68,6 +70,7 @@ impl Reloader {
             _watcher: watcher,
             changes,
             files,
+            max_file_size,
             probers,
             events,
             metrics,
@@ -143,7 +146,7 @@ impl Reloader {
         let mut next = BTreeMap::new();
         let mut failed = 0;
         for path in paths {
-            match config::load_file(&path) {
+            match config::load_file(&path, self.max_file_size) {
                 Ok(zone) => {
                     next.insert(path, zone);
                 }

@@ -52,6 +52,8 @@ pub struct Config {
     /// Most TCP connections at once, in all and from one client network.
     pub tcp_connections: usize,
     pub tcp_connections_per_network: usize,
+    /// Zone files larger than this (bytes) are refused unread, at reload as at start.
+    pub max_zone_file: u64,
 }
 
 /// The sockets, bound before [`run`] (port 0 picks free ports; the caller knows them).
@@ -85,6 +87,7 @@ pub async fn run(
     let reloader = Reloader::start(
         &config.zones_dir,
         config.zones,
+        config.max_zone_file,
         events.clone(),
         reports,
         Arc::clone(&metrics),

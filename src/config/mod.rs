@@ -18,6 +18,7 @@ pub const MAX_SERVICE_REGIONS: usize = 1024;
 
 use std::{
     fmt,
+    io::Read,
     net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, UNIX_EPOCH},
@@ -283,7 +284,7 @@ impl fmt::Display for ConfigError {
 
 /// Loads every `*.yaml` / `*.yml` file of `dir`, in name order. Errors from all files are
 /// returned together, so one run of `regiondns check` shows everything to fix.
-pub fn load_dir(dir: &Path) -> Result<Vec<ZoneConfig>, Vec<ConfigError>> {
+pub fn load_dir(dir: &Path, max_file_size: u64) -> Result<Vec<ZoneConfig>, Vec<ConfigError>> {
     let files = zone_files(dir).map_err(|e| vec![e])?;
     if files.is_empty() {
         return Err(vec![ConfigError {
@@ -295,7 +296,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ZoneConfig>, Vec<ConfigError>> {
     let mut zones = Vec::new();
     let mut errors = Vec::new();
     for path in files {
-        match load_file(&path) {
+        match load_file(&path, max_file_size) {
             Ok(zone) => zones.push(zone),
             Err(file_errors) => errors.extend(file_errors),
         }
@@ -308,17 +309,38 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ZoneConfig>, Vec<ConfigError>> {
     }
 }
 
-/// Loads and validates one zone file. Without an explicit SOA serial, the file's modification
-/// time (seconds since the epoch) is used: it changes exactly when the file does.
-pub fn load_file(path: &Path) -> Result<ZoneConfig, Vec<ConfigError>> {
-    let io_error = |e: std::io::Error| {
+/// Zone files larger than this are refused unread, unless `--max-zone-file-mib` says otherwise.
+pub const DEFAULT_MAX_ZONE_FILE: u64 = 64 << 20;
+
+/// Loads and validates one zone file; one over `max_file_size` bytes is refused before it is
+/// read (a file that grows while read is cut there and refused too). Without an explicit SOA
+/// serial, the file's modification time (seconds since the epoch) is used: it changes exactly
+/// when the file does.
+pub fn load_file(path: &Path, max_file_size: u64) -> Result<ZoneConfig, Vec<ConfigError>> {
+    let error = |message: String| {
         vec![ConfigError {
             path: path.to_owned(),
             position: None,
-            message: e.to_string(),
+            message,
         }]
     };
-    let text = std::fs::read_to_string(path).map_err(io_error)?;
+    let io_error = |e: std::io::Error| error(e.to_string());
+    let too_large = |size: u64| {
+        error(format!(
+            "{size} bytes, over the limit of {max_file_size} (--max-zone-file-mib): not read"
+        ))
+    };
+    let size = std::fs::metadata(path).map_err(io_error)?.len();
+    if size > max_file_size {
+        return Err(too_large(size));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(max_file_size + 1).read_to_string(&mut text))
+        .map_err(io_error)?;
+    if text.len() as u64 > max_file_size {
+        return Err(too_large(text.len() as u64));
+    }
     let modified = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .map_err(io_error)?;
@@ -473,7 +495,7 @@ mod tests {
         std::fs::write(dir.path().join("b.yml"), &good).expect("write");
         std::fs::write(dir.path().join("c.yaml"), "origin: [").expect("write");
         std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
-        let errors = load_dir(dir.path()).expect_err("errors");
+        let errors = load_dir(dir.path(), DEFAULT_MAX_ZONE_FILE).expect_err("errors");
         assert_eq!(errors.len(), 2, "{errors:#?}");
         assert!(errors[0].path.ends_with("c.yaml"));
         assert!(
@@ -482,7 +504,26 @@ mod tests {
                 .starts_with("zone llm.example.com. is already defined in")
         );
         let empty = tempfile::tempdir().expect("tempdir");
-        let errors = load_dir(empty.path()).expect_err("no zones");
+        let errors = load_dir(empty.path(), DEFAULT_MAX_ZONE_FILE).expect_err("no zones");
         assert_eq!(errors[0].message, "no zone files (*.yaml, *.yml)");
+    }
+
+    #[test]
+    fn files_over_the_size_limit_are_refused_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.yaml");
+        let text = format!("{HEAD}records:\n{NS1}");
+        std::fs::write(&path, &text).expect("write");
+        let size = text.len() as u64;
+        assert!(load_file(&path, size).is_ok(), "at the limit");
+        let errors = load_file(&path, size - 1).expect_err("over the limit");
+        assert_eq!(
+            errors[0].to_string(),
+            format!(
+                "{}: {size} bytes, over the limit of {} (--max-zone-file-mib): not read",
+                path.display(),
+                size - 1
+            )
+        );
     }
 }

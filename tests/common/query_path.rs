@@ -22,7 +22,8 @@ use regiondns::{
 /// A responder as the server builds it, on zones/ and geoip/ of this repository.
 pub fn responder() -> Responder {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let zones = config::load_dir(&root.join("zones")).expect("the example zone");
+    let zones = config::load_dir(&root.join("zones"), config::DEFAULT_MAX_ZONE_FILE)
+        .expect("the example zone");
     let metrics = Metrics::new();
     let geo = GeoIp::open(
         &[root.join("geoip/dbip-country.mmdb")],
