@@ -36,12 +36,15 @@ pub struct Admin {
     token: Option<Arc<str>>,
     /// Cancelled when the server starts stopping: `/healthz` then says so.
     stopping: CancellationToken,
+    /// Zone files that do not validate now, a line each (`/healthz` names them).
+    unloaded: Arc<ArcSwap<Vec<String>>>,
 }
 
 impl Admin {
     pub fn new(
         table: Arc<ArcSwap<RoutingTable>>,
         board: Arc<ArcSwap<HealthMap>>,
+        unloaded: Arc<ArcSwap<Vec<String>>>,
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
         token: Option<String>,
@@ -50,6 +53,7 @@ impl Admin {
         Admin {
             table,
             board,
+            unloaded,
             events,
             metrics,
             token: token.map(Into::into),
@@ -81,13 +85,23 @@ impl Admin {
 }
 
 /// The server's own liveness: 503 from the moment it starts stopping, so that a load balancer
-/// or an orchestrator stops sending it traffic during the drain period.
-async fn healthz(AxumState(admin): AxumState<Admin>) -> (StatusCode, &'static str) {
+/// or an orchestrator stops sending it traffic during the drain period. Zone files that do not
+/// validate are named, with 200: the server answers for every other zone, and taking it out of
+/// service would make one typo an outage.
+async fn healthz(AxumState(admin): AxumState<Admin>) -> (StatusCode, String) {
     if admin.stopping.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
-    } else {
-        (StatusCode::OK, "ok\n")
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into());
     }
+    let unloaded = admin.unloaded.load();
+    if unloaded.is_empty() {
+        return (StatusCode::OK, "ok\n".into());
+    }
+    let mut text = format!("ok; {} zone file(s) do not validate:\n", unloaded.len());
+    for line in unloaded.iter() {
+        text.push_str(line);
+        text.push('\n');
+    }
+    (StatusCode::OK, text)
 }
 
 /// Where the admin API listens: an address, or `off`.

@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// Zone files larger than this many MiB are refused without being read.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_zone_file_mib: u64,
+    /// Refuse to start when any zone file is invalid (by default the valid ones are served,
+    /// and the server exits only when none is).
+    #[arg(long)]
+    pub strict: bool,
     /// Most TCP connections at once from one client network (/24, /56).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub tcp_connections_per_network: u32,
@@ -161,7 +165,7 @@ pub struct ExplainArgs {
 
 /// `regiondns explain`: the decision for one client, from the same code the server runs.
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
-    let zones = load_zones(&args.zones, config::DEFAULT_MAX_ZONE_FILE)?;
+    let (zones, _) = load_zones(&args.zones, config::DEFAULT_MAX_ZONE_FILE, true)?;
     let geo = GeoIp::open(&args.geoip, LookupCounters::default())?;
     let qtype: RecordType = args
         .qtype
@@ -290,13 +294,13 @@ pub fn check(args: CheckArgs) -> Result<ExitCode> {
 
 fn check_zones(dir: &Path, max_file_size: u64) -> bool {
     match config::load_dir(dir, max_file_size) {
-        Ok(zones) => {
+        (zones, errors) if errors.is_empty() => {
             for zone in &zones {
                 println!("{}: {}", zone.source.display(), zone.summary());
             }
             true
         }
-        Err(errors) => {
+        (_, errors) => {
             for error in &errors {
                 eprintln!("{error}");
             }
@@ -371,7 +375,7 @@ pub fn open_geoip(paths: &[PathBuf], counters: LookupCounters) -> Result<GeoIp> 
 /// Everything `serve` needs, loaded and validated: zones, GeoIP, admin token, settings.
 pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
     let max_zone_file = args.max_zone_file_mib << 20;
-    let zones = load_zones(&args.zones, max_zone_file)?;
+    let (zones, unloaded) = load_zones(&args.zones, max_zone_file, args.strict)?;
     let metrics = Arc::new(Metrics::new());
     let geo = open_geoip(&args.geoip, metrics.geoip_lookup_counters())?;
     Ok(server::Config {
@@ -389,6 +393,7 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
             .map_or_else(default_tcp_connections, |n| n as usize),
         tcp_connections_per_network: args.tcp_connections_per_network as usize,
         max_zone_file,
+        unloaded,
     })
 }
 
@@ -508,24 +513,39 @@ pub fn admin_token(file: Option<&Path>) -> Result<Option<String>> {
     Ok((!token.is_empty()).then(|| token.to_owned()))
 }
 
-/// Every zone file of `dir`, validated; each error logged. Logs what is served.
-pub fn load_zones(dir: &Path, max_file_size: u64) -> Result<Vec<ZoneConfig>> {
-    match config::load_dir(dir, max_file_size) {
-        Ok(zones) => {
-            log_configuration(&zones);
-            Ok(zones)
-        }
-        Err(errors) => {
-            for error in &errors {
-                tracing::error!("{error}");
-            }
-            bail!(
-                "{} error(s) in the zone files of {}",
-                errors.len(),
-                dir.display()
-            )
-        }
+/// The zone files of `dir` that validate, and the errors of the others, each logged. With
+/// `strict`, or when no file validates, any error stops the start. Logs what is served.
+pub fn load_zones(
+    dir: &Path,
+    max_file_size: u64,
+    strict: bool,
+) -> Result<(Vec<ZoneConfig>, Vec<String>)> {
+    let (zones, errors) = config::load_dir(dir, max_file_size);
+    for error in &errors {
+        let (line, column) = error.position.unwrap_or_default();
+        tracing::error!(file = %error.path.display(), line, column, "{error}");
     }
+    if !errors.is_empty() && (strict || zones.is_empty()) {
+        bail!(
+            "{} error(s) in the zone files of {}{}",
+            errors.len(),
+            dir.display(),
+            if zones.is_empty() {
+                ": no zone to serve"
+            } else {
+                " (--strict)"
+            }
+        );
+    }
+    if !errors.is_empty() {
+        tracing::warn!(
+            "serving the zone files that are valid; {} error(s) in the others (see above, and \
+             /healthz): they are loaded once fixed",
+            errors.len()
+        );
+    }
+    log_configuration(&zones);
+    Ok((zones, errors.iter().map(ToString::to_string).collect()))
 }
 
 fn log_configuration(zones: &[ZoneConfig]) {

@@ -44,6 +44,8 @@ pub struct Reloader {
     changes: mpsc::Receiver<()>,
     /// The last good configuration of every zone file, by path.
     files: BTreeMap<PathBuf, ZoneConfig>,
+    /// A line for each zone file that does not validate now (for `/healthz`).
+    unloaded: Arc<ArcSwap<Vec<String>>>,
     max_file_size: u64,
     probers: Probers,
     events: mpsc::Sender<Event>,
@@ -57,6 +59,7 @@ impl Reloader {
         dir: &Path,
         zones: Vec<ZoneConfig>,
         max_file_size: u64,
+        unloaded: Arc<ArcSwap<Vec<String>>>,
         events: mpsc::Sender<Event>,
         reports: mpsc::Sender<ProbeReport>,
         metrics: Arc<Metrics>,
@@ -70,6 +73,7 @@ impl Reloader {
             _watcher: watcher,
             changes,
             files,
+            unloaded,
             max_file_size,
             probers,
             events,
@@ -98,10 +102,12 @@ impl Reloader {
     }
 
     async fn reload(&mut self, why: &str) {
-        let (next, failed) = self.read_files();
+        let (next, problems) = self.read_files();
         // Parsing's garbage is freed by now, whatever comes of the reload.
         publish::release_freed_memory();
+        let failed = problems.len();
         self.metrics.count_reload(failed == 0);
+        self.unloaded.store(Arc::new(problems));
         if next == self.files {
             if why == "SIGHUP" {
                 info!("reload (SIGHUP): configuration unchanged");
@@ -134,40 +140,41 @@ impl Reloader {
     }
 
     /// Every zone file as it is now, or at its last good version where it does not validate;
-    /// and how many files failed.
-    fn read_files(&self) -> (BTreeMap<PathBuf, ZoneConfig>, usize) {
+    /// and a line for each file that did not validate (its first error, and what is served).
+    fn read_files(&self) -> (BTreeMap<PathBuf, ZoneConfig>, Vec<String>) {
         let paths = match config::zone_files(&self.dir) {
             Ok(paths) => paths,
             Err(e) => {
                 error!("{e}");
-                return (self.files.clone(), 1);
+                return (self.files.clone(), vec![e.to_string()]);
             }
         };
         let mut next = BTreeMap::new();
-        let mut failed = 0;
+        let mut problems = Vec::new();
         for path in paths {
             match config::load_file(&path, self.max_file_size) {
                 Ok(zone) => {
                     next.insert(path, zone);
                 }
                 Err(errors) => {
-                    failed += 1;
                     for e in &errors {
                         log_config_error(e);
                     }
-                    if let Some(last_good) = self.files.get(&path) {
+                    let kept = self.files.get(&path);
+                    problems.push(problem(&errors, kept.is_some()));
+                    if let Some(last_good) = kept {
                         next.insert(path, last_good.clone());
                     }
                 }
             }
         }
-        failed += self.drop_duplicate_origins(&mut next);
-        (next, failed)
+        problems.extend(self.drop_duplicate_origins(&mut next));
+        (next, problems)
     }
 
     /// A file that now claims another file's zone is kept at its last good version (or left
     /// out if it had none).
-    fn drop_duplicate_origins(&self, next: &mut BTreeMap<PathBuf, ZoneConfig>) -> usize {
+    fn drop_duplicate_origins(&self, next: &mut BTreeMap<PathBuf, ZoneConfig>) -> Vec<String> {
         let zones: Vec<ZoneConfig> = next.values().cloned().collect();
         let mut errors = Vec::new();
         config::check_distinct_origins(&zones, &mut errors);
@@ -186,8 +193,23 @@ impl Reloader {
                 }
             }
         }
-        errors.len()
+        errors.iter().map(ToString::to_string).collect()
     }
+}
+
+/// A file's first error, and whether its last good version is served instead.
+fn problem(errors: &[config::ConfigError], kept: bool) -> String {
+    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+    let more = match errors.len() {
+        0 | 1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    let served = if kept {
+        "its last good version is served"
+    } else {
+        "not served"
+    };
+    format!("{first}{more}; {served}")
 }
 
 /// One line per error, with its position as fields for log shippers.

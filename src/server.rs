@@ -54,6 +54,8 @@ pub struct Config {
     pub tcp_connections_per_network: usize,
     /// Zone files larger than this (bytes) are refused unread, at reload as at start.
     pub max_zone_file: u64,
+    /// Why the zone files that did not load at start are not served (one line each).
+    pub unloaded: Vec<String>,
 }
 
 /// The sockets, bound before [`run`] (port 0 picks free ports; the caller knows them).
@@ -84,10 +86,12 @@ pub async fn run(
     let (table, board) = (publisher.table(), publisher.board());
     let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
     let (reports, report_queue) = mpsc::channel(EVENT_QUEUE);
+    let unloaded = Arc::new(ArcSwap::from_pointee(config.unloaded));
     let reloader = Reloader::start(
         &config.zones_dir,
         config.zones,
         config.max_zone_file,
+        Arc::clone(&unloaded),
         events.clone(),
         reports,
         Arc::clone(&metrics),
@@ -134,6 +138,7 @@ pub async fn run(
         let admin = Admin::new(
             table,
             board,
+            unloaded,
             events,
             Arc::clone(&metrics),
             config.admin_token,

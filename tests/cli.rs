@@ -3,7 +3,7 @@
 mod common;
 
 use common::{
-    Server, ZONE, path_arg, query, repo_root, run, serve_args, udp, write_mmdb, zone_dir,
+    Server, ZONE, http, path_arg, query, repo_root, run, serve_args, udp, write_mmdb, zone_dir,
 };
 use hickory_proto::rr::RecordType;
 use serde_json::json;
@@ -342,4 +342,48 @@ fn check_geoip_reports_the_database_and_the_well_known_sample() {
         stdout.contains("zones/llm.yaml: "),
         "--zones checks the zones too: {stdout}"
     );
+}
+
+#[test]
+fn one_broken_zone_file_at_start_leaves_the_others_served_and_healthz_names_it() {
+    let dir = zone_dir(ZONE);
+    let other = ZONE.replace("origin: llm.example.com.", "origin: other.example.com.");
+    let broken = other.replace("ttl: 20", "ttl: twenty");
+    std::fs::write(dir.path().join("zones/other.yaml"), &broken).expect("write");
+    let strict = run(
+        &serve_args(dir.path(), &["--admin", "off", "--strict"]),
+        dir.path(),
+    );
+    assert!(!strict.status.success(), "--strict refuses to start");
+
+    let args = serve_args(dir.path(), &["--admin", "127.0.0.1:0"]);
+    let server = Server::spawn(dir, &args, None);
+    let a = query("api.llm.example.com.", RecordType::A, None);
+    assert!(
+        !udp(server.addr, &a).answers.is_empty(),
+        "the valid zone is served"
+    );
+    let other_a = query("api.other.example.com.", RecordType::A, None);
+    assert_eq!(
+        udp(server.addr, &other_a).metadata.response_code,
+        hickory_proto::op::ResponseCode::Refused,
+        "the broken one is not"
+    );
+    let admin = server.admin.expect("admin");
+    let (status, body) = http(admin, "GET", "/healthz", &[]);
+    assert_eq!(status, 200, "serving: {body}");
+    assert!(
+        body.contains("other.yaml:") && body.contains("invalid u32"),
+        "{body}"
+    );
+    assert!(server.log().contains("other.yaml"), "and the log says so");
+
+    std::fs::write(server.dir.path().join("zones/other.yaml"), &other).expect("fix");
+    server.signal("HUP");
+    let start = std::time::Instant::now();
+    while udp(server.addr, &other_a).answers.is_empty() {
+        assert!(start.elapsed().as_secs() < 5, "the fixed zone is loaded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(http(admin, "GET", "/healthz", &[]).1, "ok\n");
 }

@@ -282,16 +282,21 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Loads every `*.yaml` / `*.yml` file of `dir`, in name order. Errors from all files are
-/// returned together, so one run of `regiondns check` shows everything to fix.
-pub fn load_dir(dir: &Path, max_file_size: u64) -> Result<Vec<ZoneConfig>, Vec<ConfigError>> {
-    let files = zone_files(dir).map_err(|e| vec![e])?;
+/// Loads every `*.yaml` / `*.yml` file of `dir`, in name order: the zones that validate, and
+/// the errors of all the others together, so one run of `regiondns check` shows everything
+/// to fix and a server can serve what is good.
+pub fn load_dir(dir: &Path, max_file_size: u64) -> (Vec<ZoneConfig>, Vec<ConfigError>) {
+    let files = match zone_files(dir) {
+        Ok(files) => files,
+        Err(error) => return (Vec::new(), vec![error]),
+    };
     if files.is_empty() {
-        return Err(vec![ConfigError {
+        let error = ConfigError {
             path: dir.to_owned(),
             position: None,
             message: "no zone files (*.yaml, *.yml)".into(),
-        }]);
+        };
+        return (Vec::new(), vec![error]);
     }
     let mut zones = Vec::new();
     let mut errors = Vec::new();
@@ -302,11 +307,14 @@ pub fn load_dir(dir: &Path, max_file_size: u64) -> Result<Vec<ZoneConfig>, Vec<C
         }
     }
     check_distinct_origins(&zones, &mut errors);
-    if errors.is_empty() {
-        Ok(zones)
-    } else {
-        Err(errors)
-    }
+    // Of two files with one origin, the first in name order is served.
+    let mut seen = Vec::new();
+    zones.retain(|zone| {
+        let first = !seen.contains(&zone.origin);
+        seen.push(zone.origin.clone());
+        first
+    });
+    (zones, errors)
 }
 
 /// Zone files larger than this are refused unread, unless `--max-zone-file-mib` says otherwise.
@@ -495,8 +503,10 @@ mod tests {
         std::fs::write(dir.path().join("b.yml"), &good).expect("write");
         std::fs::write(dir.path().join("c.yaml"), "origin: [").expect("write");
         std::fs::write(dir.path().join("notes.txt"), "ignored").expect("write");
-        let errors = load_dir(dir.path(), DEFAULT_MAX_ZONE_FILE).expect_err("errors");
+        let (zones, errors) = load_dir(dir.path(), DEFAULT_MAX_ZONE_FILE);
         assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert_eq!(zones.len(), 1, "a.yaml is served, b.yml has its origin");
+        assert!(zones[0].source.ends_with("a.yaml"));
         assert!(errors[0].path.ends_with("c.yaml"));
         assert!(
             errors[1]
@@ -504,7 +514,8 @@ mod tests {
                 .starts_with("zone llm.example.com. is already defined in")
         );
         let empty = tempfile::tempdir().expect("tempdir");
-        let errors = load_dir(empty.path(), DEFAULT_MAX_ZONE_FILE).expect_err("no zones");
+        let (zones, errors) = load_dir(empty.path(), DEFAULT_MAX_ZONE_FILE);
+        assert!(zones.is_empty());
         assert_eq!(errors[0].message, "no zone files (*.yaml, *.yml)");
     }
 

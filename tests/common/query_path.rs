@@ -22,8 +22,8 @@ use regiondns::{
 /// A responder as the server builds it, on zones/ and geoip/ of this repository.
 pub fn responder() -> Responder {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let zones = config::load_dir(&root.join("zones"), config::DEFAULT_MAX_ZONE_FILE)
-        .expect("the example zone");
+    let (zones, errors) = config::load_dir(&root.join("zones"), config::DEFAULT_MAX_ZONE_FILE);
+    assert!(errors.is_empty(), "the example zone: {errors:?}");
     let metrics = Metrics::new();
     let geo = GeoIp::open(
         &[root.join("geoip/dbip-country.mmdb")],
