@@ -130,6 +130,14 @@ pub async fn run(
     // Everything that feeds the publisher runs: say where the server listens.
     if let Some(addr) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
         info!("admin API listening on http://{addr}");
+        if !addr.ip().is_loopback() && config.admin_token.is_none() {
+            warn!(
+                "the admin API listens on {addr}, beyond this host, WITHOUT A TOKEN: anyone who \
+                 reaches it reads every region's state and configuration; drain and undrain are \
+                 disabled. Set --admin-token-file (or REGIONDNS_ADMIN_TOKEN), or listen on \
+                 127.0.0.1"
+            );
+        }
     }
     for addr in listeners.dns.local_addrs() {
         info!("listening on {addr} (udp, tcp)");
