@@ -5,7 +5,11 @@
 //! publisher; it never touches the routing table itself. Mutating endpoints need the bearer
 //! token, and are disabled (403) when no token is configured.
 
-use std::{net::SocketAddr, sync::Arc, time::UNIX_EPOCH};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, UNIX_EPOCH},
+};
 
 use arc_swap::ArcSwap;
 use axum::{
@@ -15,9 +19,17 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
+};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -72,17 +84,55 @@ impl Admin {
             .with_state(self)
     }
 
-    /// Serves until `shutdown`, then lets requests in progress finish.
+    /// Serves until `shutdown`, then lets requests in progress finish. At most
+    /// [`MAX_CONNECTIONS`] connections are served at once (more are closed on arrival), and a
+    /// connection that takes longer than `header_timeout` to send a request's headers, or
+    /// stays that long idle between requests, is closed.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        header_timeout: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        let service = TowerToHyperService::new(self.router());
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
+        loop {
+            let (stream, _) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) => {
+                        // Out of descriptors: wait rather than spin (DNS logs the shortage).
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                continue;
+            };
+            let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+            let connection = graceful.watch(connection);
+            connections.spawn(async move {
+                // A client that goes away mid-request is its own business.
+                let _ = connection.await;
+                drop(slot);
+            });
+        }
+        graceful.shutdown().await;
+        Ok(())
     }
 }
+
+/// Connections the admin API serves at once: more than an operator's tools and a scraper need.
+pub const MAX_CONNECTIONS: usize = 64;
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The server's own liveness: 503 from the moment it starts stopping, so that a load balancer
 /// or an orchestrator stops sending it traffic during the drain period. Zone files that do not

@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// Zone files larger than this many MiB are refused without being read.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_zone_file_mib: u64,
+    /// How long the admin API waits for a request's headers, or for the next request on an
+    /// idle connection, before it closes the connection.
+    #[arg(long, default_value = "10s")]
+    pub admin_header_timeout: humantime::Duration,
     /// Refuse to start when any zone file is invalid (by default the valid ones are served,
     /// and the server exits only when none is).
     #[arg(long)]
@@ -394,6 +398,7 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
         tcp_connections_per_network: args.tcp_connections_per_network as usize,
         max_zone_file,
         unloaded,
+        admin_header_timeout: args.admin_header_timeout.into(),
     })
 }
 

@@ -56,6 +56,8 @@ pub struct Config {
     pub max_zone_file: u64,
     /// Why the zone files that did not load at start are not served (one line each).
     pub unloaded: Vec<String>,
+    /// How long the admin API waits for a request's headers, or between requests.
+    pub admin_header_timeout: Duration,
 }
 
 /// The sockets, bound before [`run`] (port 0 picks free ports; the caller knows them).
@@ -152,7 +154,8 @@ pub async fn run(
             config.admin_token,
             stop.clone(),
         );
-        tasks.spawn("admin API", admin.serve(listener, finish.clone()));
+        let serving = admin.serve(listener, config.admin_header_timeout, finish.clone());
+        tasks.spawn("admin API", serving);
     }
     let tcp_limits = TcpLimits {
         connections: config.tcp_connections,

@@ -210,3 +210,35 @@ fn the_connection_cap_keeps_descriptors_for_the_probes() {
     assert_eq!(probes_not_made(&server), 0);
     drop(crowd);
 }
+
+/// Whether the server closes `stream` within `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    closed_by_server(stream)
+}
+
+#[test]
+fn the_admin_api_caps_connections_and_closes_idle_or_half_sent_ones() {
+    let server = Server::start_with(ZONE, &["--admin-header-timeout", "300ms"]);
+    let admin = server.admin.expect("admin");
+    let mut idle: Vec<TcpStream> = (0..64).map(|_| connect_from("127.0.0.1", admin)).collect();
+    let mut over = connect_from("127.0.0.1", admin);
+    assert!(
+        closed_within(&mut over, Duration::from_millis(200)),
+        "a 65th connection is closed on arrival"
+    );
+    assert!(
+        idle.iter_mut()
+            .all(|s| closed_within(s, Duration::from_secs(2))),
+        "idle connections are closed after the header timeout"
+    );
+    let mut half_sent = connect_from("127.0.0.1", admin);
+    std::io::Write::write_all(&mut half_sent, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .expect("send part of a request");
+    assert!(
+        closed_within(&mut half_sent, Duration::from_secs(2)),
+        "a request whose headers never end is closed"
+    );
+    let (status, body) = http(admin, "GET", "/healthz", &[]);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+}
