@@ -60,6 +60,7 @@ pub struct Metrics {
     geoip_reloads: Family<ResultLabels, Counter>,
     tcp_refused: Family<LimitLabels, Counter>,
     probes_not_made: Family<RegionLabels, Counter>,
+    dropped: QueryCounter,
     generation: Gauge,
 }
 
@@ -158,6 +159,12 @@ impl Metrics {
             "Health probes regiondns could not make (out of file descriptors, socket buffers or memory); they count neither for nor against the region",
             probes_not_made.clone(),
         );
+        let dropped = QueryCounter::default();
+        registry.register(
+            "dropped_requests",
+            "Packets given no answer: shorter than a DNS header, or responses (QR set), which must never be answered",
+            dropped.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "routing_generation",
@@ -177,6 +184,7 @@ impl Metrics {
             geoip_reloads,
             tcp_refused,
             probes_not_made,
+            dropped,
             generation,
         }
     }
@@ -281,6 +289,11 @@ impl Metrics {
         self.probe_duration
             .get_or_create(&labels)
             .observe(latency.as_secs_f64());
+    }
+
+    /// The counter of packets given no answer.
+    pub fn dropped_counter(&self) -> QueryCounter {
+        self.dropped.clone()
     }
 
     pub fn count_probe_not_made(&self, zone: &str, region: &str) {

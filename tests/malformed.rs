@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Server, ZONE, query, udp};
+use common::{Server, ZONE, http, query, udp};
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 
 const FORMERR: u8 = 1;
@@ -159,6 +159,17 @@ fn malformed_packets_get_formerr_or_silence_and_the_server_keeps_answering() {
         "a response (QR=1) is never answered"
     );
     assert_still_answering(&server);
+    // Runts (truncated under 12 octets) and the response: dropped, and counted.
+    assert_eq!(counter(&server, "regiondns_dropped_requests_total"), 13);
+    let formerr = "regiondns_queries_total{zone=\"\",service=\"\",region=\"\",rcode=\"FORMERR\"}";
+    assert!(counter(&server, formerr) >= cases.len() as u64);
+}
+
+fn counter(server: &Server, name: &str) -> u64 {
+    let (_, body) = http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A small deterministic generator (PCG-style LCG): the same packets on every run.

@@ -52,6 +52,8 @@ struct ErrorCounters {
     notimp: QueryCounter,
     badvers: QueryCounter,
     servfail: QueryCounter,
+    /// Packets given no answer at all.
+    dropped: QueryCounter,
 }
 
 impl ErrorCounters {
@@ -87,6 +89,7 @@ impl Responder {
                 notimp: counter("NOTIMP"),
                 badvers: counter("BADVERS"),
                 servfail: counter("SERVFAIL"),
+                dropped: metrics.dropped_counter(),
             },
         }
     }
@@ -102,7 +105,10 @@ impl Responder {
     ) -> bool {
         let request = match wire::parse(packet) {
             Ok(request) => request,
-            Err(Malformed::Drop) => return false,
+            Err(Malformed::Drop) => {
+                self.errors.dropped.inc();
+                return false;
+            }
             Err(Malformed::Reply {
                 id,
                 flags,
