@@ -358,9 +358,21 @@ pub fn load_file(path: &Path, max_file_size: u64) -> Result<ZoneConfig, Vec<Conf
     parse(path, &text, serial)
 }
 
+/// YAML nodes (mappings, sequences, scalars) a zone file may hold: room for 500,000 records.
+const MAX_NODES: usize = 2_500_000;
+
 /// Parses and validates zone file text; `path` is only used in error messages.
 pub fn parse(path: &Path, text: &str, default_serial: u32) -> Result<ZoneConfig, Vec<ConfigError>> {
-    let options = serde_saphyr::options! { with_snippet: false };
+    // The parser's default budget (250,000 nodes) stops near 50,000 records; files are
+    // bounded by size before they are read, so the budget grows with that bound (a record
+    // is about five nodes). Aliases stay bounded by the parser's anchor ratio.
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_NODES,
+            max_events: 2 * MAX_NODES,
+        },
+    };
     let zone: raw::Zone = serde_saphyr::from_str_with_options(text, options)
         .map_err(|e| vec![yaml_error(path, &e)])?;
     validate::zone(path, zone, default_serial)
@@ -517,6 +529,17 @@ mod tests {
         let (zones, errors) = load_dir(empty.path(), DEFAULT_MAX_ZONE_FILE);
         assert!(zones.is_empty());
         assert_eq!(errors[0].message, "no zone files (*.yaml, *.yml)");
+    }
+
+    #[test]
+    fn zones_beyond_the_parsers_default_node_budget_load() {
+        // 60,000 records: about 300,000 YAML nodes, over the default budget of 250,000.
+        let mut text = format!("{HEAD}records:\n{NS1}");
+        for i in 0..60_000 {
+            text += &format!("  h{i}: {{ A: [10.0.{}.{}] }}\n", i / 256 % 256, i % 256);
+        }
+        let zone = parse(Path::new("big.yaml"), &text, 1).expect("a large zone");
+        assert_eq!(zone.records.len(), 60_001);
     }
 
     #[test]
