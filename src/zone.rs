@@ -81,7 +81,7 @@ impl RRset {
 
     /// The CNAME's target, for a CNAME set.
     pub fn cname_target(&self) -> Option<&[u8]> {
-        let cname = self.record_type() == Some(RecordType::CNAME);
+        let cname = self.wire.rtype() == u16::from(RecordType::CNAME);
         self.targets.first().filter(|_| cname).map(NameKey::wire)
     }
 
@@ -218,13 +218,14 @@ impl ZoneData {
         {
             return Lookup::Service(id);
         }
-        let find = |t: RecordType| node.rrsets.iter().find(|s| s.record_type() == Some(t));
+        // By type number: the sets are never empty, and no conversion per set.
+        let find = |t: RecordType| {
+            let wanted = u16::from(t);
+            node.rrsets.iter().find(|s| s.wire.rtype() == wanted)
+        };
         if qtype == RecordType::ANY {
             // RFC 8482: one RRset; the lowest type, as Knot DNS picks it.
-            let first = node
-                .rrsets
-                .iter()
-                .min_by_key(|s| s.record_type().map(u16::from));
+            let first = node.rrsets.iter().min_by_key(|s| s.wire.rtype());
             return first.map_or(Lookup::NoData, Lookup::Found);
         }
         if let Some(found) = find(qtype) {
