@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod endpoint;
+pub mod fuzz_checks;
 pub mod query_path;
 
 use std::{

@@ -21,7 +21,12 @@ use regiondns::{
 
 /// A responder as the server builds it, on zones/ and geoip/ of this repository.
 pub fn responder() -> Responder {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The repository's root: this crate's, or the one above it for the fuzz targets.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .ancestors()
+        .find(|dir| dir.join("zones").is_dir())
+        .unwrap_or(manifest);
     let (zones, errors) = config::load_dir(&root.join("zones"), config::DEFAULT_MAX_ZONE_FILE);
     assert!(errors.is_empty(), "the example zone: {errors:?}");
     let metrics = Metrics::new();
