@@ -346,7 +346,9 @@ impl GeoipReloader {
             next.describe().join(", "),
             geo::SAMPLE.len()
         );
-        self.geo.store(Arc::new(next));
+        drop(self.geo.swap(Arc::new(next)));
+        // The old file's bytes (megabytes) go back to the system, not to a malloc arena.
+        publish::release_freed_memory();
         self.loaded = stamps;
         self.metrics.count_geoip_reload(true);
     }
