@@ -46,7 +46,13 @@ pub struct TcpLimits {
 /// Open connections by client network; a [`Slot`] holds one and gives it back when dropped.
 struct Open {
     limits: TcpLimits,
-    by_network: Mutex<HashMap<[u8; 8], usize>>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_network: HashMap<[u8; 8], usize>,
 }
 
 struct Slot {
@@ -59,21 +65,18 @@ impl Open {
     /// never per query: the lock is held for a map update.
     fn take(self: &Arc<Open>, ip: IpAddr) -> Option<Slot> {
         let network = network_of(ip);
-        let mut by_network = self
-            .by_network
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let total: usize = by_network.values().sum();
-        if total >= self.limits.connections {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.total >= self.limits.connections {
             self.limits.refused_total.inc();
             return None;
         }
-        let count = by_network.entry(network).or_insert(0);
+        let count = counts.by_network.entry(network).or_insert(0);
         if *count >= self.limits.per_network {
             self.limits.refused_network.inc();
             return None;
         }
         *count += 1;
+        counts.total += 1;
         Some(Slot {
             open: Arc::clone(self),
             network,
@@ -83,15 +86,16 @@ impl Open {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut by_network = self
+        let mut counts = self
             .open
-            .by_network
+            .counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = by_network.get_mut(&self.network) {
+        counts.total -= 1;
+        if let Some(count) = counts.by_network.get_mut(&self.network) {
             *count -= 1;
             if *count == 0 {
-                by_network.remove(&self.network);
+                counts.by_network.remove(&self.network);
             }
         }
     }
@@ -148,7 +152,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let open = Arc::new(Open {
         limits,
-        by_network: Mutex::new(HashMap::new()),
+        counts: Mutex::new(Counts::default()),
     });
     let mut accept_errors = AcceptErrors::default();
     let mut connections = JoinSet::new();

@@ -58,3 +58,26 @@ pub fn request(name: &str, qtype: RecordType, subnet: Option<&str>) -> Vec<u8> {
     message.set_edns(edns);
     message.to_vec().expect("encode")
 }
+
+/// The benchmarked requests (a geo answer with ECS, a static answer, NXDOMAIN), by name: what
+/// `cargo bench --bench respond` times and tests/allocations.rs checks, among others.
+pub fn benchmarked() -> [(&'static str, Vec<u8>); 3] {
+    [
+        (
+            "geo answer with ECS",
+            request(
+                "api.llm.example.com.",
+                RecordType::A,
+                Some("133.242.0.0/24"),
+            ),
+        ),
+        (
+            "static answer",
+            request("ns1.llm.example.com.", RecordType::A, None),
+        ),
+        (
+            "NXDOMAIN",
+            request("nope.llm.example.com.", RecordType::A, None),
+        ),
+    ]
+}
