@@ -17,7 +17,7 @@ ADDR=127.0.0.1
 need_dnsperf
 
 cargo build --release --quiet
-RUST_LOG=warn ./target/release/regiondns serve --listen "$ADDR:$PORT" &
+RUST_LOG=warn ./target/release/regiondns serve --listen "$ADDR:$PORT" --rrl-rate 0 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 wait_for_dns $ADDR "$PORT"

@@ -69,7 +69,7 @@ def main():
     server = subprocess.Popen(
         [os.path.join(ROOT, "target/release/regiondns"), "serve", "--zones", zones,
          "--geoip", os.path.join(ROOT, "geoip/dbip-country.mmdb"),
-         "--listen", f"127.0.0.1:{port}", "--admin", "off"],
+         "--listen", f"127.0.0.1:{port}", "--admin", "off", "--rrl-rate", "0"],
         env={**os.environ, "RUST_LOG": "warn"}, stderr=subprocess.PIPE, text=True)
     queries = os.path.join(work, "queries")
     with open(queries, "w") as f:

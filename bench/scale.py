@@ -135,7 +135,7 @@ def measure(name, make_zone, work):
     server = subprocess.Popen(
         [os.path.join(ROOT, "target/release/regiondns"), "serve", "--zones", zones,
          "--geoip", GEOIP, "--listen", f"127.0.0.1:{port}", "--admin", "off",
-         "--udp-workers", WORKERS],
+         "--udp-workers", WORKERS, "--rrl-rate", "0"],
         env={**os.environ, "RUST_LOG": "warn"})
     try:
         started = until_txt(sock, port, "one") - spawned

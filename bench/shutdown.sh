@@ -18,7 +18,7 @@ ADDR=127.0.0.1
 need_dnsperf
 
 cargo build --release --quiet
-RUST_LOG=info ./target/release/regiondns serve --listen "$ADDR:$PORT" --admin off \
+RUST_LOG=info ./target/release/regiondns serve --listen "$ADDR:$PORT" --admin off --rrl-rate 0 \
   --drain-period "$DRAIN" 2>/tmp/regiondns-shutdown.log &
 server=$!
 wait_for_dns $ADDR "$PORT"

@@ -131,7 +131,7 @@ def main():
     port = free_port()
     server = subprocess.Popen(
         [binary, "serve", "--zones", zones, "--geoip", geoip, "--listen", f"127.0.0.1:{port}",
-         "--admin", "off"],
+         "--admin", "off", "--rrl-rate", "0"],
         env={**os.environ, "RUST_LOG": "warn"}, stderr=subprocess.DEVNULL)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.2)

@@ -89,7 +89,7 @@ cargo build --release --quiet
 cc -O2 -o "$work/echo" bench/echo.c
 gdnsd -c "$work/gdnsd" start 2>"$work/gdnsd.log" & pids+=($!); gdnsd_pid=$!
 RUST_LOG=warn ./target/release/regiondns serve --zones "$work/zones" --geoip "$db" \
-  --listen "$ADDR:$OURS_PORT" --admin off --udp-workers "$WORKERS" & pids+=($!); ours_pid=$!
+  --listen "$ADDR:$OURS_PORT" --admin off --udp-workers "$WORKERS" --rrl-rate "${RRL_RATE:-0}" & pids+=($!); ours_pid=$!
 "$work/echo" "$ECHO_PORT" & pids+=($!); echo_pid=$!
 wait_for_dns $ADDR $GDNSD_PORT
 wait_for_dns $ADDR $OURS_PORT

@@ -6,11 +6,14 @@
 #[path = "../tests/common/query_path.rs"]
 mod query_path;
 
-use std::{hint::black_box, net::IpAddr};
+use std::{hint::black_box, net::IpAddr, time::Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use query_path::{benchmarked, responder};
-use regiondns::dns::Transport;
+use regiondns::{
+    counter::QueryCounter,
+    dns::{RateLimiter, RrlCounters, RrlSettings, Transport},
+};
 
 fn bench(c: &mut Criterion) {
     let responder = responder();
@@ -22,6 +25,24 @@ fn bench(c: &mut Criterion) {
             b.iter(|| responder.respond(black_box(packet), source, Transport::Udp, &mut out))
         });
     }
+    // The first case again, under a response rate limit it never reaches: the limit's cost.
+    let settings = RrlSettings {
+        rate: u32::MAX,
+        slip: 2,
+        exempt: Vec::new(),
+    };
+    let counters = RrlCounters {
+        dropped: QueryCounter::default(),
+        slipped: QueryCounter::default(),
+    };
+    let mut limiter = RateLimiter::new(&settings, 1, counters).expect("RRL on");
+    let (name, packet) = &cases[0];
+    c.bench_function(&format!("{name}, RRL on"), |b| {
+        b.iter(|| {
+            limiter.set_now(Instant::now());
+            responder.respond_limited(black_box(packet), source, &mut limiter, &mut out)
+        })
+    });
 }
 
 criterion_group!(benches, bench);

@@ -18,7 +18,7 @@ use crate::{
     admin::AdminListen,
     answer::{AddressSource, ClientAddress, resolve},
     config::{self, ZoneConfig},
-    dns::{DEFAULT_MAX_UDP_PAYLOAD, Listeners},
+    dns::{DEFAULT_MAX_UDP_PAYLOAD, Listeners, RrlSettings},
     explain,
     geo::{self, GeoIp, Located, LookupCounters},
     metrics::Metrics,
@@ -129,6 +129,17 @@ pub struct ServeArgs {
     /// Most TCP connections at once from one client network (/24, /56).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub tcp_connections_per_network: u32,
+    /// Response rate limit: UDP responses per second to one client network (/24, /56), of one
+    /// class (answer, NODATA, NXDOMAIN per zone, error), for one name; 0 turns it off.
+    #[arg(long, default_value_t = 1000)]
+    pub rrl_rate: u32,
+    /// Every N-th response over the rate limit is sent truncated, so that a real client retries
+    /// over TCP; the others are dropped (0: drop all, 1: truncate all).
+    #[arg(long, default_value_t = 2)]
+    pub rrl_slip: u32,
+    /// A client network the rate limit never applies to (CIDR); repeat for several.
+    #[arg(long)]
+    pub rrl_exempt: Vec<ipnet::IpNet>,
 }
 
 #[derive(Args)]
@@ -399,6 +410,11 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
         max_zone_file,
         unloaded,
         admin_header_timeout: args.admin_header_timeout.into(),
+        rrl: RrlSettings {
+            rate: args.rrl_rate,
+            slip: args.rrl_slip,
+            exempt: args.rrl_exempt.clone(),
+        },
     })
 }
 

@@ -61,7 +61,13 @@ pub struct Metrics {
     tcp_refused: Family<LimitLabels, Counter>,
     probes_not_made: Family<RegionLabels, Counter>,
     dropped: QueryCounter,
+    rate_limited: Family<ActionLabels, QueryCounter>,
     generation: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,6 +171,12 @@ impl Metrics {
             "Packets given no answer: shorter than a DNS header, or responses (QR set), which must never be answered",
             dropped.clone(),
         );
+        let rate_limited = Family::<ActionLabels, QueryCounter>::default();
+        registry.register(
+            "rate_limited_responses",
+            "UDP responses over the response rate limit: dropped, or slipped (sent truncated so that a real client retries over TCP)",
+            rate_limited.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "routing_generation",
@@ -185,6 +197,7 @@ impl Metrics {
             tcp_refused,
             probes_not_made,
             dropped,
+            rate_limited,
             generation,
         }
     }
@@ -289,6 +302,13 @@ impl Metrics {
         self.probe_duration
             .get_or_create(&labels)
             .observe(latency.as_secs_f64());
+    }
+
+    /// The counter of responses the rate limit treated by `action` (dropped, slipped).
+    pub fn rate_limited_counter(&self, action: &str) -> QueryCounter {
+        self.rate_limited.get_or_create_owned(&ActionLabels {
+            action: action.into(),
+        })
     }
 
     /// The counter of packets given no answer.

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::{
     admin::Admin,
     config::ZoneConfig,
-    dns::{self, Responder, TcpLimits},
+    dns::{self, Responder, RrlCounters, RrlSettings, TcpLimits},
     geo::GeoIp,
     health::panic_message,
     metrics::Metrics,
@@ -58,6 +58,8 @@ pub struct Config {
     pub unloaded: Vec<String>,
     /// How long the admin API waits for a request's headers, or between requests.
     pub admin_header_timeout: Duration,
+    /// The response rate limit of UDP answers.
+    pub rrl: RrlSettings,
 }
 
 /// The sockets, bound before [`run`] (port 0 picks free ports; the caller knows them).
@@ -157,15 +159,28 @@ pub async fn run(
         let serving = admin.serve(listener, config.admin_header_timeout, finish.clone());
         tasks.spawn("admin API", serving);
     }
-    let tcp_limits = TcpLimits {
-        connections: config.tcp_connections,
-        per_network: config.tcp_connections_per_network,
-        refused_total: metrics.tcp_refused_counter("connections"),
-        refused_network: metrics.tcp_refused_counter("per_network"),
+    let limits = dns::Limits {
+        tcp: TcpLimits {
+            connections: config.tcp_connections,
+            per_network: config.tcp_connections_per_network,
+            refused_total: metrics.tcp_refused_counter("connections"),
+            refused_network: metrics.tcp_refused_counter("per_network"),
+        },
+        rrl: config.rrl,
+        rrl_counters: RrlCounters {
+            dropped: metrics.rate_limited_counter("dropped"),
+            slipped: metrics.rate_limited_counter("slipped"),
+        },
     };
+    if limits.rrl.rate > 0 {
+        info!(
+            "response rate limit: {} per second per client network, class and name (slip {})",
+            limits.rrl.rate, limits.rrl.slip
+        );
+    }
     tasks.spawn(
         "DNS",
-        listeners.dns.serve(responder, tcp_limits, dns_stop.clone()),
+        listeners.dns.serve(responder, limits, dns_stop.clone()),
     );
 
     tokio::select! {

@@ -12,7 +12,10 @@ use std::{
 
 use common::query_path::{benchmarked, request, responder};
 use hickory_proto::rr::RecordType;
-use regiondns::dns::Transport;
+use regiondns::{
+    counter::QueryCounter,
+    dns::{RateLimiter, RrlCounters, RrlSettings, Transport},
+};
 
 struct Counting;
 
@@ -82,4 +85,28 @@ fn answering_allocates_nothing() {
         let made = allocations() - before;
         assert_eq!(made, 0, "{what}: {made} allocations in 1000 queries");
     }
+    // Under the rate limit too: its table is made once, answers, slips and drops make nothing.
+    let settings = RrlSettings {
+        rate: 100,
+        slip: 2,
+        exempt: Vec::new(),
+    };
+    let counters = RrlCounters {
+        dropped: QueryCounter::default(),
+        slipped: QueryCounter::default(),
+    };
+    let mut limiter = RateLimiter::new(&settings, 1, counters.clone()).expect("RRL on");
+    limiter.set_now(std::time::Instant::now());
+    for (what, packet) in &cases {
+        let before = allocations();
+        for _ in 0..1000 {
+            responder.respond_limited(packet, source, &mut limiter, &mut out);
+        }
+        let made = allocations() - before;
+        assert_eq!(
+            made, 0,
+            "{what}, rate-limited: {made} allocations in 1000 queries"
+        );
+    }
+    assert!(counters.dropped.get() > 0 && counters.slipped.get() > 0);
 }

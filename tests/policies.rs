@@ -122,6 +122,9 @@ const SOVEREIGN: &str = "    regions: [us-east, eu-west, eu-north]
         when_none: refuse
 ";
 
+/// 10,000 queries from one client as fast as it can: far over any response rate limit.
+const UNLIMITED: &[&str] = &["--rrl-rate", "0"];
+
 #[test]
 fn eu_clients_fail_closed_with_the_reason_while_us_clients_get_us() {
     let (us, west, north) = endpoints();
@@ -193,7 +196,7 @@ fn eu_clients_fail_closed_with_the_reason_while_us_clients_get_us() {
 fn a_canary_takes_five_percent_of_ten_thousand_subnets_stably() {
     let (us, west, north) = endpoints();
     let service = "    regions: [eu-west, us-east, eu-north]\n    policy: priority\n    canary: { region: eu-north, share: 5% }\n";
-    let server = Server::start(&zone(&us, &west, &north, service));
+    let server = Server::start_with(&zone(&us, &west, &north, service), UNLIMITED);
     let answers = answers_per_subnet(server.addr, 10_000);
     let canary = share(&answers, EU_NORTH);
     assert!((canary - 0.05).abs() <= 0.01, "canary share {canary}");
@@ -207,7 +210,7 @@ fn a_canary_takes_five_percent_of_ten_thousand_subnets_stably() {
 fn weighted_regions_share_subnets_by_weight() {
     let (us, west, north) = endpoints();
     let service = "    regions: [eu-west, us-east]\n    policy: weighted\n";
-    let server = Server::start(&zone(&us, &west, &north, service));
+    let server = Server::start_with(&zone(&us, &west, &north, service), UNLIMITED);
     let answers = answers_per_subnet(server.addr, 10_000);
     let (light, heavy) = (share(&answers, EU_WEST), share(&answers, US_EAST));
     assert!((light - 1.0 / 3.0).abs() <= 0.02, "weight 100: {light}");
@@ -219,7 +222,7 @@ fn a_degraded_region_keeps_half_its_clients_with_shed_50() {
     let (us, west, north) = endpoints();
     let service =
         "    regions: [eu-west, us-east, eu-north]\n    policy: priority\n    shed: 50%\n";
-    let server = Server::start(&zone(&us, &west, &north, service));
+    let server = Server::start_with(&zone(&us, &west, &north, service), UNLIMITED);
     west.set(Mode::TooMany);
     wait_state(&server, "eu-west", "degraded");
     let answers = answers_per_subnet(server.addr, 10_000);

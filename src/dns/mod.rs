@@ -6,10 +6,15 @@
 //! here reads files or blocks; the wire format itself is [`crate::wire`]'s.
 
 mod respond;
+mod rrl;
 mod tcp;
 mod udp;
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::counter;
 
 pub use respond::{DEFAULT_MAX_UDP_PAYLOAD, Responder, Transport};
+pub use rrl::{RateLimiter, ResponseClass, RrlCounters, RrlSettings, Verdict};
 pub use tcp::TcpLimits;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +31,13 @@ pub use tcp::TcpLimits;
 pub struct BindError {
     pub addr: SocketAddr,
     pub error: io::Error,
+}
+
+/// What protects the server from a hostile internet.
+pub struct Limits {
+    pub tcp: TcpLimits,
+    pub rrl: RrlSettings,
+    pub rrl_counters: RrlCounters,
 }
 
 /// Bound sockets, per listen address: one UDP socket per worker and a TCP listener.
@@ -57,28 +70,44 @@ impl Listeners {
     pub async fn serve(
         self,
         responder: Responder,
-        tcp_limits: TcpLimits,
+        limits: Limits,
         shutdown: CancellationToken,
     ) -> io::Result<()> {
         let responder = Arc::new(responder);
         let mut tasks = JoinSet::new();
         let mut workers = 0..;
         for (udp_sockets, tcp) in self.addresses {
+            let per_address = udp_sockets.len();
             for (socket, worker) in udp_sockets.into_iter().zip(&mut workers) {
                 let (responder, shutdown) = (Arc::clone(&responder), shutdown.clone());
+                let limiter =
+                    RateLimiter::new(&limits.rrl, per_address, limits.rrl_counters.clone());
                 tasks.spawn_blocking(move || {
                     counter::claim_shard(worker);
-                    udp::serve(socket, &responder, &shutdown)
+                    udp::serve(socket, &responder, limiter, &shutdown)
                 });
             }
-            let (responder, limits) = (Arc::clone(&responder), tcp_limits.clone());
-            tasks.spawn(tcp::serve(tcp, responder, limits, shutdown.clone()));
+            let (responder, tcp_limits) = (Arc::clone(&responder), limits.tcp.clone());
+            tasks.spawn(tcp::serve(tcp, responder, tcp_limits, shutdown.clone()));
         }
         while let Some(done) = tasks.join_next().await {
             done.map_err(io::Error::other)??;
         }
         Ok(())
     }
+}
+
+/// The network a client address stands for, as one key: its /24 (IPv4) or /56 (IPv6).
+fn network_of(ip: IpAddr) -> [u8; 8] {
+    let mut key = [0; 8];
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => key[..3].copy_from_slice(&v4.octets()[..3]),
+        IpAddr::V6(v6) => {
+            key[..7].copy_from_slice(&v6.octets()[..7]);
+            key[7] = 6;
+        }
+    }
+    key
 }
 
 async fn bind_address(

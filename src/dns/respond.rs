@@ -10,6 +10,7 @@ use crate::counter::QueryCounter;
 use arc_swap::ArcSwap;
 use hickory_proto::rr::RecordType;
 
+use super::{RateLimiter, ResponseClass, Verdict};
 use crate::{
     answer::{AddressSource, Answer, ClientAddress, resolve},
     explain,
@@ -103,6 +104,29 @@ impl Responder {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> bool {
+        self.respond_within(packet, source, transport, None, out)
+    }
+
+    /// As [`Responder::respond`] for a UDP datagram, within the response rate limit: false as
+    /// well when `limiter` drops the response; truncated when it slips it.
+    pub fn respond_limited(
+        &self,
+        packet: &[u8],
+        source: IpAddr,
+        limiter: &mut RateLimiter,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        self.respond_within(packet, source, Transport::Udp, Some(limiter), out)
+    }
+
+    fn respond_within(
+        &self,
+        packet: &[u8],
+        source: IpAddr,
+        transport: Transport,
+        limiter: Option<&mut RateLimiter>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let request = match wire::parse(packet) {
             Ok(request) => request,
             Err(Malformed::Drop) => {
@@ -117,18 +141,24 @@ impl Responder {
                 edns,
             }) => {
                 self.errors.for_rcode(rcode).inc();
+                let Some(slip) = admit(limiter, source, || (ResponseClass::Error, &[])) else {
+                    return false;
+                };
                 let max_len = self.max_len(transport, edns.as_ref());
                 let edns = edns.map(|e| self.edns(&e, None));
                 let opt_room = edns.as_ref().map_or(0, opt_len);
                 let writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
-                writer.finish(rcode, false, false, edns.as_ref());
+                writer.finish(rcode, false, slip, edns.as_ref());
                 return true;
             }
         };
         if let Some(rcode) = refused_before_lookup(&request) {
             self.errors.for_rcode(rcode).inc();
+            let Some(slip) = admit(limiter, source, || (ResponseClass::Error, &[])) else {
+                return false;
+            };
             let edns = request.edns.map(|e| self.edns(&e, None));
-            self.write(out, &request, transport, None, rcode, edns);
+            self.write(out, &request, transport, None, rcode, edns, slip);
             return true;
         }
         let mut name_buf: NameBuf = [0; MAX_NAME_LEN];
@@ -157,8 +187,12 @@ impl Responder {
                 c.inc();
             }),
         }
+        let Some(slip) = admit(limiter, source, || rate_class(&answer, name)) else {
+            return false;
+        };
         let edns = request.edns.map(|e| self.edns(&e, Some(&answer)));
-        self.write(out, &request, transport, Some(&answer), answer.rcode, edns);
+        let rcode = answer.rcode;
+        self.write(out, &request, transport, Some(&answer), rcode, edns, slip);
         true
     }
 
@@ -187,6 +221,8 @@ impl Responder {
         }
     }
 
+    /// Writes the response; with `slip`, truncated whatever its size (for the rate limit).
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         out: &mut Vec<u8>,
@@ -195,19 +231,55 @@ impl Responder {
         answer: Option<&Answer<'_>>,
         rcode: Rcode,
         edns: Option<EdnsResponse<'_>>,
+        slip: bool,
     ) {
         let max_len = self.max_len(transport, request.edns.as_ref());
         let opt_room = edns.as_ref().map_or(0, opt_len);
         let (id, flags, question) = (request.id, request.flags, Some(request.question.wire));
         let mut writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
         let authoritative = answer.is_some_and(|a| a.authoritative);
-        let truncated = answer.is_some_and(|a| write_sections(&mut writer, a).is_err());
+        let truncated = slip || answer.is_some_and(|a| write_sections(&mut writer, a).is_err());
         if truncated {
             // RFC 2181 9: rather than a partial RRset, no records and TC; the client retries
             // over TCP. The OPT record stays (RFC 6891 7).
             writer.clear_records();
         }
         writer.finish(rcode, authoritative, truncated, edns.as_ref());
+    }
+}
+
+/// Whether a response goes out under the rate limit (None: it is dropped) and whether it
+/// slips (goes out truncated). `class` is asked only when there is a limit.
+fn admit<'a>(
+    limiter: Option<&mut RateLimiter>,
+    source: IpAddr,
+    class: impl FnOnce() -> (ResponseClass, &'a [u8]),
+) -> Option<bool> {
+    let Some(limiter) = limiter else {
+        return Some(false);
+    };
+    let (class, name) = class();
+    match limiter.check(source, class, name) {
+        Verdict::Send => Some(false),
+        Verdict::Slip => Some(true),
+        Verdict::Drop => None,
+    }
+}
+
+/// What the rate limit counts a response as, and the name it counts it for: the question's,
+/// but the zone's for NXDOMAIN (random names in one zone are one flood) and none for errors.
+fn rate_class<'a>(answer: &Answer<'a>, name: &'a [u8]) -> (ResponseClass, &'a [u8]) {
+    match answer.rcode {
+        Rcode::NoError if answer.answer_sets().next().is_some() || !answer.made.is_empty() => {
+            (ResponseClass::Positive, name)
+        }
+        Rcode::NoError if answer.additional_required => (ResponseClass::Positive, name),
+        Rcode::NoError => (ResponseClass::NoData, name),
+        Rcode::NxDomain => {
+            let zone = answer.authority.map_or(name, |soa| soa.wire().owner());
+            (ResponseClass::NxDomain, zone)
+        }
+        _ => (ResponseClass::Error, &[]),
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Responder, Transport};
+use super::{Responder, Transport, network_of};
 
 /// How long a TCP connection may stay idle, or take to send one request.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,19 +99,6 @@ impl Drop for Slot {
             }
         }
     }
-}
-
-/// The client's /24 (IPv4) or /56 (IPv6).
-fn network_of(ip: IpAddr) -> [u8; 8] {
-    let mut key = [0; 8];
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => key[..3].copy_from_slice(&v4.octets()[..3]),
-        IpAddr::V6(v6) => {
-            key[..7].copy_from_slice(&v6.octets()[..7]);
-            key[7] = 6;
-        }
-    }
-    key
 }
 
 /// Logs failed accepts: the first at once, then at most one line per [`ACCEPT_LOG_EVERY`].

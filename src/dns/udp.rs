@@ -10,12 +10,12 @@ use std::{
     mem::MaybeUninit,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Responder, Transport};
+use super::{RateLimiter, Responder, Transport};
 
 /// Datagrams moved per system call.
 pub const BATCH: usize = 32;
@@ -59,6 +59,7 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 pub fn serve(
     socket: UdpSocket,
     responder: &Responder,
+    mut limiter: Option<RateLimiter>,
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
     let mut batch = Batch::new();
@@ -82,7 +83,10 @@ pub fn serve(
             Err(error) if is_transient(&error) => continue,
             Err(error) => return Err(error),
         };
-        let answers = batch.answer(received, responder);
+        if let Some(limiter) = &mut limiter {
+            limiter.set_now(Instant::now());
+        }
+        let answers = batch.answer(received, responder, limiter.as_mut());
         batch.send(&socket, answers);
     }
 }
@@ -172,7 +176,12 @@ impl Batch {
     }
 
     /// Answers the first `received` datagrams; how many answers are ready in `outgoing`.
-    fn answer(&mut self, received: usize, responder: &Responder) -> usize {
+    fn answer(
+        &mut self,
+        received: usize,
+        responder: &Responder,
+        mut limiter: Option<&mut RateLimiter>,
+    ) -> usize {
         let mut ready = 0;
         for i in 0..received {
             let Some(peer) = peer_address(&self.peers[i]) else {
@@ -182,7 +191,11 @@ impl Batch {
             let len = (self.received[i].msg_len as usize).min(MAX_REQUEST);
             let request = &self.requests[i][..len];
             let response = &mut self.responses[ready];
-            if !responder.respond(request, peer.ip(), Transport::Udp, response) {
+            let answered = match limiter.as_deref_mut() {
+                Some(limiter) => responder.respond_limited(request, peer.ip(), limiter, response),
+                None => responder.respond(request, peer.ip(), Transport::Udp, response),
+            };
+            if !answered {
                 continue;
             }
             self.response_iov[ready] = libc::iovec {

@@ -408,7 +408,8 @@ def main():
         knot = subprocess.Popen(["knotd", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ours = subprocess.Popen(
             [binary, "serve", "--zones", zones, "--geoip", os.path.join(REPO, "geoip/dbip-country.mmdb"),
-             "--listen", f"127.0.0.1:{ours_port}", "--admin", "off", "--nsid", NSID.decode()],
+             "--listen", f"127.0.0.1:{ours_port}", "--admin", "off", "--nsid", NSID.decode(),
+             "--rrl-rate", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "RUST_LOG": "error"})
         try:
             wait_until_answering(knot_port, "knotd", knot)
