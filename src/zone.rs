@@ -14,12 +14,9 @@ use hickory_proto::rr::{
     rdata::{NS, SOA},
 };
 
-use crate::{
-    config::ZoneConfig,
-    wire::{
-        NameKey, WireRRset, encode_rrset,
-        name::{is_within, parent},
-    },
+use crate::wire::{
+    NameKey, WireRRset, encode_rrset,
+    name::{is_within, parent},
 };
 
 /// Index of a service in its zone's configuration.
@@ -27,7 +24,7 @@ pub type ServiceId = usize;
 
 /// The records of one name and type, kept as encoded for the wire: the configuration's
 /// records are not kept twice (they are decoded again for people to read).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RRset {
     wire: WireRRset,
     /// The names in the RDATA that are looked up again: a CNAME's target (followed while it
@@ -40,7 +37,7 @@ pub struct RRset {
 
 /// What goes in the additional section with an RRset: the static addresses of its in-zone
 /// targets, and the services among its targets (whose addresses depend on the client).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Additional {
     pub addresses: Vec<RRset>,
     pub services: Vec<ServiceId>,
@@ -107,17 +104,52 @@ impl RRset {
     }
 }
 
+/// A zone's SOA fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Soa {
+    pub primary: Name,
+    pub contact: Name,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub negative_ttl: u32,
+}
+
+/// The static records of one name and type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordSet {
+    pub name: Name,
+    pub record_type: RecordType,
+    pub ttl: u32,
+    pub rdata: Vec<RData>,
+}
+
+/// What a zone is built from: its apex, SOA and name servers, its static records and the
+/// names of its services (in order: a service's index is its [`ServiceId`]).
+pub struct ZoneSource<'a> {
+    pub origin: &'a Name,
+    /// TTL of the SOA and the apex NS.
+    pub ttl: u32,
+    pub soa: &'a Soa,
+    pub nameservers: &'a [Name],
+    pub records: Vec<RecordSet>,
+    pub services: Vec<&'a Name>,
+}
+
 /// A zone cut: the NS set and the addresses of those name servers that this zone holds.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delegation {
     pub ns: RRset,
     pub glue: Vec<RRset>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Node {
-    rrsets: Vec<RRset>,
-    service: Option<ServiceId>,
+    /// Exactly as long as needed: a zone has one node per name.
+    rrsets: Box<[RRset]>,
+    /// A [`ServiceId`], in half the space (a node per name adds up).
+    service: Option<u32>,
     /// Boxed: few nodes are zone cuts.
     delegation: Option<Box<Delegation>>,
 }
@@ -135,7 +167,7 @@ pub enum Lookup<'z> {
     Referral(&'z Delegation),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ZoneData {
     origin: NameKey,
     origin_name: Name,
@@ -145,44 +177,43 @@ pub struct ZoneData {
     /// Hashed with foldhash (randomly seeded): every query looks a name up here.
     nodes: HashMap<NameKey, Node, foldhash::fast::RandomState>,
     has_delegations: bool,
+    static_records: usize,
 }
 
 impl ZoneData {
-    pub fn build(config: &ZoneConfig) -> ZoneData {
-        let origin = config.origin.clone();
-        let soa = soa_record(config, config.ttl);
-        let negative_ttl = config.ttl.min(config.soa.negative_ttl);
+    pub fn build(source: ZoneSource<'_>) -> ZoneData {
+        let origin = source.origin.clone();
+        let soa = soa_record(&source, source.ttl);
+        let negative_ttl = source.ttl.min(source.soa.negative_ttl);
         let mut zone = ZoneData {
             origin: NameKey::new(&origin),
             origin_name: origin.clone(),
             soa: RRset::new(vec![soa.clone()]),
-            negative_soa: RRset::new(vec![soa_record(config, negative_ttl)]),
+            negative_soa: RRset::new(vec![soa_record(&source, negative_ttl)]),
             nodes: HashMap::default(),
             has_delegations: false,
+            static_records: source.records.iter().map(|set| set.rdata.len()).sum(),
         };
-        let apex_ns = config
+        let apex_ns = source
             .nameservers
             .iter()
-            .map(|ns| Record::from_rdata(origin.clone(), config.ttl, RData::NS(NS(ns.clone()))))
+            .map(|ns| Record::from_rdata(origin.clone(), source.ttl, RData::NS(NS(ns.clone()))))
             .collect();
         zone.add_rrset(&origin, RRset::new(vec![soa]));
         zone.add_rrset(&origin, RRset::new(apex_ns));
-        for set in &config.records {
+        for set in source.records {
             let records = set
                 .rdata
-                .iter()
-                .map(|rdata| Record::from_rdata(set.name.clone(), set.ttl, rdata.clone()))
+                .into_iter()
+                .map(|rdata| Record::from_rdata(set.name.clone(), set.ttl, rdata))
                 .collect();
             zone.add_rrset(&set.name, RRset::new(records));
         }
-        for (id, service) in config.services.iter().enumerate() {
-            zone.node_mut(&service.name).service = Some(id);
+        for (id, service) in source.services.into_iter().enumerate() {
+            zone.node_mut(service).service = u32::try_from(id).ok();
         }
         zone.build_delegations();
         zone.build_additional();
-        for node in zone.nodes.values_mut() {
-            node.rrsets.shrink_to_fit();
-        }
         zone.nodes.shrink_to_fit();
         zone
     }
@@ -201,6 +232,11 @@ impl ZoneData {
         &self.soa
     }
 
+    /// How many static records the zone file gave (besides the SOA and the apex NS).
+    pub fn static_records(&self) -> usize {
+        self.static_records
+    }
+
     pub fn negative_soa(&self) -> &RRset {
         &self.negative_soa
     }
@@ -216,7 +252,7 @@ impl ZoneData {
         if let Some(id) = node.service
             && matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY)
         {
-            return Lookup::Service(id);
+            return Lookup::Service(id as ServiceId);
         }
         // By type number: the sets are never empty, and no conversion per set.
         let find = |t: RecordType| {
@@ -261,7 +297,10 @@ impl ZoneData {
 
     fn add_rrset(&mut self, name: &Name, rrset: RRset) {
         if !rrset.is_empty() {
-            self.node_mut(name).rrsets.push(rrset);
+            let node = self.node_mut(name);
+            let mut rrsets = std::mem::take(&mut node.rrsets).into_vec();
+            rrsets.push(rrset);
+            node.rrsets = rrsets.into_boxed_slice();
         }
     }
 
@@ -320,7 +359,9 @@ impl ZoneData {
                     let Some(target) = self.nodes.get(target.wire()) else {
                         continue;
                     };
-                    additional.services.extend(target.service);
+                    additional
+                        .services
+                        .extend(target.service.map(|id| id as ServiceId));
                     let addresses = target.rrsets.iter().filter(|s| {
                         matches!(s.record_type(), Some(RecordType::A | RecordType::AAAA))
                     });
@@ -353,8 +394,8 @@ impl ZoneData {
     }
 }
 
-fn soa_record(config: &ZoneConfig, ttl: u32) -> Record {
-    let soa = &config.soa;
+fn soa_record(source: &ZoneSource<'_>, ttl: u32) -> Record {
+    let soa = source.soa;
     let as_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
     let rdata = SOA::new(
         soa.primary.clone(),
@@ -365,12 +406,12 @@ fn soa_record(config: &ZoneConfig, ttl: u32) -> Record {
         as_i32(soa.expire),
         soa.negative_ttl,
     );
-    Record::from_rdata(config.origin.clone(), ttl, RData::SOA(rdata))
+    Record::from_rdata(source.origin.clone(), ttl, RData::SOA(rdata))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{path::Path, str::FromStr};
+    use std::{path::Path, str::FromStr, sync::Arc};
 
     use super::*;
     use crate::config;
@@ -397,7 +438,7 @@ services:
 
     fn zone() -> ZoneData {
         let config = config::parse(Path::new("t.yaml"), ZONE, 1).expect("valid zone");
-        ZoneData::build(&config)
+        Arc::unwrap_or_clone(config.data)
     }
 
     fn name(s: &str) -> Vec<u8> {

@@ -21,12 +21,14 @@ use std::{
     io::Read,
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
 
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::Name;
 
-use crate::{geo::Coordinates, region::RegionKey};
+pub use crate::zone::{RecordSet, Soa};
+use crate::{geo::Coordinates, region::RegionKey, zone::ZoneData};
 
 /// One validated zone file.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,31 +39,13 @@ pub struct ZoneConfig {
     pub ttl: u32,
     pub soa: Soa,
     pub nameservers: Vec<Name>,
-    pub records: Vec<RecordSet>,
+    /// The zone's names and their static records, built once per file read: a reload that
+    /// keeps this file's last good version shares them.
+    pub data: Arc<ZoneData>,
     pub regions: Vec<Region>,
     pub services: Vec<Service>,
     /// Whether `_explain.<service>` TXT queries are answered (it discloses configuration).
     pub explain: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Soa {
-    pub primary: Name,
-    pub contact: Name,
-    pub serial: u32,
-    pub refresh: u32,
-    pub retry: u32,
-    pub expire: u32,
-    pub negative_ttl: u32,
-}
-
-/// The static records of one name and type.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordSet {
-    pub name: Name,
-    pub record_type: RecordType,
-    pub ttl: u32,
-    pub rdata: Vec<RData>,
 }
 
 /// A place a service can be answered from.
@@ -248,7 +232,7 @@ impl ZoneConfig {
     }
 
     pub fn summary(&self) -> String {
-        let records: usize = self.records.iter().map(|set| set.rdata.len()).sum();
+        let records = self.data.static_records();
         format!(
             "{}: {} services, {} regions, {} static records",
             self.origin,
@@ -452,7 +436,10 @@ pub fn character_strings(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use hickory_proto::rr::RecordType;
+
     use super::{validate::fixtures::*, *};
+    use crate::{wire::name::NameKey, zone::Lookup};
     #[test]
     fn a_valid_zone_is_read_whole() {
         let text = format!(
@@ -464,13 +451,12 @@ mod tests {
         assert_eq!(zone.soa.contact.to_string(), "hostmaster.example.com.");
         assert_eq!(zone.soa.primary.to_string(), "ns1.llm.example.com.");
         assert_eq!(zone.ttl, 3600);
-        assert_eq!(zone.records.len(), 3);
-        let mx = zone
-            .records
-            .iter()
-            .find(|r| r.record_type == RecordType::MX)
-            .expect("MX");
-        assert_eq!(mx.rdata[0].to_string(), "10 mail.llm.example.com.");
+        assert_eq!(zone.data.static_records(), 3);
+        let apex = NameKey::new(&zone.origin);
+        let Lookup::Found(mx) = zone.data.lookup(apex.wire(), RecordType::MX) else {
+            panic!("MX at the apex")
+        };
+        assert_eq!(mx.records()[0].data.to_string(), "10 mail.llm.example.com.");
         assert_eq!(zone.services[0].name.to_string(), "api.llm.example.com.");
         assert_eq!(zone.services[0].ttl, 20);
         assert_eq!(zone.services[0].regions, vec![1, 0], "list order kept");
@@ -539,7 +525,7 @@ mod tests {
             text += &format!("  h{i}: {{ A: [10.0.{}.{}] }}\n", i / 256 % 256, i % 256);
         }
         let zone = parse(Path::new("big.yaml"), &text, 1).expect("a large zone");
-        assert_eq!(zone.records.len(), 60_001);
+        assert_eq!(zone.data.static_records(), 60_001);
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl ZonePlan {
     fn new(config: &ZoneConfig, metrics: &Metrics) -> ZonePlan {
         let zone = config.origin.to_string();
         ZonePlan {
-            data: Arc::new(ZoneData::build(config)),
+            data: Arc::clone(&config.data),
             counters: Arc::new(ZoneCounters {
                 noerror: metrics.query_counter(&zone, "", "", "NOERROR"),
                 nxdomain: metrics.query_counter(&zone, "", "", "NXDOMAIN"),

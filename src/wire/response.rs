@@ -23,19 +23,24 @@ const MAX_NAME_OFFSETS: usize = 64;
 /// A compression pointer holds a 14-bit offset.
 const MAX_POINTER: usize = 0x3FFF;
 
-/// The records of one name and type, encoded for [`ResponseWriter`].
+/// The records of one name and type, encoded for [`ResponseWriter`], in one allocation (a
+/// zone holds one per name, so its size is the zone's): a header of type, TTL, record count
+/// and owner length, the owner, then each RDATA as its length, where its compressible names
+/// start, how many there are, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireRRset {
-    owner: Box<[u8]>,
-    rtype: u16,
-    ttl: u32,
-    rdatas: Box<[WireRdata]>,
+    bytes: Box<[u8]>,
 }
 
+/// Bytes before the owner: type (2), TTL (4), record count (2), owner length (1).
+const RRSET_HEADER: usize = 9;
+/// Bytes before an RDATA's own: its length (2), names' start (1), names' count (1).
+const RDATA_HEADER: usize = 4;
+
 /// One RDATA: its bytes, of which `names` names starting at `names_at` may be compressed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct WireRdata {
-    bytes: Box<[u8]>,
+#[derive(Debug, Clone, Copy)]
+struct WireRdata<'s> {
+    bytes: &'s [u8],
     names_at: u8,
     names: u8,
 }
@@ -45,64 +50,87 @@ struct WireRdata {
 pub fn encode_rrset(records: &[Record]) -> Option<WireRRset> {
     let first = records.first();
     let owner = first.map_or(Ok(vec![0]), |r| r.name.to_bytes()).ok()?;
-    let rdatas = records
-        .iter()
-        .map(|r| encode_rdata(&r.data))
-        .collect::<Option<Vec<_>>>()?;
+    let rtype = first.map_or(0, |r| u16::from(r.record_type()));
+    let ttl = first.map_or(0, |r| r.ttl);
+    let mut bytes = Vec::with_capacity(RRSET_HEADER + owner.len() + 16 * records.len());
+    bytes.extend(rtype.to_be_bytes());
+    bytes.extend(ttl.to_be_bytes());
+    bytes.extend(u16::try_from(records.len()).ok()?.to_be_bytes());
+    bytes.push(u8::try_from(owner.len()).ok()?);
+    bytes.extend(&owner);
+    for record in records {
+        encode_rdata(&record.data, &mut bytes)?;
+    }
     Some(WireRRset {
-        owner: owner.into_boxed_slice(),
-        rtype: first.map_or(0, |r| u16::from(r.record_type())),
-        ttl: first.map_or(0, |r| r.ttl),
-        rdatas: rdatas.into_boxed_slice(),
+        bytes: bytes.into_boxed_slice(),
     })
 }
 
 impl WireRRset {
     /// The owner's name in wire form, in the configuration's case.
     pub fn owner(&self) -> &[u8] {
-        &self.owner
+        let len = usize::from(self.bytes[8]);
+        &self.bytes[RRSET_HEADER..RRSET_HEADER + len]
     }
 
     pub fn rtype(&self) -> u16 {
-        self.rtype
+        u16::from_be_bytes([self.bytes[0], self.bytes[1]])
+    }
+
+    fn ttl(&self) -> u32 {
+        u32::from_be_bytes([self.bytes[2], self.bytes[3], self.bytes[4], self.bytes[5]])
+    }
+
+    fn len(&self) -> usize {
+        usize::from(u16::from_be_bytes([self.bytes[6], self.bytes[7]]))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rdatas.is_empty()
+        self.len() == 0
+    }
+
+    fn rdatas(&self) -> impl Iterator<Item = WireRdata<'_>> {
+        let mut at = RRSET_HEADER + self.owner().len();
+        (0..self.len()).map(move |_| {
+            let header = &self.bytes[at..at + RDATA_HEADER];
+            let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+            let start = at + RDATA_HEADER;
+            at = start + len;
+            WireRdata {
+                bytes: &self.bytes[start..at],
+                names_at: header[2],
+                names: header[3],
+            }
+        })
     }
 
     /// The records decoded again, for display. What [`encode_rrset`] wrote always decodes.
     pub fn records(&self) -> Vec<Record> {
-        let Ok(owner) = Name::read(&mut BinDecoder::new(&self.owner)) else {
+        let Ok(owner) = Name::read(&mut BinDecoder::new(self.owner())) else {
             return Vec::new();
         };
-        let rtype = RecordType::from(self.rtype);
-        self.rdatas
-            .iter()
+        let rtype = RecordType::from(self.rtype());
+        self.rdatas()
             .filter_map(|rdata| {
                 let length = u16::try_from(rdata.bytes.len()).ok()?;
-                let mut decoder = BinDecoder::new(&rdata.bytes);
+                let mut decoder = BinDecoder::new(rdata.bytes);
                 let data = RData::read(&mut decoder, rtype, Restrict::new(length)).ok()?;
-                Some(Record::from_rdata(owner.clone(), self.ttl, data))
+                Some(Record::from_rdata(owner.clone(), self.ttl(), data))
             })
             .collect()
     }
 }
 
-fn encode_rdata(rdata: &RData) -> Option<WireRdata> {
-    let compressible = |names_at: u8, names: u8, bytes: Vec<u8>| WireRdata {
-        bytes: bytes.into_boxed_slice(),
-        names_at,
-        names,
-    };
-    Some(match rdata {
-        RData::NS(name) => compressible(0, 1, name.0.to_bytes().ok()?),
-        RData::CNAME(name) => compressible(0, 1, name.0.to_bytes().ok()?),
-        RData::PTR(name) => compressible(0, 1, name.0.to_bytes().ok()?),
+/// Appends one RDATA, with its [`RDATA_HEADER`], to `out`.
+fn encode_rdata(rdata: &RData, out: &mut Vec<u8>) -> Option<()> {
+    let (names_at, names, bytes) = match rdata {
+        RData::NS(name) => (0, 1, name.0.to_bytes().ok()?),
+        RData::CNAME(name) => (0, 1, name.0.to_bytes().ok()?),
+        RData::PTR(name) => (0, 1, name.0.to_bytes().ok()?),
         RData::MX(mx) => {
             let mut bytes = mx.preference.to_be_bytes().to_vec();
             bytes.extend(mx.exchange.to_bytes().ok()?);
-            compressible(2, 1, bytes)
+            (2, 1, bytes)
         }
         RData::SOA(soa) => {
             let mut bytes = soa.mname.to_bytes().ok()?;
@@ -116,7 +144,7 @@ fn encode_rdata(rdata: &RData) -> Option<WireRdata> {
             ] {
                 bytes.extend(value.to_be_bytes());
             }
-            compressible(0, 2, bytes)
+            (0, 2, bytes)
         }
         other => {
             let mut bytes = Vec::new();
@@ -124,9 +152,13 @@ fn encode_rdata(rdata: &RData) -> Option<WireRdata> {
             // Names inside other types (SRV's target) must not be compressed (RFC 2782).
             encoder.set_canonical_form(true);
             other.emit(&mut encoder).ok()?;
-            compressible(0, 0, bytes)
+            (0, 0, bytes)
         }
-    })
+    };
+    out.extend(u16::try_from(bytes.len()).ok()?.to_be_bytes());
+    out.extend([names_at, names]);
+    out.extend(bytes);
+    Some(())
 }
 
 /// The OPT record of a response (RFC 6891 6.1.3).
@@ -266,10 +298,11 @@ impl<'b> ResponseWriter<'b> {
 
     fn rrset(&mut self, section: Section, set: &WireRRset) -> Result<(), Full> {
         let start = (self.buf.len(), self.offset_count);
-        for rdata in set.rdatas.iter() {
-            self.record(&set.owner, set.rtype, set.ttl, |writer| writer.rdata(rdata));
+        let (owner, rtype, ttl) = (set.owner(), set.rtype(), set.ttl());
+        for rdata in set.rdatas() {
+            self.record(owner, rtype, ttl, |writer| writer.rdata(rdata));
         }
-        self.commit(section, start, set.rdatas.len())
+        self.commit(section, start, set.len())
     }
 
     /// Counts the records just written, or takes them back when they went over the limit.
@@ -309,8 +342,8 @@ impl<'b> ResponseWriter<'b> {
         self.buf[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
     }
 
-    fn rdata(&mut self, rdata: &WireRdata) {
-        let bytes = &rdata.bytes[..];
+    fn rdata(&mut self, rdata: WireRdata<'_>) {
+        let bytes = rdata.bytes;
         let mut at = usize::from(rdata.names_at);
         self.buf.extend_from_slice(&bytes[..at]);
         for _ in 0..rdata.names {

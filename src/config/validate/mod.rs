@@ -10,12 +10,13 @@ mod records;
 mod regions;
 mod services;
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use hickory_proto::rr::Name;
 use serde_saphyr::{Location, Spanned};
 
 use super::{ConfigError, Secrets, Soa, Thresholds, ZoneConfig, raw};
+use crate::zone::{ZoneData, ZoneSource};
 
 const DEFAULT_WEIGHT: u32 = 100;
 
@@ -70,17 +71,27 @@ pub(super) fn zone(
     checker.check_nameserver_addresses(&nameservers, &records, &zone.ns.referenced);
 
     match soa {
-        Some(soa) if checker.errors.is_empty() => Ok(ZoneConfig {
-            source: path.to_owned(),
-            origin: checker.origin,
-            ttl,
-            soa,
-            nameservers,
-            records,
-            regions,
-            services,
-            explain: zone.explain,
-        }),
+        Some(soa) if checker.errors.is_empty() => {
+            let data = ZoneData::build(ZoneSource {
+                origin: &checker.origin,
+                ttl,
+                soa: &soa,
+                nameservers: &nameservers,
+                records,
+                services: services.iter().map(|service| &service.name).collect(),
+            });
+            Ok(ZoneConfig {
+                source: path.to_owned(),
+                origin: checker.origin,
+                ttl,
+                soa,
+                nameservers,
+                data: Arc::new(data),
+                regions,
+                services,
+                explain: zone.explain,
+            })
+        }
         _ => Err(checker.take()),
     }
 }

@@ -285,7 +285,10 @@ impl Checker<'_> {
 mod tests {
     use std::path::Path;
 
+    use hickory_proto::rr::{RData, RecordType};
+
     use crate::config::{validate::fixtures::*, *};
+    use crate::{wire::name::NameKey, zone::Lookup};
 
     #[test]
     fn duplicate_names_are_errors() {
@@ -358,12 +361,11 @@ mod tests {
         let long = "a".repeat(300);
         let text = format!("{HEAD}records:\n{NS1}  t: {{ TXT: \"{long}\" }}\n");
         let zone = parse(Path::new("t.yaml"), &text, 1).expect("valid");
-        let txt = zone
-            .records
-            .iter()
-            .find(|r| r.record_type == RecordType::TXT)
-            .expect("TXT");
-        let RData::TXT(txt) = &txt.rdata[0] else {
+        let name = NameKey::new(&Name::from_ascii("t.llm.example.com.").expect("name"));
+        let Lookup::Found(set) = zone.data.lookup(name.wire(), RecordType::TXT) else {
+            panic!("TXT")
+        };
+        let RData::TXT(txt) = &set.records()[0].data else {
             panic!("TXT rdata")
         };
         let lengths: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
