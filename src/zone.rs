@@ -7,8 +7,6 @@
 //! Records are built once, when the configuration is loaded; a lookup only borrows them. It does
 //! not choose regions: a service name is handed back as [`Lookup::Service`].
 
-use std::collections::HashMap;
-
 use hickory_proto::rr::{
     Name, RData, Record, RecordType,
     rdata::{NS, SOA},
@@ -16,7 +14,7 @@ use hickory_proto::rr::{
 
 use crate::wire::{
     NameKey, WireRRset, encode_rrset,
-    name::{is_within, parent},
+    name::{NameMap, is_within, parent},
 };
 
 /// Index of a service in its zone's configuration.
@@ -174,8 +172,7 @@ pub struct ZoneData {
     soa: RRset,
     /// The SOA for negative answers, with TTL = min(SOA TTL, negative_ttl) (RFC 2308 5).
     negative_soa: RRset,
-    /// Hashed with foldhash (randomly seeded): every query looks a name up here.
-    nodes: HashMap<NameKey, Node, foldhash::fast::RandomState>,
+    nodes: NameMap<Node>,
     has_delegations: bool,
     static_records: usize,
 }
@@ -190,7 +187,7 @@ impl ZoneData {
             origin_name: origin.clone(),
             soa: RRset::new(vec![soa.clone()]),
             negative_soa: RRset::new(vec![soa_record(&source, negative_ttl)]),
-            nodes: HashMap::default(),
+            nodes: NameMap::default(),
             has_delegations: false,
             static_records: source.records.iter().map(|set| set.rdata.len()).sum(),
         };
@@ -313,30 +310,28 @@ impl ZoneData {
             if name == self.origin.wire() {
                 break;
             }
-            if !self.nodes.contains_key(name) {
-                self.nodes.insert(NameKey::from_wire(name), Node::default());
-            }
+            self.nodes.get_or_default(name);
             ancestor = parent(name);
         }
-        self.nodes.entry(key).or_default()
+        self.nodes.get_or_default(key.wire())
     }
 
     fn build_delegations(&mut self) {
         let cuts: Vec<(NameKey, RRset)> = self
             .nodes
             .iter()
-            .filter(|(name, _)| **name != self.origin)
+            .filter(|(name, _)| *name != self.origin.wire())
             .filter_map(|(name, node)| {
                 let ns = node
                     .rrsets
                     .iter()
                     .find(|s| s.record_type() == Some(RecordType::NS))?;
-                Some((name.clone(), ns.clone()))
+                Some((NameKey::from_wire(name), ns.clone()))
             })
             .collect();
         for (name, ns) in cuts {
             let glue = self.glue_for(&ns);
-            if let Some(node) = self.nodes.get_mut(&name) {
+            if let Some(node) = self.nodes.get_mut(name.wire()) {
                 node.delegation = Some(Box::new(Delegation { ns, glue }));
             }
             self.has_delegations = true;
@@ -347,7 +342,7 @@ impl ZoneData {
     /// apex NS's name servers, a mail exchanger, a service's host), in target order.
     fn build_additional(&mut self) {
         let mut found = Vec::new();
-        for (name, node) in &self.nodes {
+        for (name, node) in self.nodes.iter() {
             for (index, rrset) in node.rrsets.iter().enumerate() {
                 let mut additional = Additional::default();
                 let mut seen = Vec::new();
@@ -368,14 +363,14 @@ impl ZoneData {
                     additional.addresses.extend(addresses.cloned());
                 }
                 if !additional.addresses.is_empty() || !additional.services.is_empty() {
-                    found.push((name.clone(), index, additional));
+                    found.push((NameKey::from_wire(name), index, additional));
                 }
             }
         }
         for (name, index, additional) in found {
             if let Some(rrset) = self
                 .nodes
-                .get_mut(&name)
+                .get_mut(name.wire())
                 .and_then(|n| n.rrsets.get_mut(index))
             {
                 rrset.additional = Some(Box::new(additional));

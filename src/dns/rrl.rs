@@ -114,7 +114,7 @@ impl RateLimiter {
             return None;
         }
         Some(RateLimiter {
-            sets: vec![[Entry::default(); WAYS]; SETS].into_boxed_slice(),
+            sets: zeroed_sets(),
             hasher: foldhash::fast::RandomState::default(),
             interval: (nanos(Duration::from_secs(1)) * workers.max(1) as u64
                 / u64::from(settings.rate))
@@ -169,6 +169,13 @@ impl RateLimiter {
             Verdict::Drop
         }
     }
+}
+
+/// The table, all entries empty, in memory the system hands out zeroed: pages no network has
+/// touched cost nothing.
+fn zeroed_sets() -> Box<[[Entry; WAYS]]> {
+    // SAFETY: an Entry is two integers; all zeroes is a valid (empty) one.
+    unsafe { Box::new_zeroed_slice(SETS).assume_init() }
 }
 
 fn nanos(duration: Duration) -> u64 {

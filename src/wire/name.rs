@@ -2,7 +2,9 @@
 //! compared as bytes. A question's name is already in this form when it is parsed, so looking
 //! it up builds nothing; names from the configuration are converted once, when it is loaded.
 
-use std::borrow::Borrow;
+use std::{borrow::Borrow, hash::BuildHasher};
+
+use hashbrown::HashTable;
 
 use hickory_proto::rr::Name;
 
@@ -68,6 +70,131 @@ pub fn label_count(name: &[u8]) -> usize {
     std::iter::successors(Some(name), |n| parent(n)).count() - 1
 }
 
+/// A map from names (lower case wire form) to `V`, every name's bytes in one buffer: a zone of
+/// 100,000 names makes a few large allocations rather than 100,000 small ones, which after a
+/// parse would pin freed pages. Looking a question's name up hashes its bytes and compares them
+/// once, as a `HashMap<NameKey, V>` does.
+#[derive(Debug, Clone)]
+pub struct NameMap<V> {
+    names: Vec<u8>,
+    entries: HashTable<(NameSpan, V)>,
+    /// Randomly seeded: every query looks a name up here.
+    hasher: foldhash::fast::RandomState,
+}
+
+/// Where a name's bytes are in [`NameMap::names`].
+#[derive(Debug, Clone, Copy)]
+struct NameSpan {
+    at: u32,
+    len: u8,
+}
+
+impl NameSpan {
+    fn of(self, names: &[u8]) -> &[u8] {
+        let at = self.at as usize;
+        &names[at..at + usize::from(self.len)]
+    }
+}
+
+impl<V> Default for NameMap<V> {
+    fn default() -> Self {
+        NameMap {
+            names: Vec::new(),
+            entries: HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+}
+
+impl<V> NameMap<V> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&V> {
+        let hash = self.hasher.hash_one(name);
+        let names = &self.names;
+        let found = self.entries.find(hash, |(span, _)| span.of(names) == name);
+        found.map(|(_, value)| value)
+    }
+
+    pub fn get_mut(&mut self, name: &[u8]) -> Option<&mut V> {
+        let hash = self.hasher.hash_one(name);
+        let names = &self.names;
+        let found = self
+            .entries
+            .find_mut(hash, |(span, _)| span.of(names) == name);
+        found.map(|(_, value)| value)
+    }
+
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The value of `name`, a default one inserted if there was none. `name` is a whole name
+    /// (at most 255 octets).
+    pub fn get_or_default(&mut self, name: &[u8]) -> &mut V
+    where
+        V: Default,
+    {
+        let NameMap {
+            names,
+            entries,
+            hasher,
+        } = self;
+        let hash = hasher.hash_one(name);
+        let entry = entries.entry(
+            hash,
+            |(span, _)| span.of(names) == name,
+            |(span, _)| hasher.hash_one(span.of(names)),
+        );
+        let entry = entry.or_insert_with(|| {
+            let span = NameSpan {
+                at: u32::try_from(names.len()).unwrap_or(u32::MAX),
+                len: u8::try_from(name.len()).unwrap_or(u8::MAX),
+            };
+            names.extend_from_slice(name);
+            (span, V::default())
+        });
+        &mut entry.into_mut().1
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
+        let names = &self.names;
+        self.entries
+            .iter()
+            .map(|(span, value)| (span.of(names), value))
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.iter_mut().map(|(_, value)| value)
+    }
+
+    /// Gives back the room kept for names and entries still to come.
+    pub fn shrink_to_fit(&mut self) {
+        let NameMap {
+            names,
+            entries,
+            hasher,
+        } = self;
+        names.shrink_to_fit();
+        entries.shrink_to_fit(|(span, _)| hasher.hash_one(span.of(names)));
+    }
+}
+
+impl<V: PartialEq> PartialEq for NameMap<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .all(|(name, value)| other.get(name) == Some(value))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +232,25 @@ mod tests {
         assert!(!is_within(b"\x03a\x07example\x00", zone.wire()));
         assert!(!is_within(key("example.com.").wire(), zone.wire()));
         assert!(is_within(zone.wire(), b"\x00"));
+    }
+
+    #[test]
+    fn name_maps_find_names_by_their_bytes() {
+        let mut map: NameMap<u32> = NameMap::default();
+        for i in 0..1000 {
+            *map.get_or_default(key(&format!("h{i}.example.")).wire()) += i;
+        }
+        *map.get_or_default(key("h7.example.").wire()) += 1;
+        map.shrink_to_fit();
+        assert_eq!(map.len(), 1000);
+        assert_eq!(map.get(key("h7.example.").wire()), Some(&8));
+        assert_eq!(map.get(key("h999.example.").wire()), Some(&999));
+        assert_eq!(map.get(key("h1000.example.").wire()), None);
+        assert_eq!(map.get(b"\x00"), None);
+        let copy = map.clone();
+        assert_eq!(copy, map);
+        *map.get_mut(key("h1.example.").wire()).expect("h1") = 0;
+        assert_ne!(copy, map);
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub(super) fn zone(
     checker.scope = None;
     checker.check_nameserver_addresses(&nameservers, &records, &zone.ns.referenced);
 
+    let explain = zone.explain;
+    // The parsed text goes before the zone's names are built, so that they fill the memory it
+    // held rather than scatter over pages it keeps from being given back.
+    drop(zone);
     match soa {
         Some(soa) if checker.errors.is_empty() => {
             let data = ZoneData::build(ZoneSource {
@@ -89,7 +93,7 @@ pub(super) fn zone(
                 data: Arc::new(data),
                 regions,
                 services,
-                explain: zone.explain,
+                explain,
             })
         }
         _ => Err(checker.take()),
