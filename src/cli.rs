@@ -19,6 +19,7 @@ use crate::{
     answer::{AddressSource, ClientAddress, resolve},
     config::{self, ZoneConfig},
     dns::{DEFAULT_MAX_UDP_PAYLOAD, Listeners, RrlSettings},
+    dnssec::{self, KeyAlgorithm},
     explain,
     geo::{self, GeoIp, Located, LookupCounters},
     metrics::Metrics,
@@ -62,6 +63,29 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the JSON Schema of the zone file (for editors and CI).
     Schema,
+    /// DNSSEC key management.
+    #[command(subcommand)]
+    Dnssec(DnssecCommand),
+}
+
+#[derive(Subcommand)]
+pub enum DnssecCommand {
+    /// Make a zone's signing key (a CSK) in a new file only its owner can read, and print the
+    /// DS record to give the parent zone.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// The zone the key signs, e.g. llm.example.com.
+    #[arg(long)]
+    pub zone: Name,
+    #[arg(long, value_enum, default_value_t = KeyAlgorithm::EcdsaP256)]
+    pub algorithm: KeyAlgorithm,
+    /// Where to write the key (default: ZONE.key.pem in the current directory); never
+    /// overwritten.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 impl Command {
@@ -283,6 +307,28 @@ async fn health_from_admin(url: &str, health: &mut publish::HealthMap) -> Result
 }
 
 /// `regiondns schema`: the zone file's JSON Schema on stdout.
+/// `regiondns dnssec keygen`: the key file, then the DNSKEY and DS records on stdout.
+pub fn dnssec(command: DnssecCommand) -> Result<ExitCode> {
+    let DnssecCommand::Keygen(args) = command;
+    let mut zone = args.zone;
+    zone.set_fqdn(true);
+    let out = args.out.unwrap_or_else(|| {
+        let name = zone.to_string();
+        PathBuf::from(format!("{}.key.pem", name.trim_end_matches('.')))
+    });
+    let key = dnssec::generate(args.algorithm, &out)?;
+    let ds = key.ds(&zone)?;
+    eprintln!(
+        "wrote {} (key tag {}); give the parent zone this DS record:",
+        out.display(),
+        key.key_tag()
+    );
+    println!("{zone} 3600 IN DS {ds}");
+    println!("; the key, as regiondns will publish it at the apex:");
+    println!("; {zone} 3600 IN DNSKEY {}", key.dnskey());
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn schema() -> Result<ExitCode> {
     let schema = serde_json::to_string_pretty(&config::schema()).context("encoding the schema")?;
     println!("{schema}");

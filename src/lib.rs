@@ -3,7 +3,7 @@
 //!
 //! Data flows one way. [`config`] parses and validates zone files into immutable types, which
 //! [`routing`] compiles into a [`routing::Plan`] (with [`zone`] holding each zone's static
-//! data). [`health`] probes the regions and reports to [`publish`], the one owner of every
+//! data, signed with a key from [`dnssec`]). [`health`] probes the regions and reports to [`publish`], the one owner of every
 //! region's state (in the words of [`region`]), which on every change builds a new
 //! [`routing::RoutingTable`] and publishes it through arc-swap. [`dns`] reads requests and
 //! writes responses with [`wire`], and asks [`answer`] what to say, from a snapshot of that
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod counter;
 pub mod dns;
+pub mod dnssec;
 pub mod explain;
 pub mod geo;
 pub mod health;

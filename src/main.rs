@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check(args),
         Command::Explain(args) => cli::explain(args),
         Command::Schema => cli::schema(),
+        Command::Dnssec(command) => cli::dnssec(command),
     };
     result.unwrap_or_else(|error| {
         eprintln!("regiondns: {error:#}");
