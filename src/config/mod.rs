@@ -28,7 +28,7 @@ use std::{
 use hickory_proto::rr::Name;
 
 pub use crate::zone::{RecordSet, Soa};
-use crate::{geo::Coordinates, region::RegionKey, zone::ZoneData};
+use crate::{dnssec::ZoneKey, geo::Coordinates, region::RegionKey, zone::ZoneData};
 
 /// One validated zone file.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +46,18 @@ pub struct ZoneConfig {
     pub services: Vec<Service>,
     /// Whether `_explain.<service>` TXT queries are answered (it discloses configuration).
     pub explain: bool,
+    /// How the zone is signed, if it is.
+    pub dnssec: Option<Signing>,
+}
+
+/// A signed zone's key and signature lifetimes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signing {
+    pub key: Arc<ZoneKey>,
+    /// How long a signature is valid from when it is made.
+    pub validity: Duration,
+    /// How long before expiry signatures are made again.
+    pub refresh: Duration,
 }
 
 /// A place a service can be answered from.

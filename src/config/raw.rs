@@ -49,6 +49,25 @@ pub struct Zone {
     /// false: it discloses configuration).
     #[serde(default)]
     pub explain: bool,
+    /// Sign the zone's answers with DNSSEC (default: the zone is not signed).
+    #[schemars(with = "Option<Dnssec>")]
+    pub dnssec: Option<Spanned<Dnssec>>,
+}
+
+/// DNSSEC signing of the zone.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dnssec {
+    /// The key file, made by `regiondns dnssec keygen` (relative to the zone file's directory;
+    /// only its owner may read it).
+    #[schemars(with = "String")]
+    pub key: Text,
+    /// How long a signature is valid from when it is made (default 14d).
+    #[schemars(with = "Option<String>")]
+    pub validity: Option<Text>,
+    /// How long before a signature expires it is made again (default 7d; less than validity).
+    #[schemars(with = "Option<String>")]
+    pub refresh: Option<Text>,
 }
 
 /// The SOA record.

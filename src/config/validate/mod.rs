@@ -15,8 +15,11 @@ use std::{path::Path, sync::Arc, time::Duration};
 use hickory_proto::rr::Name;
 use serde_saphyr::{Location, Spanned};
 
-use super::{ConfigError, Secrets, Soa, Thresholds, ZoneConfig, raw};
-use crate::zone::{ZoneData, ZoneSource};
+use super::{ConfigError, Secrets, Signing, Soa, Thresholds, ZoneConfig, raw};
+use crate::{
+    dnssec::ZoneKey,
+    zone::{ZoneData, ZoneSource},
+};
 
 const DEFAULT_WEIGHT: u32 = 100;
 
@@ -71,6 +74,7 @@ pub(super) fn zone(
     checker.check_nameserver_addresses(&nameservers, &records, &zone.ns.referenced);
 
     let explain = zone.explain;
+    let dnssec = zone.dnssec.as_ref().and_then(|d| checker.signing(d));
     // The parsed text goes before the zone's names are built, so that they fill the memory it
     // held rather than scatter over pages it keeps from being given back.
     drop(zone);
@@ -94,11 +98,16 @@ pub(super) fn zone(
                 regions,
                 services,
                 explain,
+                dnssec,
             })
         }
         _ => Err(checker.take()),
     }
 }
+
+/// Signatures are valid this long by default, and made again this long before they expire.
+const DEFAULT_SIGNATURE_VALIDITY: Duration = Duration::from_secs(14 * 86_400);
+const DEFAULT_SIGNATURE_REFRESH: Duration = Duration::from_secs(7 * 86_400);
 
 struct Checker<'a> {
     path: &'a Path,
@@ -111,6 +120,62 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The `dnssec` block: its key file read and checked, its lifetimes in order.
+    fn signing(&mut self, dnssec: &Spanned<raw::Dnssec>) -> Option<Signing> {
+        let raw = &dnssec.value;
+        let validity = self.lifetime(raw.validity.as_ref(), DEFAULT_SIGNATURE_VALIDITY);
+        let refresh = self.lifetime(raw.refresh.as_ref(), DEFAULT_SIGNATURE_REFRESH);
+        let key_path = self
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&raw.key.value);
+        let key = ZoneKey::read(&key_path)
+            .map_err(|e| self.error(&raw.key.referenced, format!("dnssec: {e}")))
+            .ok();
+        let (validity, refresh) = (validity?, refresh?);
+        if refresh >= validity {
+            let at = raw
+                .refresh
+                .as_ref()
+                .map_or(&dnssec.referenced, |r| &r.referenced);
+            let (refresh, validity) = (
+                humantime::format_duration(refresh),
+                humantime::format_duration(validity),
+            );
+            self.error(at, format!("dnssec: refresh ({refresh}) must be shorter than validity ({validity}): signatures would expire before they are made again"));
+            return None;
+        }
+        Some(Signing {
+            key: Arc::new(key?),
+            validity,
+            refresh,
+        })
+    }
+
+    fn lifetime(&mut self, text: Option<&raw::Text>, default: Duration) -> Option<Duration> {
+        let Some(text) = text else {
+            return Some(default);
+        };
+        match humantime::parse_duration(text.value.trim()) {
+            Ok(duration) if duration >= Duration::from_secs(3600) => Some(duration),
+            Ok(_) => {
+                self.error(
+                    &text.referenced,
+                    format!("dnssec: '{}' is too short (at least 1h)", text.value),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    &text.referenced,
+                    format!("dnssec: invalid duration '{}' ({e}; e.g. 14d)", text.value),
+                );
+                None
+            }
+        }
+    }
+
     /// A TTL as written, if it is one a resolver takes as written.
     fn ttl(&mut self, ttl: Option<&Spanned<u32>>) -> Option<u32> {
         let ttl = ttl?;
@@ -259,6 +324,82 @@ impl Checker<'_> {
             }
         }
         names
+    }
+}
+
+#[cfg(test)]
+mod dnssec_tests {
+    use std::{os::unix::fs::PermissionsExt, path::Path};
+
+    use super::fixtures::*;
+    use crate::dnssec::{KeyAlgorithm, generate};
+
+    fn parse_in(dir: &Path, block: &str) -> Result<crate::config::ZoneConfig, Vec<String>> {
+        let text = format!("{HEAD}records:\n{NS1}{block}");
+        crate::config::parse(&dir.join("t.yaml"), &text, 1)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_dnssec_block_reads_its_key_beside_the_zone_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = generate(KeyAlgorithm::EcdsaP256, &dir.path().join("k.pem")).expect("key");
+        let zone = parse_in(
+            dir.path(),
+            "dnssec: { key: k.pem, validity: 10d, refresh: 2d }\n",
+        )
+        .expect("valid");
+        let signing = zone.dnssec.expect("signed");
+        assert_eq!(*signing.key, made);
+        assert_eq!(signing.validity.as_secs(), 10 * 86_400);
+        assert_eq!(signing.refresh.as_secs(), 2 * 86_400);
+        let defaults = parse_in(dir.path(), "dnssec: { key: k.pem }\n").expect("valid");
+        assert_eq!(
+            defaults.dnssec.expect("signed").validity.as_secs(),
+            14 * 86_400
+        );
+        assert!(parse_in(dir.path(), "").expect("valid").dnssec.is_none());
+    }
+
+    #[test]
+    fn bad_keys_and_lifetimes_are_errors_where_they_are_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |file: &str| dir.path().join(file).display().to_string();
+        let errors = parse_in(dir.path(), "dnssec: { key: none.pem }\n").expect_err("missing");
+        let t = path("t.yaml");
+        assert_eq!(
+            errors,
+            [format!(
+                "{t}:6:16: dnssec: cannot read key file {}: No such file or directory (os error 2)",
+                path("none.pem")
+            )]
+        );
+        generate(KeyAlgorithm::Ed25519, &dir.path().join("open.pem")).expect("key");
+        let open = std::fs::Permissions::from_mode(0o640);
+        std::fs::set_permissions(dir.path().join("open.pem"), open).expect("chmod");
+        let errors = parse_in(dir.path(), "dnssec: { key: open.pem }\n").expect_err("exposed");
+        assert!(
+            errors[0].contains("can be read by others (mode 640)"),
+            "{errors:?}"
+        );
+        generate(KeyAlgorithm::Ed25519, &dir.path().join("k.pem")).expect("key");
+        let errors = parse_in(
+            dir.path(),
+            "dnssec: { key: k.pem, validity: 7d, refresh: 7d }\n",
+        )
+        .expect_err("refresh too late");
+        assert_eq!(
+            errors,
+            [format!(
+                "{t}:6:46: dnssec: refresh (7days) must be shorter than validity (7days): signatures would expire before they are made again"
+            )]
+        );
+        let errors =
+            parse_in(dir.path(), "dnssec: { key: k.pem, validity: 5m }\n").expect_err("too short");
+        assert_eq!(
+            errors,
+            [format!("{t}:6:33: dnssec: '5m' is too short (at least 1h)")]
+        );
     }
 }
 
