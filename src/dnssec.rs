@@ -13,15 +13,16 @@ use std::{
     io::Write,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use hickory_proto::{
     dnssec::{
-        Algorithm, DigestType, SigningKey,
+        Algorithm, DigestType, SigningKey, TBS,
         crypto::{EcdsaSigningKey, Ed25519SigningKey},
-        rdata::{DNSKEY, DS},
+        rdata::{DNSKEY, DNSSECRData, DS, RRSIG, SigInput},
     },
-    rr::Name,
+    rr::{DNSClass, Name, RData, Record, SerialNumber},
 };
 use ring::signature::Ed25519KeyPair;
 use rustls_pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
@@ -160,6 +161,62 @@ impl ZoneKey {
             DigestType::SHA256,
             digest.as_ref().to_vec(),
         ))
+    }
+}
+
+/// Signs the RRsets of one zone with its key, every signature valid over the same window.
+pub struct RrsetSigner<'k> {
+    key: &'k ZoneKey,
+    zone: Name,
+    inception: u32,
+    expiration: u32,
+}
+
+/// Signatures start this long before they are made: a validator whose clock is behind still
+/// accepts them.
+const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+impl<'k> RrsetSigner<'k> {
+    /// Signatures from `now` (less [`CLOCK_SKEW`]) for `validity`.
+    pub fn new(key: &'k ZoneKey, zone: &Name, now: SystemTime, validity: Duration) -> Self {
+        let seconds = |t: SystemTime| {
+            let since = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            // RRSIG times are serial numbers modulo 2^32 (RFC 4034 3.1.5).
+            since as u32
+        };
+        RrsetSigner {
+            key,
+            zone: zone.clone(),
+            inception: seconds(now - CLOCK_SKEW),
+            expiration: seconds(now + validity),
+        }
+    }
+
+    /// The RRSIG RDATA over `records`, which share one owner, type and TTL; `None` when it
+    /// cannot be made (a key that cannot sign, which a key read back never is).
+    pub fn sign(&self, records: &[Record]) -> Option<RData> {
+        let first = records.first()?;
+        let input = SigInput {
+            type_covered: first.record_type(),
+            algorithm: self.key.signer.algorithm(),
+            num_labels: first.name.num_labels(),
+            original_ttl: first.ttl,
+            sig_expiration: SerialNumber::new(self.expiration),
+            sig_inception: SerialNumber::new(self.inception),
+            key_tag: self.key.key_tag,
+            signer_name: self.zone.clone(),
+        };
+        let tbs = TBS::from_input(&first.name, DNSClass::IN, &input, records.iter()).ok()?;
+        let signature = self.key.signer.sign(&tbs).ok()?;
+        Some(RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(
+            input, signature,
+        ))))
+    }
+
+    /// The DNSKEY record of the zone's apex.
+    pub fn dnskey_record(&self, ttl: u32) -> Record {
+        let rdata = RData::DNSSEC(DNSSECRData::DNSKEY(self.key.dnskey.clone()));
+        Record::from_rdata(self.zone.clone(), ttl, rdata)
     }
 }
 

@@ -12,8 +12,9 @@ use hickory_proto::rr::{
     rdata::{NS, SOA},
 };
 
+use crate::dnssec::RrsetSigner;
 use crate::wire::{
-    NameKey, WireRRset, encode_rrset,
+    NameKey, WireRRset, encode_signed_rrset,
     name::{NameMap, is_within, parent},
 };
 
@@ -45,7 +46,13 @@ impl RRset {
     /// `records` share one owner, type and TTL. Records that cannot be encoded (validated
     /// configuration never has any) make an empty set rather than a wrong answer.
     pub fn new(records: Vec<Record>) -> RRset {
-        let Some(wire) = encode_rrset(&records) else {
+        RRset::signed(records, None)
+    }
+
+    /// As [`RRset::new`], with its RRSIG when the zone is signed.
+    pub fn signed(records: Vec<Record>, signer: Option<&RrsetSigner<'_>>) -> RRset {
+        let signatures: Vec<RData> = signer.and_then(|s| s.sign(&records)).into_iter().collect();
+        let Some(wire) = encode_signed_rrset(&records, &signatures) else {
             return RRset::new(Vec::new());
         };
         let targets = records
@@ -63,6 +70,12 @@ impl RRset {
             targets,
             additional: None,
         }
+    }
+
+    /// This set, signed.
+    fn sign(&mut self, signer: &RrsetSigner<'_>) {
+        let signed = RRset::signed(self.records(), Some(signer));
+        self.wire = signed.wire;
     }
 
     /// The records, decoded from the wire form (for display; the query path never calls it).
@@ -133,6 +146,8 @@ pub struct ZoneSource<'a> {
     pub nameservers: &'a [Name],
     pub records: Vec<RecordSet>,
     pub services: Vec<&'a Name>,
+    /// The zone's signer, when it is signed.
+    pub signer: Option<RrsetSigner<'a>>,
 }
 
 /// A zone cut: the NS set and the addresses of those name servers that this zone holds.
@@ -208,6 +223,10 @@ impl ZoneData {
         }
         for (id, service) in source.services.into_iter().enumerate() {
             zone.node_mut(service).service = u32::try_from(id).ok();
+        }
+        if let Some(signer) = &source.signer {
+            zone.add_rrset(&origin, RRset::new(vec![signer.dnskey_record(source.ttl)]));
+            zone.sign(signer);
         }
         zone.build_delegations();
         zone.build_additional();
@@ -314,6 +333,37 @@ impl ZoneData {
             ancestor = parent(name);
         }
         self.nodes.get_or_default(key.wire())
+    }
+
+    /// Signs every RRset this zone is authoritative for: all but those at and below a zone
+    /// cut (the delegation's NS and glue belong to the child, RFC 4035 2.2).
+    fn sign(&mut self, signer: &RrsetSigner<'_>) {
+        let authoritative: Vec<NameKey> = self
+            .nodes
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| !self.at_or_below_cut(name))
+            .map(NameKey::from_wire)
+            .collect();
+        for name in authoritative {
+            if let Some(node) = self.nodes.get_mut(name.wire()) {
+                node.rrsets.iter_mut().for_each(|set| set.sign(signer));
+            }
+        }
+        self.soa.sign(signer);
+        self.negative_soa.sign(signer);
+    }
+
+    /// Whether `name` or one of its ancestors below the apex holds NS (is a delegation).
+    fn at_or_below_cut(&self, name: &[u8]) -> bool {
+        std::iter::successors(Some(name), |n| parent(n))
+            .take_while(|n| *n != self.origin.wire() && is_within(n, self.origin.wire()))
+            .filter_map(|n| self.nodes.get(n))
+            .any(|node| {
+                node.rrsets
+                    .iter()
+                    .any(|s| s.record_type() == Some(RecordType::NS))
+            })
     }
 
     fn build_delegations(&mut self) {

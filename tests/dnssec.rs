@@ -1,12 +1,14 @@
-//! DNSSEC keys as an operator makes them: `regiondns dnssec keygen` writes a key file only its
-//! owner can read and prints the DS for the parent. Knot's `keymgr`, which we did not write,
-//! imports the same file and must compute the same key tag, DNSKEY and DS.
+//! DNSSEC as an operator meets it: `regiondns dnssec keygen` writes a key file only its owner
+//! can read and prints the DS for the parent (Knot's `keymgr`, which we did not write, imports
+//! the same file and must compute the same key tag, DNSKEY and DS); a zone that names the key
+//! is served signed, and BIND's validator (`delv`, trusting only that DS) validates its
+//! answers, the per-client geo answers included. A DS of another key fails.
 
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
+use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, process::Command};
 
-use common::run;
+use common::{Server, ZONE, dig, path_arg, run, serve_args, zone_dir};
 
 /// What `keymgr` (Knot DNS) says of a PEM key imported for `zone`: its DNSKEY and SHA-256 DS.
 fn knot_records(kasp: &Path, zone: &str, pem: &Path, algorithm: u8) -> (String, String) {
@@ -116,4 +118,116 @@ fn keygen_writes_a_private_key_whose_ds_knot_agrees_with() {
         assert!(!again.status.success());
         assert!(String::from_utf8_lossy(&again.stderr).contains("cannot write key file"));
     }
+}
+
+/// `regiondns dnssec keygen` into `key`; the DS line it printed.
+fn keygen(key: &Path) -> String {
+    let out = run(
+        &[
+            "dnssec",
+            "keygen",
+            "--zone",
+            "llm.example.com.",
+            "--out",
+            &path_arg(key),
+        ],
+        key.parent().expect("a directory"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    stdout.lines().next().expect("the DS line").to_owned()
+}
+
+/// A `delv` trust anchor file holding `ds` (`name TTL IN DS tag alg digest-type digest`).
+fn trust_anchor(dir: &Path, ds: &str) -> String {
+    let fields: Vec<&str> = ds.split_whitespace().collect();
+    let [name, _, _, _, tag, algorithm, digest_type, digest] = fields[..] else {
+        panic!("a DS record: {ds}")
+    };
+    let path = dir.join(format!("anchor-{tag}.conf"));
+    let text = format!(
+        "trust-anchors {{\n  \"{name}\" static-ds {tag} {algorithm} {digest_type} \"{digest}\";\n}};\n"
+    );
+    std::fs::write(&path, text).expect("write the trust anchor");
+    path_arg(&path)
+}
+
+/// What `delv`, validating from `anchor` down, says of `name`/`qtype` at `server`.
+fn delv(server: SocketAddr, anchor: &str, name: &str, qtype: &str) -> String {
+    let out = Command::new("delv")
+        .args(["-a", anchor, "+root=llm.example.com."])
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), name, qtype])
+        .output()
+        .expect("delv must be installed (scripts/test installs bind9-dnsutils)");
+    let text = [out.stdout, out.stderr].concat();
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[test]
+fn a_signed_zone_validates_from_its_ds_and_an_other_key_does_not() {
+    let dir = zone_dir(&format!(
+        "{ZONE}dnssec: {{ key: k.pem, validity: 10d, refresh: 5d }}\n"
+    ));
+    let ds = keygen(&dir.path().join("zones/k.pem"));
+    let anchor = trust_anchor(dir.path(), &ds);
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = trust_anchor(other_dir.path(), &keygen(&other_dir.path().join("k.pem")));
+    let args = serve_args(dir.path(), &["--admin", "off"]);
+    let server = Server::spawn(dir, &args, None);
+
+    for (name, qtype) in [
+        ("api.llm.example.com.", "A"),
+        ("api.llm.example.com.", "AAAA"),
+        ("ns1.llm.example.com.", "A"),
+        ("llm.example.com.", "SOA"),
+        ("llm.example.com.", "NS"),
+        ("llm.example.com.", "MX"),
+        ("llm.example.com.", "DNSKEY"),
+    ] {
+        let said = delv(server.addr, &anchor, name, qtype);
+        assert!(
+            said.starts_with("; fully validated"),
+            "{name} {qtype}: {said}"
+        );
+        let forged = delv(server.addr, &other, name, qtype);
+        assert!(
+            !forged.contains("fully validated"),
+            "{name} {qtype} with another DS: {forged}"
+        );
+    }
+
+    // Clients elsewhere get another region's addresses, signed as well (the region's set is
+    // signed when the plan is made, not per query).
+    let tokyo = dig(
+        server.addr,
+        &[
+            "+dnssec",
+            "+subnet=133.242.0.0/24",
+            "api.llm.example.com",
+            "A",
+        ],
+    );
+    let answer: Vec<&str> = tokyo
+        .lines()
+        .filter(|l| l.starts_with("api.llm.example.com."))
+        .collect();
+    assert!(
+        answer.iter().any(|l| l.contains("\tA\t203.0.113.3")),
+        "{tokyo}"
+    );
+    assert!(
+        answer.iter().any(|l| l.contains("\tRRSIG\tA 13 4 20 ")),
+        "{tokyo}"
+    );
+    // Without DO, no signatures.
+    let plain = dig(server.addr, &["api.llm.example.com", "A"]);
+    assert!(
+        plain.contains("203.0.113.") && !plain.contains("RRSIG"),
+        "{plain}"
+    );
 }

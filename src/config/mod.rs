@@ -494,7 +494,7 @@ mod tests {
         );
         assert_error(
             &format!("{HEAD}colour: blue\n"),
-            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services, explain",
+            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services, explain, dnssec",
         );
     }
 

@@ -237,6 +237,7 @@ impl Responder {
         let opt_room = edns.as_ref().map_or(0, opt_len);
         let (id, flags, question) = (request.id, request.flags, Some(request.question.wire));
         let mut writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
+        writer.with_signatures(request.edns.is_some_and(|e| e.dnssec_ok));
         let authoritative = answer.is_some_and(|a| a.authoritative);
         let truncated = slip || answer.is_some_and(|a| write_sections(&mut writer, a).is_err());
         if truncated {

@@ -16,6 +16,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::SystemTime,
 };
 
 use crate::counter::QueryCounter;
@@ -28,6 +29,7 @@ pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
 
 use crate::{
     config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
+    dnssec::RrsetSigner,
     geo::{Coordinates, GeoIp, Located},
     metrics::Metrics,
     region::{RegionKey, State, States},
@@ -125,6 +127,15 @@ impl Plan {
 impl ZonePlan {
     fn new(config: &ZoneConfig, metrics: &Metrics) -> ZonePlan {
         let zone = config.origin.to_string();
+        // The regions' addresses are signed when the plan is made, never per query.
+        let signer = config.dnssec.as_ref().map(|signing| {
+            RrsetSigner::new(
+                &signing.key,
+                &config.origin,
+                SystemTime::now(),
+                signing.validity,
+            )
+        });
         ZonePlan {
             data: Arc::clone(&config.data),
             counters: Arc::new(ZoneCounters {
@@ -134,7 +145,10 @@ impl ZonePlan {
             services: config
                 .services
                 .iter()
-                .map(|service| Arc::new(ServicePlan::new(&zone, config, service, metrics)))
+                .map(|service| {
+                    let plan = ServicePlan::new(&zone, config, service, signer.as_ref(), metrics);
+                    Arc::new(plan)
+                })
                 .collect(),
             explain: config.explain,
         }
@@ -142,7 +156,13 @@ impl ZonePlan {
 }
 
 impl ServicePlan {
-    fn new(zone: &str, config: &ZoneConfig, service: &Service, metrics: &Metrics) -> ServicePlan {
+    fn new(
+        zone: &str,
+        config: &ZoneConfig,
+        service: &Service,
+        signer: Option<&RrsetSigner<'_>>,
+        metrics: &Metrics,
+    ) -> ServicePlan {
         let name = service.name.to_string();
         // A zone region index to its position in this service's list.
         let local = |zone_index: usize| service.regions.iter().position(|&r| r == zone_index);
@@ -182,7 +202,7 @@ impl ServicePlan {
             rules,
             regions: regions
                 .iter()
-                .map(|region| Arc::new(RegionRoute::new(zone, service, region, metrics)))
+                .map(|region| Arc::new(RegionRoute::new(zone, service, region, signer, metrics)))
                 .collect(),
             servfail: metrics.query_counter(zone, &name, "", "SERVFAIL"),
             fail_open: metrics.fail_open_counter(zone, &name),
@@ -193,7 +213,13 @@ impl ServicePlan {
 }
 
 impl RegionRoute {
-    fn new(zone: &str, service: &Service, region: &Region, metrics: &Metrics) -> RegionRoute {
+    fn new(
+        zone: &str,
+        service: &Service,
+        region: &Region,
+        signer: Option<&RrsetSigner<'_>>,
+        metrics: &Metrics,
+    ) -> RegionRoute {
         let record = |rdata: RData| Record::from_rdata(service.name.clone(), service.ttl, rdata);
         let mut a = Vec::new();
         let mut aaaa = Vec::new();
@@ -211,8 +237,8 @@ impl RegionRoute {
             },
             location: region.location,
             direction: region.location.unit_vector(),
-            a: RRset::new(a),
-            aaaa: RRset::new(aaaa),
+            a: RRset::signed(a, signer),
+            aaaa: RRset::signed(aaaa, signer),
             answered: metrics.query_counter(zone, &service_name, &region.name, "NOERROR"),
         }
     }

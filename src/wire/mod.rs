@@ -14,7 +14,8 @@ mod response;
 pub use name::NameKey;
 pub use request::{ClientSubnet, EdnsRequest, Malformed, NameBuf, Question, Request, parse};
 pub use response::{
-    EdnsResponse, ExtendedError, Full, ResponseWriter, WireRRset, encode_rrset, opt_len,
+    EdnsResponse, ExtendedError, Full, ResponseWriter, WireRRset, encode_rrset,
+    encode_signed_rrset, opt_len,
 };
 
 /// Length of the fixed message header.

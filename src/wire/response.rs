@@ -24,16 +24,19 @@ const MAX_NAME_OFFSETS: usize = 64;
 const MAX_POINTER: usize = 0x3FFF;
 
 /// The records of one name and type, encoded for [`ResponseWriter`], in one allocation (a
-/// zone holds one per name, so its size is the zone's): a header of type, TTL, record count
-/// and owner length, the owner, then each RDATA as its length, where its compressible names
-/// start, how many there are, and its bytes.
+/// zone holds one per name, so its size is the zone's): a header of type, TTL, record count,
+/// signature count and owner length, the owner, then each RDATA as its length, where its
+/// compressible names start, how many there are, and its bytes; then the RDATA of each RRSIG
+/// that covers the set, written after it when the client asked for DNSSEC (DO).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireRRset {
     bytes: Box<[u8]>,
 }
 
-/// Bytes before the owner: type (2), TTL (4), record count (2), owner length (1).
-const RRSET_HEADER: usize = 9;
+/// Bytes before the owner: type (2), TTL (4), record count (2), signature count (1), owner
+/// length (1).
+const RRSET_HEADER: usize = 10;
+const TYPE_RRSIG: u16 = 46;
 /// Bytes before an RDATA's own: its length (2), names' start (1), names' count (1).
 const RDATA_HEADER: usize = 4;
 
@@ -48,6 +51,11 @@ struct WireRdata<'s> {
 /// Encodes records of one owner, type and TTL (as an RRset holds them). `None` when hickory
 /// cannot encode one of them, which validated configuration never produces.
 pub fn encode_rrset(records: &[Record]) -> Option<WireRRset> {
+    encode_signed_rrset(records, &[])
+}
+
+/// As [`encode_rrset`], with the RRSIG records that cover the set.
+pub fn encode_signed_rrset(records: &[Record], signatures: &[RData]) -> Option<WireRRset> {
     let first = records.first();
     let owner = first.map_or(Ok(vec![0]), |r| r.name.to_bytes()).ok()?;
     let rtype = first.map_or(0, |r| u16::from(r.record_type()));
@@ -56,10 +64,11 @@ pub fn encode_rrset(records: &[Record]) -> Option<WireRRset> {
     bytes.extend(rtype.to_be_bytes());
     bytes.extend(ttl.to_be_bytes());
     bytes.extend(u16::try_from(records.len()).ok()?.to_be_bytes());
+    bytes.push(u8::try_from(signatures.len()).ok()?);
     bytes.push(u8::try_from(owner.len()).ok()?);
     bytes.extend(&owner);
-    for record in records {
-        encode_rdata(&record.data, &mut bytes)?;
+    for rdata in records.iter().map(|r| &r.data).chain(signatures) {
+        encode_rdata(rdata, &mut bytes)?;
     }
     Some(WireRRset {
         bytes: bytes.into_boxed_slice(),
@@ -69,7 +78,7 @@ pub fn encode_rrset(records: &[Record]) -> Option<WireRRset> {
 impl WireRRset {
     /// The owner's name in wire form, in the configuration's case.
     pub fn owner(&self) -> &[u8] {
-        let len = usize::from(self.bytes[8]);
+        let len = usize::from(self.bytes[9]);
         &self.bytes[RRSET_HEADER..RRSET_HEADER + len]
     }
 
@@ -89,9 +98,27 @@ impl WireRRset {
         self.len() == 0
     }
 
+    fn signature_count(&self) -> usize {
+        usize::from(self.bytes[8])
+    }
+
+    /// Whether RRSIGs come with the set.
+    pub fn is_signed(&self) -> bool {
+        self.signature_count() > 0
+    }
+
     fn rdatas(&self) -> impl Iterator<Item = WireRdata<'_>> {
+        self.all_rdatas().take(self.len())
+    }
+
+    fn signatures(&self) -> impl Iterator<Item = WireRdata<'_>> {
+        self.all_rdatas().skip(self.len())
+    }
+
+    /// The set's RDATAs, then its signatures'.
+    fn all_rdatas(&self) -> impl Iterator<Item = WireRdata<'_>> {
         let mut at = RRSET_HEADER + self.owner().len();
-        (0..self.len()).map(move |_| {
+        (0..self.len() + self.signature_count()).map(move |_| {
             let header = &self.bytes[at..at + RDATA_HEADER];
             let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
             let start = at + RDATA_HEADER;
@@ -212,9 +239,16 @@ pub struct ResponseWriter<'b> {
     counts: [u16; 3],
     offsets: [u16; MAX_NAME_OFFSETS],
     offset_count: usize,
+    /// Whether each RRset's signatures are written after it (the client set DO).
+    signatures: bool,
 }
 
 impl<'b> ResponseWriter<'b> {
+    /// Writes the RRSIGs of the RRsets that have them from now on (RFC 4035 3.1.1).
+    pub fn with_signatures(&mut self, on: bool) {
+        self.signatures = on;
+    }
+
     /// Starts a response to request `id` with the request's `flags`, repeating `question` (name,
     /// type, class as received). `max_len` is the whole message's limit; `opt_room` is kept
     /// free for the OPT record. A question that does not fit is left out.
@@ -239,6 +273,7 @@ impl<'b> ResponseWriter<'b> {
             counts: [0; 3],
             offsets: [0; MAX_NAME_OFFSETS],
             offset_count: 0,
+            signatures: false,
         };
         if let Some(question) = question.filter(|q| HEADER_LEN + q.len() <= limit) {
             writer.buf[5] = 1;
@@ -302,7 +337,14 @@ impl<'b> ResponseWriter<'b> {
         for rdata in set.rdatas() {
             self.record(owner, rtype, ttl, |writer| writer.rdata(rdata));
         }
-        self.commit(section, start, set.len())
+        let mut written = set.len();
+        if self.signatures {
+            for rdata in set.signatures() {
+                self.record(owner, TYPE_RRSIG, ttl, |writer| writer.rdata(rdata));
+                written += 1;
+            }
+        }
+        self.commit(section, start, written)
     }
 
     /// Counts the records just written, or takes them back when they went over the limit.

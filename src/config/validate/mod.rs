@@ -10,14 +10,18 @@ mod records;
 mod regions;
 mod services;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use hickory_proto::rr::Name;
 use serde_saphyr::{Location, Spanned};
 
 use super::{ConfigError, Secrets, Signing, Soa, Thresholds, ZoneConfig, raw};
 use crate::{
-    dnssec::ZoneKey,
+    dnssec::{RrsetSigner, ZoneKey},
     zone::{ZoneData, ZoneSource},
 };
 
@@ -87,6 +91,10 @@ pub(super) fn zone(
                 nameservers: &nameservers,
                 records,
                 services: services.iter().map(|service| &service.name).collect(),
+                signer: dnssec.as_ref().map(|signing| {
+                    let now = SystemTime::now();
+                    RrsetSigner::new(&signing.key, &checker.origin, now, signing.validity)
+                }),
             });
             Ok(ZoneConfig {
                 source: path.to_owned(),
