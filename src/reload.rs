@@ -13,7 +13,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
@@ -50,6 +50,8 @@ pub struct Reloader {
     probers: Probers,
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
+    /// When the files were last read, and so signed zones last signed.
+    last_read: Instant,
 }
 
 impl Reloader {
@@ -78,7 +80,14 @@ impl Reloader {
             probers,
             events,
             metrics,
+            last_read: Instant::now(),
         })
+    }
+
+    /// When signed zones must be signed again: the shortest `refresh` after the last read.
+    fn signatures_due(&self) -> Option<Instant> {
+        let signed = self.files.values().filter_map(|zone| zone.dnssec.as_ref());
+        signed.map(|signing| self.last_read + signing.refresh).min()
     }
 
     pub fn checks(&self) -> usize {
@@ -90,7 +99,16 @@ impl Reloader {
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut hangup = signal(SignalKind::hangup())?;
         loop {
+            let due = self.signatures_due();
+            let signatures_due = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             let why = tokio::select! {
+                // Reading the files again signs every signed zone again.
+                () = signatures_due => "DNSSEC signatures due",
                 () = shutdown.cancelled() => return Ok(()),
                 failure = self.probers.failure() => anyhow::bail!(failure),
                 Some(()) = self.changes.recv() => "zone files changed",
@@ -102,7 +120,11 @@ impl Reloader {
     }
 
     async fn reload(&mut self, why: &str) {
+        self.last_read = Instant::now();
         let (next, problems) = self.read_files();
+        for line in problems.iter().filter(|_| why == "DNSSEC signatures due") {
+            error!("DNSSEC signatures not renewed: {line}; its old ones expire unless it is fixed");
+        }
         // Parsing's garbage is freed by now, whatever comes of the reload.
         publish::release_freed_memory();
         let failed = problems.len();
