@@ -17,7 +17,7 @@ use crate::{
     geo::GeoIp,
     routing::{Decision, MAX_ANSWERS, RoutingTable, ServiceRoutes, ZoneRoutes},
     wire::{ExtendedError, Rcode, name::is_within},
-    zone::{Additional, Lookup, RRset},
+    zone::{Additional, Lookup, RRset, ZoneData},
 };
 
 /// Most in-zone CNAMEs followed for one answer; a longer chain is answered as far as this.
@@ -50,6 +50,16 @@ pub struct Answer<'t> {
     pub extended_error: Option<ExtendedError<'t>>,
     /// Records made for this query only (the `_explain` TXT lines).
     pub made: Vec<Record>,
+    /// For a negative answer, what it denies: a signed zone proves it with an NSEC.
+    pub denial: Option<Denial<'t>>,
+}
+
+/// The zone and name a negative answer denies.
+#[derive(Debug, Clone, Copy)]
+pub struct Denial<'t> {
+    pub zone: &'t ZoneData,
+    /// The CNAME target that does not exist or lacks the type; `None`: the question's name.
+    pub target: Option<&'t [u8]>,
 }
 
 impl<'t> Answer<'t> {
@@ -65,6 +75,7 @@ impl<'t> Answer<'t> {
             counters: [None, None],
             extended_error: None,
             made: Vec::new(),
+            denial: None,
         }
     }
 
@@ -176,7 +187,12 @@ pub fn resolve<'t>(
     // RFC 1034 4.3.2: a CNAME is followed while its target stays in the zone.
     let mut chain = Answer::new(Rcode::NoError, true);
     let mut name = qname;
+    let mut target = None;
     loop {
+        let denial = Some(Denial {
+            zone: &zone.data,
+            target,
+        });
         let (lookup, data) = (zone.data.lookup(name, qtype), &zone.data);
         let cname = match lookup {
             Lookup::Cname(rrset) => rrset,
@@ -189,11 +205,13 @@ pub fn resolve<'t>(
             }
             Lookup::NoData => {
                 chain.authority = Some(data.negative_soa());
+                chain.denial = denial;
                 return counted(chain, zone);
             }
             Lookup::NxDomain => {
                 chain.rcode = Rcode::NxDomain;
                 chain.authority = Some(data.negative_soa());
+                chain.denial = denial;
                 return counted(chain, zone);
             }
             Lookup::Referral(delegation) => {
@@ -214,7 +232,14 @@ pub fn resolve<'t>(
                 };
                 let client = service.locate(geo, client.ip);
                 let decision = service.decide(&client, &mut ());
-                return chain.chain(decision_answer(zone, service, decision, qtype));
+                let mut answer = chain.chain(decision_answer(zone, service, decision, qtype));
+                let nodata = answer
+                    .authority
+                    .is_some_and(|soa| std::ptr::eq(soa, data.negative_soa()));
+                if nodata && answer.rcode == Rcode::NoError {
+                    answer.denial = denial;
+                }
+                return answer;
             }
         };
         chain.push(cname);
@@ -223,7 +248,10 @@ pub fn resolve<'t>(
             .filter(|target| is_within(target, zone.data.origin()))
             .filter(|target| !chain.answer_sets().any(|set| owner_is(set, target)));
         match next {
-            Some(target) if chain.answer_len() < MAX_CNAME_CHAIN => name = target,
+            Some(next) if chain.answer_len() < MAX_CNAME_CHAIN => {
+                name = next;
+                target = Some(next);
+            }
             _ => return counted(chain, zone),
         }
     }

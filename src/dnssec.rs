@@ -13,6 +13,7 @@ use std::{
     io::Write,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -165,8 +166,9 @@ impl ZoneKey {
 }
 
 /// Signs the RRsets of one zone with its key, every signature valid over the same window.
-pub struct RrsetSigner<'k> {
-    key: &'k ZoneKey,
+#[derive(Debug, Clone, PartialEq)]
+pub struct RrsetSigner {
+    key: Arc<ZoneKey>,
     zone: Name,
     inception: u32,
     expiration: u32,
@@ -176,16 +178,17 @@ pub struct RrsetSigner<'k> {
 /// accepts them.
 const CLOCK_SKEW: Duration = Duration::from_secs(3600);
 
-impl<'k> RrsetSigner<'k> {
-    /// Signatures from `now` (less [`CLOCK_SKEW`]) for `validity`.
-    pub fn new(key: &'k ZoneKey, zone: &Name, now: SystemTime, validity: Duration) -> Self {
+impl RrsetSigner {
+    /// Signatures from an hour before `now` (for validators whose clock is behind) for
+    /// `validity`.
+    pub fn new(key: &Arc<ZoneKey>, zone: &Name, now: SystemTime, validity: Duration) -> Self {
         let seconds = |t: SystemTime| {
             let since = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
             // RRSIG times are serial numbers modulo 2^32 (RFC 4034 3.1.5).
             since as u32
         };
         RrsetSigner {
-            key,
+            key: Arc::clone(key),
             zone: zone.clone(),
             inception: seconds(now - CLOCK_SKEW),
             expiration: seconds(now + validity),

@@ -12,6 +12,11 @@ use hickory_proto::rr::{
     rdata::{NS, SOA},
 };
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
 use crate::dnssec::RrsetSigner;
 use crate::wire::{
     NameKey, WireRRset, encode_signed_rrset,
@@ -50,7 +55,7 @@ impl RRset {
     }
 
     /// As [`RRset::new`], with its RRSIG when the zone is signed.
-    pub fn signed(records: Vec<Record>, signer: Option<&RrsetSigner<'_>>) -> RRset {
+    pub fn signed(records: Vec<Record>, signer: Option<&RrsetSigner>) -> RRset {
         let signatures: Vec<RData> = signer.and_then(|s| s.sign(&records)).into_iter().collect();
         let Some(wire) = encode_signed_rrset(&records, &signatures) else {
             return RRset::new(Vec::new());
@@ -73,7 +78,7 @@ impl RRset {
     }
 
     /// This set, signed.
-    fn sign(&mut self, signer: &RrsetSigner<'_>) {
+    fn sign(&mut self, signer: &RrsetSigner) {
         let signed = RRset::signed(self.records(), Some(signer));
         self.wire = signed.wire;
     }
@@ -147,7 +152,7 @@ pub struct ZoneSource<'a> {
     pub records: Vec<RecordSet>,
     pub services: Vec<&'a Name>,
     /// The zone's signer, when it is signed.
-    pub signer: Option<RrsetSigner<'a>>,
+    pub signer: Option<RrsetSigner>,
 }
 
 /// A zone cut: the NS set and the addresses of those name servers that this zone holds.
@@ -190,6 +195,18 @@ pub struct ZoneData {
     nodes: NameMap<Node>,
     has_delegations: bool,
     static_records: usize,
+    /// A signed zone's signer, kept to deny names and types when asked (compact denial).
+    denial: Option<DenialSigner>,
+}
+
+/// What a signed zone needs to make its negative answers' proofs.
+#[derive(Debug, Clone, PartialEq)]
+struct DenialSigner {
+    signer: RrsetSigner,
+    /// The NSEC records' TTL: the negative answers' (RFC 9077).
+    ttl: u32,
+    /// Tells this zone's proofs apart from those of every other zone data in a thread's memo.
+    id: u64,
 }
 
 impl ZoneData {
@@ -205,6 +222,7 @@ impl ZoneData {
             nodes: NameMap::default(),
             has_delegations: false,
             static_records: source.records.iter().map(|set| set.rdata.len()).sum(),
+            denial: None,
         };
         let apex_ns = source
             .nameservers
@@ -224,9 +242,15 @@ impl ZoneData {
         for (id, service) in source.services.into_iter().enumerate() {
             zone.node_mut(service).service = u32::try_from(id).ok();
         }
-        if let Some(signer) = &source.signer {
+        if let Some(signer) = source.signer {
             zone.add_rrset(&origin, RRset::new(vec![signer.dnskey_record(source.ttl)]));
-            zone.sign(signer);
+            zone.sign(&signer);
+            static ZONES_SIGNED: AtomicU64 = AtomicU64::new(0);
+            zone.denial = Some(DenialSigner {
+                signer,
+                ttl: negative_ttl,
+                id: ZONES_SIGNED.fetch_add(1, Ordering::Relaxed),
+            });
         }
         zone.build_delegations();
         zone.build_additional();
@@ -335,9 +359,40 @@ impl ZoneData {
         self.nodes.get_or_default(key.wire())
     }
 
+    /// The signed NSEC record that proves `qtype` absent at `name` in a signed zone, as RFC
+    /// 9824 compact denial does it: owned by `name`, its next name the very next one
+    /// (`\000.name`), so that it covers nothing else and no zone content can be walked. Its
+    /// types are those `name` has (RRSIG and NSEC included, `qtype` never), or NXNAME when
+    /// `name` does not exist. Each is signed once per thread and remembered for this zone
+    /// data's life; `None` for an unsigned zone.
+    pub fn denial(&self, name: &[u8], qtype: u16) -> Option<Arc<WireRRset>> {
+        let denial = self.denial.as_ref()?;
+        denial::remembered(denial.id, name, qtype, || {
+            let types = self.types_at(name, qtype);
+            denial::proof(&denial.signer, name, types, denial.ttl)
+        })
+    }
+
+    /// What an NSEC at `name` lists when it denies `qtype` there.
+    fn types_at(&self, name: &[u8], qtype: u16) -> Vec<RecordType> {
+        let mut types = vec![RecordType::RRSIG, RecordType::NSEC];
+        match self.nodes.get(name) {
+            None => types.push(RecordType::Unknown(denial::NXNAME)),
+            Some(node) => {
+                let mut present: Vec<u16> = node.rrsets.iter().map(|s| s.wire.rtype()).collect();
+                if node.service.is_some() {
+                    present.extend([u16::from(RecordType::A), u16::from(RecordType::AAAA)]);
+                }
+                present.retain(|&t| t != qtype);
+                types.extend(present.into_iter().map(RecordType::from));
+            }
+        }
+        types
+    }
+
     /// Signs every RRset this zone is authoritative for: all but those at and below a zone
     /// cut (the delegation's NS and glue belong to the child, RFC 4035 2.2).
-    fn sign(&mut self, signer: &RrsetSigner<'_>) {
+    fn sign(&mut self, signer: &RrsetSigner) {
         let authoritative: Vec<NameKey> = self
             .nodes
             .iter()
@@ -452,6 +507,87 @@ fn soa_record(source: &ZoneSource<'_>, ttl: u32) -> Record {
         soa.negative_ttl,
     );
     Record::from_rdata(source.origin.clone(), ttl, RData::SOA(rdata))
+}
+
+/// Compact denial's proofs and the per-thread memo that keeps them.
+mod denial {
+    use std::{cell::RefCell, hash::BuildHasher, sync::Arc};
+
+    use hickory_proto::{
+        dnssec::rdata::{DNSSECRData, NSEC},
+        rr::{Name, RData, Record, RecordType},
+        serialize::binary::{BinDecodable, BinDecoder},
+    };
+
+    use crate::{
+        dnssec::RrsetSigner,
+        wire::{WireRRset, encode_signed_rrset},
+    };
+
+    /// The NXNAME meta-type (RFC 9824): in an NSEC's types, "this name does not exist".
+    pub const NXNAME: u16 = 128;
+    /// Proofs a thread remembers (direct-mapped: a new one replaces the one in its slot).
+    const SLOTS: usize = 4096;
+
+    struct Remembered {
+        zone: u64,
+        qtype: u16,
+        name: Box<[u8]>,
+        proof: Arc<WireRRset>,
+    }
+
+    thread_local! {
+        static MEMO: RefCell<Vec<Option<Remembered>>> = const { RefCell::new(Vec::new()) };
+        static HASHER: foldhash::fast::RandomState = foldhash::fast::RandomState::default();
+    }
+
+    /// The proof for (`zone`, `name`, `qtype`) this thread made before, or `make`'s.
+    pub fn remembered(
+        zone: u64,
+        name: &[u8],
+        qtype: u16,
+        make: impl FnOnce() -> Option<WireRRset>,
+    ) -> Option<Arc<WireRRset>> {
+        let slot = HASHER.with(|h| h.hash_one((zone, qtype, name))) as usize % SLOTS;
+        let found = MEMO.with_borrow(|memo| {
+            let entry = memo.get(slot)?.as_ref()?;
+            let same = entry.zone == zone && entry.qtype == qtype && *entry.name == *name;
+            same.then(|| Arc::clone(&entry.proof))
+        });
+        if found.is_some() {
+            return found;
+        }
+        let proof = Arc::new(make()?);
+        MEMO.with_borrow_mut(|memo| {
+            if memo.is_empty() {
+                memo.resize_with(SLOTS, || None);
+            }
+            memo[slot] = Some(Remembered {
+                zone,
+                qtype,
+                name: name.into(),
+                proof: Arc::clone(&proof),
+            });
+        });
+        Some(proof)
+    }
+
+    /// The signed NSEC at `name` (lower case wire form) listing `types`, its next name the
+    /// immediate successor `\000.name`; `None` when that successor would be too long.
+    pub fn proof(
+        signer: &RrsetSigner,
+        name: &[u8],
+        types: Vec<RecordType>,
+        ttl: u32,
+    ) -> Option<WireRRset> {
+        let owner = Name::read(&mut BinDecoder::new(name)).ok()?;
+        let successor = [&[1u8, 0][..], name].concat();
+        let next = Name::read(&mut BinDecoder::new(&successor)).ok()?;
+        let nsec = RData::DNSSEC(DNSSECRData::NSEC(NSEC::new(next, types)));
+        let records = [Record::from_rdata(owner, ttl, nsec)];
+        let signature = signer.sign(&records)?;
+        encode_signed_rrset(&records, &[signature])
+    }
 }
 
 #[cfg(test)]

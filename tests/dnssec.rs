@@ -2,7 +2,8 @@
 //! can read and prints the DS for the parent (Knot's `keymgr`, which we did not write, imports
 //! the same file and must compute the same key tag, DNSKEY and DS); a zone that names the key
 //! is served signed, and BIND's validator (`delv`, trusting only that DS) validates its
-//! answers, the per-client geo answers included. A DS of another key fails.
+//! answers, the per-client geo answers and the negative ones included. A DS of another key
+//! fails.
 
 mod common;
 
@@ -200,6 +201,40 @@ fn a_signed_zone_validates_from_its_ds_and_an_other_key_does_not() {
             "{name} {qtype} with another DS: {forged}"
         );
     }
+
+    // Negative answers are proven with one NSEC made for the name (RFC 9824 compact
+    // denial): a name that does not exist, a type a static name or a service lacks.
+    for (name, qtype) in [
+        ("nope.llm.example.com.", "A"),
+        ("a.b.nope.llm.example.com.", "AAAA"),
+        ("ns1.llm.example.com.", "TXT"),
+        ("api.llm.example.com.", "TXT"),
+    ] {
+        let said = delv(server.addr, &anchor, name, qtype);
+        assert!(
+            said.contains("; negative response, fully validated"),
+            "{name} {qtype}: {said}"
+        );
+        let forged = delv(server.addr, &other, name, qtype);
+        assert!(
+            !forged.contains("fully validated"),
+            "{name} {qtype} with another DS: {forged}"
+        );
+    }
+    let nxdomain = dig(server.addr, &["+dnssec", "nope.llm.example.com", "A"]);
+    assert!(
+        nxdomain.contains("status: NOERROR"),
+        "a compact answer: {nxdomain}"
+    );
+    assert!(
+        nxdomain.contains("NSEC\t\\000.nope.llm.example.com. RRSIG NSEC TYPE128"),
+        "NXNAME in the NSEC: {nxdomain}"
+    );
+    let unsigned = dig(server.addr, &["nope.llm.example.com", "A"]);
+    assert!(
+        unsigned.contains("status: NXDOMAIN") && !unsigned.contains("NSEC"),
+        "{unsigned}"
+    );
 
     // Clients elsewhere get another region's addresses, signed as well (the region's set is
     // signed when the plan is made, not per query).

@@ -19,7 +19,7 @@ use crate::{
     routing::RoutingTable,
     wire::{
         self, EdnsRequest, EdnsResponse, MAX_NAME_LEN, Malformed, NameBuf, Rcode, Request,
-        ResponseWriter, encode_rrset, opt_len,
+        ResponseWriter, WireRRset, encode_rrset, opt_len,
     },
 };
 
@@ -158,7 +158,13 @@ impl Responder {
                 return false;
             };
             let edns = request.edns.map(|e| self.edns(&e, None));
-            self.write(out, &request, transport, None, rcode, edns, slip);
+            let body = Body {
+                answer: None,
+                proof: None,
+                rcode,
+                slip,
+            };
+            self.write(out, &request, transport, body, edns);
             return true;
         }
         let mut name_buf: NameBuf = [0; MAX_NAME_LEN];
@@ -191,8 +197,23 @@ impl Responder {
             return false;
         };
         let edns = request.edns.map(|e| self.edns(&e, Some(&answer)));
-        let rcode = answer.rcode;
-        self.write(out, &request, transport, Some(&answer), rcode, edns, slip);
+        let dnssec_ok = request.edns.is_some_and(|e| e.dnssec_ok);
+        let proof = answer.denial.filter(|_| dnssec_ok).and_then(|denial| {
+            let denied = denial.target.unwrap_or(name);
+            denial.zone.denial(denied, request.question.qtype)
+        });
+        // RFC 9824 3.1: a compact answer says the name exists, without the asked type.
+        let rcode = match answer.rcode {
+            Rcode::NxDomain if proof.is_some() => Rcode::NoError,
+            rcode => rcode,
+        };
+        let body = Body {
+            answer: Some(&answer),
+            proof: proof.as_deref(),
+            rcode,
+            slip,
+        };
+        self.write(out, &request, transport, body, edns);
         true
     }
 
@@ -221,25 +242,28 @@ impl Responder {
         }
     }
 
-    /// Writes the response; with `slip`, truncated whatever its size (for the rate limit).
-    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         out: &mut Vec<u8>,
         request: &Request<'_>,
         transport: Transport,
-        answer: Option<&Answer<'_>>,
-        rcode: Rcode,
+        body: Body<'_>,
         edns: Option<EdnsResponse<'_>>,
-        slip: bool,
     ) {
+        let Body {
+            answer,
+            proof,
+            rcode,
+            slip,
+        } = body;
         let max_len = self.max_len(transport, request.edns.as_ref());
         let opt_room = edns.as_ref().map_or(0, opt_len);
         let (id, flags, question) = (request.id, request.flags, Some(request.question.wire));
         let mut writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
         writer.with_signatures(request.edns.is_some_and(|e| e.dnssec_ok));
         let authoritative = answer.is_some_and(|a| a.authoritative);
-        let truncated = slip || answer.is_some_and(|a| write_sections(&mut writer, a).is_err());
+        let truncated =
+            slip || answer.is_some_and(|a| write_sections(&mut writer, a, proof).is_err());
         if truncated {
             // RFC 2181 9: rather than a partial RRset, no records and TC; the client retries
             // over TCP. The OPT record stays (RFC 6891 7).
@@ -295,7 +319,21 @@ fn refused_before_lookup(request: &Request<'_>) -> Option<Rcode> {
     refused.then_some(Rcode::Refused)
 }
 
-fn write_sections(writer: &mut ResponseWriter<'_>, answer: &Answer<'_>) -> Result<(), wire::Full> {
+/// What a response says: the answer (none for errors before any lookup), the NSEC that proves
+/// a signed negative answer, the rcode, and whether it slips (goes out truncated whatever its
+/// size, for the rate limit).
+struct Body<'a> {
+    answer: Option<&'a Answer<'a>>,
+    proof: Option<&'a WireRRset>,
+    rcode: Rcode,
+    slip: bool,
+}
+
+fn write_sections(
+    writer: &mut ResponseWriter<'_>,
+    answer: &Answer<'_>,
+    proof: Option<&WireRRset>,
+) -> Result<(), wire::Full> {
     for set in answer.answer_sets() {
         writer.answer(set.wire())?;
     }
@@ -304,6 +342,9 @@ fn write_sections(writer: &mut ResponseWriter<'_>, answer: &Answer<'_>) -> Resul
     }
     if let Some(set) = answer.authority {
         writer.authority(set.wire())?;
+    }
+    if let Some(proof) = proof {
+        writer.authority(proof)?;
     }
     for set in answer.additional_sets() {
         match writer.additional(set.wire()) {

@@ -160,7 +160,7 @@ impl ServicePlan {
         zone: &str,
         config: &ZoneConfig,
         service: &Service,
-        signer: Option<&RrsetSigner<'_>>,
+        signer: Option<&RrsetSigner>,
         metrics: &Metrics,
     ) -> ServicePlan {
         let name = service.name.to_string();
@@ -217,7 +217,7 @@ impl RegionRoute {
         zone: &str,
         service: &Service,
         region: &Region,
-        signer: Option<&RrsetSigner<'_>>,
+        signer: Option<&RrsetSigner>,
         metrics: &Metrics,
     ) -> RegionRoute {
         let record = |rdata: RData| Record::from_rdata(service.name.clone(), service.ttl, rdata);
