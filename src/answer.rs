@@ -54,12 +54,16 @@ pub struct Answer<'t> {
     pub denial: Option<Denial<'t>>,
 }
 
-/// The zone and name a negative answer denies.
+/// The zone, name and type a negative answer (or a referral) denies.
 #[derive(Debug, Clone, Copy)]
 pub struct Denial<'t> {
     pub zone: &'t ZoneData,
-    /// The CNAME target that does not exist or lacks the type; `None`: the question's name.
+    /// The CNAME target or zone cut that does not exist or lacks the type; `None`: the
+    /// question's name.
     pub target: Option<&'t [u8]>,
+    /// The type denied; `None`: the question's. A referral denies DS at the cut: the child
+    /// zone is not signed as far as this zone says (RFC 4035 3.1.4).
+    pub rtype: Option<RecordType>,
 }
 
 impl<'t> Answer<'t> {
@@ -192,6 +196,7 @@ pub fn resolve<'t>(
         let denial = Some(Denial {
             zone: &zone.data,
             target,
+            rtype: None,
         });
         let (lookup, data) = (zone.data.lookup(name, qtype), &zone.data);
         let cname = match lookup {
@@ -223,6 +228,11 @@ pub fn resolve<'t>(
                     .iter()
                     .for_each(|glue| chain.push_additional(glue));
                 chain.additional_required = true;
+                chain.denial = Some(Denial {
+                    zone: data,
+                    target: Some(delegation.name.wire()),
+                    rtype: Some(RecordType::DS),
+                });
                 return counted(chain, zone);
             }
             Lookup::Service(id) => {

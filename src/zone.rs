@@ -158,6 +158,8 @@ pub struct ZoneSource<'a> {
 /// A zone cut: the NS set and the addresses of those name servers that this zone holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delegation {
+    /// The cut's name, in lower case wire form.
+    pub name: NameKey,
     pub ns: RRset,
     pub glue: Vec<RRset>,
 }
@@ -437,7 +439,7 @@ impl ZoneData {
         for (name, ns) in cuts {
             let glue = self.glue_for(&ns);
             if let Some(node) = self.nodes.get_mut(name.wire()) {
-                node.delegation = Some(Box::new(Delegation { ns, glue }));
+                node.delegation = Some(Box::new(Delegation { name, ns, glue }));
             }
             self.has_delegations = true;
         }

@@ -209,6 +209,8 @@ fn a_signed_zone_validates_from_its_ds_and_an_other_key_does_not() {
         ("a.b.nope.llm.example.com.", "AAAA"),
         ("ns1.llm.example.com.", "TXT"),
         ("api.llm.example.com.", "TXT"),
+        // The delegation's child is unsigned: no DS, proven.
+        ("sub.llm.example.com.", "DS"),
     ] {
         let said = delv(server.addr, &anchor, name, qtype);
         assert!(
@@ -229,6 +231,19 @@ fn a_signed_zone_validates_from_its_ds_and_an_other_key_does_not() {
     assert!(
         nxdomain.contains("NSEC\t\\000.nope.llm.example.com. RRSIG NSEC TYPE128"),
         "NXNAME in the NSEC: {nxdomain}"
+    );
+    // A referral proves there is no DS at the cut, so a validator takes the child as unsigned.
+    let referral = dig(
+        server.addr,
+        &["+dnssec", "+norec", "www.sub.llm.example.com", "A"],
+    );
+    assert!(
+        referral.contains("sub.llm.example.com.\t3600\tIN\tNS\tns.sub.llm.example.com."),
+        "{referral}"
+    );
+    assert!(
+        referral.contains("NSEC\t\\000.sub.llm.example.com. NS RRSIG NSEC"),
+        "{referral}"
     );
     let unsigned = dig(server.addr, &["nope.llm.example.com", "A"]);
     assert!(

@@ -200,7 +200,8 @@ impl Responder {
         let dnssec_ok = request.edns.is_some_and(|e| e.dnssec_ok);
         let proof = answer.denial.filter(|_| dnssec_ok).and_then(|denial| {
             let denied = denial.target.unwrap_or(name);
-            denial.zone.denial(denied, request.question.qtype)
+            let rtype = denial.rtype.map_or(request.question.qtype, u16::from);
+            denial.zone.denial(denied, rtype)
         });
         // RFC 9824 3.1: a compact answer says the name exists, without the asked type.
         let rcode = match answer.rcode {
