@@ -281,3 +281,177 @@ fn a_signed_zone_validates_from_its_ds_and_an_other_key_does_not() {
         "{plain}"
     );
 }
+
+/// Unbound (Debian's) as a validating resolver in front of `server`, trusting `ds` for the
+/// zone, sending client subnets on to it; everything else it would ask goes to a closed port
+/// of this host, never beyond. Killed on drop.
+struct Unbound {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Unbound {
+    /// Started once it answers the zone's SOA with `ready` (a status line).
+    fn start(server: SocketAddr, ds: &str, ready: &str) -> Unbound {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        let ds = ds.replace(" 3600 IN ", " ");
+        let config = format!(
+            r#"server:
+  interface: 127.0.0.1@{port}
+  do-daemonize: no
+  chroot: ""
+  username: ""
+  directory: "{dir}"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  do-not-query-localhost: no
+  access-control: 127.0.0.0/8 allow
+  module-config: "subnetcache validator iterator"
+  send-client-subnet: 127.0.0.1
+  client-subnet-always-forward: yes
+  trust-anchor: "{ds}"
+  qname-minimisation: no
+  harden-referral-path: no
+  val-log-level: 2
+stub-zone:
+  name: "llm.example.com."
+  stub-addr: {server}
+stub-zone:
+  name: "."
+  stub-addr: 127.0.0.1@9
+remote-control:
+  control-enable: no
+"#,
+            dir = dir.path().display(),
+            server = format!("{}@{}", server.ip(), server.port()),
+        );
+        let path = dir.path().join("unbound.conf");
+        std::fs::write(&path, config).expect("write unbound.conf");
+        let child = Command::new("unbound")
+            .args(["-d", "-c", &path_arg(&path)])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("unbound must be installed (scripts/test installs it)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let unbound = Unbound {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let start = std::time::Instant::now();
+        while !dig(addr, &["llm.example.com", "SOA"]).contains(ready) {
+            assert!(start.elapsed().as_secs() < 10, "unbound did not answer");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        unbound
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The answer addresses and whether the AD flag is set, in what dig printed.
+fn validated(dig_output: &str) -> (bool, Vec<String>) {
+    let ad = dig_output
+        .lines()
+        .any(|l| l.starts_with(";; flags:") && l.contains(" ad"));
+    let addresses = dig_output
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.len() == 5 && fields[3] == "A").then(|| fields[4].to_owned())
+        })
+        .collect();
+    (ad, addresses)
+}
+
+#[test]
+fn unbound_validates_geo_answers_from_two_places_and_after_a_failover() {
+    use common::endpoint::{Endpoint, Mode};
+    let dublin = Endpoint::start(Mode::Ok);
+    let zone = format!(
+        r#"
+origin: llm.example.com.
+soa: {{ primary: ns1, contact: hostmaster@example.com, negative_ttl: 1 }}
+ns: [ns1]
+records:
+  ns1: {{ A: [198.51.100.53] }}
+regions:
+  us-east: {{ location: {{ lat: 37.4, lon: -79.1 }}, addresses: [203.0.113.10] }}
+  eu-west:
+    location: {{ lat: 53.3, lon: -6.3 }}
+    addresses: [203.0.113.20]
+    check: {{ http: "{}", interval: 200ms, timeout: 150ms, fall: 1, rise: 1 }}
+  ap-northeast: {{ location: {{ lat: 35.7, lon: 139.7 }}, addresses: [203.0.113.30] }}
+services:
+  api: {{ ttl: 1, regions: [us-east, eu-west, ap-northeast] }}
+dnssec: {{ key: k.pem }}
+"#,
+        dublin.url()
+    );
+    let dir = zone_dir(&zone);
+    let ds = keygen(&dir.path().join("zones/k.pem"));
+    let args = serve_args(dir.path(), &["--admin", "off"]);
+    let server = Server::spawn(dir, &args, None);
+    let unbound = Unbound::start(server.addr, &ds, "status: NOERROR");
+
+    let ask = |subnet: &str, name: &str| {
+        let subnet = format!("+subnet={subnet}");
+        validated(&dig(unbound.addr, &["+dnssec", &subnet, name, "A"]))
+    };
+    assert_eq!(
+        ask("81.2.69.0/24", "api.llm.example.com"),
+        (true, vec!["203.0.113.20".into()])
+    );
+    assert_eq!(
+        ask("133.242.0.0/24", "api.llm.example.com"),
+        (true, vec!["203.0.113.30".into()])
+    );
+    assert_eq!(
+        ask("81.2.69.0/24", "ns1.llm.example.com"),
+        (true, vec!["198.51.100.53".into()])
+    );
+    let nxdomain = dig(unbound.addr, &["+dnssec", "nope.llm.example.com", "A"]);
+    assert!(
+        validated(&nxdomain).0,
+        "a validated negative answer: {nxdomain}"
+    );
+    let nodata = dig(unbound.addr, &["+dnssec", "ns1.llm.example.com", "TXT"]);
+    assert!(validated(&nodata).0, "a validated NODATA: {nodata}");
+
+    // Dublin fails: London is sent on, and the new answer validates too.
+    dublin.set(Mode::Fail);
+    let start = std::time::Instant::now();
+    loop {
+        let (ad, addresses) = ask("81.2.69.0/24", "api.llm.example.com");
+        if addresses != ["203.0.113.20"] {
+            assert!(ad, "the answer after the failover validates");
+            assert!(!addresses.is_empty());
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "London never moved off Dublin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // Another key's DS: Unbound refuses the zone's answers (SERVFAIL).
+    let forged_dir = tempfile::tempdir().expect("tempdir");
+    let other_ds = keygen(&forged_dir.path().join("k.pem"));
+    let forged = Unbound::start(server.addr, &other_ds, "status: SERVFAIL");
+    let said = dig(forged.addr, &["+dnssec", "api.llm.example.com", "A"]);
+    assert!(said.contains("status: SERVFAIL"), "{said}");
+}
