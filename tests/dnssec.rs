@@ -300,6 +300,7 @@ impl Unbound {
             .expect("a free port")
             .port();
         let ds = ds.replace(" 3600 IN ", " ");
+        let stub = format!("{}@{}", server.ip(), server.port());
         let config = format!(
             r#"server:
   interface: 127.0.0.1@{port}
@@ -322,7 +323,7 @@ impl Unbound {
   val-log-level: 2
 stub-zone:
   name: "llm.example.com."
-  stub-addr: {server}
+  stub-addr: {stub}
 stub-zone:
   name: "."
   stub-addr: 127.0.0.1@9
@@ -330,7 +331,6 @@ remote-control:
   control-enable: no
 "#,
             dir = dir.path().display(),
-            server = format!("{}@{}", server.ip(), server.port()),
         );
         let path = dir.path().join("unbound.conf");
         std::fs::write(&path, config).expect("write unbound.conf");
