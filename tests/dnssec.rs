@@ -121,6 +121,18 @@ fn keygen_writes_a_private_key_whose_ds_knot_agrees_with() {
     }
 }
 
+/// An RRSIG time (`YYYYMMDDHHmmSS`, UTC) in seconds since 1970, as `date` reads it.
+fn epoch(time: &str) -> i64 {
+    let (day, clock) = time.split_at(8);
+    let clock = format!("{}:{}:{}", &clock[..2], &clock[2..4], &clock[4..]);
+    let out = Command::new("date")
+        .args(["-u", "+%s", "-d", &format!("{day} {clock}")])
+        .output()
+        .expect("date runs");
+    let seconds = String::from_utf8_lossy(&out.stdout).trim().parse();
+    seconds.unwrap_or_else(|_| panic!("not an RRSIG time: {time}"))
+}
+
 /// `regiondns dnssec keygen` into `key`; the DS line it printed.
 fn keygen(key: &Path) -> String {
     let out = run(
@@ -273,6 +285,26 @@ fn a_signed_zone_validates_from_its_ds_and_an_other_key_does_not() {
     assert!(
         answer.iter().any(|l| l.contains("\tRRSIG\tA 13 4 20 ")),
         "{tokyo}"
+    );
+    // The signatures' window: from an hour ago (validators whose clock is behind) to the
+    // zone's validity (10 days) from now.
+    let rrsig = answer
+        .iter()
+        .find(|l| l.contains("\tRRSIG\t"))
+        .expect("an RRSIG");
+    let fields: Vec<&str> = rrsig.split_whitespace().collect();
+    let (expiration, inception) = (epoch(fields[8]), epoch(fields[9]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(
+        (now - 3600 - 60..=now - 3600 + 5).contains(&inception),
+        "{rrsig}"
+    );
+    assert!(
+        (now + 10 * 86_400 - 60..=now + 10 * 86_400 + 5).contains(&expiration),
+        "{rrsig}"
     );
     // Without DO, no signatures.
     let plain = dig(server.addr, &["api.llm.example.com", "A"]);
