@@ -84,10 +84,8 @@ impl Reloader {
         })
     }
 
-    /// When signed zones must be signed again: the shortest `refresh` after the last read.
     fn signatures_due(&self) -> Option<Instant> {
-        let signed = self.files.values().filter_map(|zone| zone.dnssec.as_ref());
-        signed.map(|signing| self.last_read + signing.refresh).min()
+        signatures_due(self.files.values(), self.last_read)
     }
 
     pub fn checks(&self) -> usize {
@@ -381,5 +379,46 @@ impl GeoipReloader {
             "GeoIP reload ({why}) refused, the databases already open keep serving: {reason}"
         );
         self.metrics.count_geoip_reload(false);
+    }
+}
+
+/// When signed zones must be signed again, `last_read` being when they were last signed: the
+/// shortest `refresh` among them later; `None` when no zone is signed.
+fn signatures_due<'a>(
+    zones: impl Iterator<Item = &'a ZoneConfig>,
+    last_read: Instant,
+) -> Option<Instant> {
+    let signed = zones.filter_map(|zone| zone.dnssec.as_ref());
+    signed.map(|signing| last_read + signing.refresh).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dnssec::{KeyAlgorithm, generate};
+
+    #[test]
+    fn signed_zones_are_signed_again_after_the_shortest_refresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        generate(KeyAlgorithm::EcdsaP256, &dir.path().join("k.pem")).expect("key");
+        let zone = |origin: &str, dnssec: &str| {
+            let text = format!(
+                "origin: {origin}\nsoa: {{ primary: ns1.example.net., contact: h.example.net. }}\nns: [ns1.example.net.]\n{dnssec}"
+            );
+            config::parse(&dir.path().join("t.yaml"), &text, 1).expect("valid")
+        };
+        let unsigned = zone("a.example.", "");
+        let weekly = zone("b.example.", "dnssec: { key: k.pem, refresh: 5d }\n");
+        let daily = zone(
+            "c.example.",
+            "dnssec: { key: k.pem, validity: 3d, refresh: 1d }\n",
+        );
+        let read = Instant::now();
+        assert_eq!(signatures_due([&unsigned].into_iter(), read), None);
+        let all = [&unsigned, &weekly, &daily];
+        let day = Duration::from_secs(86_400);
+        assert_eq!(signatures_due(all.into_iter(), read), Some(read + day));
     }
 }
