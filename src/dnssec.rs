@@ -169,6 +169,8 @@ impl ZoneKey {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RrsetSigner {
     key: Arc<ZoneKey>,
+    /// Keys in the DNSKEY set that sign nothing.
+    published: Vec<Arc<ZoneKey>>,
     zone: Name,
     inception: u32,
     expiration: u32,
@@ -181,7 +183,13 @@ const CLOCK_SKEW: Duration = Duration::from_secs(3600);
 impl RrsetSigner {
     /// Signatures from an hour before `now` (for validators whose clock is behind) for
     /// `validity`.
-    pub fn new(key: &Arc<ZoneKey>, zone: &Name, now: SystemTime, validity: Duration) -> Self {
+    pub fn new(
+        key: &Arc<ZoneKey>,
+        published: &[Arc<ZoneKey>],
+        zone: &Name,
+        now: SystemTime,
+        validity: Duration,
+    ) -> Self {
         let seconds = |t: SystemTime| {
             let since = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
             // RRSIG times are serial numbers modulo 2^32 (RFC 4034 3.1.5).
@@ -189,6 +197,7 @@ impl RrsetSigner {
         };
         RrsetSigner {
             key: Arc::clone(key),
+            published: published.to_vec(),
             zone: zone.clone(),
             inception: seconds(now - CLOCK_SKEW),
             expiration: seconds(now + validity),
@@ -216,10 +225,22 @@ impl RrsetSigner {
         ))))
     }
 
-    /// The DNSKEY record of the zone's apex.
-    pub fn dnskey_record(&self, ttl: u32) -> Record {
-        let rdata = RData::DNSSEC(DNSSECRData::DNSKEY(self.key.dnskey.clone()));
-        Record::from_rdata(self.zone.clone(), ttl, rdata)
+    /// The DNSKEY set of the zone's apex: the signing key, then those only published.
+    pub fn dnskey_records(&self, ttl: u32) -> Vec<Record> {
+        let keys = std::iter::once(&self.key).chain(&self.published);
+        let mut dnskeys: Vec<&DNSKEY> = Vec::new();
+        for key in keys {
+            if !dnskeys.contains(&&key.dnskey) {
+                dnskeys.push(&key.dnskey);
+            }
+        }
+        dnskeys
+            .into_iter()
+            .map(|dnskey| {
+                let rdata = RData::DNSSEC(DNSSECRData::DNSKEY(dnskey.clone()));
+                Record::from_rdata(self.zone.clone(), ttl, rdata)
+            })
+            .collect()
     }
 }
 

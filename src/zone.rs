@@ -245,7 +245,7 @@ impl ZoneData {
             zone.node_mut(service).service = u32::try_from(id).ok();
         }
         if let Some(signer) = source.signer {
-            zone.add_rrset(&origin, RRset::new(vec![signer.dnskey_record(source.ttl)]));
+            zone.add_rrset(&origin, RRset::new(signer.dnskey_records(source.ttl)));
             zone.sign(&signer);
             static ZONES_SIGNED: AtomicU64 = AtomicU64::new(0);
             zone.denial = Some(DenialSigner {

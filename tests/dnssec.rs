@@ -487,3 +487,56 @@ dnssec: {{ key: k.pem }}
     let said = dig(forged.addr, &["+dnssec", "api.llm.example.com", "A"]);
     assert!(said.contains("status: SERVFAIL"), "{said}");
 }
+
+#[test]
+fn a_key_roll_publishes_both_keys_and_swaps_the_signer_at_a_reload() {
+    let zone = |dnssec: &str| format!("{ZONE}dnssec: {dnssec}\n");
+    let dir = zone_dir(&zone("{ key: old.pem, publish: [new.pem] }"));
+    let zones = dir.path().join("zones");
+    let (old_ds, new_ds) = (
+        keygen(&zones.join("old.pem")),
+        keygen(&zones.join("new.pem")),
+    );
+    let (old, new) = (
+        trust_anchor(dir.path(), &old_ds),
+        trust_anchor(dir.path(), &new_ds),
+    );
+    let args = serve_args(dir.path(), &["--admin", "off"]);
+    let server = Server::spawn(dir, &args, None);
+    let dnskeys = || {
+        dig(server.addr, &["+short", "llm.example.com", "DNSKEY"])
+            .lines()
+            .count()
+    };
+    let validates = |anchor: &str| {
+        delv(server.addr, anchor, "api.llm.example.com.", "A").starts_with("; fully validated")
+    };
+
+    // Before the DS swap: both keys published, the old one signs.
+    assert_eq!(dnskeys(), 2);
+    assert!(validates(&old) && !validates(&new));
+
+    // After it: the new key signs, the old one stays published for caches that hold it.
+    let file = server.dir.path().join("zones/llm.yaml");
+    std::fs::write(&file, zone("{ key: new.pem, publish: [old.pem] }")).expect("write");
+    server.signal("HUP");
+    let start = std::time::Instant::now();
+    while !validates(&new) {
+        assert!(start.elapsed().as_secs() < 10, "the new key never signed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(dnskeys(), 2);
+
+    // The old key retired.
+    std::fs::write(&file, zone("{ key: new.pem }")).expect("write");
+    server.signal("HUP");
+    let start = std::time::Instant::now();
+    while dnskeys() != 1 {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the old key was never retired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(validates(&new) && !validates(&old));
+}

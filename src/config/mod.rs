@@ -28,7 +28,12 @@ use std::{
 use hickory_proto::rr::Name;
 
 pub use crate::zone::{RecordSet, Soa};
-use crate::{dnssec::ZoneKey, geo::Coordinates, region::RegionKey, zone::ZoneData};
+use crate::{
+    dnssec::{RrsetSigner, ZoneKey},
+    geo::Coordinates,
+    region::RegionKey,
+    zone::ZoneData,
+};
 
 /// One validated zone file.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +59,8 @@ pub struct ZoneConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signing {
     pub key: Arc<ZoneKey>,
+    /// Keys published in the DNSKEY set beside `key`, signing nothing (a key roll).
+    pub publish: Vec<Arc<ZoneKey>>,
     /// How long a signature is valid from when it is made.
     pub validity: Duration,
     /// How long before expiry signatures are made again.
@@ -228,6 +235,14 @@ pub enum FailClosed {
     Refuse,
     ServFail,
     NoData,
+}
+
+impl Signing {
+    /// A signer of `zone` for signatures made now.
+    pub fn signer(&self, zone: &Name) -> RrsetSigner {
+        let now = std::time::SystemTime::now();
+        RrsetSigner::new(&self.key, &self.publish, zone, now, self.validity)
+    }
 }
 
 impl ZoneConfig {

@@ -68,6 +68,11 @@ pub struct Dnssec {
     /// How long before a signature expires it is made again (default 7d; less than validity).
     #[schemars(with = "Option<String>")]
     pub refresh: Option<Text>,
+    /// More key files whose DNSKEY is published beside the signing key's without signing
+    /// anything: the incoming key before a roll, or the outgoing one after it.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub publish: Vec<Text>,
 }
 
 /// The SOA record.

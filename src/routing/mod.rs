@@ -16,7 +16,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::SystemTime,
 };
 
 use crate::counter::QueryCounter;
@@ -128,14 +127,10 @@ impl ZonePlan {
     fn new(config: &ZoneConfig, metrics: &Metrics) -> ZonePlan {
         let zone = config.origin.to_string();
         // The regions' addresses are signed when the plan is made, never per query.
-        let signer = config.dnssec.as_ref().map(|signing| {
-            RrsetSigner::new(
-                &signing.key,
-                &config.origin,
-                SystemTime::now(),
-                signing.validity,
-            )
-        });
+        let signer = config
+            .dnssec
+            .as_ref()
+            .map(|signing| signing.signer(&config.origin));
         ZonePlan {
             data: Arc::clone(&config.data),
             counters: Arc::new(ZoneCounters {

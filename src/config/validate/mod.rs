@@ -10,18 +10,14 @@ mod records;
 mod regions;
 mod services;
 
-use std::{
-    path::Path,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use hickory_proto::rr::Name;
 use serde_saphyr::{Location, Spanned};
 
 use super::{ConfigError, Secrets, Signing, Soa, Thresholds, ZoneConfig, raw};
 use crate::{
-    dnssec::{RrsetSigner, ZoneKey},
+    dnssec::ZoneKey,
     zone::{ZoneData, ZoneSource},
 };
 
@@ -91,10 +87,9 @@ pub(super) fn zone(
                 nameservers: &nameservers,
                 records,
                 services: services.iter().map(|service| &service.name).collect(),
-                signer: dnssec.as_ref().map(|signing| {
-                    let now = SystemTime::now();
-                    RrsetSigner::new(&signing.key, &checker.origin, now, signing.validity)
-                }),
+                signer: dnssec
+                    .as_ref()
+                    .map(|signing| signing.signer(&checker.origin)),
             });
             Ok(ZoneConfig {
                 source: path.to_owned(),
@@ -133,14 +128,8 @@ impl Checker<'_> {
         let raw = &dnssec.value;
         let validity = self.lifetime(raw.validity.as_ref(), DEFAULT_SIGNATURE_VALIDITY);
         let refresh = self.lifetime(raw.refresh.as_ref(), DEFAULT_SIGNATURE_REFRESH);
-        let key_path = self
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&raw.key.value);
-        let key = ZoneKey::read(&key_path)
-            .map_err(|e| self.error(&raw.key.referenced, format!("dnssec: {e}")))
-            .ok();
+        let key = self.key_file(&raw.key);
+        let publish: Vec<Option<ZoneKey>> = raw.publish.iter().map(|k| self.key_file(k)).collect();
         let (validity, refresh) = (validity?, refresh?);
         if refresh >= validity {
             let at = raw
@@ -154,11 +143,25 @@ impl Checker<'_> {
             self.error(at, format!("dnssec: refresh ({refresh}) must be shorter than validity ({validity}): signatures would expire before they are made again"));
             return None;
         }
+        let publish = publish.into_iter().collect::<Option<Vec<_>>>()?;
         Some(Signing {
             key: Arc::new(key?),
+            publish: publish.into_iter().map(Arc::new).collect(),
             validity,
             refresh,
         })
+    }
+
+    /// A key file named in the zone file, relative to it.
+    fn key_file(&mut self, name: &raw::Text) -> Option<ZoneKey> {
+        let path = self
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&name.value);
+        ZoneKey::read(&path)
+            .map_err(|e| self.error(&name.referenced, format!("dnssec: {e}")))
+            .ok()
     }
 
     fn lifetime(&mut self, text: Option<&raw::Text>, default: Duration) -> Option<Duration> {
