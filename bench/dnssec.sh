@@ -25,21 +25,7 @@ need_dnsperf
 cargo build --release --quiet
 mkdir -p "$work/zones"
 ./target/release/regiondns dnssec keygen --zone llm.example.com --out "$work/zones/k.pem" >/dev/null 2>&1
-cat >"$work/zones/llm.yaml" <<'EOF'
-origin: llm.example.com.
-soa: { primary: ns1.llm.example.com., contact: hostmaster.example.com., serial: 1, negative_ttl: 30 }
-ns: [ns1.llm.example.com., ns2.llm.example.com.]
-records:
-  ns1: { A: [198.51.100.53] }
-  ns2: { A: [198.51.100.54] }
-regions:
-  us-east: { location: { lat: 37.4, lon: -79.1 }, addresses: [203.0.113.10] }
-  eu-west: { location: { lat: 53.3, lon: -6.3 }, addresses: [203.0.113.20] }
-  ap-northeast: { location: { lat: 35.7, lon: 139.7 }, addresses: [203.0.113.30] }
-services:
-  api: { ttl: 20, regions: [us-east, eu-west, ap-northeast] }
-dnssec: { key: k.pem }
-EOF
+three_region_zone "$work/zones" "dnssec: { key: k.pem }"
 RUST_LOG=warn ./target/release/regiondns serve --zones "$work/zones" --listen "$ADDR:$PORT" \
   --admin off --udp-workers 1 --rrl-rate 0 & pids+=($!); pid=$!
 wait_for_dns $ADDR $PORT
@@ -56,12 +42,11 @@ echo "response sizes: geo answer $(size +subnet=133.242.0.0/24 api.llm.example.c
   "NXDOMAIN with DO $(size +dnssec nope.llm.example.com A)"
 
 ticks=$(getconf CLK_TCK)
-stat() { awk '{print $14, $15}' "/proc/$1/stat"; }
 run() {
   local name=$1 queries=$2; shift 2
-  read -r u0 s0 < <(stat "$pid")
+  read -r u0 s0 < <(cpu_ticks "$pid")
   out=$(dnsperf -s $ADDR -p "$PORT" -d "$queries" -l "$DURATION" -c 4 -q 200 "$@" 2>&1)
-  read -r u1 s1 < <(stat "$pid")
+  read -r u1 s1 < <(cpu_ticks "$pid")
   completed=$(awk '/Queries completed:/ {print $3}' <<<"$out")
   qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' <<<"$out")
   codes=$(awk -F: '/Response codes:/ {print $2}' <<<"$out" | xargs)

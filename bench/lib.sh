@@ -45,3 +45,26 @@ city_db() {
   fi
   realpath "$db"
 }
+
+# Writes the benchmarks' regiondns zone (three regions with coordinates, the service `api`) to
+# $1/llm.yaml, followed by the lines given as $2.
+three_region_zone() {
+  cat >"$1/llm.yaml" <<EOF
+origin: llm.example.com.
+soa: { primary: ns1.llm.example.com., contact: hostmaster.example.com., serial: 1, negative_ttl: 30 }
+ns: [ns1.llm.example.com., ns2.llm.example.com.]
+records:
+  ns1: { A: [198.51.100.53] }
+  ns2: { A: [198.51.100.54] }
+regions:
+  us-east: { location: { lat: 37.4, lon: -79.1 }, addresses: [203.0.113.10] }
+  eu-west: { location: { lat: 53.3, lon: -6.3 }, addresses: [203.0.113.20] }
+  ap-northeast: { location: { lat: 35.7, lon: 139.7 }, addresses: [203.0.113.30] }
+services:
+  api: { ttl: 20, regions: [us-east, eu-west, ap-northeast] }
+${2:-}
+EOF
+}
+
+# A process's user and system CPU so far, in clock ticks (from /proc/PID/stat).
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }

@@ -70,20 +70,7 @@ ns1 A 198.51.100.53
 ns2 A 198.51.100.54
 api 20 DYNA geoip!api
 EOF
-cat >"$work/zones/llm.yaml" <<'EOF'
-origin: llm.example.com.
-soa: { primary: ns1.llm.example.com., contact: hostmaster.example.com., serial: 1, negative_ttl: 30 }
-ns: [ns1.llm.example.com., ns2.llm.example.com.]
-records:
-  ns1: { A: [198.51.100.53] }
-  ns2: { A: [198.51.100.54] }
-regions:
-  us-east: { location: { lat: 37.4, lon: -79.1 }, addresses: [203.0.113.10] }
-  eu-west: { location: { lat: 53.3, lon: -6.3 }, addresses: [203.0.113.20] }
-  ap-northeast: { location: { lat: 35.7, lon: 139.7 }, addresses: [203.0.113.30] }
-services:
-  api: { ttl: 20, regions: [us-east, eu-west, ap-northeast] }
-EOF
+three_region_zone "$work/zones"
 
 cargo build --release --quiet
 cc -O2 -o "$work/echo" bench/echo.c
@@ -106,15 +93,14 @@ theirs=$(dig @$ADDR -p $GDNSD_PORT +short api.llm.example.com A +subnet=133.242.
 echo "Tokyo's answer: regiondns $check, gdnsd $theirs"
 
 ticks=$(getconf CLK_TCK)
-stat() { awk '{print $14, $15}' "/proc/$1/stat"; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
 # One run against the server on $2 (pid $3); prints a row and appends it to $work/rows.
 run() {
   local name=$1 port=$2 pid=$3
-  read -r u0 s0 < <(stat "$pid")
+  read -r u0 s0 < <(cpu_ticks "$pid")
   out=$(dnsperf -s $ADDR -p "$port" -d "$work/queries" -l "$DURATION" -c 4 -q 200 "${ecs[@]}" 2>&1)
-  read -r u1 s1 < <(stat "$pid")
+  read -r u1 s1 < <(cpu_ticks "$pid")
   completed=$(awk '/Queries completed:/ {print $3}' <<<"$out")
   lost=$(awk '/Queries lost:/ {print $3}' <<<"$out")
   qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' <<<"$out")
