@@ -16,17 +16,11 @@ import subprocess
 import tempfile
 import time
 
-from scale import ROOT, GEOIP, free_port, until_txt
+from scale import GEOIP, HEAD, ROOT, free_port, until_txt
 
 RECORDS = int(os.environ.get("RECORDS", "100000"))
 
-ZONE = """origin: llm.example.com.
-soa: { primary: ns1, contact: hostmaster@example.com }
-ns: [ns1]
-records:
-  ns1: { A: [198.51.100.53] }
-  marker: { TXT: ["up"] }
-"""
+ZONE = HEAD.replace("MARK", "up")
 
 SERVICE = """regions:
   us-east: { location: { lat: 37.4, lon: -79.1 }, addresses: [203.0.113.10] }
