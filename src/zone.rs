@@ -4,8 +4,10 @@
 //! This module owns name lookup inside a zone (RFC 1034 4.3.2 without wildcards): exact match,
 //! CNAME, NODATA versus NXDOMAIN (empty non-terminals exist), referrals below a zone cut, and
 //! the additional-section data of NS, MX and SRV records (their targets' addresses).
-//! Records are built once, when the configuration is loaded; a lookup only borrows them. It does
-//! not choose regions: a service name is handed back as [`Lookup::Service`].
+//! Records are built once, when the configuration is loaded; a lookup only borrows them. In a
+//! signed zone they are signed then too, and the NSEC proofs of negative answers are made the
+//! first time each is needed and remembered per thread. It does not choose regions: a service
+//! name is handed back as [`Lookup::Service`].
 
 use hickory_proto::rr::{
     Name, RData, Record, RecordType,
