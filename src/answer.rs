@@ -15,7 +15,7 @@ use hickory_proto::rr::{Record, RecordType};
 use crate::{
     config::FailClosed,
     geo::GeoIp,
-    routing::{Decision, MAX_ANSWERS, RoutingTable, ServiceRoutes, ZoneRoutes},
+    routing::{Decision, MAX_ANSWERS, Picks, RoutingTable, ServiceRoutes, ZoneRoutes},
     wire::{ExtendedError, Rcode, name::is_within},
     zone::{Additional, Lookup, RRset, ZoneData},
 };
@@ -52,6 +52,18 @@ pub struct Answer<'t> {
     pub made: Vec<Record>,
     /// For a negative answer, what it denies: a signed zone proves it with an NSEC.
     pub denial: Option<Denial<'t>>,
+    /// For an answer of several regions' addresses, which: in a signed zone they are one
+    /// RRset, signed for them together.
+    pub together: Option<Together<'t>>,
+}
+
+/// Several regions' addresses in one answer: the last `sets` answer RRsets.
+#[derive(Debug, Clone, Copy)]
+pub struct Together<'t> {
+    pub service: &'t ServiceRoutes,
+    pub picks: Picks,
+    pub qtype: RecordType,
+    pub sets: usize,
 }
 
 /// The zone, name and type a negative answer (or a referral) denies.
@@ -80,6 +92,7 @@ impl<'t> Answer<'t> {
             extended_error: None,
             made: Vec::new(),
             denial: None,
+            together: None,
         }
     }
 
@@ -331,6 +344,14 @@ pub fn decision_answer<'t>(
             let regions = picks.iter().filter_map(|i| service.region(i));
             for set in regions.map(|r| r.records(qtype)).filter(|s| !s.is_empty()) {
                 answer.push(set);
+            }
+            if answer.answer_len() > 1 && matches!(qtype, RecordType::A | RecordType::AAAA) {
+                answer.together = Some(Together {
+                    service,
+                    picks,
+                    qtype,
+                    sets: answer.answer_len(),
+                });
             }
             if answer.answer_len() == 0 {
                 answer.authority = negative_soa;

@@ -4,12 +4,15 @@
 //!
 //! A key file is the PKCS#8 private key in PEM, as OpenSSL writes it (`openssl pkey -in FILE
 //! -text` reads it); the algorithm is the key's own: ECDSA P-256 (DNSSEC algorithm 13) or
-//! Ed25519 (15). This module owns key material and nothing else: it knows no zone file and no
-//! socket.
+//! Ed25519 (15). It also signs RRsets, and remembers per thread the few made on demand (the
+//! proofs of negative answers, the joint sets of several regions). This module owns key
+//! material and signing: it knows no zone file, no lookup and no socket.
 
 use std::{
+    cell::RefCell,
     fmt,
     fs::OpenOptions,
+    hash::BuildHasher,
     io::Write,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
@@ -26,6 +29,8 @@ use hickory_proto::{
     rr::{DNSClass, Name, RData, Record, SerialNumber},
 };
 use ring::signature::Ed25519KeyPair;
+
+use crate::wire::WireRRset;
 use rustls_pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
 
 /// DNSKEY flags of a combined signing key: Zone Key (256) and Secure Entry Point (1).
@@ -242,6 +247,66 @@ impl RrsetSigner {
             })
             .collect()
     }
+}
+
+/// What a signature made on demand is for: its memo keys are kept apart by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnDemand {
+    /// The NSEC of a negative answer, by zone data, name and type.
+    Denial,
+    /// The joint address set of several regions, by service plan, regions and type.
+    Regions,
+}
+
+/// Signed sets a thread remembers (direct-mapped: a new one replaces the one in its slot).
+const REMEMBERED: usize = 4096;
+
+struct Remembered {
+    kind: OnDemand,
+    owner: u64,
+    rtype: u16,
+    key: Box<[u8]>,
+    set: Arc<WireRRset>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Vec<Option<Remembered>>> = const { RefCell::new(Vec::new()) };
+    static MEMO_HASHER: foldhash::fast::RandomState = foldhash::fast::RandomState::default();
+}
+
+/// The signed set for (`kind`, `owner`, `key`, `rtype`) that this thread made before, or the
+/// one `make` makes now (kept for next time). `owner` is unique in the process for the data
+/// the set is made from (a zone's data, a service's plan), so a set never outlives it in use.
+pub fn remembered(
+    kind: OnDemand,
+    owner: u64,
+    key: &[u8],
+    rtype: u16,
+    make: impl FnOnce() -> Option<WireRRset>,
+) -> Option<Arc<WireRRset>> {
+    let slot = MEMO_HASHER.with(|h| h.hash_one((kind, owner, rtype, key))) as usize % REMEMBERED;
+    let found = MEMO.with_borrow(|memo| {
+        let entry = memo.get(slot)?.as_ref()?;
+        let same = (entry.kind, entry.owner, entry.rtype) == (kind, owner, rtype);
+        (same && *entry.key == *key).then(|| Arc::clone(&entry.set))
+    });
+    if found.is_some() {
+        return found;
+    }
+    let set = Arc::new(make()?);
+    MEMO.with_borrow_mut(|memo| {
+        if memo.is_empty() {
+            memo.resize_with(REMEMBERED, || None);
+        }
+        memo[slot] = Some(Remembered {
+            kind,
+            owner,
+            rtype,
+            key: key.into(),
+            set: Arc::clone(&set),
+        });
+    });
+    Some(set)
 }
 
 /// Makes a new key and writes it to `path`, which must not exist yet, readable by its owner

@@ -19,7 +19,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use crate::dnssec::RrsetSigner;
+use crate::dnssec::{OnDemand, RrsetSigner, remembered};
 use crate::wire::{
     NameKey, WireRRset, encode_signed_rrset,
     name::{NameMap, is_within, parent},
@@ -371,7 +371,7 @@ impl ZoneData {
     /// data's life; `None` for an unsigned zone.
     pub fn denial(&self, name: &[u8], qtype: u16) -> Option<Arc<WireRRset>> {
         let denial = self.denial.as_ref()?;
-        denial::remembered(denial.id, name, qtype, || {
+        remembered(OnDemand::Denial, denial.id, name, qtype, || {
             let types = self.types_at(name, qtype);
             denial::proof(&denial.signer, name, types, denial.ttl)
         })
@@ -513,10 +513,8 @@ fn soa_record(source: &ZoneSource<'_>, ttl: u32) -> Record {
     Record::from_rdata(source.origin.clone(), ttl, RData::SOA(rdata))
 }
 
-/// Compact denial's proofs and the per-thread memo that keeps them.
+/// Compact denial's proofs.
 mod denial {
-    use std::{cell::RefCell, hash::BuildHasher, sync::Arc};
-
     use hickory_proto::{
         dnssec::rdata::{DNSSECRData, NSEC},
         rr::{Name, RData, Record, RecordType},
@@ -530,51 +528,6 @@ mod denial {
 
     /// The NXNAME meta-type (RFC 9824): in an NSEC's types, "this name does not exist".
     pub const NXNAME: u16 = 128;
-    /// Proofs a thread remembers (direct-mapped: a new one replaces the one in its slot).
-    const SLOTS: usize = 4096;
-
-    struct Remembered {
-        zone: u64,
-        qtype: u16,
-        name: Box<[u8]>,
-        proof: Arc<WireRRset>,
-    }
-
-    thread_local! {
-        static MEMO: RefCell<Vec<Option<Remembered>>> = const { RefCell::new(Vec::new()) };
-        static HASHER: foldhash::fast::RandomState = foldhash::fast::RandomState::default();
-    }
-
-    /// The proof for (`zone`, `name`, `qtype`) this thread made before, or `make`'s.
-    pub fn remembered(
-        zone: u64,
-        name: &[u8],
-        qtype: u16,
-        make: impl FnOnce() -> Option<WireRRset>,
-    ) -> Option<Arc<WireRRset>> {
-        let slot = HASHER.with(|h| h.hash_one((zone, qtype, name))) as usize % SLOTS;
-        let found = MEMO.with_borrow(|memo| {
-            let entry = memo.get(slot)?.as_ref()?;
-            let same = entry.zone == zone && entry.qtype == qtype && *entry.name == *name;
-            same.then(|| Arc::clone(&entry.proof))
-        });
-        if found.is_some() {
-            return found;
-        }
-        let proof = Arc::new(make()?);
-        MEMO.with_borrow_mut(|memo| {
-            if memo.is_empty() {
-                memo.resize_with(SLOTS, || None);
-            }
-            memo[slot] = Some(Remembered {
-                zone,
-                qtype,
-                name: name.into(),
-                proof: Arc::clone(&proof),
-            });
-        });
-        Some(proof)
-    }
 
     /// The signed NSEC at `name` (lower case wire form) listing `types`, its next name the
     /// immediate successor `\000.name`; `None` when that successor would be too long.

@@ -540,3 +540,23 @@ fn a_key_roll_publishes_both_keys_and_swaps_the_signer_at_a_reload() {
     }
     assert!(validates(&new) && !validates(&old));
 }
+
+#[test]
+fn several_regions_in_one_answer_are_one_signed_rrset() {
+    let zone = ZONE.replace("    ttl: 20\n", "    ttl: 20\n    answers: 2\n");
+    assert_ne!(zone, ZONE);
+    let dir = zone_dir(&format!("{zone}dnssec: {{ key: k.pem }}\n"));
+    let anchor = trust_anchor(dir.path(), &keygen(&dir.path().join("zones/k.pem")));
+    let args = serve_args(dir.path(), &["--admin", "off"]);
+    let server = Server::spawn(dir, &args, None);
+
+    for qtype in ["A", "AAAA"] {
+        let said = delv(server.addr, &anchor, "api.llm.example.com.", qtype);
+        assert!(said.starts_with("; fully validated"), "{qtype}: {said}");
+    }
+    let london = dig(server.addr, &["+dnssec", "+subnet=81.2.69.0/24", "api.llm.example.com", "A"]);
+    let answer: Vec<&str> = london.lines().filter(|l| l.starts_with("api.llm.example.com.")).collect();
+    let addresses = answer.iter().filter(|l| l.contains("\tA\t")).count();
+    let signatures = answer.iter().filter(|l| l.contains("\tRRSIG\t")).count();
+    assert_eq!((addresses, signatures), (2, 1), "{london}");
+}

@@ -161,6 +161,7 @@ impl Responder {
             let body = Body {
                 answer: None,
                 proof: None,
+                together: None,
                 rcode,
                 slip,
             };
@@ -208,9 +209,14 @@ impl Responder {
             Rcode::NxDomain if proof.is_some() => Rcode::NoError,
             rcode => rcode,
         };
+        let together = answer.together.filter(|_| dnssec_ok).and_then(|t| {
+            let plan = &t.service.plan;
+            Some((plan.signed_together(t.picks.positions(), t.qtype)?, t.sets))
+        });
         let body = Body {
             answer: Some(&answer),
             proof: proof.as_deref(),
+            together: together.as_ref().map(|(set, sets)| (&**set, *sets)),
             rcode,
             slip,
         };
@@ -254,6 +260,7 @@ impl Responder {
         let Body {
             answer,
             proof,
+            together,
             rcode,
             slip,
         } = body;
@@ -263,8 +270,8 @@ impl Responder {
         let mut writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
         writer.with_signatures(request.edns.is_some_and(|e| e.dnssec_ok));
         let authoritative = answer.is_some_and(|a| a.authoritative);
-        let truncated =
-            slip || answer.is_some_and(|a| write_sections(&mut writer, a, proof).is_err());
+        let truncated = slip
+            || answer.is_some_and(|a| write_sections(&mut writer, a, proof, together).is_err());
         if truncated {
             // RFC 2181 9: rather than a partial RRset, no records and TC; the client retries
             // over TCP. The OPT record stays (RFC 6891 7).
@@ -326,6 +333,8 @@ fn refused_before_lookup(request: &Request<'_>) -> Option<Rcode> {
 struct Body<'a> {
     answer: Option<&'a Answer<'a>>,
     proof: Option<&'a WireRRset>,
+    /// Several regions' addresses as one signed RRset, and how many answer RRsets it stands for.
+    together: Option<(&'a WireRRset, usize)>,
     rcode: Rcode,
     slip: bool,
 }
@@ -334,9 +343,15 @@ fn write_sections(
     writer: &mut ResponseWriter<'_>,
     answer: &Answer<'_>,
     proof: Option<&WireRRset>,
+    together: Option<(&WireRRset, usize)>,
 ) -> Result<(), wire::Full> {
-    for set in answer.answer_sets() {
+    let replaced = together.map_or(0, |(_, sets)| sets);
+    let kept = answer.answer_sets().count().saturating_sub(replaced);
+    for set in answer.answer_sets().take(kept) {
         writer.answer(set.wire())?;
+    }
+    if let Some((set, _)) = together {
+        writer.answer(set)?;
     }
     if !answer.made.is_empty() {
         write_made(writer, answer)?;

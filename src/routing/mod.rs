@@ -28,12 +28,15 @@ pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
 
 use crate::{
     config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
-    dnssec::RrsetSigner,
+    dnssec::{OnDemand, RrsetSigner, remembered},
     geo::{Coordinates, GeoIp, Located},
     metrics::Metrics,
     region::{RegionKey, State, States},
     routing::set::RegionSet,
-    wire::name::{is_within, label_count},
+    wire::{
+        WireRRset, encode_signed_rrset,
+        name::{is_within, label_count},
+    },
     zone::{Lookup, RRset, ServiceId, ZoneData},
 };
 
@@ -74,6 +77,8 @@ pub struct ServicePlan {
     pub servfail: QueryCounter,
     pub fail_open: QueryCounter,
     pub fail_closed: QueryCounter,
+    /// The zone's signer, when it is signed: for answers of several regions at once.
+    signer: Option<RrsetSigner>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -202,8 +207,28 @@ impl ServicePlan {
             servfail: metrics.query_counter(zone, &name, "", "SERVFAIL"),
             fail_open: metrics.fail_open_counter(zone, &name),
             fail_closed: metrics.fail_closed_counter(zone, &name),
+            signer: signer.cloned(),
             name: name.into(),
         }
+    }
+}
+
+impl ServicePlan {
+    /// The `qtype` addresses of the regions at `positions`, as one RRset signed for them
+    /// together (a validator sees every address of a name and type as one set). Made the first
+    /// time a thread answers with these regions, and remembered; `None` when the zone is not
+    /// signed.
+    pub fn signed_together(&self, positions: &[u16], qtype: RecordType) -> Option<Arc<WireRRset>> {
+        let signer = self.signer.as_ref()?;
+        let key: Vec<u8> = positions.iter().flat_map(|p| p.to_be_bytes()).collect();
+        remembered(OnDemand::Regions, self.id, &key, u16::from(qtype), || {
+            let regions = positions
+                .iter()
+                .filter_map(|&p| self.regions.get(usize::from(p)));
+            let records: Vec<Record> = regions.flat_map(|r| r.records(qtype).records()).collect();
+            let signature = signer.sign(&records)?;
+            encode_signed_rrset(&records, &[signature])
+        })
     }
 }
 

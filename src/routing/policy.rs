@@ -76,7 +76,12 @@ impl Picks {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.regions[..self.len()].iter().map(|&r| usize::from(r))
+        self.positions().iter().map(|&r| usize::from(r))
+    }
+
+    /// The regions' positions in the service, in order.
+    pub fn positions(&self) -> &[u16] {
+        &self.regions[..self.len()]
     }
 }
 

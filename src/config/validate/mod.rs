@@ -13,7 +13,6 @@ mod services;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use hickory_proto::rr::Name;
-use indexmap::IndexMap;
 use serde_saphyr::{Location, Spanned};
 
 use super::{ConfigError, Secrets, Signing, Soa, Thresholds, ZoneConfig, raw};
@@ -76,9 +75,6 @@ pub(super) fn zone(
 
     let explain = zone.explain;
     let dnssec = zone.dnssec.as_ref().and_then(|d| checker.signing(d));
-    if zone.dnssec.is_some() {
-        checker.check_single_answers(&zone.services);
-    }
     // The parsed text goes before the zone's names are built, so that they fill the memory it
     // held rather than scatter over pages it keeps from being given back.
     drop(zone);
@@ -154,20 +150,6 @@ impl Checker<'_> {
             validity,
             refresh,
         })
-    }
-
-    /// In a signed zone every service answers with one region: the addresses of several
-    /// regions form one RRset, which would need a signature made per combination of regions.
-    fn check_single_answers(&mut self, services: &IndexMap<raw::Text, Spanned<raw::Service>>) {
-        for (name, service) in services {
-            if let Some(answers) = service.value.answers.as_ref().filter(|a| a.value > 1) {
-                let message = format!(
-                    "service '{}': answers: {} cannot be signed yet (dnssec): one region per answer",
-                    name.value, answers.value
-                );
-                self.error(&answers.referenced, message);
-            }
-        }
     }
 
     /// A key file named in the zone file, relative to it.
@@ -421,16 +403,6 @@ mod dnssec_tests {
             errors,
             [format!(
                 "{t}:6:46: dnssec: refresh (7days) must be shorter than validity (7days): signatures would expire before they are made again"
-            )]
-        );
-        let several = format!(
-            "{REGIONS}services:\n  api: {{ regions: [eu-west, us-east], answers: 2 }}\ndnssec: {{ key: k.pem }}\n"
-        );
-        let errors = parse_in(dir.path(), &several).expect_err("several regions per answer");
-        assert_eq!(
-            errors,
-            [format!(
-                "{t}:14:48: service 'api': answers: 2 cannot be signed yet (dnssec): one region per answer"
             )]
         );
         let errors =
