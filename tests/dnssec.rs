@@ -554,8 +554,19 @@ fn several_regions_in_one_answer_are_one_signed_rrset() {
         let said = delv(server.addr, &anchor, "api.llm.example.com.", qtype);
         assert!(said.starts_with("; fully validated"), "{qtype}: {said}");
     }
-    let london = dig(server.addr, &["+dnssec", "+subnet=81.2.69.0/24", "api.llm.example.com", "A"]);
-    let answer: Vec<&str> = london.lines().filter(|l| l.starts_with("api.llm.example.com.")).collect();
+    let london = dig(
+        server.addr,
+        &[
+            "+dnssec",
+            "+subnet=81.2.69.0/24",
+            "api.llm.example.com",
+            "A",
+        ],
+    );
+    let answer: Vec<&str> = london
+        .lines()
+        .filter(|l| l.starts_with("api.llm.example.com."))
+        .collect();
     let addresses = answer.iter().filter(|l| l.contains("\tA\t")).count();
     let signatures = answer.iter().filter(|l| l.contains("\tRRSIG\t")).count();
     assert_eq!((addresses, signatures), (2, 1), "{london}");

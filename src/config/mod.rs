@@ -260,8 +260,11 @@ impl ZoneConfig {
 
     pub fn summary(&self) -> String {
         let records = self.data.static_records();
+        let signed = self.dnssec.as_ref().map_or(String::new(), |signing| {
+            format!(", signed with key {}", signing.key.key_tag())
+        });
         format!(
-            "{}: {} services, {} regions, {} static records",
+            "{}: {} services, {} regions, {} static records{signed}",
             self.origin,
             self.services.len(),
             self.regions.len(),

@@ -360,10 +360,15 @@ mod dnssec_tests {
             "dnssec: { key: k.pem, validity: 10d, refresh: 2d }\n",
         )
         .expect("valid");
-        let signing = zone.dnssec.expect("signed");
+        let signing = zone.dnssec.as_ref().expect("signed");
         assert_eq!(*signing.key, made);
         assert_eq!(signing.validity.as_secs(), 10 * 86_400);
         assert_eq!(signing.refresh.as_secs(), 2 * 86_400);
+        let tag = made.key_tag();
+        assert!(
+            zone.summary()
+                .ends_with(&format!(" static records, signed with key {tag}"))
+        );
         let defaults = parse_in(dir.path(), "dnssec: { key: k.pem }\n").expect("valid");
         assert_eq!(
             defaults.dnssec.expect("signed").validity.as_secs(),
