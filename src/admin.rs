@@ -37,6 +37,7 @@ use crate::{
     publish::{Event, HealthMap, RegionStatus},
     region::RegionKey,
     routing::RoutingTable,
+    timeline::Timeline,
 };
 
 #[derive(Clone)]
@@ -50,12 +51,16 @@ pub struct Admin {
     stopping: CancellationToken,
     /// Zone files that do not validate now, a line each (`/healthz` names them).
     unloaded: Arc<ArcSwap<Vec<String>>>,
+    /// The last state changes, newest first.
+    timeline: Arc<ArcSwap<Timeline>>,
 }
 
 impl Admin {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         table: Arc<ArcSwap<RoutingTable>>,
         board: Arc<ArcSwap<HealthMap>>,
+        timeline: Arc<ArcSwap<Timeline>>,
         unloaded: Arc<ArcSwap<Vec<String>>>,
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
@@ -65,6 +70,7 @@ impl Admin {
         Admin {
             table,
             board,
+            timeline,
             unloaded,
             events,
             metrics,
@@ -79,6 +85,7 @@ impl Admin {
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .route("/regions", get(regions))
+            .route("/events", get(events))
             .route("/regions/{zone}/{region}/drain", post(drain))
             .route("/regions/{zone}/{region}/undrain", post(undrain))
             .with_state(self)
@@ -212,8 +219,33 @@ async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
             page.push_str("</table>\n");
         }
     }
+    page.push_str(&recent_changes(&admin.timeline.load()));
     page.push_str("</body>\n</html>\n");
     Html(page)
+}
+
+/// State changes shown on the status page (all of them are on `/events`).
+const STATUS_CHANGES: usize = 20;
+
+/// The status page's table of the last state changes, newest first.
+fn recent_changes(timeline: &Timeline) -> String {
+    use html_escape::encode_text as text;
+    let mut html = String::from(
+        "<h2>recent changes</h2>\n<table id=\"changes\">\n<tr><th>time</th><th>zone</th><th>region</th><th>from</th><th>to</th><th>reason</th></tr>\n",
+    );
+    for change in timeline.changes().take(STATUS_CHANGES) {
+        html.push_str(&format!(
+            "<tr class=\"{to}\"><td>{time}</td><td>{zone}</td><td>{region}</td><td>{from}</td><td class=\"state\">{to}</td><td>{reason}</td></tr>\n",
+            time = humantime::format_rfc3339_seconds(change.time),
+            zone = text(&change.key.zone),
+            region = text(&change.key.region),
+            from = change.from.as_str(),
+            to = change.to.as_str(),
+            reason = text(&change.reason),
+        ));
+    }
+    html.push_str("</table>\n");
+    html
 }
 
 const STATUS_REFRESH_SECONDS: u32 = 2;
@@ -237,6 +269,13 @@ tr.drained .state { background: #d8d8d8; }
 <body>
 <h1>regiondns status</h1>
 "#;
+
+/// The last state changes, newest first (at most [`crate::timeline::KEPT`]).
+async fn events(AxumState(admin): AxumState<Admin>) -> Json<Value> {
+    let timeline = admin.timeline.load();
+    let events: Vec<Value> = timeline.changes().map(|c| c.to_json()).collect();
+    Json(json!({ "events": events }))
+}
 
 async fn metrics(AxumState(admin): AxumState<Admin>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -9,7 +9,7 @@
 //! writes responses with [`wire`], and asks [`answer`] what to say, from a snapshot of that
 //! table and the client's location from [`geo`]: the query path takes no lock and does no I/O.
 //! [`reload`] watches the zone and GeoIP files and swaps in what is new and valid. [`admin`]
-//! serves health, the drain switch and [`metrics`] over HTTP; [`explain`] shows why a client
+//! serves health, the drain switch and [`metrics`] over HTTP, with the [`timeline`] of state changes; [`explain`] shows why a client
 //! gets its answer. [`server`] runs all of it as one supervised process.
 
 pub mod admin;
@@ -28,5 +28,6 @@ pub mod region;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod timeline;
 pub mod wire;
 pub mod zone;

@@ -24,6 +24,7 @@ use crate::{
     metrics::Metrics,
     region::{RegionKey, State, States},
     routing::{Plan, RoutingTable},
+    timeline::{StateChange, Timeline},
 };
 
 /// Everything known about a region's health, for routing and for the admin API.
@@ -114,6 +115,9 @@ pub struct Publisher {
     health: HealthMap,
     table: Arc<ArcSwap<RoutingTable>>,
     board: Arc<ArcSwap<HealthMap>>,
+    /// The last state changes, kept here and published whole for the admin API.
+    timeline: Timeline,
+    published_timeline: Arc<ArcSwap<Timeline>>,
     metrics: Arc<Metrics>,
     generation: u64,
     /// When a probe not made was last logged, and how many since.
@@ -162,10 +166,17 @@ impl Publisher {
             health,
             table,
             board,
+            timeline: Timeline::default(),
+            published_timeline: Arc::default(),
             metrics,
             generation: 1,
             not_made_logged: None,
         }
+    }
+
+    /// The last state changes, newest first, as the publisher last published them.
+    pub fn timeline(&self) -> Arc<ArcSwap<Timeline>> {
+        Arc::clone(&self.published_timeline)
     }
 
     /// The routing snapshot that queries read.
@@ -337,7 +348,18 @@ impl Publisher {
                 "{} {}: {}", key.region, after.as_str(), status.reason);
             self.metrics.count_transition(&key.zone, &key.region, after);
             self.metrics.set_region_state(&key.zone, &key.region, after);
+            let reason = status.reason.clone();
             self.publish();
+            self.timeline.record(StateChange {
+                time: SystemTime::now(),
+                key: key.clone(),
+                from: before,
+                to: after,
+                reason,
+                generation: self.generation,
+            });
+            self.published_timeline
+                .store(Arc::new(self.timeline.clone()));
         } else {
             self.board.store(Arc::new(self.health.clone()));
         }

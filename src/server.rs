@@ -87,7 +87,7 @@ pub async fn run(
     // The publisher owns health and the routing table; everything else feeds it or reads.
     let publisher = Publisher::new(&config.zones, Arc::clone(&metrics));
     publish::release_freed_memory();
-    let (table, board) = (publisher.table(), publisher.board());
+    let (table, board, timeline) = (publisher.table(), publisher.board(), publisher.timeline());
     let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
     let (reports, report_queue) = mpsc::channel(EVENT_QUEUE);
     let unloaded = Arc::new(ArcSwap::from_pointee(config.unloaded));
@@ -150,6 +150,7 @@ pub async fn run(
         let admin = Admin::new(
             table,
             board,
+            timeline,
             unloaded,
             events,
             Arc::clone(&metrics),
