@@ -20,6 +20,7 @@ use crate::{
     config::{self, ZoneConfig},
     dns::{DEFAULT_MAX_UDP_PAYLOAD, Listeners, RrlSettings},
     dnssec::{self, KeyAlgorithm},
+    drill::Drill,
     explain,
     geo::{self, GeoIp, Located, LookupCounters},
     metrics::Metrics,
@@ -66,6 +67,43 @@ pub enum Command {
     /// DNSSEC key management.
     #[command(subcommand)]
     Dnssec(DnssecCommand),
+    /// Rehearse a failover against a running server: drain a region, wait until clients'
+    /// answers move, undrain it, wait until they come back; print the times.
+    Drill(DrillArgs),
+}
+
+#[derive(Args)]
+pub struct DrillArgs {
+    /// The server's admin API.
+    #[arg(long, default_value = "http://127.0.0.1:8053")]
+    pub admin: String,
+    /// File holding the admin API's bearer token (default: the REGIONDNS_ADMIN_TOKEN
+    /// environment variable).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Where the server answers DNS.
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    pub dns: SocketAddr,
+    /// The zone of the region, e.g. llm.example.com.
+    #[arg(long)]
+    pub zone: String,
+    /// The region to drain.
+    #[arg(long)]
+    pub region: String,
+    /// The service name to ask, e.g. api.llm.example.com.
+    #[arg(long)]
+    pub name: Name,
+    #[arg(long = "type", default_value = "A")]
+    pub qtype: RecordType,
+    /// A client network answered with the region (sent as ECS); repeat for several.
+    #[arg(long = "client", required = true)]
+    pub clients: Vec<ipnet::IpNet>,
+    /// How long an answer may take to move away, and to come back.
+    #[arg(long, default_value = "30s")]
+    pub limit: humantime::Duration,
+    /// Print what would be done, and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -327,6 +365,70 @@ pub fn dnssec(command: DnssecCommand) -> Result<ExitCode> {
     println!("; the key, as regiondns will publish it at the apex:");
     println!("; {zone} 3600 IN DNSKEY {}", key.dnskey());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `regiondns drill`: a line per client network (its answer before, while drained, and the
+/// times), then the verdict; exits 1 when an answer did not move or come back in time.
+pub fn drill(args: DrillArgs) -> Result<ExitCode> {
+    let mut name = args.name;
+    name.set_fqdn(true);
+    let drill = Drill {
+        admin: args.admin,
+        token: admin_token(args.admin_token_file.as_deref())?,
+        dns: args.dns,
+        zone: args.zone,
+        region: args.region,
+        name,
+        qtype: args.qtype,
+        clients: args.clients,
+        limit: args.limit.into(),
+    };
+    if args.dry_run {
+        for (step, line) in drill.plan().iter().enumerate() {
+            println!("{}. {line}", step + 1);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let outcomes = runtime.block_on(drill.run())?;
+    let addresses = |list: &[std::net::IpAddr]| {
+        let text: Vec<String> = list.iter().map(ToString::to_string).collect();
+        if text.is_empty() {
+            "nothing".to_owned()
+        } else {
+            text.join(" ")
+        }
+    };
+    for outcome in &outcomes {
+        let before = addresses(&outcome.before);
+        let line = match (&outcome.moved, outcome.back) {
+            (Some((during, moved)), Some(back)) => format!(
+                "{before} -> {} after {:.2} s; back after {:.2} s",
+                addresses(during),
+                moved.as_secs_f64(),
+                back.as_secs_f64()
+            ),
+            (Some((during, moved)), None) => format!(
+                "{before} -> {} after {:.2} s; NOT BACK within {:?}",
+                addresses(during),
+                moved.as_secs_f64(),
+                drill.limit
+            ),
+            (None, _) => format!("{before}: DID NOT MOVE within {:?}", drill.limit),
+        };
+        println!("{}: {line}", outcome.client);
+    }
+    let passed = outcomes.iter().all(|o| o.passed());
+    println!(
+        "{}: {} drained and undrained",
+        if passed { "passed" } else { "FAILED" },
+        drill.region
+    );
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn schema() -> Result<ExitCode> {

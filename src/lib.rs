@@ -10,7 +10,7 @@
 //! table and the client's location from [`geo`]: the query path takes no lock and does no I/O.
 //! [`reload`] watches the zone and GeoIP files and swaps in what is new and valid. [`admin`]
 //! serves health, the drain switch and [`metrics`] over HTTP, with the [`timeline`] of state changes; [`explain`] shows why a client
-//! gets its answer. [`server`] runs all of it as one supervised process.
+//! gets its answer, and [`drill`] rehearses a failover against a running server. [`server`] runs all of it as one supervised process.
 
 pub mod admin;
 pub mod answer;
@@ -19,6 +19,7 @@ pub mod config;
 pub mod counter;
 pub mod dns;
 pub mod dnssec;
+pub mod drill;
 pub mod explain;
 pub mod geo;
 pub mod health;

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cli::explain(args),
         Command::Schema => cli::schema(),
         Command::Dnssec(command) => cli::dnssec(command),
+        Command::Drill(args) => cli::drill(args),
     };
     result.unwrap_or_else(|error| {
         eprintln!("regiondns: {error:#}");
