@@ -345,13 +345,19 @@ fn write_sections(
     proof: Option<&WireRRset>,
     together: Option<(&WireRRset, usize)>,
 ) -> Result<(), wire::Full> {
-    let replaced = together.map_or(0, |(_, sets)| sets);
-    let kept = answer.answer_sets().count().saturating_sub(replaced);
-    for set in answer.answer_sets().take(kept) {
-        writer.answer(set.wire())?;
-    }
-    if let Some((set, _)) = together {
-        writer.answer(set)?;
+    match together {
+        None => {
+            for set in answer.answer_sets() {
+                writer.answer(set.wire())?;
+            }
+        }
+        Some((joint, replaced)) => {
+            let kept = answer.answer_sets().count().saturating_sub(replaced);
+            for set in answer.answer_sets().take(kept) {
+                writer.answer(set.wire())?;
+            }
+            writer.answer(joint)?;
+        }
     }
     if !answer.made.is_empty() {
         write_made(writer, answer)?;

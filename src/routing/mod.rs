@@ -211,16 +211,18 @@ impl ServicePlan {
             name: name.into(),
         }
     }
-}
 
-impl ServicePlan {
     /// The `qtype` addresses of the regions at `positions`, as one RRset signed for them
     /// together (a validator sees every address of a name and type as one set). Made the first
     /// time a thread answers with these regions, and remembered; `None` when the zone is not
     /// signed.
     pub fn signed_together(&self, positions: &[u16], qtype: RecordType) -> Option<Arc<WireRRset>> {
         let signer = self.signer.as_ref()?;
-        let key: Vec<u8> = positions.iter().flat_map(|p| p.to_be_bytes()).collect();
+        // Found without allocating: a worker asks for it on every such answer.
+        let mut key = arrayvec::ArrayVec::<u8, { 2 * MAX_ANSWERS }>::new();
+        for position in positions.iter().take(MAX_ANSWERS) {
+            key.extend(position.to_be_bytes());
+        }
         remembered(OnDemand::Regions, self.id, &key, u16::from(qtype), || {
             let regions = positions
                 .iter()
