@@ -142,18 +142,6 @@ impl<'t> Answer<'t> {
     fn answer_len(&self) -> usize {
         self.answer.iter().flatten().count()
     }
-
-    /// Appends `then`, the answer at the end of a CNAME chain: its records follow the chain,
-    /// and its rcode, authority and scope are the response's (RFC 1034 4.3.2, RFC 6604).
-    fn chain(mut self, then: Answer<'t>) -> Answer<'t> {
-        for set in then.answer_sets() {
-            self.push(set);
-        }
-        Answer {
-            answer: self.answer,
-            ..then
-        }
-    }
 }
 
 /// The address a query is answered for, and where it came from.
@@ -254,15 +242,15 @@ pub fn resolve<'t>(
                     return counted(chain, zone);
                 };
                 let client = service.locate(geo, client.ip);
-                let decision = service.decide(&client, &mut ());
-                let mut answer = chain.chain(decision_answer(zone, service, decision, qtype));
-                let nodata = answer
+                let decision = service.decision_for(&client);
+                add_decision(&mut chain, zone, service, decision, qtype);
+                let nodata = chain
                     .authority
                     .is_some_and(|soa| std::ptr::eq(soa, data.negative_soa()));
-                if nodata && answer.rcode == Rcode::NoError {
-                    answer.denial = denial;
+                if nodata && chain.rcode == Rcode::NoError {
+                    chain.denial = denial;
                 }
-                return answer;
+                return chain;
             }
         };
         chain.push(cname);
@@ -299,7 +287,7 @@ fn add_target_addresses<'t>(
         .filter_map(|&id| zone.service(id))
     {
         let located = service.locate(geo, client.ip);
-        if let Decision::Regions { picks, scope, .. } = service.decide(&located, &mut ()) {
+        if let Decision::Regions { picks, scope, .. } = service.decision_for(&located) {
             answer.scope = answer.scope.max(scope);
             for region in picks.iter().filter_map(|i| service.region(i)) {
                 answer.push_additional(region.records(RecordType::A));
@@ -332,6 +320,21 @@ pub fn decision_answer<'t>(
     decision: Decision<'t>,
     qtype: RecordType,
 ) -> Answer<'t> {
+    let mut answer = Answer::new(Rcode::NoError, true);
+    add_decision(&mut answer, zone, service, decision, qtype);
+    answer
+}
+
+/// Completes `answer` (empty, or the CNAMEs that led to the service) with a routing decision:
+/// its records follow the chain, and its rcode, authority and scope are the response's (RFC
+/// 1034 4.3.2, RFC 6604). Built in place: an answer is large to move.
+fn add_decision<'t>(
+    answer: &mut Answer<'t>,
+    zone: &'t ZoneRoutes,
+    service: &'t ServiceRoutes,
+    decision: Decision<'t>,
+    qtype: RecordType,
+) {
     let negative_soa = Some(zone.data.negative_soa());
     let plan = &service.plan;
     match decision {
@@ -340,20 +343,21 @@ pub fn decision_answer<'t>(
             fail_open,
             scope,
         } => {
-            let mut answer = Answer::new(Rcode::NoError, true);
+            let chained = answer.answer_len();
             let regions = picks.iter().filter_map(|i| service.region(i));
             for set in regions.map(|r| r.records(qtype)).filter(|s| !s.is_empty()) {
                 answer.push(set);
             }
-            if answer.answer_len() > 1 && matches!(qtype, RecordType::A | RecordType::AAAA) {
+            let sets = answer.answer_len() - chained;
+            if sets > 1 && matches!(qtype, RecordType::A | RecordType::AAAA) {
                 answer.together = Some(Together {
                     service,
                     picks,
                     qtype,
-                    sets: answer.answer_len(),
+                    sets,
                 });
             }
-            if answer.answer_len() == 0 {
+            if sets == 0 {
                 answer.authority = negative_soa;
             }
             let first = picks.iter().next().and_then(|i| service.region(i));
@@ -362,29 +366,27 @@ pub fn decision_answer<'t>(
                 fail_open.then_some(&plan.fail_open),
             ];
             answer.scope = scope;
-            answer
         }
         Decision::FailClosed { how, reason, scope } => {
-            let mut answer = match how {
-                FailClosed::Refuse => Answer::new(Rcode::Refused, false),
-                FailClosed::ServFail => Answer::new(Rcode::ServFail, false),
-                FailClosed::NoData => Answer {
-                    authority: negative_soa,
-                    ..Answer::new(Rcode::NoError, true)
-                },
+            (answer.rcode, answer.authoritative) = match how {
+                FailClosed::Refuse => (Rcode::Refused, false),
+                FailClosed::ServFail => (Rcode::ServFail, false),
+                FailClosed::NoData => (Rcode::NoError, true),
             };
+            if how == FailClosed::NoData {
+                answer.authority = negative_soa;
+            }
             answer.counters = [Some(&plan.fail_closed), None];
             answer.extended_error = Some(ExtendedError {
                 code: EDE_OTHER,
                 text: reason,
             });
             answer.scope = scope;
-            answer
         }
-        Decision::ServFail { scope } => Answer {
-            counters: [Some(&plan.servfail), None],
-            scope,
-            ..Answer::new(Rcode::ServFail, false)
-        },
+        Decision::ServFail { scope } => {
+            (answer.rcode, answer.authoritative) = (Rcode::ServFail, false);
+            answer.counters = [Some(&plan.servfail), None];
+            answer.scope = scope;
+        }
     }
 }

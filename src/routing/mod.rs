@@ -6,6 +6,7 @@
 //! health of every region into a table, which is published with arc-swap. The query path only
 //! reads a snapshot: nothing here does I/O, takes a lock or allocates while answering.
 
+mod memo;
 mod nearest;
 mod policy;
 mod set;
@@ -300,6 +301,10 @@ pub struct ServiceRoutes {
     pub all: RegionSet,
     pub usable: RegionSet,
     pub down: RegionSet,
+    /// Unique in this process, when every client of one place gets the same decision from this
+    /// snapshot (no subnet hash, no network rule): its decisions are then remembered per thread
+    /// under this id.
+    remembered_as: Option<u64>,
 }
 
 impl RoutingTable {
@@ -379,12 +384,16 @@ impl ServiceRoutes {
                 .map(|(i, _)| i)
                 .collect()
         };
+        static BUILT: AtomicU64 = AtomicU64::new(0);
+        let remembered_as =
+            decided_by_place(plan, &states).then(|| BUILT.fetch_add(1, Ordering::Relaxed));
         ServiceRoutes {
             plan: Arc::clone(plan),
             all: RegionSet::first(states.len()),
             usable: positions(&[State::Up, State::Degraded]),
             down: positions(&[State::Down]),
             states,
+            remembered_as,
         }
     }
 
@@ -404,9 +413,30 @@ impl ServiceRoutes {
         policy::decide(self, client, explain)
     }
 
+    /// Which regions answer `client`, as [`ServiceRoutes::decide`] says, remembered per thread
+    /// and place when the place alone decides: the query path's way to ask.
+    pub fn decision_for(&self, client: &Client) -> Decision<'_> {
+        let Some(id) = self.remembered_as else {
+            return self.decide(client, &mut ());
+        };
+        let remembered = memo::decided(id, client, || {
+            memo::Remembered::of(self.decide(client, &mut ()))
+        });
+        remembered.map_or_else(|decision| decision, memo::Remembered::decision)
+    }
+
     pub fn region(&self, index: usize) -> Option<&RegionRoute> {
         self.plan.regions.get(index).map(|r| &**r)
     }
+}
+
+/// Whether every client of one place gets the same decision from `plan` in these `states`:
+/// nothing in it hashes the client's subnet (a weighted order, a canary's share, a degraded
+/// region's shed share) and no rule tests the client's network.
+fn decided_by_place(plan: &ServicePlan, states: &[State]) -> bool {
+    let sheds = plan.shed > 0.0 && states.contains(&State::Degraded);
+    let network_rules = plan.rules.iter().any(|r| !r.matcher.networks.is_empty());
+    plan.policy != Policy::Weighted && plan.canary.is_none() && !sheds && !network_rules
 }
 
 #[cfg(test)]

@@ -68,10 +68,11 @@ fn american(ip: &str) -> Client {
     client(ip, "US", Continent::NorthAmerica, 40.7, -74.0)
 }
 
-/// Region names answered, best first.
+/// Region names answered, best first, as the query path asks: every test of shares, hashes
+/// and network rules below also shows that such decisions are not remembered per place.
 fn names(table: &RoutingTable, who: &Client) -> Vec<String> {
     let service = api(table);
-    match service.decide(who, &mut ()) {
+    match service.decision_for(who) {
         Decision::Regions { picks, .. } => picks
             .iter()
             .map(|i| service.plan.regions[i].key.region.clone())
@@ -492,4 +493,64 @@ fn large_services_decide_from_the_remembered_nearest_exactly_as_from_a_full_sort
             }
         }
     }
+}
+
+#[test]
+fn remembered_decisions_are_those_of_the_current_snapshot() {
+    let service = "    regions: [us-east, eu-west, eu-north, ap-northeast]\n";
+    let up = service_table(service, &[]);
+    let london = european("192.0.2.1");
+    assert!(api(&up).remembered_as.is_some(), "the place alone decides");
+    assert_eq!(names(&up, &london), ["eu-west"]);
+    assert_eq!(names(&up, &london), ["eu-west"], "from memory");
+    // Another client of the same place is answered from memory, and the same.
+    assert_eq!(names(&up, &european("198.51.100.7")), ["eu-west"]);
+    let down = service_table(service, &[("eu-west", State::Down)]);
+    assert_eq!(
+        names(&down, &london),
+        ["eu-north"],
+        "the new snapshot decides"
+    );
+    assert_eq!(
+        names(&up, &london),
+        ["eu-west"],
+        "the old one still has its own"
+    );
+    for i in 0..500u32 {
+        let lat = f64::from(i % 170) - 85.0;
+        let lon = f64::from((i * 37) % 360) - 180.0;
+        let who = client(&subnet(i), "GB", Continent::Europe, lat, lon);
+        for table in [&up, &down] {
+            let service = api(table);
+            assert_eq!(service.decision_for(&who), service.decide(&who, &mut ()));
+        }
+    }
+}
+
+#[test]
+fn decisions_that_hash_the_subnet_or_test_the_network_are_not_remembered() {
+    let hashed = [
+        (
+            "    regions: [eu-west, us-east]\n    policy: weighted\n",
+            &[][..],
+        ),
+        (
+            "    regions: [us-east, eu-north]\n    canary: { region: eu-north, share: 5% }\n",
+            &[],
+        ),
+        (
+            "    regions: [us-east, eu-west]\n    shed: 50%\n",
+            &[("eu-west", State::Degraded)],
+        ),
+        (
+            "    regions: [us-east, eu-west]\n    rules:\n      - match: { network: [192.0.2.0/24] }\n        prefer: [eu-west]\n",
+            &[],
+        ),
+    ];
+    for (service, states) in hashed {
+        let table = service_table(service, states);
+        assert!(api(&table).remembered_as.is_none(), "{service}");
+    }
+    let shed_but_healthy = service_table("    regions: [us-east, eu-west]\n    shed: 50%\n", &[]);
+    assert!(api(&shed_but_healthy).remembered_as.is_some());
 }
