@@ -14,7 +14,8 @@ use hickory_proto::rr::{Record, RecordType};
 
 use crate::{
     config::FailClosed,
-    geo::GeoIp,
+    geo::{Continent, GeoIp},
+    metrics::AnswerShares,
     routing::{Decision, MAX_ANSWERS, Picks, RoutingTable, ServiceRoutes, ZoneRoutes},
     wire::{ExtendedError, Rcode, name::is_within},
     zone::{Additional, Lookup, RRset, ZoneData},
@@ -46,6 +47,8 @@ pub struct Answer<'t> {
     pub scope: u8,
     /// The counters this answer adds one to; none: count it by rcode.
     pub counters: [Option<&'t QueryCounter>; 2],
+    /// The answer-share cell it adds one to: its first region and the client's continent.
+    pub share: Option<(&'t AnswerShares, usize)>,
     /// Why the answer is refused or fails closed (RFC 8914).
     pub extended_error: Option<ExtendedError<'t>>,
     /// Records made for this query only (the `_explain` TXT lines).
@@ -89,6 +92,7 @@ impl<'t> Answer<'t> {
             additional_required: false,
             scope: 0,
             counters: [None, None],
+            share: None,
             extended_error: None,
             made: Vec::new(),
             denial: None,
@@ -243,7 +247,8 @@ pub fn resolve<'t>(
                 };
                 let client = service.locate(geo, client.ip);
                 let decision = service.decision_for(&client);
-                add_decision(&mut chain, zone, service, decision, qtype);
+                let continent = client.location.continent();
+                add_decision(&mut chain, zone, service, decision, qtype, continent);
                 let nodata = chain
                     .authority
                     .is_some_and(|soa| std::ptr::eq(soa, data.negative_soa()));
@@ -321,19 +326,21 @@ pub fn decision_answer<'t>(
     qtype: RecordType,
 ) -> Answer<'t> {
     let mut answer = Answer::new(Rcode::NoError, true);
-    add_decision(&mut answer, zone, service, decision, qtype);
+    add_decision(&mut answer, zone, service, decision, qtype, None);
     answer
 }
 
 /// Completes `answer` (empty, or the CNAMEs that led to the service) with a routing decision:
 /// its records follow the chain, and its rcode, authority and scope are the response's (RFC
-/// 1034 4.3.2, RFC 6604). Built in place: an answer is large to move.
+/// 1034 4.3.2, RFC 6604). Built in place: an answer is large to move. The answer counts toward
+/// its first region's share of clients from `continent`.
 fn add_decision<'t>(
     answer: &mut Answer<'t>,
     zone: &'t ZoneRoutes,
     service: &'t ServiceRoutes,
     decision: Decision<'t>,
     qtype: RecordType,
+    continent: Option<Continent>,
 ) {
     let negative_soa = Some(zone.data.negative_soa());
     let plan = &service.plan;
@@ -360,11 +367,12 @@ fn add_decision<'t>(
             if sets == 0 {
                 answer.authority = negative_soa;
             }
-            let first = picks.iter().next().and_then(|i| service.region(i));
+            let first = picks.iter().next();
             answer.counters = [
-                first.map(|r| &r.answered),
+                first.and_then(|i| service.region(i)).map(|r| &r.answered),
                 fail_open.then_some(&plan.fail_open),
             ];
+            answer.share = first.map(|i| (&*plan.shares, AnswerShares::cell(i, continent)));
             answer.scope = scope;
         }
         Decision::FailClosed { how, reason, scope } => {

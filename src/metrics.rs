@@ -5,12 +5,17 @@
 //! ([`QueryCounter`]: an atomic per thread's shard), so counting a query is one atomic add to
 //! a cache line no other worker writes: no label lookup, no lock.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
     metrics::{
-        counter::Counter,
+        MetricType,
+        counter::{ConstCounter, Counter},
         family::Family,
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
@@ -18,7 +23,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{counter::QueryCounter, geo::LookupCounters, region::State};
+use crate::{
+    counter::{CounterTable, QueryCounter},
+    geo::{Continent, LookupCounters},
+    region::State,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueryLabels {
@@ -42,6 +51,20 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContinentLabels {
+    zone: String,
+    service: String,
+    region: String,
+    continent: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    receiver: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
     zone: String,
     service: String,
@@ -62,6 +85,8 @@ pub struct Metrics {
     probes_not_made: Family<RegionLabels, Counter>,
     dropped: QueryCounter,
     rate_limited: Family<ActionLabels, QueryCounter>,
+    events: Family<EventLabels, Counter>,
+    shares: Arc<SharesCollector>,
     generation: Gauge,
 }
 
@@ -177,6 +202,14 @@ impl Metrics {
             "UDP responses over the response rate limit: dropped, or slipped (sent truncated so that a real client retries over TCP)",
             rate_limited.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "failover_events",
+            "Failover events per receiver: delivered, failed (given up after every attempt), or dropped (its queue was full; receiver \"notifier\": the notifier's own queue)",
+            events.clone(),
+        );
+        let shares = Arc::new(SharesCollector::default());
+        registry.register_collector(Box::new(Arc::clone(&shares)));
         let generation = Gauge::default();
         registry.register(
             "routing_generation",
@@ -198,8 +231,52 @@ impl Metrics {
             probes_not_made,
             dropped,
             rate_limited,
+            events,
+            shares,
             generation,
         }
+    }
+
+    /// The answers of `service` by region and client continent: the same table as before when
+    /// the service's regions are unchanged (a reload keeps its counts), else a new one.
+    pub fn answer_shares(
+        &self,
+        zone: &str,
+        service: &str,
+        regions: Vec<String>,
+    ) -> Arc<AnswerShares> {
+        let mut services = self.shares.lock();
+        let same = |s: &AnswerShares| s.zone == zone && s.service == service;
+        let slot = services
+            .iter()
+            .position(|w| w.upgrade().is_some_and(|s| same(&s)));
+        if let Some(kept) = slot
+            .and_then(|i| services[i].upgrade())
+            .filter(|s| s.regions == regions)
+        {
+            return kept;
+        }
+        let shares = Arc::new(AnswerShares {
+            zone: zone.to_owned(),
+            service: service.to_owned(),
+            table: CounterTable::new(regions.len() * CONTINENT_SLOTS),
+            regions,
+        });
+        match slot {
+            Some(i) => services[i] = Arc::downgrade(&shares),
+            None => services.push(Arc::downgrade(&shares)),
+        }
+        shares
+    }
+
+    /// The counter of failover events with `result` for a receiver (a URL, or \"notifier\").
+    pub fn event_counter(&self, receiver: &str, result: &str) -> Counter {
+        self.events
+            .get_or_create(&EventLabels {
+                receiver: receiver.into(),
+                result: result.into(),
+            })
+            .clone()
     }
 
     /// The counter of responses for these labels; keep it and `inc()` it per query.
@@ -335,5 +412,86 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Client continents as answer shares count them: the seven, then unknown.
+pub const CONTINENT_SLOTS: usize = Continent::ALL.len() + 1;
+
+/// The label of a continent slot: its code, or `unknown`.
+pub fn continent_label(slot: usize) -> &'static str {
+    Continent::ALL.get(slot).map_or("unknown", |c| c.code())
+}
+
+/// One service's answers by region (its first choice) and client continent: the status page's
+/// shares and `regiondns_answers_by_continent_total`. Bounded: regions x 8 cells.
+#[derive(Debug)]
+pub struct AnswerShares {
+    pub zone: String,
+    pub service: String,
+    pub regions: Vec<String>,
+    table: CounterTable,
+}
+
+impl AnswerShares {
+    /// The cell of answers with the region at `region` for clients of `continent`.
+    pub fn cell(region: usize, continent: Option<Continent>) -> usize {
+        let slot = continent
+            .and_then(|c| Continent::ALL.iter().position(|&x| x == c))
+            .unwrap_or(CONTINENT_SLOTS - 1);
+        region * CONTINENT_SLOTS + slot
+    }
+
+    pub fn inc(&self, cell: usize) {
+        self.table.inc(cell);
+    }
+
+    /// Per region, in the service's order, its answers per continent slot.
+    pub fn counts(&self) -> Vec<[u64; CONTINENT_SLOTS]> {
+        let sums = self.table.sums();
+        sums.chunks(CONTINENT_SLOTS)
+            .map(|c| std::array::from_fn(|slot| c.get(slot).copied().unwrap_or(0)))
+            .collect()
+    }
+}
+
+/// Every service's answer shares, for /metrics: each current one once.
+#[derive(Debug, Default)]
+struct SharesCollector {
+    services: Mutex<Vec<Weak<AnswerShares>>>,
+}
+
+impl SharesCollector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<AnswerShares>>> {
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        services.retain(|w| w.strong_count() > 0);
+        services
+    }
+}
+
+impl Collector for SharesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let services: Vec<Arc<AnswerShares>> =
+            self.lock().iter().filter_map(Weak::upgrade).collect();
+        let mut metric = encoder.encode_descriptor(
+            "answers_by_continent",
+            "Answers by region (the first chosen) and the client's continent (unknown: not located)",
+            None,
+            MetricType::Counter,
+        )?;
+        for shares in &services {
+            for (region, counts) in shares.regions.iter().zip(shares.counts()) {
+                for (slot, &count) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    let labels = ContinentLabels {
+                        zone: shares.zone.clone(),
+                        service: shares.service.clone(),
+                        region: region.clone(),
+                        continent: continent_label(slot),
+                    };
+                    ConstCounter::new(count).encode(metric.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Check, ZoneConfig},
+    events::{Notice, Notices},
     health::{Health, Outcome, ProbeReport, ProbeResult},
     metrics::Metrics,
     region::{RegionKey, State, States},
@@ -118,6 +119,8 @@ pub struct Publisher {
     /// The last state changes, kept here and published whole for the admin API.
     timeline: Timeline,
     published_timeline: Arc<ArcSwap<Timeline>>,
+    /// Where failover events go, when anyone listens.
+    notices: Option<Notices>,
     metrics: Arc<Metrics>,
     generation: u64,
     /// When a probe not made was last logged, and how many since.
@@ -168,9 +171,18 @@ impl Publisher {
             board,
             timeline: Timeline::default(),
             published_timeline: Arc::default(),
+            notices: None,
             metrics,
             generation: 1,
             not_made_logged: None,
+        }
+    }
+
+    /// Tells `notices` of every state change, drain, undrain and reload from now on.
+    pub fn notifying(self, notices: Notices) -> Publisher {
+        Publisher {
+            notices: Some(notices),
+            ..self
         }
     }
 
@@ -300,10 +312,20 @@ impl Publisher {
             self.metrics
                 .set_region_state(&key.zone, &key.region, status.state());
         }
+        let reread: Vec<&ZoneConfig> = zones
+            .iter()
+            .filter(|zone| !self.plan.has_data(&zone.data))
+            .collect();
         self.plan = Arc::new(Plan::new(zones, &self.metrics));
         self.settings = settings;
         self.health = health;
         self.publish();
+        if let Some(notices) = &self.notices {
+            notices.receivers(zones);
+            for zone in reread {
+                notices.send(Notice::reload(&zone.origin.to_string(), self.generation));
+            }
+        }
     }
 
     fn publish(&mut self) {
@@ -350,6 +372,9 @@ impl Publisher {
             self.metrics.set_region_state(&key.zone, &key.region, after);
             let reason = status.reason.clone();
             self.publish();
+            if let Some(notices) = &self.notices {
+                notices.send(Notice::state(key, before, after, &reason, self.generation));
+            }
             self.timeline.record(StateChange {
                 time: SystemTime::now(),
                 key: key.clone(),

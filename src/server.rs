@@ -1,5 +1,5 @@
 //! One supervised server: every long-lived task (the publisher, zone reload with its probers,
-//! GeoIP reload, the admin API, DNS) is owned by one [`JoinSet`] under one shutdown.
+//! GeoIP reload, failover events, the status page's history, the admin API, DNS) is owned by one [`JoinSet`] under one shutdown.
 //!
 //! [`run`] returns when a task fails, naming it and saying why, so that the process exits
 //! non-zero and its supervisor (systemd, the container runtime) restarts it: a dead publisher
@@ -25,8 +25,10 @@ use crate::{
     admin::Admin,
     config::ZoneConfig,
     dns::{self, Responder, RrlCounters, RrlSettings, TcpLimits},
+    events::Notifier,
     geo::GeoIp,
     health::panic_message,
+    history::{self, History},
     metrics::Metrics,
     publish::{self, Publisher},
     reload::{GeoipReloader, Reloader},
@@ -85,7 +87,8 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let metrics = config.metrics;
     // The publisher owns health and the routing table; everything else feeds it or reads.
-    let publisher = Publisher::new(&config.zones, Arc::clone(&metrics));
+    let (notifier, notices) = Notifier::new(&config.zones, Arc::clone(&metrics));
+    let publisher = Publisher::new(&config.zones, Arc::clone(&metrics)).notifying(notices);
     publish::release_freed_memory();
     let (table, board, timeline) = (publisher.table(), publisher.board(), publisher.timeline());
     let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
@@ -130,6 +133,15 @@ pub async fn run(
         hooks::publisher(publisher.run(event_queue, report_queue, finish.clone())),
     );
     tasks.spawn("zone reload", reloader.run(finish.clone()));
+    tasks.spawn("failover events", notifier.run(finish.clone()));
+    let history = Arc::new(ArcSwap::from_pointee(History::default()));
+    let sampling = history::run(
+        Arc::clone(&table),
+        Arc::clone(&board),
+        Arc::clone(&history),
+        finish.clone(),
+    );
+    tasks.spawn("history", sampling);
     tasks.spawn("GeoIP reload", geoip_reloader.run(finish.clone()));
     // Everything that feeds the publisher runs: say where the server listens.
     if let Some(addr) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
@@ -151,6 +163,7 @@ pub async fn run(
             table,
             board,
             timeline,
+            history,
             unloaded,
             events,
             Arc::clone(&metrics),

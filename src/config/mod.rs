@@ -53,6 +53,24 @@ pub struct ZoneConfig {
     pub explain: bool,
     /// How the zone is signed, if it is.
     pub dnssec: Option<Signing>,
+    /// Where the zone's failover events are sent.
+    pub events: Vec<EventHook>,
+}
+
+/// A receiver of failover events: the URL they are POSTed to and the key they are signed with.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct EventHook {
+    pub url: reqwest::Url,
+    pub secret: Arc<str>,
+}
+
+impl std::fmt::Debug for EventHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHook")
+            .field("url", &self.url.as_str())
+            .field("secret", &"(hidden)")
+            .finish()
+    }
 }
 
 /// A signed zone's key and signature lifetimes.
@@ -512,7 +530,7 @@ mod tests {
         );
         assert_error(
             &format!("{HEAD}colour: blue\n"),
-            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services, explain, dnssec",
+            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services, explain, dnssec, events",
         );
     }
 

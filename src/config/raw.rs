@@ -52,6 +52,24 @@ pub struct Zone {
     /// Sign the zone's answers with DNSSEC (default: the zone is not signed).
     #[schemars(with = "Option<Dnssec>")]
     pub dnssec: Option<Spanned<Dnssec>>,
+    /// Receivers of the zone's failover events (state changes, drains, reloads): each gets
+    /// every event as a JSON POST signed with HMAC-SHA256.
+    #[serde(default)]
+    #[schemars(with = "Vec<EventHook>")]
+    pub events: Vec<Spanned<EventHook>>,
+}
+
+/// A receiver of failover events.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventHook {
+    /// Where events are POSTed: an http or https URL.
+    #[schemars(with = "String")]
+    pub url: Text,
+    /// The HMAC-SHA256 key of the `X-Regiondns-Signature` header, usually `${VAR}` from the
+    /// environment (at least 16 characters).
+    #[schemars(with = "String")]
+    pub secret: Text,
 }
 
 /// DNSSEC signing of the zone.

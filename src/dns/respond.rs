@@ -194,6 +194,9 @@ impl Responder {
                 c.inc();
             }),
         }
+        if let Some((shares, cell)) = answer.share {
+            shares.inc(cell);
+        }
         let Some(slip) = admit(limiter, source, || rate_class(&answer, name)) else {
             return false;
         };

@@ -67,6 +67,16 @@ pub enum Continent {
 }
 
 impl Continent {
+    pub const ALL: [Continent; 7] = [
+        Continent::Africa,
+        Continent::Antarctica,
+        Continent::Asia,
+        Continent::Europe,
+        Continent::NorthAmerica,
+        Continent::Oceania,
+        Continent::SouthAmerica,
+    ];
+
     pub fn from_code(code: &str) -> Option<Continent> {
         Some(match code {
             "AF" => Continent::Africa,
@@ -163,6 +173,13 @@ impl Located {
         match self {
             Located::Known(location) => location.prefix_len,
             Located::Unknown { prefix_len } => *prefix_len,
+        }
+    }
+
+    pub fn continent(&self) -> Option<Continent> {
+        match self {
+            Located::Known(location) => location.continent,
+            Located::Unknown { .. } => None,
         }
     }
 

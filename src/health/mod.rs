@@ -22,7 +22,7 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-pub use probe::{MAX_BODY, Probe};
+pub use probe::{MAX_BODY, Probe, describe as describe_http_error};
 pub use tracker::{Health, Outcome, ProbeResult, Tracker, Transition};
 
 use crate::{

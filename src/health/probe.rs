@@ -171,7 +171,7 @@ fn unexpected(status: StatusCode, retry_after: bool) -> Outcome {
 }
 
 /// The error and its causes, innermost last: "error sending request: ... Connection refused".
-fn describe(error: &reqwest::Error) -> String {
+pub fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -31,7 +31,7 @@ use crate::{
     config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
     dnssec::{OnDemand, RrsetSigner, remembered},
     geo::{Coordinates, GeoIp, Located},
-    metrics::Metrics,
+    metrics::{AnswerShares, Metrics},
     region::{RegionKey, State, States},
     routing::set::RegionSet,
     wire::{
@@ -78,6 +78,8 @@ pub struct ServicePlan {
     pub servfail: QueryCounter,
     pub fail_open: QueryCounter,
     pub fail_closed: QueryCounter,
+    /// Answers by region and client continent.
+    pub shares: Arc<AnswerShares>,
     /// The zone's signer, when it is signed: for answers of several regions at once.
     signer: Option<RrsetSigner>,
 }
@@ -120,6 +122,11 @@ pub struct RegionRoute {
 }
 
 impl Plan {
+    /// Whether a zone of this plan was built from `data` (the same reading of its file).
+    pub fn has_data(&self, data: &Arc<ZoneData>) -> bool {
+        self.zones.iter().any(|zone| Arc::ptr_eq(&zone.data, data))
+    }
+
     pub fn new(zones: &[ZoneConfig], metrics: &Metrics) -> Plan {
         let zones = zones
             .iter()
@@ -208,6 +215,11 @@ impl ServicePlan {
             servfail: metrics.query_counter(zone, &name, "", "SERVFAIL"),
             fail_open: metrics.fail_open_counter(zone, &name),
             fail_closed: metrics.fail_closed_counter(zone, &name),
+            shares: metrics.answer_shares(
+                zone,
+                &name,
+                regions.iter().map(|r| r.name.clone()).collect(),
+            ),
             signer: signer.cloned(),
             name: name.into(),
         }

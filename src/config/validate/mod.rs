@@ -15,7 +15,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use hickory_proto::rr::Name;
 use serde_saphyr::{Location, Spanned};
 
-use super::{ConfigError, Secrets, Signing, Soa, Thresholds, ZoneConfig, raw};
+use super::{ConfigError, EventHook, Secrets, Signing, Soa, Thresholds, ZoneConfig, raw};
 use crate::{
     dnssec::ZoneKey,
     zone::{ZoneData, ZoneSource},
@@ -75,6 +75,11 @@ pub(super) fn zone(
 
     let explain = zone.explain;
     let dnssec = zone.dnssec.as_ref().and_then(|d| checker.signing(d));
+    let events = zone
+        .events
+        .iter()
+        .filter_map(|hook| checker.event_hook(hook))
+        .collect();
     // The parsed text goes before the zone's names are built, so that they fill the memory it
     // held rather than scatter over pages it keeps from being given back.
     drop(zone);
@@ -102,11 +107,15 @@ pub(super) fn zone(
                 services,
                 explain,
                 dnssec,
+                events,
             })
         }
         _ => Err(checker.take()),
     }
 }
+
+/// The shortest secret an event receiver may be given.
+const MIN_EVENT_SECRET: usize = 16;
 
 /// Signatures are valid this long by default, and made again this long before they expire.
 const DEFAULT_SIGNATURE_VALIDITY: Duration = Duration::from_secs(14 * 86_400);
@@ -149,6 +158,44 @@ impl Checker<'_> {
             publish: publish.into_iter().map(Arc::new).collect(),
             validity,
             refresh,
+        })
+    }
+
+    /// A receiver of failover events: an http(s) URL, and a secret long enough to sign with.
+    fn event_hook(&mut self, hook: &Spanned<raw::EventHook>) -> Option<EventHook> {
+        let raw = &hook.value;
+        let url = match reqwest::Url::parse(raw.url.value.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
+            Ok(_) => {
+                let text = format!("events: url '{}' is not http or https", raw.url.value);
+                self.error(&raw.url.referenced, text);
+                None
+            }
+            Err(e) => {
+                let text = format!("events: url '{}': {e}", raw.url.value);
+                self.error(&raw.url.referenced, text);
+                None
+            }
+        };
+        let mut secrets = Secrets::default();
+        let secret = match regions::expand_env(&raw.secret.value, &mut secrets) {
+            Ok(secret) if secret.chars().count() >= MIN_EVENT_SECRET => Some(secret),
+            Ok(_) => {
+                let text = format!(
+                    "events: the secret of '{}' is shorter than {MIN_EVENT_SECRET} characters",
+                    raw.url.value
+                );
+                self.error(&raw.secret.referenced, text);
+                None
+            }
+            Err(e) => {
+                self.error(&raw.secret.referenced, format!("events: secret: {e}"));
+                None
+            }
+        };
+        Some(EventHook {
+            url: url?,
+            secret: secret?.into(),
         })
     }
 
@@ -339,7 +386,8 @@ impl Checker<'_> {
 }
 
 #[cfg(test)]
-mod dnssec_tests {
+/// The zone-level blocks that read beside the zone file or from the environment: dnssec, events.
+mod block_tests {
     use std::{os::unix::fs::PermissionsExt, path::Path};
 
     use super::fixtures::*;
@@ -415,6 +463,51 @@ mod dnssec_tests {
         assert_eq!(
             errors,
             [format!("{t}:6:33: dnssec: '5m' is too short (at least 1h)")]
+        );
+    }
+
+    #[test]
+    fn event_receivers_need_an_http_url_and_a_secret_of_16_characters() {
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var("REGIONDNS_TEST_HOOK_SECRET", "0123456789abcdef") };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let zone = parse_in(
+            dir.path(),
+            "events:\n  - { url: \"https://hooks.example.com/dns\", secret: \"${REGIONDNS_TEST_HOOK_SECRET}\" }\n",
+        )
+        .expect("valid");
+        assert_eq!(zone.events.len(), 1);
+        assert_eq!(zone.events[0].url.as_str(), "https://hooks.example.com/dns");
+        assert_eq!(&*zone.events[0].secret, "0123456789abcdef");
+        assert!(
+            !format!("{:?}", zone.events[0]).contains("0123456789abcdef"),
+            "the secret is never shown"
+        );
+        let t = dir.path().join("t.yaml").display().to_string();
+        let errors = parse_in(
+            dir.path(),
+            "events:\n  - { url: \"ftp://h.example.com/\", secret: short }\n",
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            errors,
+            [
+                format!("{t}:7:12: events: url 'ftp://h.example.com/' is not http or https"),
+                format!(
+                    "{t}:7:44: events: the secret of 'ftp://h.example.com/' is shorter than 16 characters"
+                ),
+            ]
+        );
+        let errors = parse_in(
+            dir.path(),
+            "events:\n  - { url: \"http://h/\", secret: \"${REGIONDNS_UNSET_VARIABLE}\" }\n",
+        )
+        .expect_err("unset");
+        assert_eq!(
+            errors,
+            [format!(
+                "{t}:7:33: events: secret: environment variable REGIONDNS_UNSET_VARIABLE is not set"
+            )]
         );
     }
 }

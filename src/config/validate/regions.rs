@@ -318,7 +318,7 @@ impl Checker<'_> {
     }
 }
 
-fn expand_env(text: &str, secrets: &mut Secrets) -> Result<String, String> {
+pub(super) fn expand_env(text: &str, secrets: &mut Secrets) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {

@@ -1,5 +1,6 @@
-//! The admin HTTP API (axum): region health as JSON, the operator's drain switch, Prometheus
-//! metrics and the server's own liveness.
+//! The admin HTTP API (axum): the status page ([`page`]) and the JSON behind it (region health
+//! and location, the last state changes, answer shares, 15 minutes of history), the operator's
+//! drain switch, Prometheus metrics and the server's own liveness.
 //!
 //! It reads the health board that the publisher swaps in and sends drain requests to the
 //! publisher; it never touches the routing table itself. Mutating endpoints need the bearer
@@ -8,7 +9,7 @@
 use std::{
     net::SocketAddr,
     sync::Arc,
-    time::{Duration, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use arc_swap::ArcSwap;
@@ -33,12 +34,16 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    geo::Coordinates,
+    history::{self, History},
     metrics::Metrics,
     publish::{Event, HealthMap, RegionStatus},
     region::RegionKey,
     routing::RoutingTable,
     timeline::Timeline,
 };
+
+mod page;
 
 #[derive(Clone)]
 pub struct Admin {
@@ -53,6 +58,8 @@ pub struct Admin {
     unloaded: Arc<ArcSwap<Vec<String>>>,
     /// The last state changes, newest first.
     timeline: Arc<ArcSwap<Timeline>>,
+    /// Answers and probe latency over the last 15 minutes.
+    history: Arc<ArcSwap<History>>,
 }
 
 impl Admin {
@@ -61,6 +68,7 @@ impl Admin {
         table: Arc<ArcSwap<RoutingTable>>,
         board: Arc<ArcSwap<HealthMap>>,
         timeline: Arc<ArcSwap<Timeline>>,
+        history: Arc<ArcSwap<History>>,
         unloaded: Arc<ArcSwap<Vec<String>>>,
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
@@ -71,6 +79,7 @@ impl Admin {
             table,
             board,
             timeline,
+            history,
             unloaded,
             events,
             metrics,
@@ -86,6 +95,8 @@ impl Admin {
             .route("/metrics", get(metrics))
             .route("/regions", get(regions))
             .route("/events", get(events))
+            .route("/shares", get(shares))
+            .route("/history", get(history))
             .route("/regions/{zone}/{region}/drain", post(drain))
             .route("/regions/{zone}/{region}/undrain", post(undrain))
             .with_state(self)
@@ -181,94 +192,73 @@ impl std::str::FromStr for AdminListen {
     }
 }
 
-/// A small HTML page, rendered here and refreshing itself: zones, services and their regions
-/// with state, reason, since, last probe and answers. No script, no external asset.
+/// The status page ([`page`]), from the current table, board, timeline and history.
 async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
-    use html_escape::encode_text as text;
     let (table, board) = (admin.table.load(), admin.board.load());
-    let mut page = STATUS_HEAD.replace("REFRESH", &STATUS_REFRESH_SECONDS.to_string());
-    page.push_str(&format!(
-        "<p>updated {} (refreshes every {STATUS_REFRESH_SECONDS} s)</p>\n",
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-    ));
-    for zone in table.zones() {
-        page.push_str(&format!(
-            "<h2>zone {}</h2>\n",
-            text(&zone.data.origin_name().to_string())
-        ));
-        for service in zone.services() {
-            page.push_str(&format!(
-                "<h3>service {}</h3>\n<table>\n<tr><th>region</th><th>state</th><th>reason</th><th>since</th><th>last probe</th><th>answers</th></tr>\n",
-                text(&service.plan.name)
-            ));
-            for (region, state) in service.plan.regions.iter().zip(&service.states) {
-                let status = board.get(&region.key);
-                let probe = status
-                    .and_then(|s| s.last_probe.as_ref())
-                    .map_or("-".into(), |p| format!("{} ms", p.latency.as_millis()));
-                page.push_str(&format!(
-                    "<tr id=\"{zone}/{name}\" class=\"{state}\"><td>{name}</td><td class=\"state\">{state}</td><td>{reason}</td><td>{since}</td><td>{probe}</td><td>{answers}</td></tr>\n",
-                    zone = text(&region.key.zone),
-                    name = text(&region.key.region),
-                    state = state.as_str(),
-                    reason = text(status.map_or("", |s| s.reason.as_str())),
-                    since = status.map_or("-".into(), |s| humantime::format_rfc3339_seconds(s.since).to_string()),
-                    answers = region.answered.get(),
-                ));
-            }
-            page.push_str("</table>\n");
-        }
-    }
-    page.push_str(&recent_changes(&admin.timeline.load()));
-    page.push_str("</body>\n</html>\n");
-    Html(page)
+    let (timeline, history) = (admin.timeline.load(), admin.history.load());
+    let now = history::sample(&table, &board, SystemTime::now());
+    Html(page::render(&page::View {
+        table: &table,
+        board: &board,
+        timeline: &timeline,
+        history: &history,
+        now: &now,
+    }))
 }
 
-/// State changes shown on the status page (all of them are on `/events`).
-const STATUS_CHANGES: usize = 20;
-
-/// The status page's table of the last state changes, newest first.
-fn recent_changes(timeline: &Timeline) -> String {
-    use html_escape::encode_text as text;
-    let mut html = String::from(
-        "<h2>recent changes</h2>\n<table id=\"changes\">\n<tr><th>time</th><th>zone</th><th>region</th><th>from</th><th>to</th><th>reason</th></tr>\n",
-    );
-    for change in timeline.changes().take(STATUS_CHANGES) {
-        html.push_str(&format!(
-            "<tr class=\"{to}\"><td>{time}</td><td>{zone}</td><td>{region}</td><td>{from}</td><td class=\"state\">{to}</td><td>{reason}</td></tr>\n",
-            time = humantime::format_rfc3339_seconds(change.time),
-            zone = text(&change.key.zone),
-            region = text(&change.key.region),
-            from = change.from.as_str(),
-            to = change.to.as_str(),
-            reason = text(&change.reason),
-        ));
-    }
-    html.push_str("</table>\n");
-    html
+/// The answers' shares per zone and client continent over the last 15 minutes.
+async fn shares(AxumState(admin): AxumState<Admin>) -> Json<Value> {
+    let (table, board, history) = (admin.table.load(), admin.board.load(), admin.history.load());
+    let now = history::sample(&table, &board, SystemTime::now());
+    let since = history.samples().next().map_or(now.time, |s| s.time);
+    let shares: Vec<Value> = page::shares(&history, &now)
+        .iter()
+        .map(|s| {
+            json!({
+                "zone": s.key.zone,
+                "region": s.key.region,
+                "continent": s.continent,
+                "answers": s.answers,
+                "share": s.fraction,
+            })
+        })
+        .collect();
+    Json(json!({
+        "since": humantime::format_rfc3339_seconds(since).to_string(),
+        "shares": shares,
+    }))
 }
 
-const STATUS_REFRESH_SECONDS: u32 = 2;
-
-const STATUS_HEAD: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="refresh" content="REFRESH">
-<title>regiondns status</title>
-<style>
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin-bottom: 1.5em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: left; }
-tr.up .state { background: #c8efc8; }
-tr.degraded .state { background: #ffe7a8; }
-tr.down .state { background: #f7b8b8; }
-tr.drained .state { background: #d8d8d8; }
-</style>
-</head>
-<body>
-<h1>regiondns status</h1>
-"#;
+/// Per region, answers per second and probe latency every 10 s over the last 15 minutes.
+async fn history(AxumState(admin): AxumState<Admin>) -> Json<Value> {
+    let history = admin.history.load();
+    let keys = history
+        .samples()
+        .last()
+        .map(|s| s.regions.keys().cloned().collect::<Vec<_>>());
+    let regions: Vec<Value> = keys
+        .unwrap_or_default()
+        .iter()
+        .map(|key| {
+            let points: Vec<Value> = history
+                .rates(key)
+                .iter()
+                .map(|r| {
+                    json!({
+                        "time": humantime::format_rfc3339_seconds(r.time).to_string(),
+                        "answers_per_second": r.answers_per_second,
+                        "probe_ms": r.probe_ms,
+                    })
+                })
+                .collect();
+            json!({ "zone": key.zone, "region": key.region, "points": points })
+        })
+        .collect();
+    Json(json!({
+        "interval_seconds": history::SAMPLE_EVERY.as_secs(),
+        "regions": regions,
+    }))
+}
 
 /// The last state changes, newest first (at most [`crate::timeline::KEPT`]).
 async fn events(AxumState(admin): AxumState<Admin>) -> Json<Value> {
@@ -287,15 +277,19 @@ async fn metrics(AxumState(admin): AxumState<Admin>) -> Response {
 }
 
 async fn regions(AxumState(admin): AxumState<Admin>) -> Json<Value> {
-    let board = admin.board.load();
+    let (table, board) = (admin.table.load(), admin.board.load());
+    let markers = page::markers(&table, &board);
     let regions: Vec<Value> = board
         .iter()
-        .map(|(key, status)| region_json(key, status))
+        .map(|(key, status)| {
+            let location = markers.iter().find(|m| &m.key == key).map(|m| m.location);
+            region_json(key, status, location)
+        })
         .collect();
     Json(json!({ "regions": regions }))
 }
 
-fn region_json(key: &RegionKey, status: &RegionStatus) -> Value {
+fn region_json(key: &RegionKey, status: &RegionStatus, location: Option<Coordinates>) -> Value {
     let since = status
         .since
         .duration_since(UNIX_EPOCH)
@@ -316,6 +310,7 @@ fn region_json(key: &RegionKey, status: &RegionStatus) -> Value {
         "last_probe_ms": last.map(|p| p.latency.as_secs_f64() * 1000.0),
         "error_rate": status.error_rate,
         "slow_rate": status.slow_rate,
+        "location": location.map(|c| json!({ "lat": c.lat, "lon": c.lon })),
     })
 }
 
