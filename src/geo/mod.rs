@@ -67,6 +67,7 @@ pub enum Continent {
 }
 
 impl Continent {
+    /// In declaration order: `ALL[c as usize] == c`.
     pub const ALL: [Continent; 7] = [
         Continent::Africa,
         Continent::Antarctica,
@@ -649,6 +650,14 @@ mod tests {
         lat: 35.7,
         lon: 139.7,
     };
+
+    #[test]
+    fn every_continent_is_at_its_own_index_with_its_own_code() {
+        for (i, &continent) in Continent::ALL.iter().enumerate() {
+            assert_eq!(continent as usize, i);
+            assert_eq!(Continent::from_code(continent.code()), Some(continent));
+        }
+    }
     const DUBLIN: Coordinates = Coordinates {
         lat: 53.3,
         lon: -6.3,
