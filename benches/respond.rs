@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use query_path::{benchmarked, responder};
 use regiondns::{
     counter::QueryCounter,
-    dns::{RateLimiter, RrlCounters, RrlSettings, Transport},
+    dns::{RateLimiter, ResponseCache, RrlCounters, RrlSettings, Transport},
 };
 
 fn bench(c: &mut Criterion) {
@@ -25,6 +25,12 @@ fn bench(c: &mut Criterion) {
             b.iter(|| responder.respond(black_box(packet), source, Transport::Udp, &mut out))
         });
     }
+    // The first case again as a UDP worker answers a repeat: from its response cache.
+    let mut cache = ResponseCache::default();
+    let (name, packet) = &cases[0];
+    c.bench_function(&format!("{name}, a repeat (response cache)"), |b| {
+        b.iter(|| responder.respond_udp(black_box(packet), source, None, &mut cache, &mut out))
+    });
     // The first case again, under a response rate limit it never reaches: the limit's cost.
     let settings = RrlSettings {
         rate: u32::MAX,

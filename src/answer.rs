@@ -7,14 +7,14 @@
 //! records made for one query. It knows nothing of the wire format's bytes; [`crate::dns`]
 //! writes the answer.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use crate::counter::QueryCounter;
 use hickory_proto::rr::{Record, RecordType};
 
 use crate::{
     config::FailClosed,
-    geo::{Continent, GeoIp},
+    geo::{Continent, GeoIp, LookupResult},
     metrics::AnswerShares,
     routing::{Decision, MAX_ANSWERS, Picks, RoutingTable, ServiceRoutes, ZoneRoutes},
     wire::{ExtendedError, Rcode, name::is_within},
@@ -48,7 +48,11 @@ pub struct Answer<'t> {
     /// The counters this answer adds one to; none: count it by rcode.
     pub counters: [Option<&'t QueryCounter>; 2],
     /// The answer-share cell it adds one to: its first region and the client's continent.
-    pub share: Option<(&'t AnswerShares, usize)>,
+    pub share: Option<(&'t Arc<AnswerShares>, usize)>,
+    /// The GeoIP lookup the service's decision made, and whether more were made (for the
+    /// addresses of targets): an answer given again counts its lookup again.
+    pub lookup: Option<LookupResult>,
+    pub other_lookups: bool,
     /// Why the answer is refused or fails closed (RFC 8914).
     pub extended_error: Option<ExtendedError<'t>>,
     /// Records made for this query only (the `_explain` TXT lines).
@@ -93,6 +97,8 @@ impl<'t> Answer<'t> {
             scope: 0,
             counters: [None, None],
             share: None,
+            lookup: None,
+            other_lookups: false,
             extended_error: None,
             made: Vec::new(),
             denial: None,
@@ -245,7 +251,8 @@ pub fn resolve<'t>(
                     chain.authority = Some(data.negative_soa());
                     return counted(chain, zone);
                 };
-                let client = service.locate(geo, client.ip);
+                let (client, lookup) = service.locate_counted(geo, client.ip);
+                chain.lookup = lookup;
                 let decision = service.decision_for(&client);
                 let continent = client.location.continent();
                 add_decision(&mut chain, zone, service, decision, qtype, continent);
@@ -292,6 +299,7 @@ fn add_target_addresses<'t>(
         .filter_map(|&id| zone.service(id))
     {
         let located = service.locate(geo, client.ip);
+        answer.other_lookups = true;
         if let Decision::Regions { picks, scope, .. } = service.decision_for(&located) {
             answer.scope = answer.scope.max(scope);
             for region in picks.iter().filter_map(|i| service.region(i)) {
@@ -372,7 +380,7 @@ fn add_decision<'t>(
                 first.and_then(|i| service.region(i)).map(|r| &r.answered),
                 fail_open.then_some(&plan.fail_open),
             ];
-            answer.share = first.map(|i| (&*plan.shares, AnswerShares::cell(i, continent)));
+            answer.share = first.map(|i| (&plan.shares, AnswerShares::cell(i, continent)));
             answer.scope = scope;
         }
         Decision::FailClosed { how, reason, scope } => {

@@ -85,6 +85,7 @@ pub struct Metrics {
     probes_not_made: Family<RegionLabels, Counter>,
     dropped: QueryCounter,
     rate_limited: Family<ActionLabels, QueryCounter>,
+    remembered: QueryCounter,
     events: Family<EventLabels, Counter>,
     shares: Arc<SharesCollector>,
     generation: Gauge,
@@ -196,6 +197,12 @@ impl Metrics {
             "Packets given no answer: shorter than a DNS header, or responses (QR set), which must never be answered",
             dropped.clone(),
         );
+        let remembered = QueryCounter::default();
+        registry.register(
+            "remembered_responses",
+            "UDP responses copied from a worker's memory of responses to the same request under the same routing and GeoIP snapshots",
+            remembered.clone(),
+        );
         let rate_limited = Family::<ActionLabels, QueryCounter>::default();
         registry.register(
             "rate_limited_responses",
@@ -231,6 +238,7 @@ impl Metrics {
             probes_not_made,
             dropped,
             rate_limited,
+            remembered,
             events,
             shares,
             generation,
@@ -389,6 +397,10 @@ impl Metrics {
     }
 
     /// The counter of packets given no answer.
+    pub fn remembered_responses_counter(&self) -> QueryCounter {
+        self.remembered.clone()
+    }
+
     pub fn dropped_counter(&self) -> QueryCounter {
         self.dropped.clone()
     }

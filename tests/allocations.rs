@@ -1,6 +1,7 @@
 //! The query path allocates nothing: after a first query has sized the buffers, answering a
 //! geo query with ECS, a static query, NXDOMAIN, a malformed packet and a refused name costs
-//! no heap allocation (counted by this test binary's allocator, per thread).
+//! no heap allocation (counted by this test binary's allocator, per thread); nor does the UDP
+//! workers' way, answering repeats from their response cache, once its slots are sized.
 
 mod common;
 
@@ -14,7 +15,7 @@ use common::query_path::{benchmarked, request, responder};
 use hickory_proto::rr::RecordType;
 use regiondns::{
     counter::QueryCounter,
-    dns::{RateLimiter, RrlCounters, RrlSettings, Transport},
+    dns::{RateLimiter, ResponseCache, RrlCounters, RrlSettings, Transport},
 };
 
 struct Counting;
@@ -109,4 +110,20 @@ fn answering_allocates_nothing() {
         );
     }
     assert!(counters.dropped.get() > 0 && counters.slipped.get() > 0);
+
+    // The workers' way: remembered, copied, counted and limited without allocating.
+    let mut cache = ResponseCache::default();
+    for (what, packet) in &cases {
+        responder.respond_udp(packet, source, None, &mut cache, &mut out);
+        let before = allocations();
+        for _ in 0..1000 {
+            responder.respond_udp(packet, source, None, &mut cache, &mut out);
+            responder.respond_udp(packet, source, Some(&mut limiter), &mut cache, &mut out);
+        }
+        let made = allocations() - before;
+        assert_eq!(
+            made, 0,
+            "{what}, from the cache: {made} allocations in 2000 queries"
+        );
+    }
 }

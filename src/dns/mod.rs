@@ -5,6 +5,7 @@
 //! what to answer to [`crate::answer::resolve`], a pure function of the routing snapshot. Nothing
 //! here reads files or blocks; the wire format itself is [`crate::wire`]'s.
 
+mod cache;
 mod respond;
 mod rrl;
 mod tcp;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::counter;
 
+pub use cache::ResponseCache;
 pub use respond::{DEFAULT_MAX_UDP_PAYLOAD, Responder, Transport};
 pub use rrl::{RateLimiter, ResponseClass, RrlCounters, RrlSettings, Verdict};
 pub use tcp::TcpLimits;

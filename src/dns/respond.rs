@@ -10,7 +10,10 @@ use crate::counter::QueryCounter;
 use arc_swap::ArcSwap;
 use hickory_proto::rr::RecordType;
 
-use super::{RateLimiter, ResponseClass, Verdict};
+use super::{
+    RateLimiter, ResponseClass, Verdict,
+    cache::{ResponseCache, Snapshots, SourceNetwork},
+};
 use crate::{
     answer::{AddressSource, Answer, ClientAddress, resolve},
     explain,
@@ -44,6 +47,14 @@ pub struct Responder {
     max_udp_payload: u16,
     nsid: Option<Box<[u8]>>,
     errors: ErrorCounters,
+    /// Responses copied from a worker's [`ResponseCache`].
+    remembered: QueryCounter,
+}
+
+/// Where to remember a response: a worker's cache, under the key made for the request.
+struct Remember<'c> {
+    cache: &'c mut ResponseCache,
+    hash: u64,
 }
 
 /// Responses to requests that reach no zone.
@@ -92,6 +103,7 @@ impl Responder {
                 servfail: counter("SERVFAIL"),
                 dropped: metrics.dropped_counter(),
             },
+            remembered: metrics.remembered_responses_counter(),
         }
     }
 
@@ -104,7 +116,7 @@ impl Responder {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> bool {
-        self.respond_within(packet, source, transport, None, out)
+        self.respond_within(packet, source, transport, None, None, out)
     }
 
     /// As [`Responder::respond`] for a UDP datagram, within the response rate limit: false as
@@ -116,7 +128,54 @@ impl Responder {
         limiter: &mut RateLimiter,
         out: &mut Vec<u8>,
     ) -> bool {
-        self.respond_within(packet, source, Transport::Udp, Some(limiter), out)
+        self.respond_within(packet, source, Transport::Udp, Some(limiter), None, out)
+    }
+
+    /// The UDP workers' way to answer: as [`Responder::respond`], within the response rate
+    /// limit when there is one, answering a repeat from `cache` and remembering what it answers.
+    pub fn respond_udp(
+        &self,
+        packet: &[u8],
+        source: IpAddr,
+        limiter: Option<&mut RateLimiter>,
+        cache: &mut ResponseCache,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(hash) = cache.key(packet) else {
+            return self.respond_within(packet, source, Transport::Udp, limiter, None, out);
+        };
+        let (table, geo) = (self.table.load(), self.geo.load());
+        let snapshots = Snapshots {
+            table: table.id,
+            geo: geo.id(),
+        };
+        let Some(hit) = cache.get(hash, snapshots, source) else {
+            let remember = Remember { cache, hash };
+            return self.respond_within(
+                packet,
+                source,
+                Transport::Udp,
+                limiter,
+                Some(remember),
+                out,
+            );
+        };
+        let tally = hit.tally();
+        tally.counters.iter().flatten().for_each(|c| {
+            c.inc();
+        });
+        if let Some((shares, cell)) = &tally.share {
+            shares.inc(*cell);
+        }
+        if let Some(lookup) = tally.lookup {
+            geo.count(lookup);
+        }
+        self.remembered.inc();
+        let Some(slip) = admit(limiter, source, || (tally.class, &tally.name[..])) else {
+            return false;
+        };
+        hit.write(packet, slip, out);
+        true
     }
 
     fn respond_within(
@@ -125,6 +184,7 @@ impl Responder {
         source: IpAddr,
         transport: Transport,
         limiter: Option<&mut RateLimiter>,
+        remember: Option<Remember<'_>>,
         out: &mut Vec<u8>,
     ) -> bool {
         let request = match wire::parse(packet) {
@@ -223,7 +283,39 @@ impl Responder {
             rcode,
             slip,
         };
+        let opt = edns.as_ref().map(opt_len);
         self.write(out, &request, transport, body, edns);
+        if let Some(Remember { cache, hash }) = remember
+            && !slip
+            && answer.made.is_empty()
+            && !answer.other_lookups
+        {
+            let snapshots = Snapshots {
+                table: table.id,
+                geo: geo.id(),
+            };
+            // Without an ECS address the source's own decided, as far as the scope says.
+            let ecs = request.edns.and_then(|e| e.client_subnet);
+            let source = match ecs {
+                Some(subnet) if subnet.source_prefix > 0 => None,
+                _ => Some(SourceNetwork::of(source, answer.scope)),
+            };
+            let opt_at = opt.map(|len| out.len() - len);
+            cache.put(hash, snapshots, source, out, opt_at, |tally| {
+                tally.counters = match answer.counters {
+                    [None, _] => [Some(self.errors.for_rcode(answer.rcode).clone()), None],
+                    counters => counters.map(|c| c.cloned()),
+                };
+                tally.share = answer
+                    .share
+                    .map(|(shares, cell)| (Arc::clone(shares), cell));
+                tally.lookup = answer.lookup;
+                let (class, name) = rate_class(&answer, name);
+                tally.class = class;
+                tally.name.clear();
+                tally.name.extend_from_slice(name);
+            });
+        }
         true
     }
 

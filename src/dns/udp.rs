@@ -1,7 +1,8 @@
 //! UDP workers: one thread per core, each with its own socket bound with SO_REUSEPORT, so the
 //! kernel spreads datagrams over them and no two workers share a socket. A worker receives up to
-//! [`BATCH`] datagrams with one `recvmmsg`, answers them into buffers it reuses, and sends the
-//! answers with one `sendmmsg`: no task is spawned and nothing is allocated per query.
+//! [`BATCH`] datagrams with one `recvmmsg`, answers them into buffers it reuses (a repeated
+//! request from its [`ResponseCache`]), and sends the answers with one `sendmmsg`: no task is
+//! spawned and nothing is allocated per query.
 //!
 //! This module owns the system calls and their buffers; what to answer is [`Responder`]'s.
 
@@ -15,7 +16,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{RateLimiter, Responder, Transport};
+use super::{RateLimiter, Responder, ResponseCache};
 
 /// Datagrams moved per system call.
 pub const BATCH: usize = 32;
@@ -63,6 +64,7 @@ pub fn serve(
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
     let mut batch = Batch::new();
+    let mut cache = ResponseCache::default();
     loop {
         let stopping = shutdown.is_cancelled();
         // Once stopping, take only what is already queued, without waiting.
@@ -86,7 +88,7 @@ pub fn serve(
         if let Some(limiter) = &mut limiter {
             limiter.set_now(Instant::now());
         }
-        let answers = batch.answer(received, responder, limiter.as_mut());
+        let answers = batch.answer(received, responder, limiter.as_mut(), &mut cache);
         batch.send(&socket, answers);
     }
 }
@@ -181,6 +183,7 @@ impl Batch {
         received: usize,
         responder: &Responder,
         mut limiter: Option<&mut RateLimiter>,
+        cache: &mut ResponseCache,
     ) -> usize {
         let mut ready = 0;
         for i in 0..received {
@@ -191,10 +194,8 @@ impl Batch {
             let len = (self.received[i].msg_len as usize).min(MAX_REQUEST);
             let request = &self.requests[i][..len];
             let response = &mut self.responses[ready];
-            let answered = match limiter.as_deref_mut() {
-                Some(limiter) => responder.respond_limited(request, peer.ip(), limiter, response),
-                None => responder.respond(request, peer.ip(), Transport::Udp, response),
-            };
+            let limiter = limiter.as_deref_mut();
+            let answered = responder.respond_udp(request, peer.ip(), limiter, cache, response);
             if !answered {
                 continue;
             }

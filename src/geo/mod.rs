@@ -242,6 +242,16 @@ pub struct LookupCounters {
     pub undecodable: QueryCounter,
 }
 
+/// What a lookup found, as `geoip_lookups_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupResult {
+    Located,
+    /// No database has data for the address.
+    Unknown,
+    /// A database has a record for the address that regiondns cannot read.
+    Undecodable,
+}
+
 /// Ids of databases and sets of them, for [`memo`].
 static OPENED: AtomicU64 = AtomicU64::new(0);
 
@@ -389,14 +399,34 @@ impl GeoIp {
     /// decides. IPv6 addresses skip IPv4-only files. The prefix of the answer is the most
     /// specific network among the files consulted, since the answer holds only where all agree.
     pub fn locate(&self, ip: IpAddr) -> Located {
+        self.locate_counted(ip).0
+    }
+
+    /// As [`GeoIp::locate`], and how the lookup was counted.
+    pub fn locate_counted(&self, ip: IpAddr) -> (Located, LookupResult) {
         let outcome = self.outcome(ip);
-        let counter = match outcome.located {
-            Located::Known(_) => &self.counters.located,
-            Located::Unknown { .. } if outcome.undecodable => &self.counters.undecodable,
-            Located::Unknown { .. } => &self.counters.unknown,
+        let result = match outcome.located {
+            Located::Known(_) => LookupResult::Located,
+            Located::Unknown { .. } if outcome.undecodable => LookupResult::Undecodable,
+            Located::Unknown { .. } => LookupResult::Unknown,
+        };
+        self.count(result);
+        (outcome.located, result)
+    }
+
+    /// Counts a lookup: one made, or one that an answer given before stands for.
+    pub fn count(&self, result: LookupResult) {
+        let counter = match result {
+            LookupResult::Located => &self.counters.located,
+            LookupResult::Unknown => &self.counters.unknown,
+            LookupResult::Undecodable => &self.counters.undecodable,
         };
         counter.inc();
-        outcome.located
+    }
+
+    /// Unique in this process: a snapshot of the databases.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     fn outcome(&self, ip: IpAddr) -> Outcome {

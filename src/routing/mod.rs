@@ -30,7 +30,7 @@ pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
 use crate::{
     config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
     dnssec::{OnDemand, RrsetSigner, remembered},
-    geo::{Coordinates, GeoIp, Located},
+    geo::{Coordinates, GeoIp, Located, LookupResult},
     metrics::{AnswerShares, Metrics},
     region::{RegionKey, State, States},
     routing::set::RegionSet,
@@ -291,6 +291,8 @@ impl RegionRoute {
 /// Every zone served, most specific origin first so the first match is the closest enclosing.
 #[derive(Debug)]
 pub struct RoutingTable {
+    /// Unique in this process: names the snapshot in per-worker memories of responses.
+    pub id: u64,
     zones: Vec<ZoneRoutes>,
 }
 
@@ -336,7 +338,11 @@ impl RoutingTable {
             })
             .collect();
         zones.sort_by_key(|z| std::cmp::Reverse(label_count(z.data.origin())));
-        RoutingTable { zones }
+        static TABLES: AtomicU64 = AtomicU64::new(0);
+        RoutingTable {
+            id: TABLES.fetch_add(1, Ordering::Relaxed),
+            zones,
+        }
     }
 
     pub fn zones(&self) -> &[ZoneRoutes] {
@@ -412,12 +418,18 @@ impl ServiceRoutes {
     /// The client at `ip` with its location, looked up only when this service's answer can
     /// depend on it.
     pub fn locate(&self, geo: &GeoIp, ip: IpAddr) -> Client {
-        let location = if self.plan.regions.len() > 1 || !self.plan.rules.is_empty() {
-            geo.locate(ip)
+        self.locate_counted(geo, ip).0
+    }
+
+    /// As [`ServiceRoutes::locate`], and how the lookup was counted, if one was made.
+    pub fn locate_counted(&self, geo: &GeoIp, ip: IpAddr) -> (Client, Option<LookupResult>) {
+        if self.plan.regions.len() > 1 || !self.plan.rules.is_empty() {
+            let (location, result) = geo.locate_counted(ip);
+            (Client { ip, location }, Some(result))
         } else {
-            Located::Unknown { prefix_len: 0 }
-        };
-        Client { ip, location }
+            let location = Located::Unknown { prefix_len: 0 };
+            (Client { ip, location }, None)
+        }
     }
 
     /// Which regions answer `client`, reporting each step to `explain`.
