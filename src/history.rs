@@ -1,14 +1,16 @@
 //! What the status page draws over time: every [`SAMPLE_EVERY`], each region's answers (as
-//! first choice, by client continent) and its last probe's latency, kept for [`KEPT`] samples
-//! (15 minutes).
+//! first choice) and its last probe's latency, and every minute its answers by client
+//! continent, kept for [`KEPT`] samples (15 minutes).
 //!
 //! The sampler task reads the routing table's counters and the health board; it only keeps the
-//! record, published whole through arc-swap for the admin API. Rates and shares are computed
-//! from the record by pure functions ([`History::rates`], [`shares`]); nothing here touches the
-//! query path beyond reading its counters.
+//! record, published whole through arc-swap for the admin API. A sample is compact (12 bytes a
+//! region, the regions' names shared by every sample while they stay the same, continents only
+//! where there were answers), so 15 minutes of a 1,000-region service take about a megabyte.
+//! Rates and shares are computed from the record by pure functions ([`History::rates`],
+//! [`shares`]); nothing here touches the query path beyond reading its counters.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     convert::Infallible,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -24,51 +26,139 @@ use crate::{
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Samples kept: 15 minutes' worth.
 pub const KEPT: usize = 90;
+/// Answers by continent are sampled every this many samples (a minute).
+const CONTINENTS_EVERY: u64 = 6;
 
-/// One region at one moment: counters since they were made, and the last probe.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct RegionSample {
-    /// Answers with the region first, by client continent slot.
-    pub answers: [u64; CONTINENT_SLOTS],
-    pub probe_ms: Option<f64>,
+/// Answers of one region to clients of one continent slot, since the counters were made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cell {
+    region: u32,
+    slot: u8,
+    answers: u64,
 }
 
-impl RegionSample {
-    pub fn total(&self) -> u64 {
-        self.answers.iter().sum()
-    }
-}
-
+/// Every region at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub time: SystemTime,
-    pub regions: BTreeMap<RegionKey, RegionSample>,
+    /// Sorted; shared by the samples taken while the regions stay the same.
+    regions: Arc<[RegionKey]>,
+    /// Per region: answers with it first, since its counters were made.
+    answers: Box<[u64]>,
+    /// Per region: the last probe's latency in milliseconds, NaN when there is none.
+    probe_ms: Box<[f32]>,
+    /// Answers by region and continent slot, cells above zero; taken every minute only.
+    continents: Option<Box<[Cell]>>,
 }
 
-/// Every region now: a region that several services answer with counts the answers of all.
-pub fn sample(table: &RoutingTable, board: &HealthMap, time: SystemTime) -> Sample {
-    let mut regions: BTreeMap<RegionKey, RegionSample> = BTreeMap::new();
-    let services = table.zones().iter().flat_map(|zone| zone.services());
-    for service in services {
+impl Sample {
+    pub fn regions(&self) -> &[RegionKey] {
+        &self.regions
+    }
+
+    fn index(&self, key: &RegionKey) -> Option<usize> {
+        self.regions.binary_search(key).ok()
+    }
+}
+
+/// Every region now, with its answers by continent when `continents` says so. A region that
+/// several services answer with counts the answers of all. `regions` is the last sample's list,
+/// shared when it is still the same.
+pub fn sample(
+    table: &RoutingTable,
+    board: &HealthMap,
+    time: SystemTime,
+    regions: Option<&Arc<[RegionKey]>>,
+    continents: bool,
+) -> Sample {
+    let services: Vec<_> = table.zones().iter().flat_map(|z| z.services()).collect();
+    let keys: BTreeSet<&RegionKey> = services
+        .iter()
+        .flat_map(|s| s.plan.regions.iter().map(|r| &r.key))
+        .collect();
+    let regions = match regions {
+        Some(known) if known.iter().eq(keys.iter().copied()) => Arc::clone(known),
+        _ => keys.into_iter().cloned().collect(),
+    };
+    let mut answers = vec![0u64; regions.len()];
+    let mut cells: BTreeMap<(u32, u8), u64> = BTreeMap::new();
+    for service in &services {
         let counts = service.plan.shares.counts();
         for (region, counts) in service.plan.regions.iter().zip(counts) {
-            let entry = regions.entry(region.key.clone()).or_default();
-            for (sum, count) in entry.answers.iter_mut().zip(counts) {
-                *sum += count;
+            let Ok(index) = regions.binary_search(&region.key) else {
+                continue;
+            };
+            answers[index] += counts.iter().sum::<u64>();
+            if continents {
+                let used = counts.iter().enumerate().filter(|(_, n)| **n > 0);
+                for (slot, n) in used {
+                    *cells.entry((index as u32, slot as u8)).or_default() += n;
+                }
             }
         }
     }
-    for (key, entry) in regions.iter_mut() {
-        let probe = board.get(key).and_then(|s| s.last_probe.as_ref());
-        entry.probe_ms = probe.map(|p| p.latency.as_secs_f64() * 1000.0);
+    let probe_ms = regions
+        .iter()
+        .map(|key| {
+            let probe = board.get(key).and_then(|s| s.last_probe.as_ref());
+            probe.map_or(f32::NAN, |p| p.latency.as_secs_f32() * 1000.0)
+        })
+        .collect();
+    let continents = continents.then(|| {
+        let cells = cells.into_iter();
+        cells
+            .map(|((region, slot), answers)| Cell {
+                region,
+                slot,
+                answers,
+            })
+            .collect()
+    });
+    Sample {
+        time,
+        regions,
+        answers: answers.into(),
+        probe_ms,
+        continents,
     }
-    Sample { time, regions }
+}
+
+#[cfg(test)]
+impl Sample {
+    /// Regions of llm.example.com. at `seconds`, with answers per continent slot.
+    pub(crate) fn of_answers(seconds: u64, answers: &[(&str, usize, u64)]) -> Sample {
+        let key = |region: &str| RegionKey {
+            zone: "llm.example.com.".into(),
+            region: region.into(),
+        };
+        let regions: BTreeSet<RegionKey> = answers.iter().map(|(r, _, _)| key(r)).collect();
+        let regions: Arc<[RegionKey]> = regions.into_iter().collect();
+        let index = |region: &str| regions.binary_search(&key(region)).unwrap_or(0);
+        let mut totals = vec![0; regions.len()];
+        let mut cells: Vec<Cell> = Vec::new();
+        for &(region, slot, n) in answers {
+            totals[index(region)] += n;
+            cells.push(Cell {
+                region: index(region) as u32,
+                slot: slot as u8,
+                answers: n,
+            });
+        }
+        Sample {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(seconds),
+            probe_ms: vec![f32::NAN; regions.len()].into(),
+            regions,
+            answers: totals.into(),
+            continents: Some(cells.into()),
+        }
+    }
 }
 
 /// The last [`KEPT`] samples, oldest first.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     samples: VecDeque<Sample>,
+    taken: u64,
 }
 
 /// One point of a region's sparklines.
@@ -80,32 +170,41 @@ pub struct Rate {
 }
 
 impl History {
-    pub fn record(&mut self, sample: Sample) {
+    /// Samples the table and board now and keeps the sample.
+    pub fn take(&mut self, table: &RoutingTable, board: &HealthMap, time: SystemTime) {
+        let continents = self.taken.is_multiple_of(CONTINENTS_EVERY);
+        let regions = self.samples.back().map(|s| &s.regions);
+        let sample = sample(table, board, time, regions, continents);
+        self.record(sample);
+    }
+
+    pub(crate) fn record(&mut self, sample: Sample) {
         if self.samples.len() == KEPT {
             self.samples.pop_front();
         }
         self.samples.push_back(sample);
+        self.taken += 1;
     }
 
     pub fn samples(&self) -> impl Iterator<Item = &Sample> {
         self.samples.iter()
     }
 
-    /// `key`'s answers per second between samples, and its probe latency at each, oldest first.
-    pub fn rates(&self, key: &RegionKey) -> Vec<Rate> {
-        let points = self.samples.iter().zip(self.samples.iter().skip(1));
+    /// `key`'s answers per second between samples, and its probe latency at each, oldest
+    /// first; `now`, when given, is the last point.
+    pub fn rates(&self, key: &RegionKey, now: Option<&Sample>) -> Vec<Rate> {
+        let samples: Vec<&Sample> = self.samples.iter().chain(now).collect();
+        let points = samples.iter().zip(samples.iter().skip(1));
         points
             .map(|(before, after)| {
-                let (was, is) = (before.regions.get(key), after.regions.get(key));
+                let answers = |s: &Sample| s.index(key).map_or(0, |i| s.answers[i]);
                 let seconds = after
                     .time
                     .duration_since(before.time)
                     .unwrap_or_default()
                     .as_secs_f64();
-                let answered = grown(
-                    was.map_or(0, RegionSample::total),
-                    is.map_or(0, RegionSample::total),
-                );
+                let answered = grown(answers(before), answers(after));
+                let probe = after.index(key).map(|i| after.probe_ms[i]);
                 Rate {
                     time: after.time,
                     answers_per_second: if seconds > 0.0 {
@@ -113,7 +212,7 @@ impl History {
                     } else {
                         0.0
                     },
-                    probe_ms: is.and_then(|s| s.probe_ms),
+                    probe_ms: probe.filter(|ms| !ms.is_nan()).map(f64::from),
                 }
             })
             .collect()
@@ -126,21 +225,30 @@ fn grown(before: u64, after: u64) -> u64 {
     after.checked_sub(before).unwrap_or(after)
 }
 
-/// Answers per region and client continent slot between the oldest sample and `now`.
+/// Answers per region and client continent slot between the oldest sample with continents and
+/// `now` (which must have them).
 pub fn shares(history: &History, now: &Sample) -> BTreeMap<RegionKey, [u64; CONTINENT_SLOTS]> {
-    let oldest = history.samples.front();
-    now.regions
-        .iter()
-        .map(|(key, sample)| {
-            let before = oldest
-                .and_then(|s| s.regions.get(key))
-                .copied()
-                .unwrap_or_default();
-            let answers =
-                std::array::from_fn(|slot| grown(before.answers[slot], sample.answers[slot]));
-            (key.clone(), answers)
-        })
-        .collect()
+    let cells = |s: &Sample| -> BTreeMap<(RegionKey, u8), u64> {
+        let cells = s.continents.as_deref().unwrap_or_default().iter();
+        cells
+            .filter_map(|c| {
+                Some((
+                    (s.regions.get(c.region as usize)?.clone(), c.slot),
+                    c.answers,
+                ))
+            })
+            .collect()
+    };
+    let oldest = history.samples.iter().find(|s| s.continents.is_some());
+    let before = oldest.map(cells).unwrap_or_default();
+    let mut shares: BTreeMap<RegionKey, [u64; CONTINENT_SLOTS]> = BTreeMap::new();
+    for ((key, slot), answers) in cells(now) {
+        let was = before.get(&(key.clone(), slot)).copied().unwrap_or(0);
+        if let Some(cell) = shares.entry(key).or_default().get_mut(usize::from(slot)) {
+            *cell = grown(was, answers);
+        }
+    }
+    shares
 }
 
 /// Samples every [`SAMPLE_EVERY`] until `shutdown`, publishing the record into `history`.
@@ -157,7 +265,7 @@ pub async fn run(
             () = shutdown.cancelled() => return Ok(()),
             _ = ticks.tick() => {}
         }
-        record.record(sample(&table.load(), &board.load(), SystemTime::now()));
+        record.take(&table.load(), &board.load(), SystemTime::now());
         history.store(Arc::new(record.clone()));
     }
 }
@@ -166,6 +274,8 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    const EUROPE: u8 = 3;
+
     fn key(region: &str) -> RegionKey {
         RegionKey {
             zone: "llm.example.com.".into(),
@@ -173,31 +283,29 @@ mod tests {
         }
     }
 
-    fn at(seconds: u64, answers: u64, probe_ms: f64) -> Sample {
-        let mut counts = [0; CONTINENT_SLOTS];
-        counts[3] = answers;
-        let region = RegionSample {
-            answers: counts,
-            probe_ms: Some(probe_ms),
-        };
+    /// eu-west at `seconds` with `answers`, all from Europe, and a probe of `probe_ms`.
+    fn at(seconds: u64, answers: u64, probe_ms: f32) -> Sample {
         Sample {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(seconds),
-            regions: BTreeMap::from([(key("eu-west"), region)]),
+            regions: Arc::from(vec![key("eu-west")]),
+            answers: Box::new([answers]),
+            probe_ms: Box::new([probe_ms]),
+            continents: Some(Box::new([Cell {
+                region: 0,
+                slot: EUROPE,
+                answers,
+            }])),
         }
     }
 
     #[test]
     fn rates_are_answers_per_second_between_samples_and_survive_a_reset() {
         let mut history = History::default();
-        for (t, n, ms) in [
-            (0, 0, 10.0),
-            (10, 500, 12.0),
-            (20, 1500, 30.0),
-            (30, 200, 11.0),
-        ] {
+        for (t, n, ms) in [(0, 0, 10.0), (10, 500, 12.0), (20, 1500, 30.0)] {
             history.record(at(t, n, ms));
         }
-        let rates = history.rates(&key("eu-west"));
+        let now = at(30, 200, f32::NAN);
+        let rates = history.rates(&key("eu-west"), Some(&now));
         let per_second: Vec<f64> = rates.iter().map(|r| r.answers_per_second).collect();
         assert_eq!(
             per_second,
@@ -205,27 +313,29 @@ mod tests {
             "the last one restarted from zero"
         );
         assert_eq!(rates[1].probe_ms, Some(30.0));
+        assert_eq!(rates[2].probe_ms, None, "not probed");
+        let elsewhere = history.rates(&key("us-east"), None);
         assert!(
-            history
-                .rates(&key("us-east"))
+            elsewhere
                 .iter()
-                .all(|r| r.answers_per_second == 0.0)
+                .all(|r| r.answers_per_second == 0.0 && r.probe_ms.is_none())
         );
     }
 
     #[test]
-    fn the_record_is_bounded_and_shares_count_from_its_oldest_sample() {
+    fn the_record_is_bounded_and_shares_count_from_its_oldest_sample_with_continents() {
         let mut history = History::default();
         for t in 0..(KEPT as u64 + 10) {
-            history.record(at(t * 10, t * 100, 1.0));
+            let mut sample = at(t * 10, t * 100, 1.0);
+            if t % 6 != 0 {
+                sample.continents = None;
+            }
+            history.record(sample);
         }
         assert_eq!(history.samples().count(), KEPT);
         let now = at(2000, 20_000, 1.0);
         let shares = shares(&history, &now);
-        assert_eq!(
-            shares[&key("eu-west")][3],
-            20_000 - 1_000,
-            "since sample 10"
-        );
+        // The oldest kept is sample 10; the first with continents after it, sample 12.
+        assert_eq!(shares[&key("eu-west")][usize::from(EUROPE)], 20_000 - 1_200);
     }
 }

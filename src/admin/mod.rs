@@ -196,7 +196,7 @@ impl std::str::FromStr for AdminListen {
 async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
     let (table, board) = (admin.table.load(), admin.board.load());
     let (timeline, history) = (admin.timeline.load(), admin.history.load());
-    let now = history::sample(&table, &board, SystemTime::now());
+    let now = history::sample(&table, &board, SystemTime::now(), None, true);
     Html(page::render(&page::View {
         table: &table,
         board: &board,
@@ -209,7 +209,7 @@ async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
 /// The answers' shares per zone and client continent over the last 15 minutes.
 async fn shares(AxumState(admin): AxumState<Admin>) -> Json<Value> {
     let (table, board, history) = (admin.table.load(), admin.board.load(), admin.history.load());
-    let now = history::sample(&table, &board, SystemTime::now());
+    let now = history::sample(&table, &board, SystemTime::now(), None, true);
     let since = history.samples().next().map_or(now.time, |s| s.time);
     let shares: Vec<Value> = page::shares(&history, &now)
         .iter()
@@ -232,16 +232,13 @@ async fn shares(AxumState(admin): AxumState<Admin>) -> Json<Value> {
 /// Per region, answers per second and probe latency every 10 s over the last 15 minutes.
 async fn history(AxumState(admin): AxumState<Admin>) -> Json<Value> {
     let history = admin.history.load();
-    let keys = history
-        .samples()
-        .last()
-        .map(|s| s.regions.keys().cloned().collect::<Vec<_>>());
+    let keys = history.samples().last().map(|s| s.regions().to_vec());
     let regions: Vec<Value> = keys
         .unwrap_or_default()
         .iter()
         .map(|key| {
             let points: Vec<Value> = history
-                .rates(key)
+                .rates(key, None)
                 .iter()
                 .map(|r| {
                     json!({

@@ -198,8 +198,6 @@ fn shares_table(shares: &[Share]) -> String {
 /// Per zone and service, each region's state, reason, since, last probe and sparklines.
 fn regions(view: &View<'_>) -> String {
     let mut html = String::new();
-    let mut recent = view.history.clone();
-    recent.record(view.now.clone());
     for zone in view.table.zones() {
         let origin = zone.data.origin_name().to_string();
         let _ = writeln!(html, "<h2>zone {}</h2>", text(&origin));
@@ -214,7 +212,7 @@ fn regions(view: &View<'_>) -> String {
                 let probe = status
                     .and_then(|s| s.last_probe.as_ref())
                     .map_or("-".into(), |p| format!("{} ms", p.latency.as_millis()));
-                let rates = recent.rates(&region.key);
+                let rates = view.history.rates(&region.key, Some(view.now));
                 let _ = writeln!(
                     html,
                     "<tr id=\"{zone}/{name}\" class=\"{state}\"><td>{name}</td><td class=\"state\">{state}</td><td>{reason}</td><td>{since}</td><td>{probe}</td><td>{answers}</td><td class=\"trend\">{rate}</td><td class=\"trend\">{latency}</td></tr>",
@@ -334,33 +332,17 @@ tr.drained .state { background: #d8d8d8; }
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::RegionSample;
-    use std::time::{Duration, SystemTime};
-
-    fn sample(seconds: u64, regions: &[(&str, usize, u64)]) -> Sample {
-        let mut map: BTreeMap<RegionKey, RegionSample> = BTreeMap::new();
-        for &(region, slot, n) in regions {
-            let key = RegionKey {
-                zone: "llm.example.com.".into(),
-                region: region.into(),
-            };
-            map.entry(key).or_default().answers[slot] += n;
-        }
-        Sample {
-            time: SystemTime::UNIX_EPOCH + Duration::from_secs(seconds),
-            regions: map,
-        }
-    }
+    use std::time::SystemTime;
 
     #[test]
     fn shares_are_per_continent_over_the_window() {
         let europe = 3; // EU's slot
         let mut history = History::default();
-        history.record(sample(
+        history.record(Sample::of_answers(
             0,
             &[("eu-west", europe, 100), ("us-east", europe, 0)],
         ));
-        let now = sample(
+        let now = Sample::of_answers(
             60,
             &[
                 ("eu-west", europe, 150),
