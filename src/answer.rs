@@ -9,6 +9,8 @@
 
 use std::{net::IpAddr, sync::Arc};
 
+use arrayvec::ArrayVec;
+
 use crate::counter::QueryCounter;
 use hickory_proto::rr::{Record, RecordType};
 
@@ -37,10 +39,10 @@ pub struct Answer<'t> {
     pub rcode: Rcode,
     pub authoritative: bool,
     /// The CNAMEs followed, then the answer: one RRset per region (several with `answers: N`).
-    answer: [Option<&'t RRset>; MAX_ANSWER_SETS],
+    answer: ArrayVec<&'t RRset, MAX_ANSWER_SETS>,
     pub authority: Option<&'t RRset>,
     /// Glue of a referral, or the addresses of the answer's NS, MX or SRV targets.
-    additional: [Option<&'t RRset>; MAX_ADDITIONAL_SETS],
+    additional: ArrayVec<&'t RRset, MAX_ADDITIONAL_SETS>,
     /// Whether the additional section must be whole (referral glue, RFC 9471) or may be cut.
     pub additional_required: bool,
     /// How many leading bits of the client address the answer depends on (the ECS scope).
@@ -86,13 +88,18 @@ pub struct Denial<'t> {
 }
 
 impl<'t> Answer<'t> {
+    /// Nothing yet: an authoritative NOERROR with empty sections, for [`resolve_into`].
+    pub fn unanswered() -> Answer<'t> {
+        Answer::new(Rcode::NoError, true)
+    }
+
     fn new(rcode: Rcode, authoritative: bool) -> Answer<'t> {
         Answer {
             rcode,
             authoritative,
-            answer: [None; MAX_ANSWER_SETS],
+            answer: ArrayVec::new(),
             authority: None,
-            additional: [None; MAX_ADDITIONAL_SETS],
+            additional: ArrayVec::new(),
             additional_required: false,
             scope: 0,
             counters: [None, None],
@@ -119,7 +126,7 @@ impl<'t> Answer<'t> {
 
     /// The answer section's RRsets, in order.
     pub fn answer_sets(&self) -> impl Iterator<Item = &'t RRset> + '_ {
-        self.answer.iter().flatten().copied()
+        self.answer.iter().copied()
     }
 
     /// The answer section's records, in order (decoded for display).
@@ -130,27 +137,24 @@ impl<'t> Answer<'t> {
 
     /// The additional section's RRsets, in order.
     pub fn additional_sets(&self) -> impl Iterator<Item = &'t RRset> + '_ {
-        self.additional.iter().flatten().copied()
+        self.additional.iter().copied()
     }
 
+    /// Adds an RRset to the answer section; beyond its room, it is left out.
     fn push(&mut self, set: &'t RRset) {
-        if let Some(slot) = self.answer.iter_mut().find(|slot| slot.is_none()) {
-            *slot = Some(set);
-        }
+        let _ = self.answer.try_push(set);
     }
 
+    /// Adds an RRset to the additional section once; beyond its room, it is left out.
     fn push_additional(&mut self, set: &'t RRset) {
-        let seen = self.additional_sets().any(|s| std::ptr::eq(s, set));
-        if let Some(slot) = self.additional.iter_mut().find(|slot| slot.is_none())
-            && !seen
-            && !set.is_empty()
-        {
-            *slot = Some(set);
+        let seen = self.additional.iter().any(|s| std::ptr::eq(*s, set));
+        if !seen && !set.is_empty() {
+            let _ = self.additional.try_push(set);
         }
     }
 
     fn answer_len(&self) -> usize {
-        self.answer.iter().flatten().count()
+        self.answer.len()
     }
 }
 
@@ -190,17 +194,30 @@ pub fn resolve<'t>(
     qtype: RecordType,
     client: ClientAddress,
 ) -> Answer<'t> {
+    let mut answer = Answer::unanswered();
+    resolve_into(&mut answer, table, geo, qname, qtype, client);
+    answer
+}
+
+/// As [`resolve`], into `chain`, an [`Answer::unanswered`]: the query path keeps its answer
+/// where it is made (an answer is large to move).
+pub fn resolve_into<'t>(
+    chain: &mut Answer<'t>,
+    table: &'t RoutingTable,
+    geo: &GeoIp,
+    qname: &[u8],
+    qtype: RecordType,
+    client: ClientAddress,
+) {
     let Some(zone) = table.zone_for(qname) else {
-        return Answer {
-            extended_error: Some(ExtendedError {
-                code: EDE_NOT_AUTHORITATIVE,
-                text: "",
-            }),
-            ..Answer::new(Rcode::Refused, false)
-        };
+        (chain.rcode, chain.authoritative) = (Rcode::Refused, false);
+        chain.extended_error = Some(ExtendedError {
+            code: EDE_NOT_AUTHORITATIVE,
+            text: "",
+        });
+        return;
     };
     // RFC 1034 4.3.2: a CNAME is followed while its target stays in the zone.
-    let mut chain = Answer::new(Rcode::NoError, true);
     let mut name = qname;
     let mut target = None;
     loop {
@@ -215,7 +232,7 @@ pub fn resolve<'t>(
             Lookup::Found(rrset) => {
                 chain.push(rrset);
                 if let Some(additional) = rrset.additional() {
-                    add_target_addresses(&mut chain, zone, additional, geo, client);
+                    add_target_addresses(chain, zone, additional, geo, client);
                 }
                 return counted(chain, zone);
             }
@@ -255,14 +272,14 @@ pub fn resolve<'t>(
                 chain.lookup = lookup;
                 let decision = service.decision_for(&client);
                 let continent = client.location.continent();
-                add_decision(&mut chain, zone, service, decision, qtype, continent);
+                add_decision(chain, zone, service, decision, qtype, continent);
                 let nodata = chain
                     .authority
                     .is_some_and(|soa| std::ptr::eq(soa, data.negative_soa()));
                 if nodata && chain.rcode == Rcode::NoError {
                     chain.denial = denial;
                 }
-                return chain;
+                return;
             }
         };
         chain.push(cname);
@@ -311,13 +328,12 @@ fn add_target_addresses<'t>(
 }
 
 /// A static answer counts toward its zone's responses by rcode.
-fn counted<'t>(mut answer: Answer<'t>, zone: &'t ZoneRoutes) -> Answer<'t> {
+fn counted<'t>(answer: &mut Answer<'t>, zone: &'t ZoneRoutes) {
     let counter = match answer.rcode {
         Rcode::NxDomain => &zone.counters.nxdomain,
         _ => &zone.counters.noerror,
     };
     answer.counters = [Some(counter), None];
-    answer
 }
 
 fn owner_is(set: &RRset, name: &[u8]) -> bool {

@@ -186,15 +186,19 @@ pub struct Notifier {
     queue: mpsc::Receiver<Message>,
     deliveries: HashMap<EventHook, mpsc::Sender<Arc<[u8]>>>,
     tasks: JoinSet<()>,
-    client: Option<reqwest::Client>,
+    client: reqwest::Client,
     metrics: Arc<Metrics>,
     /// When a drop was last logged, per receiver.
     logged: HashMap<String, Instant>,
 }
 
 impl Notifier {
-    /// The notifier for `zones`, and the publisher's end of it.
-    pub fn new(zones: &[ZoneConfig], metrics: Arc<Metrics>) -> (Notifier, Notices) {
+    /// The notifier for `zones`, and the publisher's end of it; an error when no HTTP client
+    /// can be made.
+    pub fn new(
+        zones: &[ZoneConfig],
+        metrics: Arc<Metrics>,
+    ) -> Result<(Notifier, Notices), reqwest::Error> {
         let (sender, queue) = mpsc::channel(NOTICE_QUEUE);
         let notices = Notices {
             queue: sender,
@@ -205,11 +209,11 @@ impl Notifier {
             queue,
             deliveries: HashMap::new(),
             tasks: JoinSet::new(),
-            client: None,
+            client: http_client()?,
             metrics,
             logged: HashMap::new(),
         };
-        (notifier, notices)
+        Ok((notifier, notices))
     }
 
     /// Delivers until `shutdown` or until the publisher is gone; events still queued then are
@@ -218,7 +222,16 @@ impl Notifier {
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => continue,
+                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    // A delivery task ends when its receiver is no longer named; a panic is a
+                    // bug, and takes the server down with its message.
+                    if let Err(error) = ended
+                        && error.is_panic()
+                    {
+                        std::panic::resume_unwind(error.into_panic());
+                    }
+                    continue;
+                }
                 message = self.queue.recv() => match message {
                     Some(message) => message,
                     None => break,
@@ -270,7 +283,7 @@ impl Notifier {
             return queue.clone();
         }
         let (sender, queue) = mpsc::channel(RECEIVER_QUEUE);
-        let client = self.client.get_or_insert_with(http_client).clone();
+        let client = self.client.clone();
         let delivery = Delivery {
             hook: hook.clone(),
             label: receiver_label(&hook.url),
@@ -294,17 +307,15 @@ fn receiver_label(url: &reqwest::Url) -> String {
     shown.to_string()
 }
 
-fn http_client() -> reqwest::Client {
+fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     crate::health::install_crypto_provider();
-    let builder = reqwest::Client::builder()
+    reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(ATTEMPT_TIMEOUT)
         .timeout(ATTEMPT_TIMEOUT)
-        .user_agent(concat!("regiondns/", env!("CARGO_PKG_VERSION"), " events"));
-    // Only a TLS back end that cannot start fails here; a default client then says so per
-    // attempt.
-    builder.build().unwrap_or_default()
+        .user_agent(concat!("regiondns/", env!("CARGO_PKG_VERSION"), " events"))
+        .build()
 }
 
 /// One receiver's deliveries, in order.

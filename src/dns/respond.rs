@@ -15,7 +15,7 @@ use super::{
     cache::{ResponseCache, Snapshots, SourceNetwork},
 };
 use crate::{
-    answer::{AddressSource, Answer, ClientAddress, resolve},
+    answer::{AddressSource, Answer, ClientAddress, resolve_into},
     explain,
     geo::GeoIp,
     metrics::Metrics,
@@ -244,8 +244,11 @@ impl Responder {
         let table = self.table.load();
         let geo = self.geo.load();
         let qtype = RecordType::from(request.question.qtype);
-        let answer = explain::txt_answer(&table, &geo, name, qtype, client)
-            .unwrap_or_else(|| resolve(&table, &geo, name, qtype, client));
+        let mut answer = Answer::unanswered();
+        match explain::txt_answer(&table, &geo, name, qtype, client) {
+            Some(made) => answer = made,
+            None => resolve_into(&mut answer, &table, &geo, name, qtype, client),
+        }
         match answer.counters {
             [None, _] => {
                 self.errors.for_rcode(answer.rcode).inc();
