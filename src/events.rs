@@ -186,19 +186,16 @@ pub struct Notifier {
     queue: mpsc::Receiver<Message>,
     deliveries: HashMap<EventHook, mpsc::Sender<Arc<[u8]>>>,
     tasks: JoinSet<()>,
-    client: reqwest::Client,
+    /// Made when the first receiver is named: loading TLS roots costs start-up time.
+    client: Option<reqwest::Client>,
     metrics: Arc<Metrics>,
     /// When a drop was last logged, per receiver.
     logged: HashMap<String, Instant>,
 }
 
 impl Notifier {
-    /// The notifier for `zones`, and the publisher's end of it; an error when no HTTP client
-    /// can be made.
-    pub fn new(
-        zones: &[ZoneConfig],
-        metrics: Arc<Metrics>,
-    ) -> Result<(Notifier, Notices), reqwest::Error> {
+    /// The notifier for `zones`, and the publisher's end of it.
+    pub fn new(zones: &[ZoneConfig], metrics: Arc<Metrics>) -> (Notifier, Notices) {
         let (sender, queue) = mpsc::channel(NOTICE_QUEUE);
         let notices = Notices {
             queue: sender,
@@ -209,11 +206,11 @@ impl Notifier {
             queue,
             deliveries: HashMap::new(),
             tasks: JoinSet::new(),
-            client: http_client()?,
+            client: None,
             metrics,
             logged: HashMap::new(),
         };
-        Ok((notifier, notices))
+        (notifier, notices)
     }
 
     /// Delivers until `shutdown` or until the publisher is gone; events still queued then are
@@ -257,9 +254,12 @@ impl Notifier {
         };
         let body: Arc<[u8]> = notice.to_json().into();
         for hook in hooks {
-            let queue = self.queue_of(&hook, shutdown);
+            let label = receiver_label(&hook.url);
+            let Some(queue) = self.queue_of(&hook, shutdown) else {
+                self.metrics.event_counter(&label, "failed").inc();
+                continue;
+            };
             if queue.try_send(Arc::clone(&body)).is_err() {
-                let label = receiver_label(&hook.url);
                 self.metrics.event_counter(&label, "dropped").inc();
                 let due = self
                     .logged
@@ -273,17 +273,27 @@ impl Notifier {
         }
     }
 
-    /// The queue of `hook`'s delivery task, started the first time it is needed.
+    /// The queue of `hook`'s delivery task, started the first time it is needed; `None` when
+    /// no HTTP client can be made (logged).
     fn queue_of(
         &mut self,
         hook: &EventHook,
         shutdown: &CancellationToken,
-    ) -> mpsc::Sender<Arc<[u8]>> {
+    ) -> Option<mpsc::Sender<Arc<[u8]>>> {
         if let Some(queue) = self.deliveries.get(hook) {
-            return queue.clone();
+            return Some(queue.clone());
         }
+        let client = match &self.client {
+            Some(client) => client.clone(),
+            None => match http_client() {
+                Ok(client) => self.client.insert(client).clone(),
+                Err(error) => {
+                    warn!("failover events: cannot make an HTTP client: {error}");
+                    return None;
+                }
+            },
+        };
         let (sender, queue) = mpsc::channel(RECEIVER_QUEUE);
-        let client = self.client.clone();
         let delivery = Delivery {
             hook: hook.clone(),
             label: receiver_label(&hook.url),
@@ -292,7 +302,7 @@ impl Notifier {
         };
         self.tasks.spawn(delivery.run(queue, shutdown.clone()));
         self.deliveries.insert(hook.clone(), sender.clone());
-        sender
+        Some(sender)
     }
 }
 

@@ -87,8 +87,7 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let metrics = config.metrics;
     // The publisher owns health and the routing table; everything else feeds it or reads.
-    let (notifier, notices) = Notifier::new(&config.zones, Arc::clone(&metrics))
-        .map_err(|e| start_error("failover events", e.into()))?;
+    let (notifier, notices) = Notifier::new(&config.zones, Arc::clone(&metrics));
     let publisher = Publisher::new(&config.zones, Arc::clone(&metrics)).notifying(notices);
     publish::release_freed_memory();
     let (table, board, timeline) = (publisher.table(), publisher.board(), publisher.timeline());

@@ -93,32 +93,14 @@ impl Drop for Receiver {
     }
 }
 
+/// The zone, with `receivers` for its events and the given TTL.
 fn zone(dublin: &Endpoint, receivers: &[String], ttl: u32) -> String {
     let events: Vec<String> = receivers
         .iter()
         .map(|url| format!("  - {{ url: \"{url}\", secret: \"{SECRET}\" }}\n"))
         .collect();
-    format!(
-        r#"
-origin: llm.example.com.
-ttl: {ttl}
-soa: {{ primary: ns1, contact: hostmaster@example.com }}
-ns: [ns1]
-records:
-  ns1: {{ A: [198.51.100.53] }}
-regions:
-  us-east: {{ location: {{ lat: 37.4, lon: -79.1 }}, addresses: [203.0.113.10] }}
-  eu-west:
-    location: {{ lat: 53.3, lon: -6.3 }}
-    addresses: [203.0.113.20]
-    check: {{ http: "{}", interval: 100ms, timeout: 80ms, fall: 2, rise: 2 }}
-services:
-  api: {{ regions: [us-east, eu-west] }}
-events:
-{}"#,
-        dublin.url(),
-        events.concat()
-    )
+    let extra = format!("ttl: {ttl}\nevents:\n{}", events.concat());
+    common::dublin_checked_zone(&dublin.url(), &extra)
 }
 
 fn set_drained(server: &Server, drained: bool) {
@@ -246,11 +228,13 @@ fn every_change_reaches_the_receiver_signed_and_in_order_and_a_bad_receiver_lose
         failing.requests()
     );
 
-    // A flood of drains: the hanging receiver's queue fills and its events are dropped; the
-    // good receiver gets every one, in order.
-    for _ in 0..40 {
+    // 80 drains and undrains: the hanging receiver's queue fills and its events are dropped;
+    // the good receiver gets every one, in order.
+    for pair in 1..=40 {
         set_drained(&server, true);
         set_drained(&server, false);
+        // At the good receiver's pace: it takes each pair before the next comes.
+        receiver.until(4 + 2 * pair);
     }
     let events = receiver.until(84);
     let flood: Vec<&Value> = events[4..].iter().map(|e| &e["event"]).collect();

@@ -34,24 +34,7 @@ fn until_events(server: &Server, count: usize) -> Vec<Value> {
 #[test]
 fn a_failure_and_its_recovery_are_on_the_timeline_newest_first() {
     let dublin = Endpoint::start(Mode::Ok);
-    let zone = format!(
-        r#"
-origin: llm.example.com.
-soa: {{ primary: ns1, contact: hostmaster@example.com }}
-ns: [ns1]
-records:
-  ns1: {{ A: [198.51.100.53] }}
-regions:
-  us-east: {{ location: {{ lat: 37.4, lon: -79.1 }}, addresses: [203.0.113.10] }}
-  eu-west:
-    location: {{ lat: 53.3, lon: -6.3 }}
-    addresses: [203.0.113.20]
-    check: {{ http: "{}", interval: 100ms, timeout: 80ms, fall: 2, rise: 2 }}
-services:
-  api: {{ regions: [us-east, eu-west] }}
-"#,
-        dublin.url()
-    );
+    let zone = common::dublin_checked_zone(&dublin.url(), "");
     let server = Server::start(&zone);
     std::thread::sleep(Duration::from_millis(500));
     assert!(events(&server).is_empty(), "nothing happened yet");

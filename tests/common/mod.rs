@@ -33,6 +33,28 @@ use tokio_util::sync::CancellationToken;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_regiondns");
 
+/// Virginia, always up, and Dublin, checked at `check_url` every 100 ms (fall 2, rise 2), both
+/// answering api.llm.example.com; `extra` is added at the end (more top-level keys).
+pub fn dublin_checked_zone(check_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+origin: llm.example.com.
+soa: {{ primary: ns1, contact: hostmaster@example.com }}
+ns: [ns1]
+records:
+  ns1: {{ A: [198.51.100.53] }}
+regions:
+  us-east: {{ location: {{ lat: 37.4, lon: -79.1 }}, addresses: [203.0.113.10] }}
+  eu-west:
+    location: {{ lat: 53.3, lon: -6.3 }}
+    addresses: [203.0.113.20]
+    check: {{ http: "{check_url}", interval: 100ms, timeout: 80ms, fall: 2, rise: 2 }}
+services:
+  api: {{ regions: [us-east, eu-west] }}
+{extra}"#
+    )
+}
+
 /// The zone used by most tests: the README's example, plus a region without IPv6.
 pub const ZONE: &str = r#"
 origin: llm.example.com.
