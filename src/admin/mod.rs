@@ -1,4 +1,4 @@
-//! The admin HTTP API (axum): the status page ([`page`]) and the JSON behind it (region health
+//! The admin HTTP API (axum): the status page (`page`) and the JSON behind it (region health
 //! and location, the last state changes, answer shares, 15 minutes of history), the operator's
 //! drain switch, Prometheus metrics and the server's own liveness.
 //!
@@ -192,7 +192,7 @@ impl std::str::FromStr for AdminListen {
     }
 }
 
-/// The status page ([`page`]), from the current table, board, timeline and history.
+/// The status page (`page`), from the current table, board, timeline and history.
 async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
     let (table, board) = (admin.table.load(), admin.board.load());
     let (timeline, history) = (admin.timeline.load(), admin.history.load());
