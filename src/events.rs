@@ -77,7 +77,8 @@ pub struct Notice {
 }
 
 impl Notice {
-    /// A region's change of state: a drain or undrain when `drained` says the operator did it.
+    /// A region's change of state: a drain when it becomes drained, an undrain when it stops
+    /// being drained, else a change the probes made.
     pub fn state(key: &RegionKey, from: State, to: State, reason: &str, generation: u64) -> Notice {
         let happening = match (from, to) {
             (_, State::Drained) => Happening::Drain,
