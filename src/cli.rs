@@ -538,9 +538,18 @@ pub fn open_geoip(paths: &[PathBuf], counters: LookupCounters) -> Result<GeoIp> 
 /// Everything `serve` needs, loaded and validated: zones, GeoIP, admin token, settings.
 pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
     let max_zone_file = args.max_zone_file_mib << 20;
-    let (zones, unloaded) = load_zones(&args.zones, max_zone_file, args.strict)?;
     let metrics = Arc::new(Metrics::new());
-    let geo = open_geoip(&args.geoip, metrics.geoip_lookup_counters())?;
+    // The GeoIP files are read while the zone files are parsed: both take a while at start.
+    let (zones, geo) = std::thread::scope(|scope| {
+        let geo = scope.spawn(|| open_geoip(&args.geoip, metrics.geoip_lookup_counters()));
+        let zones = load_zones(&args.zones, max_zone_file, args.strict);
+        let geo = geo
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("opening the GeoIP files failed")));
+        (zones, geo)
+    });
+    let (zones, unloaded) = zones?;
+    let geo = geo?;
     Ok(server::Config {
         zones_dir: args.zones.clone(),
         zones,
