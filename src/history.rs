@@ -154,10 +154,11 @@ impl Sample {
     }
 }
 
-/// The last [`KEPT`] samples, oldest first.
+/// The last [`KEPT`] samples, oldest first. Shared, so that publishing a copy every
+/// [`SAMPLE_EVERY`] copies no sample.
 #[derive(Debug, Clone, Default)]
 pub struct History {
-    samples: VecDeque<Sample>,
+    samples: VecDeque<Arc<Sample>>,
     taken: u64,
 }
 
@@ -182,18 +183,18 @@ impl History {
         if self.samples.len() == KEPT {
             self.samples.pop_front();
         }
-        self.samples.push_back(sample);
+        self.samples.push_back(Arc::new(sample));
         self.taken += 1;
     }
 
     pub fn samples(&self) -> impl Iterator<Item = &Sample> {
-        self.samples.iter()
+        self.samples.iter().map(|s| &**s)
     }
 
     /// `key`'s answers per second between samples, and its probe latency at each, oldest
     /// first; `now`, when given, is the last point.
     pub fn rates(&self, key: &RegionKey, now: Option<&Sample>) -> Vec<Rate> {
-        let samples: Vec<&Sample> = self.samples.iter().chain(now).collect();
+        let samples: Vec<&Sample> = self.samples().chain(now).collect();
         let points = samples.iter().zip(samples.iter().skip(1));
         points
             .map(|(before, after)| {
@@ -239,7 +240,7 @@ pub fn shares(history: &History, now: &Sample) -> BTreeMap<RegionKey, [u64; CONT
             })
             .collect()
     };
-    let oldest = history.samples.iter().find(|s| s.continents.is_some());
+    let oldest = history.samples().find(|s| s.continents.is_some());
     let before = oldest.map(cells).unwrap_or_default();
     let mut shares: BTreeMap<RegionKey, [u64; CONTINENT_SLOTS]> = BTreeMap::new();
     for ((key, slot), answers) in cells(now) {

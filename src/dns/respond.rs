@@ -7,7 +7,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::counter::QueryCounter;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use hickory_proto::rr::RecordType;
 
 use super::{
@@ -51,10 +51,12 @@ pub struct Responder {
     remembered: QueryCounter,
 }
 
-/// Where to remember a response: a worker's cache, under the key made for the request.
+/// Where to remember a response: a worker's cache, under the key made for the request, and
+/// the snapshots the cache was asked with (the response is made from the same ones).
 struct Remember<'c> {
     cache: &'c mut ResponseCache,
     hash: u64,
+    snapshots: (Guard<Arc<RoutingTable>>, Guard<Arc<GeoIp>>),
 }
 
 /// Responses to requests that reach no zone.
@@ -150,7 +152,11 @@ impl Responder {
             geo: geo.id(),
         };
         let Some(hit) = cache.get(hash, snapshots, source) else {
-            let remember = Remember { cache, hash };
+            let remember = Remember {
+                cache,
+                hash,
+                snapshots: (table, geo),
+            };
             return self.respond_within(
                 packet,
                 source,
@@ -187,6 +193,14 @@ impl Responder {
         remember: Option<Remember<'_>>,
         out: &mut Vec<u8>,
     ) -> bool {
+        let (remember, loaded) = match remember {
+            Some(Remember {
+                cache,
+                hash,
+                snapshots,
+            }) => (Some((cache, hash)), Some(snapshots)),
+            None => (None, None),
+        };
         let request = match wire::parse(packet) {
             Ok(request) => request,
             Err(Malformed::Drop) => {
@@ -241,8 +255,10 @@ impl Responder {
                 source: AddressSource::Packet,
             },
         };
-        let table = self.table.load();
-        let geo = self.geo.load();
+        let (table, geo) = match loaded {
+            Some(loaded) => loaded,
+            None => (self.table.load(), self.geo.load()),
+        };
         let qtype = RecordType::from(request.question.qtype);
         let mut answer = Answer::unanswered();
         match explain::txt_answer(&table, &geo, name, qtype, client) {
@@ -288,7 +304,7 @@ impl Responder {
         };
         let opt = edns.as_ref().map(opt_len);
         self.write(out, &request, transport, body, edns);
-        if let Some(Remember { cache, hash }) = remember
+        if let Some((cache, hash)) = remember
             && !slip
             && answer.made.is_empty()
             && !answer.other_lookups
