@@ -6,15 +6,124 @@
 
 use std::{collections::BTreeMap, fmt};
 
-use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{
-    Deserialize, Deserializer,
-    de::{self, SeqAccess, Visitor},
+    Deserialize, Deserializer, Serialize, Serializer,
+    de::{self, MapAccess, SeqAccess, Visitor},
 };
 use serde_saphyr::Spanned;
 
-pub type Text = Spanned<String>;
+pub type Text = At<String>;
+
+/// Where a value is written: its line and column, from 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A value and where it is written. The parser's `Spanned` keeps two full locations (96 bytes)
+/// beside every value; a large zone holds tens of thousands of them, and its parse time and
+/// memory went to moving those, so only the position messages need is kept.
+pub struct At<T> {
+    pub value: T,
+    pub at: Position,
+}
+
+impl<T> At<T> {
+    fn from_spanned(spanned: Spanned<T>) -> At<T> {
+        let location = spanned.referenced;
+        At {
+            value: spanned.value,
+            at: Position {
+                line: u32::try_from(location.line()).unwrap_or(u32::MAX),
+                column: u32::try_from(location.column()).unwrap_or(u32::MAX),
+            },
+        }
+    }
+}
+
+/// A mapping's entries in the order written, duplicates kept: validation reports those with
+/// both positions, so the keys need no index.
+pub struct Entries<V>(Vec<(Text, V)>);
+
+impl<V> Entries<V> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Text, &V)> {
+        self.0.iter().map(|(key, value)| (key, value))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Text> {
+        self.0.iter().map(|(key, _)| key)
+    }
+
+    pub fn get_index(&self, index: usize) -> Option<(&Text, &V)> {
+        self.0.get(index).map(|(key, value)| (key, value))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<V> Default for Entries<V> {
+    fn default() -> Self {
+        Entries(Vec::new())
+    }
+}
+
+impl<'a, V> IntoIterator for &'a Entries<V> {
+    type Item = (&'a Text, &'a V);
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, (Text, V)>, fn(&'a (Text, V)) -> (&'a Text, &'a V)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(key, value)| (key, value))
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(std::marker::PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = Entries<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<V>, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+
+        deserializer.deserialize_map(EntriesVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Written as the value alone: the schema states defaults (`[]`, `{}`) by serialising them.
+impl<T: Serialize> Serialize for At<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(serializer)
+    }
+}
+
+/// Written as a mapping, for the schema's defaults.
+impl<V: Serialize> Serialize for Entries<V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for At<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Spanned::<T>::deserialize(deserializer).map(At::from_spanned)
+    }
+}
 
 /// A regiondns zone file: one DNS zone, its regions and the services answered from them.
 #[derive(Deserialize, JsonSchema)]
@@ -25,38 +134,38 @@ pub struct Zone {
     pub origin: Text,
     /// TTL in seconds of the SOA, the apex NS and static records without their own (default 3600).
     #[schemars(with = "Option<u32>")]
-    pub ttl: Option<Spanned<u32>>,
+    pub ttl: Option<At<u32>>,
     /// The zone's SOA record.
     #[schemars(with = "Soa")]
-    pub soa: Spanned<Soa>,
+    pub soa: At<Soa>,
     /// The apex name servers; those inside the zone need A or AAAA records under `records`.
     #[schemars(with = "Vec<String>")]
-    pub ns: Spanned<Vec<Text>>,
+    pub ns: At<Vec<Text>>,
     /// Static records by name: relative to the origin, `@` for the apex.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Node>")]
-    pub records: IndexMap<Text, Spanned<Node>>,
+    pub records: Entries<At<Node>>,
     /// The places services are answered from, by name.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Region>")]
-    pub regions: IndexMap<Text, Spanned<Region>>,
+    pub regions: Entries<At<Region>>,
     /// Names answered with the addresses of the region chosen for each client, by name
     /// relative to the origin.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Service>")]
-    pub services: IndexMap<Text, Spanned<Service>>,
+    pub services: Entries<At<Service>>,
     /// Answer `_explain.<service>` TXT queries with how the client's answer is chosen (default
     /// false: it discloses configuration).
     #[serde(default)]
     pub explain: bool,
     /// Sign the zone's answers with DNSSEC (default: the zone is not signed).
     #[schemars(with = "Option<Dnssec>")]
-    pub dnssec: Option<Spanned<Dnssec>>,
+    pub dnssec: Option<At<Dnssec>>,
     /// Receivers of the zone's failover events (state changes, drains, reloads): each gets
     /// every event as a JSON POST signed with HMAC-SHA256.
     #[serde(default)]
     #[schemars(with = "Vec<EventHook>")]
-    pub events: Vec<Spanned<EventHook>>,
+    pub events: Vec<At<EventHook>>,
 }
 
 /// A receiver of failover events.
@@ -113,7 +222,7 @@ pub struct Soa {
     pub expire: Option<u32>,
     /// SOA minimum: negative answers are cached min(ttl, negative_ttl) seconds (default 60).
     #[schemars(with = "Option<u32>")]
-    pub negative_ttl: Option<Spanned<u32>>,
+    pub negative_ttl: Option<At<u32>>,
 }
 
 /// The static records of one name, keyed by type as in a zone file. Each value is one string or
@@ -123,7 +232,7 @@ pub struct Soa {
 pub struct Node {
     /// TTL in seconds of this name's records (default: the zone's ttl).
     #[schemars(with = "Option<u32>")]
-    pub ttl: Option<Spanned<u32>>,
+    pub ttl: Option<At<u32>>,
     /// IPv4 addresses.
     #[serde(rename = "A")]
     #[schemars(with = "Option<OneOrMany>")]
@@ -168,13 +277,13 @@ pub struct Node {
 pub struct Region {
     /// Where the region is, to find the nearest region to a client.
     #[schemars(with = "Location")]
-    pub location: Spanned<Location>,
+    pub location: At<Location>,
     /// The region's addresses: A answers from the IPv4 ones, AAAA from the IPv6 ones.
     #[schemars(with = "Vec<String>")]
-    pub addresses: Spanned<Vec<Text>>,
+    pub addresses: At<Vec<Text>>,
     /// A health check; without one the region is always up.
     #[schemars(with = "Option<Check>")]
-    pub check: Option<Spanned<Check>>,
+    pub check: Option<At<Check>>,
     /// Taken out of service by the operator (also settable through the admin API).
     #[serde(default)]
     pub drained: bool,
@@ -183,7 +292,7 @@ pub struct Region {
     pub jurisdiction: Option<Text>,
     /// Relative share under `policy: weighted` (default 100; 0: only when no other can serve).
     #[schemars(with = "Option<u32>")]
-    pub weight: Option<Spanned<u32>>,
+    pub weight: Option<At<u32>>,
 }
 
 /// A region's health check: exactly one of `http` or `tcp`.
@@ -210,32 +319,32 @@ pub struct Check {
     pub timeout: Option<Text>,
     /// HTTP status codes that count as success (default: any 2xx).
     #[schemars(with = "Option<Vec<u16>>")]
-    pub expect: Option<Spanned<Vec<u16>>>,
+    pub expect: Option<At<Vec<u16>>>,
     /// Request headers; `${VAR}` in a value is read from the environment.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
-    pub headers: IndexMap<Text, Text>,
+    pub headers: Entries<Text>,
     /// Text the response body (read up to 64 KiB) must contain.
     #[schemars(with = "Option<String>")]
     pub body_contains: Option<Text>,
     /// Consecutive failures before the region is down (default 3).
     #[schemars(with = "Option<u32>")]
-    pub fall: Option<Spanned<u32>>,
+    pub fall: Option<At<u32>>,
     /// Consecutive successes before it is up again (default 2).
     #[schemars(with = "Option<u32>")]
-    pub rise: Option<Spanned<u32>>,
+    pub rise: Option<At<u32>>,
     /// A success slower than this counts as slow, e.g. `800ms` (default: never).
     #[schemars(with = "Option<String>")]
     pub slow: Option<Text>,
     /// Probes in the sliding window of the two rates (default 20).
     #[schemars(with = "Option<u32>")]
-    pub window: Option<Spanned<u32>>,
+    pub window: Option<At<u32>>,
     /// Failures per window above this take the region down (default 0.5).
     #[schemars(with = "Option<f64>")]
-    pub max_error_rate: Option<Spanned<f64>>,
+    pub max_error_rate: Option<At<f64>>,
     /// Slow probes per window above this make the region degraded (default 0.5).
     #[schemars(with = "Option<f64>")]
-    pub max_slow_rate: Option<Spanned<f64>>,
+    pub max_slow_rate: Option<At<f64>>,
 }
 
 /// Decimal degrees.
@@ -254,10 +363,10 @@ pub struct Location {
 pub struct Service {
     /// TTL in seconds of its answers (default 30).
     #[schemars(with = "Option<u32>")]
-    pub ttl: Option<Spanned<u32>>,
+    pub ttl: Option<At<u32>>,
     /// The candidate regions, in order: clients whose location is unknown get the first.
     #[schemars(with = "Vec<String>")]
-    pub regions: Spanned<Vec<Text>>,
+    pub regions: At<Vec<Text>>,
     /// When every region is down: `nearest` (default: answer as if all were up) or `servfail`.
     #[schemars(with = "Option<String>")]
     pub when_all_down: Option<Text>,
@@ -267,18 +376,18 @@ pub struct Service {
     pub policy: Option<Text>,
     /// How many regions' addresses an answer carries, best first (1 to 8, default 1).
     #[schemars(with = "Option<u32>")]
-    pub answers: Option<Spanned<u32>>,
+    pub answers: Option<At<u32>>,
     /// Share of a degraded region's clients sent to the next region: `50%` or `0.5` (default
     /// 100%).
     #[schemars(with = "Option<Share>")]
     pub shed: Option<Text>,
     /// A region that takes a share of client subnets while it is up.
     #[schemars(with = "Option<Canary>")]
-    pub canary: Option<Spanned<Canary>>,
+    pub canary: Option<At<Canary>>,
     /// Rules matched on the client, first match wins.
     #[serde(default)]
     #[schemars(with = "Vec<Rule>")]
-    pub rules: Vec<Spanned<Rule>>,
+    pub rules: Vec<At<Rule>>,
 }
 
 /// A canary region and its share of client subnets.
@@ -300,10 +409,10 @@ pub struct Rule {
     /// Which clients the rule applies to.
     #[serde(rename = "match")]
     #[schemars(with = "Match")]
-    pub matcher: Spanned<Match>,
+    pub matcher: At<Match>,
     /// The only regions matched clients may be sent to (sovereignty).
     #[schemars(with = "Option<Allow>")]
-    pub allow: Option<Spanned<Allow>>,
+    pub allow: Option<At<Allow>>,
     /// With `allow`, the answer when no allowed region can serve: `refuse` (default),
     /// `servfail` or `nodata`.
     #[schemars(with = "Option<String>")]
@@ -374,13 +483,9 @@ pub struct Values(pub Vec<Text>);
 
 impl<'de> Deserialize<'de> for Values {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let Spanned {
-            value,
-            referenced,
-            defined,
-        } = Spanned::<ReadOneOrMany>::deserialize(deserializer)?;
+        let At { value, at } = At::<ReadOneOrMany>::deserialize(deserializer)?;
         Ok(Values(match value {
-            ReadOneOrMany::One(text) => vec![Spanned::new(text, referenced, defined)],
+            ReadOneOrMany::One(text) => vec![At { value: text, at }],
             ReadOneOrMany::Many(items) => items,
         }))
     }

@@ -13,9 +13,11 @@ mod services;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use hickory_proto::rr::Name;
-use serde_saphyr::{Location, Spanned};
 
-use super::{ConfigError, EventHook, Secrets, Signing, Soa, Thresholds, ZoneConfig, raw};
+use super::{
+    ConfigError, EventHook, Secrets, Signing, Soa, Thresholds, ZoneConfig,
+    raw::{self, At, Position},
+};
 use crate::{
     dnssec::ZoneKey,
     zone::{ZoneData, ZoneSource},
@@ -71,7 +73,7 @@ pub(super) fn zone(
     checker.scope = None;
     let services = checker.services(&zone.services, &zone.regions, &records);
     checker.scope = None;
-    checker.check_nameserver_addresses(&nameservers, &records, &zone.ns.referenced);
+    checker.check_nameserver_addresses(&nameservers, &records, zone.ns.at);
 
     let explain = zone.explain;
     let dnssec = zone.dnssec.as_ref().and_then(|d| checker.signing(d));
@@ -133,7 +135,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     /// The `dnssec` block: its key file read and checked, its lifetimes in order.
-    fn signing(&mut self, dnssec: &Spanned<raw::Dnssec>) -> Option<Signing> {
+    fn signing(&mut self, dnssec: &At<raw::Dnssec>) -> Option<Signing> {
         let raw = &dnssec.value;
         let validity = self.lifetime(raw.validity.as_ref(), DEFAULT_SIGNATURE_VALIDITY);
         let refresh = self.lifetime(raw.refresh.as_ref(), DEFAULT_SIGNATURE_REFRESH);
@@ -141,10 +143,7 @@ impl Checker<'_> {
         let publish: Vec<Option<ZoneKey>> = raw.publish.iter().map(|k| self.key_file(k)).collect();
         let (validity, refresh) = (validity?, refresh?);
         if refresh >= validity {
-            let at = raw
-                .refresh
-                .as_ref()
-                .map_or(&dnssec.referenced, |r| &r.referenced);
+            let at = raw.refresh.as_ref().map_or(dnssec.at, |r| r.at);
             let (refresh, validity) = (
                 humantime::format_duration(refresh),
                 humantime::format_duration(validity),
@@ -162,18 +161,18 @@ impl Checker<'_> {
     }
 
     /// A receiver of failover events: an http(s) URL, and a secret long enough to sign with.
-    fn event_hook(&mut self, hook: &Spanned<raw::EventHook>) -> Option<EventHook> {
+    fn event_hook(&mut self, hook: &At<raw::EventHook>) -> Option<EventHook> {
         let raw = &hook.value;
         let url = match reqwest::Url::parse(raw.url.value.trim()) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
             Ok(_) => {
                 let text = format!("events: url '{}' is not http or https", raw.url.value);
-                self.error(&raw.url.referenced, text);
+                self.error(raw.url.at, text);
                 None
             }
             Err(e) => {
                 let text = format!("events: url '{}': {e}", raw.url.value);
-                self.error(&raw.url.referenced, text);
+                self.error(raw.url.at, text);
                 None
             }
         };
@@ -185,11 +184,11 @@ impl Checker<'_> {
                     "events: the secret of '{}' is shorter than {MIN_EVENT_SECRET} characters",
                     raw.url.value
                 );
-                self.error(&raw.secret.referenced, text);
+                self.error(raw.secret.at, text);
                 None
             }
             Err(e) => {
-                self.error(&raw.secret.referenced, format!("events: secret: {e}"));
+                self.error(raw.secret.at, format!("events: secret: {e}"));
                 None
             }
         };
@@ -207,7 +206,7 @@ impl Checker<'_> {
             .unwrap_or(Path::new("."))
             .join(&name.value);
         ZoneKey::read(&path)
-            .map_err(|e| self.error(&name.referenced, format!("dnssec: {e}")))
+            .map_err(|e| self.error(name.at, format!("dnssec: {e}")))
             .ok()
     }
 
@@ -219,14 +218,14 @@ impl Checker<'_> {
             Ok(duration) if duration >= Duration::from_secs(3600) => Some(duration),
             Ok(_) => {
                 self.error(
-                    &text.referenced,
+                    text.at,
                     format!("dnssec: '{}' is too short (at least 1h)", text.value),
                 );
                 None
             }
             Err(e) => {
                 self.error(
-                    &text.referenced,
+                    text.at,
                     format!("dnssec: invalid duration '{}' ({e}; e.g. 14d)", text.value),
                 );
                 None
@@ -235,11 +234,11 @@ impl Checker<'_> {
     }
 
     /// A TTL as written, if it is one a resolver takes as written.
-    fn ttl(&mut self, ttl: Option<&Spanned<u32>>) -> Option<u32> {
+    fn ttl(&mut self, ttl: Option<&At<u32>>) -> Option<u32> {
         let ttl = ttl?;
         if ttl.value > MAX_TTL {
             self.error(
-                &ttl.referenced,
+                ttl.at,
                 format!("ttl must be at most {MAX_TTL} (RFC 2181 8)"),
             );
         }
@@ -247,7 +246,7 @@ impl Checker<'_> {
     }
 
     /// Records a problem at `at`, in the current scope.
-    fn error(&mut self, at: &Location, message: impl Into<String>) {
+    fn error(&mut self, at: Position, message: impl Into<String>) {
         let message = message.into();
         let message = match &self.scope {
             Some(scope) => format!("{scope}: {message}"),
@@ -255,7 +254,7 @@ impl Checker<'_> {
         };
         self.errors.push(ConfigError {
             path: self.path.to_owned(),
-            position: Some((at.line() as u32, at.column() as u32)),
+            position: Some((at.line, at.column)),
             message,
         });
     }
@@ -274,11 +273,11 @@ impl Checker<'_> {
         match Name::parse(&absolute, None) {
             Ok(name) if !name.is_root() => Some(name.to_lowercase()),
             Ok(_) => {
-                self.error(&text.referenced, "origin cannot be the root zone");
+                self.error(text.at, "origin cannot be the root zone");
                 None
             }
             Err(e) => {
-                self.error(&text.referenced, format!("invalid origin '{written}': {e}"));
+                self.error(text.at, format!("invalid origin '{written}': {e}"));
                 None
             }
         }
@@ -294,14 +293,14 @@ impl Checker<'_> {
         let name = self.any_name(text)?;
         if !self.origin.zone_of(&name) {
             self.error(
-                &text.referenced,
+                text.at,
                 format!("name '{written}' is outside the zone {}", self.origin),
             );
             return None;
         }
         if name.is_wildcard() {
             self.error(
-                &text.referenced,
+                text.at,
                 format!("wildcard name '{written}' is not supported"),
             );
             return None;
@@ -313,7 +312,7 @@ impl Checker<'_> {
     fn any_name(&mut self, text: &raw::Text) -> Option<Name> {
         let written = text.value.trim();
         if written.is_empty() {
-            self.error(&text.referenced, "empty name");
+            self.error(text.at, "empty name");
             return None;
         }
         if written == "@" {
@@ -322,13 +321,13 @@ impl Checker<'_> {
         match Name::parse(written, Some(&self.origin)) {
             Ok(name) => Some(name.to_lowercase()),
             Err(e) => {
-                self.error(&text.referenced, format!("invalid name '{written}': {e}"));
+                self.error(text.at, format!("invalid name '{written}': {e}"));
                 None
             }
         }
     }
 
-    fn soa(&mut self, soa: &Spanned<raw::Soa>, serial: u32) -> Option<Soa> {
+    fn soa(&mut self, soa: &At<raw::Soa>, serial: u32) -> Option<Soa> {
         let raw = &soa.value;
         let primary = self.any_name(&raw.primary);
         let contact = self.contact(&raw.contact);
@@ -357,25 +356,25 @@ impl Checker<'_> {
                 } else {
                     format!("{mailbox}.")
                 };
-                let spanned = Spanned::new(absolute, text.referenced, text.defined);
+                let spanned = At {
+                    value: absolute,
+                    at: text.at,
+                };
                 self.any_name(&spanned)
             }
             None => self.any_name(text),
         }
     }
 
-    fn nameservers(&mut self, ns: &Spanned<Vec<raw::Text>>) -> Vec<Name> {
+    fn nameservers(&mut self, ns: &At<Vec<raw::Text>>) -> Vec<Name> {
         if ns.value.is_empty() {
-            self.error(
-                &ns.referenced,
-                "a zone needs at least one name server in `ns`",
-            );
+            self.error(ns.at, "a zone needs at least one name server in `ns`");
         }
         let mut names: Vec<Name> = Vec::new();
         for text in &ns.value {
             if let Some(name) = self.any_name(text) {
                 if names.contains(&name) {
-                    self.error(&text.referenced, format!("duplicate name server {name}"));
+                    self.error(text.at, format!("duplicate name server {name}"));
                 } else {
                     names.push(name);
                 }

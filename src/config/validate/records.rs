@@ -11,7 +11,6 @@ use hickory_proto::rr::{
     LowerName, Name, RData, RecordType,
     rdata::{A, AAAA, CNAME, MX, NS, PTR, SRV, TXT},
 };
-use serde_saphyr::{Location, Spanned};
 
 use super::*;
 use crate::config::{RecordSet, raw};
@@ -19,22 +18,21 @@ use crate::config::{RecordSet, raw};
 impl Checker<'_> {
     pub(super) fn records(
         &mut self,
-        nodes: &indexmap::IndexMap<raw::Text, Spanned<raw::Node>>,
+        nodes: &raw::Entries<At<raw::Node>>,
         default_ttl: u32,
     ) -> Vec<RecordSet> {
-        let mut positions: HashMap<LowerName, Location> = HashMap::new();
+        let mut positions: HashMap<LowerName, Position> = HashMap::new();
         let mut sets = Vec::new();
         for (key, node) in nodes {
             let Some(name) = self.owner_name(key) else {
                 continue;
             };
-            if let Some(first) = positions.insert(LowerName::new(&name), key.referenced) {
+            if let Some(first) = positions.insert(LowerName::new(&name), key.at) {
                 self.error(
-                    &key.referenced,
+                    key.at,
                     format!(
                         "duplicate name '{}' (first at line {})",
-                        key.value,
-                        first.line()
+                        key.value, first.line
                     ),
                 );
                 continue;
@@ -42,12 +40,9 @@ impl Checker<'_> {
             let before = sets.len();
             self.node(&name, &node.value, default_ttl, &mut sets);
             if sets.len() == before {
-                self.error(
-                    &node.referenced,
-                    format!("name '{}' has no records", key.value),
-                );
+                self.error(node.at, format!("name '{}' has no records", key.value));
             }
-            self.check_node_types(&name, &sets[before..], &key.referenced);
+            self.check_node_types(&name, &sets[before..], key.at);
         }
         self.check_delegations(&sets, &positions);
         sets.shrink_to_fit();
@@ -77,13 +72,13 @@ impl Checker<'_> {
                     continue;
                 };
                 if rdata.contains(&parsed) {
-                    self.error(&value.referenced, format!("duplicate {record_type} value"));
+                    self.error(value.at, format!("duplicate {record_type} value"));
                 } else {
                     rdata.push(parsed);
                 }
             }
             if record_type == RecordType::CNAME && rdata.len() > 1 {
-                self.error(&values[1].referenced, "a name has at most one CNAME");
+                self.error(values[1].at, "a name has at most one CNAME");
             }
             if !rdata.is_empty() {
                 // Kept for the configuration's life: no spare capacity (most sets hold one).
@@ -134,9 +129,7 @@ impl Checker<'_> {
             _ => RData::try_from_str(record_type, text)
                 .map_err(|e| format!("invalid {record_type} value '{text}': {e}")),
         };
-        parsed
-            .map_err(|message| self.error(&value.referenced, message))
-            .ok()
+        parsed.map_err(|message| self.error(value.at, message)).ok()
     }
 
     fn target(&mut self, value: &raw::Text) -> Option<Name> {
@@ -148,23 +141,19 @@ impl Checker<'_> {
         let fields: Vec<&str> = value.value.split_whitespace().collect();
         let [preference, exchange] = fields[..] else {
             self.error(
-                &value.referenced,
+                value.at,
                 format!("MX needs 'preference exchange', got '{}'", value.value),
             );
             return None;
         };
         let Ok(preference) = preference.parse::<u16>() else {
-            self.error(
-                &value.referenced,
-                format!("invalid MX preference '{preference}'"),
-            );
+            self.error(value.at, format!("invalid MX preference '{preference}'"));
             return None;
         };
-        let exchange = self.any_name(&Spanned::new(
-            exchange.to_owned(),
-            value.referenced,
-            value.defined,
-        ))?;
+        let exchange = self.any_name(&At {
+            value: exchange.to_owned(),
+            at: value.at,
+        })?;
         Some(RData::MX(MX::new(preference, exchange)))
     }
 
@@ -173,7 +162,7 @@ impl Checker<'_> {
         let fields: Vec<&str> = value.value.split_whitespace().collect();
         let [priority, weight, port, target] = fields[..] else {
             self.error(
-                &value.referenced,
+                value.at,
                 format!(
                     "SRV needs 'priority weight port target', got '{}'",
                     value.value
@@ -184,21 +173,20 @@ impl Checker<'_> {
         let numbers = [priority, weight, port].map(|n| n.parse::<u16>());
         let [Ok(priority), Ok(weight), Ok(port)] = numbers else {
             self.error(
-                &value.referenced,
+                value.at,
                 format!("invalid SRV numbers in '{}'", value.value),
             );
             return None;
         };
-        let target = self.any_name(&Spanned::new(
-            target.to_owned(),
-            value.referenced,
-            value.defined,
-        ))?;
+        let target = self.any_name(&At {
+            value: target.to_owned(),
+            at: value.at,
+        })?;
         Some(RData::SRV(SRV::new(priority, weight, port, target)))
     }
 
     /// Rules on which types may share a name (RFC 1034 3.6.2, RFC 2181 10.3).
-    fn check_node_types(&mut self, name: &Name, sets: &[RecordSet], at: &Location) {
+    fn check_node_types(&mut self, name: &Name, sets: &[RecordSet], at: Position) {
         let has = |t: RecordType| sets.iter().any(|s| s.record_type == t);
         let apex = *name == self.origin;
         if has(RecordType::CNAME) && sets.len() > 1 {
@@ -222,7 +210,7 @@ impl Checker<'_> {
     }
 
     /// Below a delegation only glue (A/AAAA) may exist, and in-bailiwick name servers need it.
-    fn check_delegations(&mut self, sets: &[RecordSet], positions: &HashMap<LowerName, Location>) {
+    fn check_delegations(&mut self, sets: &[RecordSet], positions: &HashMap<LowerName, Position>) {
         let cuts: Vec<&RecordSet> = sets
             .iter()
             .filter(|s| s.record_type == RecordType::NS && s.name != self.origin)
@@ -234,7 +222,7 @@ impl Checker<'_> {
                 let glue = matches!(set.record_type, RecordType::A | RecordType::AAAA);
                 if let Some(at) = position_of(&set.name).filter(|_| below && !glue) {
                     self.error(
-                        &at,
+                        at,
                         format!(
                             "{} is below the delegation {}: only glue (A, AAAA) may be there",
                             set.name, cut.name
@@ -252,7 +240,7 @@ impl Checker<'_> {
                 let needs_glue = cut.name.zone_of(target) && !has_glue;
                 if let Some(at) = position_of(&cut.name).filter(|_| needs_glue) {
                     self.error(
-                        &at,
+                        at,
                         format!(
                             "name server {target} of delegation {} needs glue: add its A or AAAA under records",
                             cut.name
@@ -268,7 +256,7 @@ impl Checker<'_> {
         &mut self,
         nameservers: &[Name],
         sets: &[RecordSet],
-        at: &Location,
+        at: Position,
     ) {
         for ns in nameservers {
             let has_address = sets.iter().any(|s| {

@@ -3,17 +3,12 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use serde_saphyr::Spanned;
-
 use super::*;
 use crate::config::{Check, CheckTarget, HttpCheck, Region, Thresholds, raw};
 use crate::geo::Coordinates;
 
 impl Checker<'_> {
-    pub(super) fn regions(
-        &mut self,
-        regions: &indexmap::IndexMap<raw::Text, Spanned<raw::Region>>,
-    ) -> Vec<Region> {
+    pub(super) fn regions(&mut self, regions: &raw::Entries<At<raw::Region>>) -> Vec<Region> {
         let mut out: Vec<Region> = Vec::new();
         for (key, region) in regions {
             self.scope = None;
@@ -24,14 +19,14 @@ impl Checker<'_> {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !valid {
                 self.error(
-                    &key.referenced,
+                    key.at,
                     format!("invalid region name '{name}': use letters, digits, '-', '_' and '.'"),
                 );
                 continue;
             }
             if let Some(first) = out.iter().find(|r| r.name.eq_ignore_ascii_case(name)) {
                 self.error(
-                    &key.referenced,
+                    key.at,
                     format!("duplicate region '{name}' (as '{}')", first.name),
                 );
                 continue;
@@ -63,11 +58,11 @@ impl Checker<'_> {
         out
     }
 
-    fn location(&mut self, location: &Spanned<raw::Location>) -> Option<Coordinates> {
+    fn location(&mut self, location: &At<raw::Location>) -> Option<Coordinates> {
         let raw::Location { lat, lon } = location.value;
         if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
             self.error(
-                &location.referenced,
+                location.at,
                 format!(
                     "location lat must be within -90..90 and lon within -180..180, got {lat}, {lon}"
                 ),
@@ -77,29 +72,26 @@ impl Checker<'_> {
         Some(Coordinates { lat, lon })
     }
 
-    fn addresses(&mut self, addresses: &Spanned<Vec<raw::Text>>) -> Vec<IpAddr> {
+    fn addresses(&mut self, addresses: &At<Vec<raw::Text>>) -> Vec<IpAddr> {
         if addresses.value.is_empty() {
-            self.error(&addresses.referenced, "no addresses");
+            self.error(addresses.at, "no addresses");
         }
         let mut out: Vec<IpAddr> = Vec::new();
         for text in &addresses.value {
             match text.value.trim().parse::<IpAddr>() {
                 Ok(ip) if out.contains(&ip) => {
-                    self.error(&text.referenced, format!("duplicate address {ip}"));
+                    self.error(text.at, format!("duplicate address {ip}"));
                 }
                 Ok(ip) => out.push(ip),
-                Err(_) => self.error(
-                    &text.referenced,
-                    format!("invalid IP address '{}'", text.value),
-                ),
+                Err(_) => self.error(text.at, format!("invalid IP address '{}'", text.value)),
             }
         }
         out
     }
 
-    fn check(&mut self, check: &Spanned<raw::Check>) -> Option<Check> {
+    fn check(&mut self, check: &At<raw::Check>) -> Option<Check> {
         let raw = &check.value;
-        let at = &check.referenced;
+        let at = check.at;
         let errors_before = self.errors.len();
         let interval = self
             .duration(raw.interval.as_ref())
@@ -139,7 +131,7 @@ impl Checker<'_> {
         humantime::parse_duration(text.value.trim())
             .map_err(|e| {
                 self.error(
-                    &text.referenced,
+                    text.at,
                     format!("invalid duration '{}' ({e}; e.g. 2s, 800ms)", text.value),
                 );
             })
@@ -147,10 +139,10 @@ impl Checker<'_> {
     }
 
     fn thresholds(&mut self, raw: &raw::Check, timeout: Duration) -> Thresholds {
-        let mut count = |value: &Option<Spanned<u32>>, name: &str, default: u32| match value {
+        let mut count = |value: &Option<At<u32>>, name: &str, default: u32| match value {
             Some(v) if !(1..=MAX_PROBE_COUNT).contains(&v.value) => {
                 self.error(
-                    &v.referenced,
+                    v.at,
                     format!("check {name} must be within 1..{MAX_PROBE_COUNT}"),
                 );
                 default
@@ -161,9 +153,9 @@ impl Checker<'_> {
         let fall = count(&raw.fall, "fall", DEFAULT_THRESHOLDS.fall);
         let rise = count(&raw.rise, "rise", DEFAULT_THRESHOLDS.rise);
         let window = count(&raw.window, "window", DEFAULT_THRESHOLDS.window);
-        let mut rate = |value: &Option<Spanned<f64>>, name: &str, default: f64| match value {
+        let mut rate = |value: &Option<At<f64>>, name: &str, default: f64| match value {
             Some(v) if !(0.0..=1.0).contains(&v.value) => {
-                self.error(&v.referenced, format!("check {name} must be within 0..1"));
+                self.error(v.at, format!("check {name} must be within 0..1"));
                 default
             }
             Some(v) => v.value,
@@ -184,10 +176,7 @@ impl Checker<'_> {
             && (slow.is_zero() || slow >= timeout)
         {
             // At the timeout a probe fails: a threshold there could never count one as slow.
-            self.error(
-                &text.referenced,
-                "check slow must be above 0 and below the timeout",
-            );
+            self.error(text.at, "check slow must be above 0 and below the timeout");
         }
         Thresholds {
             fall,
@@ -208,18 +197,12 @@ impl Checker<'_> {
                 parsed
             }
             Ok(_) => {
-                self.error(
-                    &url.referenced,
-                    "check url must be http:// or https:// with a host",
-                );
+                self.error(url.at, "check url must be http:// or https:// with a host");
                 return None;
             }
             Err(e) => {
                 // As written: the expanded URL may hold a secret.
-                self.error(
-                    &url.referenced,
-                    format!("invalid check url '{}': {e}", url.value),
-                );
+                self.error(url.at, format!("invalid check url '{}': {e}", url.value));
                 return None;
             }
         };
@@ -232,7 +215,7 @@ impl Checker<'_> {
                 "PUT" => reqwest::Method::PUT,
                 other => {
                     self.error(
-                        &text.referenced,
+                        text.at,
                         format!("check method must be GET, HEAD, POST or PUT, got '{other}'"),
                     );
                     return None;
@@ -247,10 +230,7 @@ impl Checker<'_> {
             let valid_name = reqwest::header::HeaderName::from_bytes(name.value.as_bytes()).is_ok();
             let valid_value = reqwest::header::HeaderValue::from_str(&expanded).is_ok();
             if !valid_name || !valid_value {
-                self.error(
-                    &name.referenced,
-                    format!("invalid check header '{}'", name.value),
-                );
+                self.error(name.at, format!("invalid check header '{}'", name.value));
                 continue;
             }
             headers.push((name.value.clone(), expanded));
@@ -261,10 +241,7 @@ impl Checker<'_> {
         };
         let expect = raw.expect.as_ref().map(|codes| {
             if codes.value.is_empty() || codes.value.iter().any(|c| !(100..=599).contains(c)) {
-                self.error(
-                    &codes.referenced,
-                    "check expect needs HTTP status codes (100-599)",
-                );
+                self.error(codes.at, "check expect needs HTTP status codes (100-599)");
             }
             codes.value.clone()
         });
@@ -287,7 +264,7 @@ impl Checker<'_> {
         if http_only.iter().any(Option::is_some) || !raw.headers.is_empty() || raw.expect.is_some()
         {
             self.error(
-                &address.referenced,
+                address.at,
                 "method, body, headers, expect and body_contains apply to http checks only",
             );
         }
@@ -301,7 +278,7 @@ impl Checker<'_> {
             Some((host, port)) => Some(CheckTarget::Tcp { host, port }),
             None => {
                 self.error(
-                    &address.referenced,
+                    address.at,
                     format!("tcp check needs host:port, got '{}'", address.value),
                 );
                 None
@@ -313,7 +290,7 @@ impl Checker<'_> {
     /// The values read are remembered as the check's secrets.
     fn expand(&mut self, text: &raw::Text) -> Option<String> {
         expand_env(&text.value, &mut self.secrets)
-            .map_err(|e| self.error(&text.referenced, e))
+            .map_err(|e| self.error(text.at, e))
             .ok()
     }
 }

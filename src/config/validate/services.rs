@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 
 use hickory_proto::rr::{LowerName, RecordType};
-use serde_saphyr::Spanned;
 
 use super::*;
 use crate::config::{
@@ -25,7 +24,7 @@ impl Checker<'_> {
             "weighted" => Policy::Weighted,
             other => {
                 self.error(
-                    &text.referenced,
+                    text.at,
                     format!("policy must be nearest, priority or weighted, got '{other}'"),
                 );
                 Policy::Nearest
@@ -33,11 +32,11 @@ impl Checker<'_> {
         }
     }
 
-    fn answers(&mut self, answers: Option<&Spanned<u32>>) -> usize {
+    fn answers(&mut self, answers: Option<&At<u32>>) -> usize {
         let Some(answers) = answers else { return 1 };
         if !(1..=MAX_ANSWERS).contains(&(answers.value as usize)) {
             self.error(
-                &answers.referenced,
+                answers.at,
                 format!("answers must be within 1..{MAX_ANSWERS}"),
             );
         }
@@ -55,7 +54,7 @@ impl Checker<'_> {
             Ok(share) if (0.0..=1.0).contains(&share) => share,
             _ => {
                 self.error(
-                    &text.referenced,
+                    text.at,
                     format!("{what} must be a share like 5% or 0.05 (0 to 100%), got '{written}'"),
                 );
                 0.0
@@ -63,11 +62,7 @@ impl Checker<'_> {
         }
     }
 
-    fn canary(
-        &mut self,
-        service: &ServiceContext,
-        canary: &Spanned<raw::Canary>,
-    ) -> Option<Canary> {
+    fn canary(&mut self, service: &ServiceContext, canary: &At<raw::Canary>) -> Option<Canary> {
         let region = self.service_region(service, &canary.value.region)?;
         Some(Canary {
             region,
@@ -86,14 +81,14 @@ impl Checker<'_> {
         });
         if found.is_none() {
             self.error(
-                &text.referenced,
+                text.at,
                 format!("region '{wanted}' is not one of its regions"),
             );
         }
         found
     }
 
-    fn rule(&mut self, service: &ServiceContext, rule: &Spanned<raw::Rule>) -> Option<Rule> {
+    fn rule(&mut self, service: &ServiceContext, rule: &At<raw::Rule>) -> Option<Rule> {
         let raw = &rule.value;
         let errors_before = self.errors.len();
         let matcher = self.matcher(&raw.matcher);
@@ -104,10 +99,7 @@ impl Checker<'_> {
         let when_none = match raw.when_none.as_ref() {
             None => FailClosed::Refuse,
             Some(text) if raw.allow.is_none() => {
-                self.error(
-                    &text.referenced,
-                    "when_none applies only to a rule with allow",
-                );
+                self.error(text.at, "when_none applies only to a rule with allow");
                 FailClosed::Refuse
             }
             Some(text) => match text.value.trim() {
@@ -116,7 +108,7 @@ impl Checker<'_> {
                 "nodata" => FailClosed::NoData,
                 other => {
                     self.error(
-                        &text.referenced,
+                        text.at,
                         format!("when_none must be refuse, servfail or nodata, got '{other}'"),
                     );
                     FailClosed::Refuse
@@ -136,11 +128,11 @@ impl Checker<'_> {
         })
     }
 
-    fn matcher(&mut self, matcher: &Spanned<raw::Match>) -> Matcher {
+    fn matcher(&mut self, matcher: &At<raw::Match>) -> Matcher {
         let raw = &matcher.value;
         if raw.continent.is_empty() && raw.country.is_empty() && raw.network.is_empty() {
             self.error(
-                &matcher.referenced,
+                matcher.at,
                 "a rule's match needs continent, country or network",
             );
         }
@@ -149,7 +141,7 @@ impl Checker<'_> {
             match Continent::from_code(&text.value.trim().to_ascii_uppercase()) {
                 Some(continent) => out.continents.push(continent),
                 None => self.error(
-                    &text.referenced,
+                    text.at,
                     format!(
                         "unknown continent '{}' (AF, AN, AS, EU, NA, OC, SA)",
                         text.value
@@ -161,7 +153,7 @@ impl Checker<'_> {
             match CountryCode::parse(text.value.trim()) {
                 Some(country) => out.countries.push(country),
                 None => self.error(
-                    &text.referenced,
+                    text.at,
                     format!(
                         "'{}' is not an ISO 3166 two-letter country code",
                         text.value
@@ -173,7 +165,7 @@ impl Checker<'_> {
             match text.value.trim().parse::<ipnet::IpNet>() {
                 Ok(network) => out.networks.push(network.trunc()),
                 Err(_) => self.error(
-                    &text.referenced,
+                    text.at,
                     format!("invalid network '{}' (e.g. 10.0.0.0/8)", text.value),
                 ),
             }
@@ -181,7 +173,7 @@ impl Checker<'_> {
         out
     }
 
-    fn allow(&mut self, service: &ServiceContext, allow: &Spanned<raw::Allow>) -> Option<Allow> {
+    fn allow(&mut self, service: &ServiceContext, allow: &At<raw::Allow>) -> Option<Allow> {
         let raw = &allow.value;
         match (raw.jurisdiction.is_empty(), raw.regions.is_empty()) {
             (false, true) => {
@@ -205,7 +197,7 @@ impl Checker<'_> {
                     .collect();
                 if regions.is_empty() {
                     self.error(
-                        &allow.referenced,
+                        allow.at,
                         format!(
                             "no region of the service has jurisdiction {}",
                             wanted.join(", ")
@@ -232,7 +224,7 @@ impl Checker<'_> {
             }
             _ => {
                 self.error(
-                    &allow.referenced,
+                    allow.at,
                     "allow needs exactly one of jurisdiction or regions",
                 );
                 None
@@ -242,8 +234,8 @@ impl Checker<'_> {
 
     pub(super) fn services(
         &mut self,
-        services: &indexmap::IndexMap<raw::Text, Spanned<raw::Service>>,
-        raw_regions: &indexmap::IndexMap<raw::Text, Spanned<raw::Region>>,
+        services: &raw::Entries<At<raw::Service>>,
+        raw_regions: &raw::Entries<At<raw::Region>>,
         records: &[RecordSet],
     ) -> Vec<Service> {
         let region_names: Vec<&str> = raw_regions.keys().map(|k| k.value.trim()).collect();
@@ -255,10 +247,7 @@ impl Checker<'_> {
                 continue;
             };
             if !seen.insert(LowerName::new(&name)) {
-                self.error(
-                    &key.referenced,
-                    format!("duplicate service '{}'", key.value),
-                );
+                self.error(key.at, format!("duplicate service '{}'", key.value));
                 continue;
             }
             self.scope = Some(format!("service '{}'", key.value.trim()));
@@ -271,7 +260,7 @@ impl Checker<'_> {
             });
             if let Some(clash) = clash {
                 self.error(
-                    &key.referenced,
+                    key.at,
                     format!(
                         "clashes with the static {} record of the same name",
                         clash.record_type
@@ -282,10 +271,7 @@ impl Checker<'_> {
             if let Some(cut) = records.iter().find(|s| {
                 s.record_type == RecordType::NS && s.name.zone_of(&name) && s.name != self.origin
             }) {
-                self.error(
-                    &key.referenced,
-                    format!("is below the delegation {}", cut.name),
-                );
+                self.error(key.at, format!("is below the delegation {}", cut.name));
                 continue;
             }
             let regions = self.service_regions(&service.value.regions, &region_names);
@@ -296,7 +282,7 @@ impl Checker<'_> {
                     "servfail" => WhenAllDown::ServFail,
                     other => {
                         self.error(
-                            &text.referenced,
+                            text.at,
                             format!("when_all_down must be nearest or servfail, got '{other}'"),
                         );
                         WhenAllDown::Nearest
@@ -332,13 +318,13 @@ impl Checker<'_> {
         out
     }
 
-    fn service_regions(&mut self, list: &Spanned<Vec<raw::Text>>, known: &[&str]) -> Vec<usize> {
+    fn service_regions(&mut self, list: &At<Vec<raw::Text>>, known: &[&str]) -> Vec<usize> {
         if list.value.is_empty() {
-            self.error(&list.referenced, "lists no regions");
+            self.error(list.at, "lists no regions");
         }
         if list.value.len() > MAX_SERVICE_REGIONS {
             self.error(
-                &list.referenced,
+                list.at,
                 format!("lists more than {MAX_SERVICE_REGIONS} regions"),
             );
         }
@@ -347,14 +333,11 @@ impl Checker<'_> {
             let wanted = text.value.trim();
             match known.iter().position(|k| k.eq_ignore_ascii_case(wanted)) {
                 Some(index) if out.contains(&index) => {
-                    self.error(
-                        &text.referenced,
-                        format!("region '{wanted}' is listed twice"),
-                    );
+                    self.error(text.at, format!("region '{wanted}' is listed twice"));
                 }
                 Some(index) => out.push(index),
                 None => self.error(
-                    &text.referenced,
+                    text.at,
                     format!("unknown region '{wanted}' (known: {})", known.join(", ")),
                 ),
             }
@@ -367,7 +350,7 @@ impl Checker<'_> {
 struct ServiceContext<'a> {
     /// Indexes into the zone's regions.
     regions: &'a [usize],
-    raw_regions: &'a indexmap::IndexMap<raw::Text, Spanned<raw::Region>>,
+    raw_regions: &'a raw::Entries<At<raw::Region>>,
 }
 
 #[cfg(test)]
