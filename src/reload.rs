@@ -119,12 +119,17 @@ impl Reloader {
 
     async fn reload(&mut self, why: &str) {
         self.last_read = Instant::now();
+        self.read_and_apply(why).await;
+        // Parsing's garbage and the configuration replaced (or the new one, when nothing
+        // changed) are freed by now.
+        publish::release_freed_memory();
+    }
+
+    async fn read_and_apply(&mut self, why: &str) {
         let (next, problems) = self.read_files();
         for line in problems.iter().filter(|_| why == "DNSSEC signatures due") {
             error!("DNSSEC signatures not renewed: {line}; its old ones expire unless it is fixed");
         }
-        // Parsing's garbage is freed by now, whatever comes of the reload.
-        publish::release_freed_memory();
         let failed = problems.len();
         self.metrics.count_reload(failed == 0);
         self.unloaded.store(Arc::new(problems));
