@@ -16,7 +16,7 @@ use serde_saphyr::Spanned;
 pub type Text = At<String>;
 
 /// Where a value is written: its line and column, from 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug)]
 pub struct Position {
     pub line: u32,
     pub column: u32,
@@ -43,8 +43,8 @@ impl<T> At<T> {
     }
 }
 
-/// A mapping's entries in the order written, duplicates kept: validation reports those with
-/// both positions, so the keys need no index.
+/// A mapping's entries in the order written. The parser refuses a key written twice, and
+/// validation compares names as DNS does (`WWW` is `www`), so the keys need no index.
 pub struct Entries<V>(Vec<(Text, V)>);
 
 impl<V> Entries<V> {
@@ -93,7 +93,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<V>, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
                 }
