@@ -139,12 +139,12 @@ def start_and_reload(path, make_zone, sock, first):
     """Starts a server on the zone file at `path`, reloads it RELOADS times; returns the server
     (running), its port, the start-up time and the reload times, in seconds."""
     with open(path, "w") as f:
-        f.write(make_zone(f"{first}"))
+        f.write(make_zone(first))
     port = free_port()
     spawned = time.monotonic()
     server = start_server(os.path.dirname(path), port)
     try:
-        started = until_txt(sock, port, f"{first}") - spawned
+        started = until_txt(sock, port, first) - spawned
         reloads = []
         for i in range(1, RELOADS + 1):
             with open(path + ".new", "w") as f:

@@ -48,16 +48,12 @@ impl<T> At<T> {
 pub struct Entries<V>(Vec<(Text, V)>);
 
 impl<V> Entries<V> {
-    pub fn iter(&self) -> impl Iterator<Item = (&Text, &V)> {
-        self.0.iter().map(|(key, value)| (key, value))
-    }
-
     pub fn keys(&self) -> impl Iterator<Item = &Text> {
         self.0.iter().map(|(key, _)| key)
     }
 
-    pub fn get_index(&self, index: usize) -> Option<(&Text, &V)> {
-        self.0.get(index).map(|(key, value)| (key, value))
+    pub fn get(&self, index: usize) -> Option<&(Text, V)> {
+        self.0.get(index)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -72,12 +68,11 @@ impl<V> Default for Entries<V> {
 }
 
 impl<'a, V> IntoIterator for &'a Entries<V> {
-    type Item = (&'a Text, &'a V);
-    type IntoIter =
-        std::iter::Map<std::slice::Iter<'a, (Text, V)>, fn(&'a (Text, V)) -> (&'a Text, &'a V)>;
+    type Item = &'a (Text, V);
+    type IntoIter = std::slice::Iter<'a, (Text, V)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(key, value)| (key, value))
+        self.0.iter()
     }
 }
 
@@ -115,7 +110,7 @@ impl<T: Serialize> Serialize for At<T> {
 /// Written as a mapping, for the schema's defaults.
 impl<V: Serialize> Serialize for Entries<V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.iter())
+        serializer.collect_map(self.0.iter().map(|(key, value)| (key, value)))
     }
 }
 

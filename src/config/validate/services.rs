@@ -76,7 +76,7 @@ impl Checker<'_> {
         let found = service.regions.iter().copied().find(|&i| {
             service
                 .raw_regions
-                .get_index(i)
+                .get(i)
                 .is_some_and(|(k, _)| k.value.trim().eq_ignore_ascii_case(wanted))
         });
         if found.is_none() {
@@ -189,7 +189,7 @@ impl Checker<'_> {
                     .filter(|&i| {
                         let jurisdiction = service
                             .raw_regions
-                            .get_index(i)
+                            .get(i)
                             .and_then(|(_, r)| r.value.jurisdiction.as_ref());
                         jurisdiction
                             .is_some_and(|j| wanted.contains(&j.value.trim().to_ascii_lowercase()))
