@@ -1,9 +1,8 @@
 //! The command line as operators script against it: `check`, and `serve` failing cleanly.
 
-mod common;
-
-use common::{
-    Server, ZONE, http, path_arg, query, repo_root, run, serve_args, udp, write_mmdb, zone_dir,
+use crate::common::{
+    self, Server, ZONE, http, path_arg, query, repo_root, run, serve_args, udp, write_mmdb,
+    zone_dir,
 };
 use hickory_proto::rr::RecordType;
 use serde_json::json;

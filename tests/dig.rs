@@ -1,9 +1,7 @@
 //! The server as an operator sees it: `dig` against the real binary, including every dig line of
 //! the README, run against the bundled zone and GeoIP database.
 
-mod common;
-
-use common::{Server, ZONE, dig, repo_root};
+use crate::common::{Server, ZONE, dig, repo_root};
 
 #[test]
 fn dig_gets_the_nearest_region_with_aa_ttl_and_ecs_scope() {

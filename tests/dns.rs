@@ -1,8 +1,6 @@
 //! DNS behaviour of the real server over real UDP and TCP sockets, with a Rust client.
 
-mod common;
-
-use common::{Server, ZONE, addresses, ecs, query, record_types, tcp, udp};
+use crate::common::{self, Server, ZONE, addresses, ecs, query, record_types, tcp, udp};
 use hickory_proto::{
     op::{Edns, Message, OpCode, Query, ResponseCode},
     rr::{

@@ -5,11 +5,9 @@
 //! answers, the per-client geo answers and the negative ones included. A DS of another key
 //! fails.
 
-mod common;
-
 use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, process::Command};
 
-use common::{Server, ZONE, dig, path_arg, run, serve_args, zone_dir};
+use crate::common::{Server, ZONE, dig, path_arg, run, serve_args, zone_dir};
 
 /// What `keymgr` (Knot DNS) says of a PEM key imported for `zone`: its DNSKEY and SHA-256 DS.
 fn knot_records(kasp: &Path, zone: &str, pem: &Path, algorithm: u8) -> (String, String) {
@@ -411,7 +409,7 @@ fn validated(dig_output: &str) -> (bool, Vec<String>) {
 
 #[test]
 fn unbound_validates_geo_answers_from_two_places_and_after_a_failover() {
-    use common::endpoint::{Endpoint, Mode};
+    use crate::common::endpoint::{Endpoint, Mode};
     let dublin = Endpoint::start(Mode::Ok);
     let zone = format!(
         r#"

@@ -2,9 +2,7 @@
 //! answer moves off a drained Dublin and comes back; a client the region does not serve makes
 //! the drill fail, and the region is undrained either way. `--dry-run` changes nothing.
 
-mod common;
-
-use common::{Server, ZONE, http, run};
+use crate::common::{Server, ZONE, http, run};
 use serde_json::Value;
 
 const TOKEN: &str = "drill-token";

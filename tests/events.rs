@@ -3,8 +3,6 @@
 //! (`scripts/event-receiver.py`, whose HMAC is Python's, not ours) accepts them; a receiver
 //! that answers 500 is retried, one that hangs only loses its own events, counted on /metrics.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -13,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    Server,
+use crate::common::{
+    self, Server,
     endpoint::{Endpoint, Mode},
     http, repo_root,
 };

@@ -1,11 +1,9 @@
 //! The fuzzers' kept corpus and past crashes (fuzz/corpus, fuzz/regressions), replayed through
 //! the checks the fuzz targets make: on every test run, without a fuzzer.
 
-mod common;
-
 use std::path::Path;
 
-use common::{
+use crate::common::{
     fuzz_checks::{respond_checked, zone_checked},
     query_path::responder,
 };

@@ -1,8 +1,6 @@
 //! GeoIP files updated under a running, loaded server: replaced by rename (as geoipupdate does),
 //! rewritten in place (as a careless cron job does), and replaced by broken files.
 
-mod common;
-
 use std::{
     net::{SocketAddr, UdpSocket},
     sync::{
@@ -13,8 +11,8 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    Server, ZONE, addresses, fixture_networks, query, serve_args, udp, until_answered,
+use crate::common::{
+    self, Server, ZONE, addresses, fixture_networks, query, serve_args, udp, until_answered,
     until_logged, write_mmdb, zone_dir,
 };
 use hickory_proto::{op::Message, rr::RecordType};

@@ -1,12 +1,10 @@
 //! Health-driven answers: the real server probing real HTTP endpoints on 127.0.0.1 that the
 //! tests switch between behaviours, queried over UDP like a resolver would.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
-    Server, addresses,
+use crate::common::{
+    self, Server, addresses,
     endpoint::{Endpoint, Mode},
     http, query, udp,
 };

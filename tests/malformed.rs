@@ -1,14 +1,12 @@
 //! Malformed packets against the running server: every one gets FORMERR or silence (never a
 //! reply to a response, never a crash), and a normal query is answered right after.
 
-mod common;
-
 use std::{
     net::{SocketAddr, UdpSocket},
     time::Duration,
 };
 
-use common::{Server, ZONE, http, query, udp};
+use crate::common::{Server, ZONE, http, query, udp};
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 
 const FORMERR: u8 = 1;

@@ -1,15 +1,13 @@
 //! Routing policies end to end: the real server, real HTTP health endpoints on 127.0.0.1,
 //! queries over UDP from many client subnets, `dig`, and `regiondns explain`.
 
-mod common;
-
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
 
-use common::{
-    Server, addresses, dig,
+use crate::common::{
+    self, Server, addresses, dig,
     endpoint::{Endpoint, Mode},
     path_arg, query, run, udp,
 };

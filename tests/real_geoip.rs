@@ -3,15 +3,13 @@
 //! country shape without coordinates, and MaxMind's nested GeoIP2/GeoLite2 test databases with
 //! 64-bit doubles. Fixtures written by our own tests only prove the code agrees with itself.
 
-mod common;
-
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
 };
 
-use common::{Server, ZONE, addresses, query, udp};
+use crate::common::{self, Server, ZONE, addresses, query, udp};
 use hickory_proto::rr::RecordType;
 use regiondns::geo::{Continent, Coordinates, GeoIp, Located, Location, LookupCounters};
 

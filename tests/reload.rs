@@ -1,11 +1,9 @@
 //! Hot reload: zone files edited, broken, removed and added under a running server.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
-    Server, ZONE, addresses,
+use crate::common::{
+    self, Server, ZONE, addresses,
     endpoint::{Endpoint, Mode},
     query, udp, until_answered, until_logged,
 };

@@ -2,11 +2,9 @@
 //! with its own ID and question case, and is counted as the first was; a health change is never
 //! answered from a response made before it; another client subnet is decided anew.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     Server, ZONE, addresses,
     endpoint::{Endpoint, Mode},
     http, query, udp, udp_exchange_raw, until_answered,

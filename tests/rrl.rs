@@ -3,14 +3,12 @@
 //! retries over TCP), and nobody else is affected: other networks, other names and classes,
 //! TCP. `--rrl-rate 0` turns it off.
 
-mod common;
-
 use std::{
     net::{SocketAddr, UdpSocket},
     time::Duration,
 };
 
-use common::{Server, ZONE, http, query, tcp, udp};
+use crate::common::{Server, ZONE, http, query, tcp, udp};
 use hickory_proto::{
     op::{Message, ResponseCode},
     rr::RecordType,

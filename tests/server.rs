@@ -1,8 +1,6 @@
 //! The server's lifecycle: in-process (the stop token, the drain period, TCP requests in
 //! flight at the stop), and the real binary on signals and on a task that dies.
 
-mod common;
-
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -10,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{BINARY, Server, ZONE, query, serve_args, udp, zone_dir};
+use crate::common::{self, BINARY, Server, ZONE, query, serve_args, udp, zone_dir};
 use hickory_proto::{op::Message, rr::RecordType};
 
 fn healthz(admin: SocketAddr) -> (u16, String) {

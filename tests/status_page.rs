@@ -2,14 +2,12 @@
 //! on the map and its row, adds a row to the timeline and moves the answers' share of its
 //! clients' continent. A screenshot is kept as a test artifact.
 
-mod common;
-
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     Server, ZONE,
     endpoint::{Endpoint, Mode},
     query, udp,

@@ -3,15 +3,13 @@
 //! and a freed slot is taken again. And a crowd that exhausts the process's file descriptors
 //! cannot fake a failover: the probes it prevents count for nothing.
 
-mod common;
-
 use std::{
     io::{ErrorKind, Read},
     net::{SocketAddr, TcpStream},
     time::Duration,
 };
 
-use common::{
+use crate::common::{
     Server, ZONE,
     endpoint::{Endpoint, Mode},
     http, query, serve_args, tcp, udp, zone_dir,

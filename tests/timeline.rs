@@ -1,12 +1,10 @@
 //! The operator's record of what happened: a region that fails and heals leaves two rows, newest
 //! first, on `/events` and on the status page, with when, from, to and why.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
-    Server,
+use crate::common::{
+    self, Server,
     endpoint::{Endpoint, Mode},
     http,
 };
