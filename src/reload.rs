@@ -178,8 +178,9 @@ impl Reloader {
         };
         let mut next = BTreeMap::new();
         let mut problems = Vec::new();
-        for path in paths {
-            match config::load_file(&path, self.max_file_size) {
+        let loaded = config::load_files(&paths, self.max_file_size);
+        for (path, loaded) in paths.into_iter().zip(loaded) {
+            match loaded {
                 Ok(zone) => {
                     next.insert(path, zone);
                 }

@@ -20,8 +20,12 @@ use std::{
     fmt,
     io::Read,
     net::IpAddr,
+    num::NonZeroUsize,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -332,8 +336,8 @@ pub fn load_dir(dir: &Path, max_file_size: u64) -> (Vec<ZoneConfig>, Vec<ConfigE
     }
     let mut zones = Vec::new();
     let mut errors = Vec::new();
-    for path in files {
-        match load_file(&path, max_file_size) {
+    for loaded in load_files(&files, max_file_size) {
+        match loaded {
             Ok(zone) => zones.push(zone),
             Err(file_errors) => errors.extend(file_errors),
         }
@@ -347,6 +351,45 @@ pub fn load_dir(dir: &Path, max_file_size: u64) -> (Vec<ZoneConfig>, Vec<ConfigE
         first
     });
     (zones, errors)
+}
+
+/// Loads each of `paths` with [`load_file`], the results in the order of `paths`. Files are
+/// parsed on as many threads as there are cores (and files): parsing is most of the time a
+/// start-up or reload takes, and each file is parsed on its own. The threads end here.
+pub fn load_files(
+    paths: &[PathBuf],
+    max_file_size: u64,
+) -> Vec<Result<ZoneConfig, Vec<ConfigError>>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(paths.len());
+    if threads <= 1 {
+        return paths.iter().map(|p| load_file(p, max_file_size)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let load_some = || {
+        let mut loaded = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = paths.get(i) else {
+                return loaded;
+            };
+            loaded.push((i, load_file(path, max_file_size)));
+        }
+    };
+    let mut loaded: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(load_some)).collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect()
+    });
+    loaded.sort_unstable_by_key(|(i, _)| *i);
+    loaded.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Zone files larger than this are refused unread, unless `--max-zone-file-mib` says otherwise.
@@ -563,6 +606,40 @@ mod tests {
         let (zones, errors) = load_dir(empty.path(), DEFAULT_MAX_ZONE_FILE);
         assert!(zones.is_empty());
         assert_eq!(errors[0].message, "no zone files (*.yaml, *.yml)");
+    }
+
+    #[test]
+    fn files_loaded_on_several_threads_come_back_in_the_order_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths: Vec<PathBuf> = (0..24)
+            .map(|i| {
+                // Listed in reverse name order, so an order restored by sorting names fails.
+                let path = dir.path().join(format!("z{:02}.yaml", 23 - i));
+                let text = match i % 3 {
+                    0 => "origin: [\n".to_owned(),
+                    _ => {
+                        HEAD.replace("llm.example.com.", &format!("z{i}.example.com."))
+                            + &format!("records:\n{NS1}")
+                    }
+                };
+                std::fs::write(&path, text).expect("write");
+                path
+            })
+            .collect();
+        let loaded = load_files(&paths, DEFAULT_MAX_ZONE_FILE);
+        assert_eq!(loaded.len(), paths.len());
+        for (i, (path, loaded)) in paths.iter().zip(&loaded).enumerate() {
+            match loaded {
+                Ok(zone) => {
+                    assert_eq!(&zone.source, path);
+                    assert_eq!(zone.origin.to_string(), format!("z{i}.example.com."));
+                }
+                Err(errors) => {
+                    assert_eq!(i % 3, 0, "{errors:?}");
+                    assert_eq!(&errors[0].path, path);
+                }
+            }
+        }
     }
 
     #[test]
