@@ -44,6 +44,8 @@ pub struct Reloader {
     changes: mpsc::Receiver<()>,
     /// The last good configuration of every zone file, by path.
     files: BTreeMap<PathBuf, ZoneConfig>,
+    /// The version on disk each of `files` was read from, where that version validated.
+    read_from: BTreeMap<PathBuf, FileStamp>,
     /// A line for each zone file that does not validate now (for `/healthz`).
     unloaded: Arc<ArcSwap<Vec<String>>>,
     max_file_size: u64,
@@ -75,6 +77,8 @@ impl Reloader {
             _watcher: watcher,
             changes,
             files,
+            // Empty: what start-up read was not stamped, so the first reload reads it all.
+            read_from: BTreeMap::new(),
             unloaded,
             max_file_size,
             probers,
@@ -128,7 +132,13 @@ impl Reloader {
     async fn read_and_apply(&mut self, why: &str) {
         // Parsing a large zone takes tens of milliseconds: the runtime thread's other tasks
         // (probes whose latency is being timed, the admin API) move to another thread meanwhile.
-        let (next, problems) = tokio::task::block_in_place(|| self.read_files());
+        let Reading {
+            zones: next,
+            read_from,
+            problems,
+            read,
+            unchanged,
+        } = tokio::task::block_in_place(|| self.read_files(why));
         for line in problems.iter().filter(|_| why == "DNSSEC signatures due") {
             error!("DNSSEC signatures not renewed: {line}; its old ones expire unless it is fixed");
         }
@@ -136,6 +146,7 @@ impl Reloader {
         self.metrics.count_reload(failed == 0);
         self.unloaded.store(Arc::new(problems));
         if next == self.files {
+            self.read_from = read_from;
             if why == "SIGHUP" {
                 info!("reload (SIGHUP): configuration unchanged");
             }
@@ -154,7 +165,7 @@ impl Reloader {
             reason = why,
             zones = next.len(),
             failed_files = failed,
-            "reloaded ({why}): zones [{}], {} health checks{}",
+            "reloaded ({why}): zones [{}], {} health checks; zone files: {read} read, {unchanged} unchanged{}",
             origins.join(", "),
             self.probers.len(),
             if failed > 0 {
@@ -164,50 +175,79 @@ impl Reloader {
             }
         );
         self.files = next;
+        self.read_from = read_from;
     }
 
     /// Every zone file as it is now, or at its last good version where it does not validate;
     /// and a line for each file that did not validate (its first error, and what is served).
-    fn read_files(&self) -> (BTreeMap<PathBuf, ZoneConfig>, Vec<String>) {
+    fn read_files(&self, why: &str) -> Reading {
         let paths = match config::zone_files(&self.dir) {
             Ok(paths) => paths,
             Err(e) => {
                 error!("{e}");
-                return (self.files.clone(), vec![e.to_string()]);
+                return Reading {
+                    zones: self.files.clone(),
+                    read_from: self.read_from.clone(),
+                    problems: vec![e.to_string()],
+                    read: 0,
+                    unchanged: self.files.len(),
+                };
             }
         };
-        let mut next = BTreeMap::new();
-        let mut problems = Vec::new();
-        let loaded = config::load_files(&paths, self.max_file_size);
-        for (path, loaded) in paths.into_iter().zip(loaded) {
-            match loaded {
-                Ok(zone) => {
-                    next.insert(path, zone);
+        let mut reading = Reading::default();
+        let mut changed = Vec::new();
+        for path in paths {
+            let now = stamp(&path);
+            match (self.files.get(&path), now) {
+                (Some(zone), Some(now)) if self.unchanged(&path, &now, zone, why) => {
+                    reading.unchanged += 1;
+                    reading.accept(path, zone.clone(), Some(now));
                 }
+                (_, now) => changed.push((path, now)),
+            }
+        }
+        let paths: Vec<PathBuf> = changed.iter().map(|(path, _)| path.clone()).collect();
+        reading.read = paths.len();
+        let loaded = config::load_files(&paths, self.max_file_size);
+        for ((path, now), loaded) in changed.into_iter().zip(loaded) {
+            match loaded {
+                Ok(zone) => reading.accept(path, zone, now),
                 Err(errors) => {
                     for e in &errors {
                         log_config_error(e);
                     }
                     let kept = self.files.get(&path);
-                    problems.push(problem(&errors, kept.is_some()));
+                    reading.problems.push(problem(&errors, kept.is_some()));
                     if let Some(last_good) = kept {
-                        next.insert(path, last_good.clone());
+                        reading.zones.insert(path, last_good.clone());
                     }
                 }
             }
         }
-        problems.extend(self.drop_duplicate_origins(&mut next));
-        (next, problems)
+        self.drop_duplicate_origins(&mut reading);
+        reading
+    }
+
+    /// Whether `path` is still the version its last good configuration `zone` was read from,
+    /// so that a change elsewhere in the directory need not read it again. SIGHUP and
+    /// re-signing read every file, and a signed zone is always read: its key files sit
+    /// beside it and may have changed on their own.
+    fn unchanged(&self, path: &Path, now: &FileStamp, zone: &ZoneConfig, why: &str) -> bool {
+        why == "zone files changed"
+            && zone.dnssec.is_none()
+            && self.read_from.get(path) == Some(now)
     }
 
     /// A file that now claims another file's zone is kept at its last good version (or left
-    /// out if it had none).
-    fn drop_duplicate_origins(&self, next: &mut BTreeMap<PathBuf, ZoneConfig>) -> Vec<String> {
+    /// out if it had none), and read again next time.
+    fn drop_duplicate_origins(&self, reading: &mut Reading) {
+        let next = &mut reading.zones;
         let zones: Vec<ZoneConfig> = next.values().cloned().collect();
         let mut errors = Vec::new();
         config::check_distinct_origins(&zones, &mut errors);
         for e in &errors {
             log_config_error(e);
+            reading.read_from.remove(&e.path);
             let changed_origin = |last_good: &ZoneConfig| {
                 next.get(&e.path)
                     .is_some_and(|now| now.origin != last_good.origin)
@@ -221,7 +261,32 @@ impl Reloader {
                 }
             }
         }
-        errors.iter().map(ToString::to_string).collect()
+        reading
+            .problems
+            .extend(errors.iter().map(ToString::to_string));
+    }
+}
+
+/// What one reload read of the zone directory.
+#[derive(Default)]
+struct Reading {
+    /// Every zone file's configuration, as `Reloader::files` will be.
+    zones: BTreeMap<PathBuf, ZoneConfig>,
+    /// The version on disk each of `zones` was read from, where that version validated.
+    read_from: BTreeMap<PathBuf, FileStamp>,
+    /// A line for each file that did not validate.
+    problems: Vec<String>,
+    /// How many files were read, and how many not, being as they were.
+    read: usize,
+    unchanged: usize,
+}
+
+impl Reading {
+    fn accept(&mut self, path: PathBuf, zone: ZoneConfig, read_from: Option<FileStamp>) {
+        if let Some(stamp) = read_from {
+            self.read_from.insert(path.clone(), stamp);
+        }
+        self.zones.insert(path, zone);
     }
 }
 

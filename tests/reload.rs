@@ -117,6 +117,57 @@ fn removing_a_zone_file_stops_the_zone_and_adding_one_starts_it() {
     );
 }
 
+/// The zone of `ZONE` under another origin, its service answering `address` in eu-west.
+fn org_zone(address: &str) -> String {
+    ZONE.replace("origin: llm.example.com.", "origin: llm.example.org.")
+        .replace(
+            "ns1.llm.example.com., ns2.llm.example.com.",
+            "ns1.llm.example.org., ns2.llm.example.org.",
+        )
+        .replace("203.0.113.20", address)
+}
+
+fn org_addresses(server: &Server) -> Vec<String> {
+    addresses(&udp(
+        server.addr,
+        &query("api.llm.example.org.", RecordType::A, Some(UK)),
+    ))
+}
+
+#[test]
+fn an_edit_reads_only_the_files_that_changed() {
+    let server = Server::start(ZONE);
+    let org = server.dir.path().join("zones/org.yml");
+    std::fs::write(&org, org_zone("203.0.113.40")).expect("write");
+    // Start-up's reading is not stamped: the first reload reads every file.
+    until_logged(&server, "zone files: 2 read, 0 unchanged", 1);
+
+    std::fs::write(&org, org_zone("203.0.113.41")).expect("write");
+    until_logged(&server, "zone files: 1 read, 1 unchanged", 1);
+    assert_eq!(org_addresses(&server), ["203.0.113.41"]);
+    assert_eq!(
+        addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))),
+        ["203.0.113.20"],
+        "the file not read again still serves"
+    );
+
+    // A file that does not validate is read again at every change, and reported each time.
+    let broken = ZONE.replace(
+        "    addresses: [203.0.113.30",
+        "    adresses: [203.0.113.30",
+    );
+    std::fs::write(zone_file(&server), broken).expect("write");
+    until_logged(&server, "unknown key `adresses`", 1);
+    std::fs::write(&org, org_zone("203.0.113.42")).expect("write");
+    until_logged(
+        &server,
+        "zone files: 2 read, 0 unchanged, 1 file(s) kept",
+        1,
+    );
+    assert_eq!(server.log().matches("unknown key `adresses`").count(), 2);
+    assert_eq!(org_addresses(&server), ["203.0.113.42"]);
+}
+
 #[test]
 fn sighup_reloads() {
     let server = Server::binary(ZONE);
