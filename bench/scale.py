@@ -5,8 +5,9 @@ starts the server STARTS times and reloads each one RELOADS times, and prints th
 largest start-up time (spawn to first answer) and reload time (SIGHUP after a rewrite, to the
 new answer): single runs on a shared machine swing by 2x. Then RSS (the largest seen, after
 the reloads and after the load), the maximum rate (dnsperf, ECS on every query, unthrottled)
-and the queries lost at 80% of that rate; then the large/small qps ratio. Everything stays on
-loopback.
+and the queries lost at 80% of that rate; then the large/small qps ratio. Last, eight large
+zones in one directory: start-up, and how soon an edit to one file is answered (the watcher
+reads only that file). Everything stays on loopback.
 
     bench/scale.py                 # 10 s runs, 1 UDP worker, 5 starts x 3 reloads
     DURATION=20 WORKERS=2 STARTS=10 bench/scale.py
@@ -102,10 +103,10 @@ def ask_txt(sock, port, name):
     return txt_of(reply)
 
 
-def until_txt(sock, port, want, limit=10.0):
+def until_txt(sock, port, want, limit=10.0, name="marker.llm.example.com"):
     start = time.monotonic()
     while time.monotonic() - start < limit:
-        if ask_txt(sock, port, "marker.llm.example.com") == want:
+        if ask_txt(sock, port, name) == want:
             return time.monotonic()
         time.sleep(0.001)
     raise SystemExit(f"no answer {want!r} within {limit} s")
@@ -198,6 +199,43 @@ def measure(name, make_zone, work):
     }
 
 
+def many_zones(work, count=8):
+    """`count` large zones in one directory: start-up (spawn to the last zone's answer), then
+    RELOADS edits of one file picked up by the watcher (write to new answer, its 100 ms
+    debounce included), which reads only that file."""
+    zones = os.path.join(work, "many")
+    os.mkdir(zones)
+    text = large_zone("MARK")
+
+    def write(i, mark):
+        path = os.path.join(zones, f"z{i}.yaml")
+        with open(path + ".new", "w") as f:
+            f.write(text.replace("llm.example.com.", f"llm{i}.example.com.", 1)
+                    .replace("MARK", mark))
+        os.rename(path + ".new", path)
+
+    for i in range(count):
+        write(i, "s")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(0.005)
+    port = free_port()
+    spawned = time.monotonic()
+    server = start_server(zones, port)
+    try:
+        started = until_txt(sock, port, "s", name=f"marker.llm{count - 1}.example.com") - spawned
+        edits = []
+        # The first change reads every file (start-up's reading is not stamped): not counted.
+        for n in range(RELOADS + 1):
+            time.sleep(0.3)
+            write(0, f"e{n}")
+            written = time.monotonic()
+            edits.append(until_txt(sock, port, f"e{n}", name="marker.llm0.example.com") - written)
+        rss = rss_mb(server.pid)
+    finally:
+        stop(server)
+    return started, edits[1:], rss
+
+
 def ms(seconds):
     """Median / largest, in milliseconds."""
     return f"{statistics.median(seconds) * 1000:.0f} / {max(seconds) * 1000:.0f}"
@@ -223,6 +261,9 @@ def main():
                                      for k in keys))
     small, large = results.values()
     print(f"qps, large / small: {large['max qps'] / small['max qps']:.2f}x")
+    started, edits, rss = many_zones(work)
+    print(f"8 large zones: start-up {started * 1000:.0f} ms, RSS {rss:.1f} MB; an edit to one "
+          f"file answered {ms(edits)} ms (median / largest) after its write")
 
 
 if __name__ == "__main__":
