@@ -438,6 +438,25 @@ fn metrics_show_state_changes_probes_and_answers() {
 }
 
 #[test]
+fn probes_that_change_no_state_still_reach_the_regions_api() {
+    let (us, eu) = (Endpoint::start(Mode::Ok), Endpoint::start(Mode::Ok));
+    let server = Server::start(&zone(&check(&us), &check(&eu), ""));
+    settle(&[&us], 4);
+    // The board is published within 250 ms of a probe that changes no state.
+    std::thread::sleep(Duration::from_millis(400));
+    let us_east = region(&server, "us-east");
+    assert_eq!(us_east["state"], "up", "{us_east}");
+    let shown = us_east["probes"].as_u64().expect("probes");
+    assert!(
+        shown >= 3,
+        "{shown} probes shown of {} made: {us_east}",
+        us.requests()
+    );
+    let last = us_east["last_probe"].as_str().expect("last probe");
+    assert!(last.starts_with("success in"), "{last}");
+}
+
+#[test]
 fn tcp_checks_follow_the_port_being_open() {
     let (us, eu) = (Endpoint::start(Mode::Ok), Endpoint::start(Mode::Ok));
     let tcp = format!(
