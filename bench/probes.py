@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Probing's own cost: the server's CPU while it probes REGIONS regions over HTTP every second
 (one endpoint on 127.0.0.1 that this script serves, answering 200), with no queries. Prints
-the server's CPU time (utime + stime from /proc) as a share of one core over SECONDS, after the
+the server's CPU time (utime + stime from /proc) as a share of one core over DURATION seconds, after the
 first probes have settled, and the probes the endpoint saw per second. Run it for the counts
 an operator has; everything stays on loopback.
 
     bench/probes.py                      # 300 and 1,000 regions, 20 s each
-    REGIONS="30 3000" SECONDS=10 bench/probes.py
+    REGIONS="30 3000" DURATION=10 bench/probes.py
 """
 
 import http.server
@@ -19,7 +19,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGIONS = [int(n) for n in os.environ.get("REGIONS", "300 1000").split()]
-SECONDS = int(os.environ.get("SECONDS", "20"))
+DURATION = int(os.environ.get("DURATION", "20"))
 GEOIP = os.path.join(ROOT, "geoip/dbip-country.mmdb")
 
 
@@ -77,7 +77,7 @@ def measure(binary, regions, url):
     try:
         time.sleep(5)  # every region probed a few times: connections made, states settled
         cpu, seen, began = cpu_seconds(server.pid), Healthy.seen, time.monotonic()
-        time.sleep(SECONDS)
+        time.sleep(DURATION)
         elapsed = time.monotonic() - began
         share = (cpu_seconds(server.pid) - cpu) / elapsed
         rate = (Healthy.seen - seen) / elapsed
