@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Probing's own cost: the server's CPU while it probes REGIONS regions over HTTP every second
 (one endpoint on 127.0.0.1 that this script serves, answering 200), with no queries. Prints
-the server's CPU time (utime + stime from /proc) as a share of one core over DURATION seconds, after the
-first probes have settled, and the probes the endpoint saw per second. Run it for the counts
-an operator has; everything stays on loopback.
+the server's CPU time (utime + stime from /proc) as a share of one core over DURATION
+seconds, after the first probes have settled, and the probes the endpoint saw per second.
+Run it for the counts an operator has; everything stays on loopback.
 
     bench/probes.py                      # 300 and 1,000 regions, 20 s each
     REGIONS="30 3000" DURATION=10 bench/probes.py
