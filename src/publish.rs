@@ -322,8 +322,11 @@ impl Publisher {
             self.metrics.forget_region(&key.zone, &key.region);
         }
         for (key, status) in &health {
-            self.metrics
-                .set_region_state(&key.zone, &key.region, status.state());
+            let before = self.health.get(key).map(RegionStatus::state);
+            if before != Some(status.state()) {
+                self.metrics
+                    .set_region_state(&key.zone, &key.region, status.state());
+            }
         }
         let reread: Vec<&ZoneConfig> = zones
             .iter()
