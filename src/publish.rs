@@ -100,8 +100,11 @@ pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
 /// What the publisher is told, besides probe reports.
 pub enum Event {
     /// A new configuration: every zone, validated. Regions whose check did not change keep
-    /// their health.
-    Reload(Vec<ZoneConfig>),
+    /// their health. `done` is told once the snapshot that applies it is published.
+    Reload {
+        zones: Vec<ZoneConfig>,
+        done: oneshot::Sender<()>,
+    },
     /// The operator's switch; `done` receives the new state, or `None` for an unknown region,
     /// once the snapshot that applies it is published.
     SetDrained {
@@ -233,8 +236,9 @@ impl Publisher {
 
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Reload(zones) => {
+            Event::Reload { zones, done } => {
                 self.reload(&zones);
+                let _ = done.send(());
                 drop(zones);
                 release_freed_memory();
             }

@@ -21,7 +21,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -157,7 +157,10 @@ impl Reloader {
             error!("reload ({why}) not applied: cannot set up the health checks: {e}");
             return;
         }
-        if self.events.send(Event::Reload(zones)).await.is_err() {
+        // Logged once queries are answered from it, so the line can be waited for.
+        let (done, published) = oneshot::channel();
+        let reload = Event::Reload { zones, done };
+        if self.events.send(reload).await.is_err() || published.await.is_err() {
             return;
         }
         let origins: Vec<String> = next.values().map(|z| z.origin.to_string()).collect();
@@ -433,13 +436,14 @@ impl GeoipReloader {
         if after == 0 && before > 0 {
             return self.refuse(why, &geo::sample_warning(&next));
         }
+        let described = next.describe().join(", ");
+        drop(self.geo.swap(Arc::new(next)));
+        // Logged once queries read the new databases, so the line can be waited for.
         info!(
             reason = why,
-            "GeoIP reloaded ({why}): {}; locates {after} of {} well-known addresses",
-            next.describe().join(", "),
+            "GeoIP reloaded ({why}): {described}; locates {after} of {} well-known addresses",
             geo::SAMPLE.len()
         );
-        drop(self.geo.swap(Arc::new(next)));
         // The old file's bytes (megabytes) go back to the system, not to a malloc arena.
         publish::release_freed_memory();
         self.loaded = stamps;

@@ -110,8 +110,7 @@ fn org_zone(address: &str) -> String {
         .replace("203.0.113.20", address)
 }
 
-/// Waits up to 5 s until llm.example.org's service answers `address`: the reload is logged
-/// before the publisher has swapped its table in.
+/// Waits up to 5 s until llm.example.org's service answers `address`.
 fn until_org_answers(server: &Server, address: &str) {
     let start = Instant::now();
     loop {
