@@ -336,7 +336,7 @@ impl Publisher {
             .iter()
             .filter(|zone| !self.plan.has_data(&zone.data))
             .collect();
-        self.plan = Arc::new(Plan::new(zones, &self.metrics));
+        self.plan = Arc::new(self.plan.rebuilt(zones, &self.metrics));
         self.settings = settings;
         self.health = health;
         self.publish();

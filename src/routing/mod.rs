@@ -46,6 +46,7 @@ pub struct Plan {
     zones: Vec<ZonePlan>,
 }
 
+#[derive(Clone)]
 struct ZonePlan {
     data: Arc<ZoneData>,
     counters: Arc<ZoneCounters>,
@@ -124,7 +125,25 @@ pub struct RegionRoute {
 impl Plan {
     /// Whether a zone of this plan was built from `data` (the same reading of its file).
     pub fn has_data(&self, data: &Arc<ZoneData>) -> bool {
-        self.zones.iter().any(|zone| Arc::ptr_eq(&zone.data, data))
+        self.zone_with(data).is_some()
+    }
+
+    fn zone_with(&self, data: &Arc<ZoneData>) -> Option<&ZonePlan> {
+        self.zones.iter().find(|zone| Arc::ptr_eq(&zone.data, data))
+    }
+
+    /// The plan of `zones`, taking from this plan each unsigned zone that is the same reading
+    /// of its file (its data shared, so every setting too) and compiling the rest: a signed
+    /// zone's addresses are signed afresh at every reload.
+    pub fn rebuilt(&self, zones: &[ZoneConfig], metrics: &Metrics) -> Plan {
+        let zones = zones
+            .iter()
+            .map(|zone| match self.zone_with(&zone.data) {
+                Some(compiled) if zone.dnssec.is_none() => compiled.clone(),
+                _ => ZonePlan::new(zone, metrics),
+            })
+            .collect();
+        Plan { zones }
     }
 
     pub fn new(zones: &[ZoneConfig], metrics: &Metrics) -> Plan {

@@ -554,3 +554,21 @@ fn decisions_that_hash_the_subnet_or_test_the_network_are_not_remembered() {
     let shed_but_healthy = service_table("    regions: [us-east, eu-west]\n    shed: 50%\n", &[]);
     assert!(api(&shed_but_healthy).remembered_as.is_some());
 }
+
+#[test]
+fn a_rebuilt_plan_keeps_the_zones_of_the_same_file_reading_and_compiles_the_rest() {
+    let com = format!("{ZONE}  api:\n    regions: [us-east, eu-west]\n");
+    let org = com.replace("llm.example.com.", "llm.example.org.");
+    let read = |text: &str| config::parse(Path::new("t.yaml"), text, 1).expect("valid zone");
+    let metrics = Metrics::new();
+    let (com_zone, org_zone) = (read(&com), read(&org));
+    let before = Plan::new(&[com_zone.clone(), org_zone.clone()], &metrics);
+    // llm.example.com. as it was read (its data shared); llm.example.org. read again.
+    let org_again = read(&org);
+    let after = before.rebuilt(&[com_zone, org_again.clone()], &metrics);
+    let service = |plan: &Plan, i: usize| Arc::clone(&plan.zones[i].services[0]);
+    assert!(Arc::ptr_eq(&service(&before, 0), &service(&after, 0)));
+    assert!(!Arc::ptr_eq(&service(&before, 1), &service(&after, 1)));
+    assert!(after.has_data(&org_again.data));
+    assert!(!after.has_data(&org_zone.data));
+}
