@@ -112,22 +112,9 @@ fn org_zone(address: &str) -> String {
 
 /// Waits up to 5 s until llm.example.org's service answers `address`.
 fn until_org_answers(server: &Server, address: &str) {
-    let start = Instant::now();
-    loop {
-        let response = udp(
-            server.addr,
-            &query("api.llm.example.org.", RecordType::A, Some(UK)),
-        );
-        if addresses(&response) == [address] {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "never answered {address}: {:?}",
-            addresses(&response)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let org = "api.llm.example.org.";
+    common::until_name_answered(server, org, UK, &[address], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{org} never answered {address}"));
 }
 
 #[test]

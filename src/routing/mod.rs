@@ -147,11 +147,7 @@ impl Plan {
     }
 
     pub fn new(zones: &[ZoneConfig], metrics: &Metrics) -> Plan {
-        let zones = zones
-            .iter()
-            .map(|zone| ZonePlan::new(zone, metrics))
-            .collect();
-        Plan { zones }
+        Plan { zones: Vec::new() }.rebuilt(zones, metrics)
     }
 }
 

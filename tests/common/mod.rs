@@ -640,12 +640,20 @@ pub fn until_answered(
     expected: &[&str],
     limit: Duration,
 ) -> Option<Duration> {
+    until_name_answered(server, "api.llm.example.com.", subnet, expected, limit)
+}
+
+/// [`until_answered`] for the A records of `name`.
+pub fn until_name_answered(
+    server: &Server,
+    name: &str,
+    subnet: &str,
+    expected: &[&str],
+    limit: Duration,
+) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        let response = udp(
-            server.addr,
-            &query("api.llm.example.com.", RecordType::A, Some(subnet)),
-        );
+        let response = udp(server.addr, &query(name, RecordType::A, Some(subnet)));
         if addresses(&response) == expected {
             return Some(start.elapsed());
         }
