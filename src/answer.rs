@@ -16,7 +16,7 @@ use hickory_proto::rr::{Record, RecordType};
 
 use crate::{
     config::FailClosed,
-    geo::{Continent, GeoIp, LookupResult},
+    geo::{Continent, LookupResult},
     metrics::AnswerShares,
     routing::{Decision, MAX_ANSWERS, Picks, RoutingTable, ServiceRoutes, ZoneRoutes},
     wire::{ExtendedError, Rcode, name::is_within},
@@ -189,13 +189,12 @@ impl AddressSource {
 /// source address).
 pub fn resolve<'t>(
     table: &'t RoutingTable,
-    geo: &GeoIp,
     qname: &[u8],
     qtype: RecordType,
     client: ClientAddress,
 ) -> Answer<'t> {
     let mut answer = Answer::unanswered();
-    resolve_into(&mut answer, table, geo, qname, qtype, client);
+    resolve_into(&mut answer, table, qname, qtype, client);
     answer
 }
 
@@ -204,7 +203,6 @@ pub fn resolve<'t>(
 pub fn resolve_into<'t>(
     chain: &mut Answer<'t>,
     table: &'t RoutingTable,
-    geo: &GeoIp,
     qname: &[u8],
     qtype: RecordType,
     client: ClientAddress,
@@ -232,7 +230,7 @@ pub fn resolve_into<'t>(
             Lookup::Found(rrset) => {
                 chain.push(rrset);
                 if let Some(additional) = rrset.additional() {
-                    add_target_addresses(chain, zone, additional, geo, client);
+                    add_target_addresses(chain, zone, additional, client);
                 }
                 return counted(chain, zone);
             }
@@ -268,10 +266,10 @@ pub fn resolve_into<'t>(
                     chain.authority = Some(data.negative_soa());
                     return counted(chain, zone);
                 };
-                let (client, lookup) = service.locate_counted(geo, client.ip);
+                let (client, lookup) = service.client(client.ip);
                 chain.lookup = lookup;
-                let decision = service.decision_for(&client);
-                let continent = client.location.continent();
+                let decision = service.decide(&client, &mut ());
+                let continent = client.place.continent;
                 add_decision(chain, zone, service, decision, qtype, continent);
                 let nodata = chain
                     .authority
@@ -304,7 +302,6 @@ fn add_target_addresses<'t>(
     answer: &mut Answer<'t>,
     zone: &'t ZoneRoutes,
     additional: &'t Additional,
-    geo: &GeoIp,
     client: ClientAddress,
 ) {
     for set in &additional.addresses {
@@ -315,9 +312,9 @@ fn add_target_addresses<'t>(
         .iter()
         .filter_map(|&id| zone.service(id))
     {
-        let located = service.locate(geo, client.ip);
+        let (located, _) = service.client(client.ip);
         answer.other_lookups = true;
-        if let Decision::Regions { picks, scope, .. } = service.decision_for(&located) {
+        if let Decision::Regions { picks, scope, .. } = service.decide(&located, &mut ()) {
             answer.scope = answer.scope.max(scope);
             for region in picks.iter().filter_map(|i| service.region(i)) {
                 answer.push_additional(region.records(RecordType::A));

@@ -264,7 +264,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
         runtime.block_on(health_from_admin(url, &mut health))?;
     }
-    let plan = Plan::new(&zones, &Metrics::new());
+    let plan = Plan::new(&zones, &Metrics::new(), &geo)?;
     let table = RoutingTable::build(&plan, &publish::states(&health));
 
     let Some(zone) = table.zone_for(key.wire()) else {
@@ -282,7 +282,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
             }
         }
         None => {
-            let answer = resolve(&table, &geo, key.wire(), qtype, client);
+            let answer = resolve(&table, key.wire(), qtype, client);
             println!("{name} is not a service: its answer does not depend on the client");
             let records: Vec<String> = answer
                 .answer_records()

@@ -58,11 +58,15 @@ pub fn service_lines(
     qtype: RecordType,
 ) -> Vec<String> {
     let ip = client.ip;
+    let located = geo.locate(ip);
     let mut report = Report {
-        lines: vec![client_line(client, &geo.locate(ip))],
+        lines: vec![client_line(client, &located)],
         has_rules: !service.plan.rules.is_empty(),
     };
-    let client = service.locate(geo, ip);
+    // The server's own decision, from the compiled places; the record read for this address
+    // only adds the distances.
+    let (mut client, _) = service.client(ip);
+    client.coordinates = located.coordinates();
     let decision = service.decide(&client, &mut report);
     let names = match decision {
         Decision::Regions { picks, .. } => picks

@@ -24,10 +24,11 @@ use tracing::{info, warn};
 use crate::{
     config::{Check, ZoneConfig},
     events::{Notice, Notices},
+    geo::{GeoError, GeoIp},
     health::{Health, Outcome, ProbeReport, ProbeResult},
     metrics::Metrics,
     region::{RegionKey, State, States},
-    routing::{Plan, RoutingTable},
+    routing::{Compilation, Plan, RoutingTable},
     timeline::{StateChange, Timeline},
 };
 
@@ -105,6 +106,12 @@ pub enum Event {
         zones: Vec<ZoneConfig>,
         done: oneshot::Sender<()>,
     },
+    /// New GeoIP databases: every service's places are compiled against them; `done` is told
+    /// once the snapshot that uses them is published, or why they could not be.
+    Geo {
+        geo: GeoIp,
+        done: oneshot::Sender<Result<(), GeoError>>,
+    },
     /// The operator's switch; `done` receives the new state, or `None` for an unknown region,
     /// once the snapshot that applies it is published.
     SetDrained {
@@ -117,6 +124,8 @@ pub enum Event {
 /// Owns the health map; publishes routing snapshots and health for the admin API.
 pub struct Publisher {
     plan: Arc<Plan>,
+    /// The GeoIP databases the plan's places were compiled from (for `explain` and reloads).
+    geo: Arc<ArcSwap<GeoIp>>,
     /// What each region's health depends on in the configuration, to carry it over reloads.
     settings: BTreeMap<RegionKey, RegionSettings>,
     health: HealthMap,
@@ -163,8 +172,14 @@ fn region_settings(zones: &[ZoneConfig]) -> BTreeMap<RegionKey, RegionSettings> 
 }
 
 impl Publisher {
-    pub fn new(zones: &[ZoneConfig], metrics: Arc<Metrics>) -> Publisher {
-        let plan = Arc::new(Plan::new(zones, &metrics));
+    /// Compiles the plan of `zones` against `geo`.
+    pub fn new(
+        zones: &[ZoneConfig],
+        geo: GeoIp,
+        metrics: Arc<Metrics>,
+    ) -> Result<Publisher, GeoError> {
+        let plan = Arc::new(Plan::new(zones, &metrics, &geo)?);
+        log_compilation(plan.compiled, "start");
         let health = initial_health(zones);
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
             &plan,
@@ -175,8 +190,9 @@ impl Publisher {
             metrics.set_region_state(&key.zone, &key.region, status.state());
         }
         metrics.set_generation(1);
-        Publisher {
+        Ok(Publisher {
             plan,
+            geo: Arc::new(ArcSwap::from_pointee(geo)),
             settings: region_settings(zones),
             health,
             table,
@@ -188,7 +204,7 @@ impl Publisher {
             generation: 1,
             not_made_logged: None,
             board_due: None,
-        }
+        })
     }
 
     /// Tells `notices` of every state change, drain, undrain and reload from now on.
@@ -202,6 +218,11 @@ impl Publisher {
     /// The last state changes, newest first, as the publisher last published them.
     pub fn timeline(&self) -> Arc<ArcSwap<Timeline>> {
         Arc::clone(&self.published_timeline)
+    }
+
+    /// The GeoIP databases in use, for `explain` answers and their reloader.
+    pub fn geo(&self) -> Arc<ArcSwap<GeoIp>> {
+        Arc::clone(&self.geo)
     }
 
     /// The routing snapshot that queries read.
@@ -240,6 +261,10 @@ impl Publisher {
                 self.reload(&zones);
                 let _ = done.send(());
                 drop(zones);
+                release_freed_memory();
+            }
+            Event::Geo { geo, done } => {
+                let _ = done.send(self.relocate(geo));
                 release_freed_memory();
             }
             Event::SetDrained { key, drained, done } => {
@@ -336,7 +361,19 @@ impl Publisher {
             .iter()
             .filter(|zone| !self.plan.has_data(&zone.data))
             .collect();
-        self.plan = Arc::new(self.plan.rebuilt(zones, &self.metrics));
+        let geo = self.geo.load();
+        let rebuilt = tokio::task::block_in_place(|| self.plan.rebuilt(zones, &self.metrics, &geo));
+        match rebuilt {
+            Ok(plan) => {
+                log_compilation(plan.compiled, "reload");
+                self.plan = Arc::new(plan);
+            }
+            Err(error) => {
+                // The databases compiled before, so this is not the configuration's fault.
+                tracing::error!("zone reload not applied: {error}");
+                return;
+            }
+        }
         self.settings = settings;
         self.health = health;
         self.publish();
@@ -346,6 +383,16 @@ impl Publisher {
                 notices.send(Notice::reload(&zone.origin.to_string(), self.generation));
             }
         }
+    }
+
+    /// Compiles the places of the current plan against `geo` and publishes them.
+    fn relocate(&mut self, geo: GeoIp) -> Result<(), GeoError> {
+        let plan = tokio::task::block_in_place(|| self.plan.relocated(&geo))?;
+        log_compilation(plan.compiled, "GeoIP reload");
+        self.plan = Arc::new(plan);
+        self.publish();
+        drop(self.geo.swap(Arc::new(geo)));
+        Ok(())
     }
 
     fn publish(&mut self) {
@@ -415,6 +462,23 @@ impl Publisher {
                 .get_or_insert_with(|| time::Instant::now() + BOARD_EVERY);
         }
     }
+}
+
+/// Logs what a compilation of places took, when the plan made one.
+fn log_compilation(compiled: Option<Compilation>, when: &str) {
+    let Some(c) = compiled else { return };
+    info!(
+        "GeoIP networks compiled ({when}): {} networks into {} places for {} geographies, {} KB, in {} ms{}",
+        c.figures.networks,
+        c.places,
+        c.geographies,
+        c.bytes / 1024,
+        c.took.as_millis(),
+        match c.figures.undecodable {
+            0 => String::new(),
+            n => format!("; {n} records undecodable (their networks are unknown)"),
+        }
+    );
 }
 
 /// Keeps every allocation of 1 MiB or more (a GeoIP file read whole, a zone file's text, a

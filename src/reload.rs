@@ -362,10 +362,12 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-/// Watches the GeoIP files (and SIGHUP) and swaps a new [`GeoIp`] in when they change.
+/// Watches the GeoIP files (and SIGHUP) and hands new [`GeoIp`] databases to the publisher,
+/// which compiles them into every service's places, when they change.
 pub struct GeoipReloader {
     paths: Vec<PathBuf>,
     geo: Arc<ArcSwap<GeoIp>>,
+    events: mpsc::Sender<Event>,
     counters: geo::LookupCounters,
     metrics: Arc<Metrics>,
     _watcher: Watcher,
@@ -375,7 +377,11 @@ pub struct GeoipReloader {
 
 impl GeoipReloader {
     /// Starts watching the directories of the files `geo` was opened from.
-    pub fn start(geo: Arc<ArcSwap<GeoIp>>, metrics: Arc<Metrics>) -> anyhow::Result<GeoipReloader> {
+    pub fn start(
+        geo: &Arc<ArcSwap<GeoIp>>,
+        events: mpsc::Sender<Event>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<GeoipReloader> {
         let paths: Vec<PathBuf> = geo.load().paths().map(Path::to_owned).collect();
         let mut dirs: Vec<PathBuf> = paths
             .iter()
@@ -399,7 +405,8 @@ impl GeoipReloader {
             loaded: paths.iter().map(|p| stamp(p)).collect(),
             counters: metrics.geoip_lookup_counters(),
             paths,
-            geo,
+            geo: Arc::clone(geo),
+            events,
             metrics,
             _watcher: watcher,
             changes,
@@ -437,7 +444,20 @@ impl GeoipReloader {
             return self.refuse(why, &geo::sample_warning(&next));
         }
         let described = next.describe().join(", ");
-        drop(self.geo.swap(Arc::new(next)));
+        let (done, compiled) = oneshot::channel();
+        if self
+            .events
+            .send(Event::Geo { geo: next, done })
+            .await
+            .is_err()
+        {
+            return; // The publisher has stopped: the server is stopping.
+        }
+        match compiled.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return self.refuse(why, &e.to_string()),
+            Err(_) => return,
+        }
         // Logged once queries read the new databases, so the line can be waited for.
         info!(
             reason = why,

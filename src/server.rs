@@ -88,7 +88,9 @@ pub async fn run(
     let metrics = config.metrics;
     // The publisher owns health and the routing table; everything else feeds it or reads.
     let (notifier, notices) = Notifier::new(&config.zones, Arc::clone(&metrics));
-    let publisher = Publisher::new(&config.zones, Arc::clone(&metrics)).notifying(notices);
+    let publisher = Publisher::new(&config.zones, config.geo, Arc::clone(&metrics))
+        .map_err(|e| start_error("the routing plan", e.into()))?
+        .notifying(notices);
     publish::release_freed_memory();
     let (table, board, timeline) = (publisher.table(), publisher.board(), publisher.timeline());
     let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
@@ -109,8 +111,8 @@ pub async fn run(
         reloader.checks(),
         config.zones_dir.display()
     );
-    let geo = Arc::new(ArcSwap::from_pointee(config.geo));
-    let geoip_reloader = GeoipReloader::start(Arc::clone(&geo), Arc::clone(&metrics))
+    let geo = publisher.geo();
+    let geoip_reloader = GeoipReloader::start(&geo, events.clone(), Arc::clone(&metrics))
         .map_err(|e| start_error("GeoIP reload", e))?;
     let nsid = config.nsid.as_deref();
     let responder = Responder::new(

@@ -72,7 +72,8 @@ services:
 /// The publisher and eu-west's prober running on the paused clock; the routing table they publish.
 fn start(zone: &ZoneConfig, script: &Script) -> Arc<ArcSwap<RoutingTable>> {
     let zones = std::slice::from_ref(zone);
-    let publisher = Publisher::new(zones, Arc::new(Metrics::new()));
+    let geo = crate::common::query_path::bundled_geoip();
+    let publisher = Publisher::new(zones, geo, Arc::new(Metrics::new())).expect("compiled");
     let table = publisher.table();
     let (_events, event_queue) = mpsc::channel(16);
     let (reports, report_queue) = mpsc::channel(16);

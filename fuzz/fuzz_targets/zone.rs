@@ -7,6 +7,8 @@
 
 #[path = "../../tests/common/fuzz_checks.rs"]
 mod fuzz_checks;
+#[path = "../../tests/common/query_path.rs"]
+mod query_path;
 
 use libfuzzer_sys::fuzz_target;
 

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     answer::{AddressSource, Answer, ClientAddress, resolve_into},
     explain,
-    geo::GeoIp,
+    geo::{GeoIp, LookupCounters, LookupResult},
     metrics::Metrics,
     routing::RoutingTable,
     wire::{
@@ -49,6 +49,7 @@ pub struct Responder {
     errors: ErrorCounters,
     /// Responses copied from a worker's [`ResponseCache`].
     remembered: QueryCounter,
+    lookups: LookupCounters,
 }
 
 /// Where to remember a response: a worker's cache, under the key made for the request, and
@@ -106,7 +107,19 @@ impl Responder {
                 dropped: metrics.dropped_counter(),
             },
             remembered: metrics.remembered_responses_counter(),
+            lookups: metrics.geoip_lookup_counters(),
         }
+    }
+
+    /// Counts a client's place found, for `geoip_lookups_total`: one looked up, or one that
+    /// a response given before stands for.
+    fn count_lookup(&self, lookup: LookupResult) {
+        let counter = match lookup {
+            LookupResult::Located => &self.lookups.located,
+            LookupResult::Unknown => &self.lookups.unknown,
+            LookupResult::Undecodable => &self.lookups.undecodable,
+        };
+        counter.inc();
     }
 
     /// Writes the response to `packet`, which came from `source`, into `out`. Returns false
@@ -174,7 +187,7 @@ impl Responder {
             shares.inc(*cell);
         }
         if let Some(lookup) = tally.lookup {
-            geo.count(lookup);
+            self.count_lookup(lookup);
         }
         self.remembered.inc();
         let Some(slip) = admit(limiter, source, || (tally.class, &tally.name[..])) else {
@@ -263,7 +276,10 @@ impl Responder {
         let mut answer = Answer::unanswered();
         match explain::txt_answer(&table, &geo, name, qtype, client) {
             Some(made) => answer = made,
-            None => resolve_into(&mut answer, &table, &geo, name, qtype, client),
+            None => resolve_into(&mut answer, &table, name, qtype, client),
+        }
+        if let Some(lookup) = answer.lookup {
+            self.count_lookup(lookup);
         }
         match answer.counters {
             [None, _] => {

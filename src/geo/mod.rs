@@ -10,6 +10,7 @@
 //! database already open; a new file is opened whole and swapped in by the caller.
 
 mod countries;
+mod map;
 mod memo;
 
 use std::{
@@ -25,6 +26,7 @@ use maxminddb::{MaxMindDbError, Reader};
 use serde::{Deserialize, Deserializer, de};
 
 pub use countries::{CountryInfo, country_info};
+pub use map::{Classifier, Compiled, Hit, Leaf, MAX_LEAVES, NetworkMap, compile};
 use memo::Decoded;
 
 /// A point on Earth in decimal degrees.
@@ -216,6 +218,8 @@ pub enum GeoError {
     },
     #[error("no GeoIP database given")]
     NoDatabase,
+    #[error("cannot walk the GeoIP databases' networks: {error}")]
+    Walk { error: MaxMindDbError },
 }
 
 /// Well-known public addresses that any GeoIP database worth serving with locates: checked at
@@ -243,7 +247,7 @@ pub struct LookupCounters {
 }
 
 /// What a lookup found, as `geoip_lookups_total` counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LookupResult {
     Located,
     /// No database has data for the address.

@@ -2,21 +2,23 @@
 //! per service, its regions with ready-made answer records and their current state), and the
 //! decision of which regions answer a client ([`ServiceRoutes::decide`]).
 //!
-//! A [`Plan`] is compiled once per configuration; [`RoutingTable::build`] combines it with the
+//! A [`Plan`] is compiled once per configuration and GeoIP build (each service's [`Geography`]
+//! compiled into a network map of [`Places`]); [`RoutingTable::build`] combines it with the
 //! health of every region into a table, which is published with arc-swap. The query path only
 //! reads a snapshot: nothing here does I/O, takes a lock or allocates while answering.
 
-mod memo;
-mod nearest;
+mod place;
 mod policy;
 mod set;
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use crate::counter::QueryCounter;
@@ -25,12 +27,13 @@ use hickory_proto::rr::{
     rdata::{A, AAAA},
 };
 
+pub use place::{Geography, NEAREST_KEPT, Place, Places};
 pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
 
 use crate::{
     config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
     dnssec::{OnDemand, RrsetSigner, remembered},
-    geo::{Coordinates, GeoIp, Located, LookupResult},
+    geo::{self, Coordinates, GeoError, GeoIp, Located, LookupResult},
     metrics::{AnswerShares, Metrics},
     region::{RegionKey, State, States},
     routing::set::RegionSet,
@@ -41,9 +44,31 @@ use crate::{
     zone::{Lookup, RRset, ServiceId, ZoneData},
 };
 
-/// What a configuration compiles to, before health: zone data, answer records, counters.
+/// What a configuration and the GeoIP databases compile to, before health: zone data, answer
+/// records, counters, and every service's places.
 pub struct Plan {
     zones: Vec<ZonePlan>,
+    atlas: Atlas,
+    /// What the last compilation of places did, if this plan made one.
+    pub compiled: Option<Compilation>,
+}
+
+/// Every geography of a plan compiled against one GeoIP snapshot.
+#[derive(Default)]
+struct Atlas {
+    /// The [`GeoIp::id`] of the databases compiled.
+    geo: Option<u64>,
+    places: HashMap<Arc<Geography>, Arc<Places>>,
+}
+
+/// Figures of a compilation of places, for the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Compilation {
+    pub geographies: usize,
+    pub figures: geo::Compiled,
+    pub places: usize,
+    pub bytes: usize,
+    pub took: Duration,
 }
 
 #[derive(Clone)]
@@ -81,6 +106,8 @@ pub struct ServicePlan {
     pub fail_closed: QueryCounter,
     /// Answers by region and client continent.
     pub shares: Arc<AnswerShares>,
+    /// What the service's places depend on.
+    pub geography: Arc<Geography>,
     /// The zone's signer, when it is signed: for answers of several regions at once.
     signer: Option<RrsetSigner>,
 }
@@ -132,22 +159,97 @@ impl Plan {
         self.zones.iter().find(|zone| Arc::ptr_eq(&zone.data, data))
     }
 
-    /// The plan of `zones`, taking from this plan each unsigned zone that is the same reading
-    /// of its file (its data shared, so every setting too) and compiling the rest: a signed
-    /// zone's addresses are signed afresh at every reload.
-    pub fn rebuilt(&self, zones: &[ZoneConfig], metrics: &Metrics) -> Plan {
-        let zones = zones
+    /// The plan of `zones` located with `geo`, taking from this plan each unsigned zone that
+    /// is the same reading of its file (its data shared, so every setting too) and compiling
+    /// the rest: a signed zone's addresses are signed afresh at every reload. Places already
+    /// compiled against the same databases are kept; the others are compiled in one walk.
+    pub fn rebuilt(
+        &self,
+        zones: &[ZoneConfig],
+        metrics: &Metrics,
+        geo: &GeoIp,
+    ) -> Result<Plan, GeoError> {
+        let zones: Vec<ZonePlan> = zones
             .iter()
             .map(|zone| match self.zone_with(&zone.data) {
                 Some(compiled) if zone.dnssec.is_none() => compiled.clone(),
                 _ => ZonePlan::new(zone, metrics),
             })
             .collect();
-        Plan { zones }
+        let (atlas, compiled) = self.atlas.for_zones(&zones, geo)?;
+        Ok(Plan {
+            zones,
+            atlas,
+            compiled,
+        })
     }
 
-    pub fn new(zones: &[ZoneConfig], metrics: &Metrics) -> Plan {
-        Plan { zones: Vec::new() }.rebuilt(zones, metrics)
+    /// This plan with its places compiled against `geo` (new GeoIP databases).
+    pub fn relocated(&self, geo: &GeoIp) -> Result<Plan, GeoError> {
+        let (atlas, compiled) = Atlas::default().for_zones(&self.zones, geo)?;
+        Ok(Plan {
+            zones: self.zones.clone(),
+            atlas,
+            compiled,
+        })
+    }
+
+    pub fn new(zones: &[ZoneConfig], metrics: &Metrics, geo: &GeoIp) -> Result<Plan, GeoError> {
+        let empty = Plan {
+            zones: Vec::new(),
+            atlas: Atlas::default(),
+            compiled: None,
+        };
+        empty.rebuilt(zones, metrics, geo)
+    }
+}
+
+impl Atlas {
+    /// The places of every service of `zones` against `geo`: those this atlas has when it
+    /// was compiled against the same databases, the others compiled now.
+    fn for_zones(
+        &self,
+        zones: &[ZonePlan],
+        geo: &GeoIp,
+    ) -> Result<(Atlas, Option<Compilation>), GeoError> {
+        let same = self.geo == Some(geo.id());
+        let mut places = HashMap::new();
+        let mut missing: Vec<Arc<Geography>> = Vec::new();
+        let services = zones.iter().flat_map(|z| &z.services);
+        for geography in services.map(|s| &s.geography) {
+            if places.contains_key(&**geography) || missing.contains(geography) {
+                continue;
+            }
+            match self.places.get(&**geography).filter(|_| same) {
+                Some(compiled) => {
+                    places.insert(Arc::clone(geography), Arc::clone(compiled));
+                }
+                None => missing.push(Arc::clone(geography)),
+            }
+        }
+        let mut compilation = None;
+        if !missing.is_empty() {
+            let started = Instant::now();
+            let (compiled, figures) =
+                place::compile(geo, &missing).map_err(|error| GeoError::Walk { error })?;
+            let sizes = compiled.iter().map(Places::size);
+            let (count, bytes) = sizes.fold((0, 0), |(p, b), (pp, bb)| (p + pp, b + bb));
+            compilation = Some(Compilation {
+                geographies: missing.len(),
+                figures,
+                places: count,
+                bytes,
+                took: started.elapsed(),
+            });
+            for (geography, compiled) in missing.into_iter().zip(compiled) {
+                places.insert(geography, Arc::new(compiled));
+            }
+        }
+        let atlas = Atlas {
+            geo: Some(geo.id()),
+            places,
+        };
+        Ok((atlas, compilation))
     }
 }
 
@@ -194,7 +296,7 @@ impl ServicePlan {
             .iter()
             .filter_map(|&i| config.regions.get(i))
             .collect();
-        let rules = service
+        let rules: Vec<RulePlan> = service
             .rules
             .iter()
             .map(|rule| RulePlan {
@@ -208,6 +310,15 @@ impl ServicePlan {
                 prefer: rule.prefer.iter().filter_map(|&r| local(r)).collect(),
             })
             .collect();
+        let allowed = |rule: &RulePlan| {
+            let allow = rule.allow.as_ref()?;
+            Some(allow.regions.iter().map(|r| r as u16).collect())
+        };
+        let geography = Geography::new(
+            regions.iter().map(|r| r.location.unit_vector()),
+            service.policy == Policy::Nearest && regions.len() > 1,
+            rules.iter().map(|rule| (&rule.matcher, allowed(rule))),
+        );
         static PLANNED: AtomicU64 = AtomicU64::new(0);
         ServicePlan {
             id: PLANNED.fetch_add(1, Ordering::Relaxed),
@@ -236,6 +347,7 @@ impl ServicePlan {
                 regions.iter().map(|r| r.name.clone()).collect(),
             ),
             signer: signer.cloned(),
+            geography: Arc::new(geography),
             name: name.into(),
         }
     }
@@ -330,10 +442,8 @@ pub struct ServiceRoutes {
     pub all: RegionSet,
     pub usable: RegionSet,
     pub down: RegionSet,
-    /// Unique in this process, when every client of one place gets the same decision from this
-    /// snapshot (no subnet hash, no network rule): its decisions are then remembered per thread
-    /// under this id.
-    remembered_as: Option<u64>,
+    /// Where clients are, for this service.
+    places: Arc<Places>,
 }
 
 impl RoutingTable {
@@ -348,7 +458,7 @@ impl RoutingTable {
                 services: zone
                     .services
                     .iter()
-                    .map(|s| ServiceRoutes::build(s, states))
+                    .map(|s| ServiceRoutes::build(s, states, &plan.atlas))
                     .collect(),
             })
             .collect();
@@ -404,7 +514,7 @@ impl ZoneRoutes {
 }
 
 impl ServiceRoutes {
-    fn build(plan: &Arc<ServicePlan>, states: &States) -> ServiceRoutes {
+    fn build(plan: &Arc<ServicePlan>, states: &States, atlas: &Atlas) -> ServiceRoutes {
         let states: Vec<State> = plan
             .regions
             .iter()
@@ -417,33 +527,52 @@ impl ServiceRoutes {
                 .map(|(i, _)| i)
                 .collect()
         };
-        static BUILT: AtomicU64 = AtomicU64::new(0);
-        let remembered_as =
-            decided_by_place(plan, &states).then(|| BUILT.fetch_add(1, Ordering::Relaxed));
         ServiceRoutes {
             plan: Arc::clone(plan),
             all: RegionSet::first(states.len()),
             usable: positions(&[State::Up, State::Degraded]),
             down: positions(&[State::Down]),
             states,
-            remembered_as,
+            places: atlas
+                .places
+                .get(&*plan.geography)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
-    /// The client at `ip` with its location, looked up only when this service's answer can
-    /// depend on it.
-    pub fn locate(&self, geo: &GeoIp, ip: IpAddr) -> Client {
-        self.locate_counted(geo, ip).0
+    /// Whether this service's answer can depend on where the client is.
+    fn locates(&self) -> bool {
+        self.plan.regions.len() > 1 || !self.plan.rules.is_empty()
     }
 
-    /// As [`ServiceRoutes::locate`], and how the lookup was counted, if one was made.
-    pub fn locate_counted(&self, geo: &GeoIp, ip: IpAddr) -> (Client, Option<LookupResult>) {
-        if self.plan.regions.len() > 1 || !self.plan.rules.is_empty() {
-            let (location, result) = geo.locate_counted(ip);
-            (Client { ip, location }, Some(result))
-        } else {
-            let location = Located::Unknown { prefix_len: 0 };
-            (Client { ip, location }, None)
+    /// The client at `ip` with its place from the compiled map, looked up only when this
+    /// service's answer can depend on it; and how the lookup counts, if one was made.
+    pub fn client(&self, ip: IpAddr) -> (Client, Option<LookupResult>) {
+        if !self.locates() {
+            return (Client::unlocated(ip), None);
+        }
+        let (place, scope) = self.places.find(ip);
+        let client = Client {
+            ip,
+            place,
+            scope,
+            coordinates: None,
+        };
+        (client, Some(place.lookup))
+    }
+
+    /// The client at `ip` located one address at a time, as `located` says (for `explain`
+    /// and to check the compiled map against).
+    pub fn client_located(&self, ip: IpAddr, located: &Located, lookup: LookupResult) -> Client {
+        if !self.locates() {
+            return Client::unlocated(ip);
+        }
+        Client {
+            ip,
+            place: self.plan.geography.place(located, ip, lookup),
+            scope: located.prefix_len(),
+            coordinates: located.coordinates(),
         }
     }
 
@@ -452,30 +581,9 @@ impl ServiceRoutes {
         policy::decide(self, client, explain)
     }
 
-    /// Which regions answer `client`, as [`ServiceRoutes::decide`] says, remembered per thread
-    /// and place when the place alone decides: the query path's way to ask.
-    pub fn decision_for(&self, client: &Client) -> Decision<'_> {
-        let Some(id) = self.remembered_as else {
-            return self.decide(client, &mut ());
-        };
-        let remembered = memo::decided(id, client, || {
-            memo::Remembered::of(self.decide(client, &mut ()))
-        });
-        remembered.map_or_else(|decision| decision, memo::Remembered::decision)
-    }
-
     pub fn region(&self, index: usize) -> Option<&RegionRoute> {
         self.plan.regions.get(index).map(|r| &**r)
     }
-}
-
-/// Whether every client of one place gets the same decision from `plan` in these `states`:
-/// nothing in it hashes the client's subnet (a weighted order, a canary's share, a degraded
-/// region's shed share) and no rule tests the client's network.
-fn decided_by_place(plan: &ServicePlan, states: &[State]) -> bool {
-    let sheds = plan.shed > 0.0 && states.contains(&State::Degraded);
-    let network_rules = plan.rules.iter().any(|r| !r.matcher.networks.is_empty());
-    plan.policy != Policy::Weighted && plan.canary.is_none() && !sheds && !network_rules
 }
 
 #[cfg(test)]

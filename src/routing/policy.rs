@@ -1,6 +1,10 @@
 //! Which regions answer one client: rules (sovereignty and preferences), health, the policy's
 //! order (nearest, priority, weighted), canary and shed, and the ECS scope the decision holds for.
 //!
+//! The client comes with its [`Place`] (the matching rule and nearest regions, from the
+//! compiled network map or from one location) and the scope over which that place holds;
+//! the decision narrows the scope only to the client's /24 or /56 when a subnet hash took part.
+//!
 //! [`decide`] is a pure function of a service's routes and the client. It reports each step to
 //! an [`Explain`] observer: the query path passes `()`, whose methods do nothing and compile
 //! away; `regiondns explain` and `_explain` TXT queries pass a collector, so both show exactly
@@ -12,10 +16,10 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use arrayvec::ArrayVec;
 
-use super::{RegionRoute, RulePlan, ServiceRoutes, nearest, set::RegionSet};
+use super::{RegionRoute, RulePlan, ServiceRoutes, place::Place, set::RegionSet};
 use crate::{
-    config::{FailClosed, Matcher, Policy, WhenAllDown},
-    geo::Located,
+    config::{FailClosed, Policy, WhenAllDown},
+    geo::Coordinates,
     region::State,
 };
 
@@ -30,7 +34,24 @@ const _: () = assert!(MAX_REGIONS <= u16::MAX as usize);
 pub struct Client {
     /// The ECS address, else the source address.
     pub ip: IpAddr,
-    pub location: Located,
+    pub place: Place,
+    /// How many leading bits of `ip` share its place: the scope of a decision by place.
+    pub scope: u8,
+    /// Where the client is, when it was located one address at a time (for `explain`'s
+    /// distances); the compiled map keeps no coordinates.
+    pub coordinates: Option<Coordinates>,
+}
+
+impl Client {
+    /// A client whose place is not looked up: the service answers everyone alike.
+    pub fn unlocated(ip: IpAddr) -> Client {
+        Client {
+            ip,
+            place: Place::UNKNOWN,
+            scope: 0,
+            coordinates: None,
+        }
+    }
 }
 
 /// The outcome for one client.
@@ -113,13 +134,14 @@ pub fn decide<'t, E: Explain>(
     explain: &mut E,
 ) -> Decision<'t> {
     let plan = &service.plan;
-    let mut scope = Scope::new(client.ip);
-
-    let rule = plan
-        .rules
-        .iter()
-        .enumerate()
-        .find(|(_, rule)| matches(&rule.matcher, client, &mut scope));
+    let mut scope = Scope {
+        prefix: client.scope,
+        ipv4: client.ip.is_ipv4(),
+    };
+    let rule = client
+        .place
+        .rule
+        .and_then(|r| Some((usize::from(r), plan.rules.get(usize::from(r))?)));
     explain.rule(rule);
     let rule = rule.map(|(_, r)| r);
     let allowed = rule
@@ -169,12 +191,8 @@ pub fn decide<'t, E: Explain>(
         partial: false,
     };
     rest.fill(service, client, candidates, &preferred, E::LISTENS);
-    if rest_count > 1 {
-        match plan.policy {
-            Policy::Priority => {}
-            Policy::Nearest => scope.located(&client.location),
-            Policy::Weighted => scope.hashed(),
-        }
+    if rest_count > 1 && plan.policy == Policy::Weighted {
+        scope.hashed();
     }
     explain.step(&|| {
         let order = preferred.iter().copied().chain(rest.order.iter().copied());
@@ -192,7 +210,7 @@ pub fn decide<'t, E: Explain>(
     let picks = match walk.pick(&preferred, &rest, canary) {
         Some(picks) => picks,
         None => {
-            // The nearest regions remembered for this place are not enough: sort them all.
+            // The place's nearest regions are not enough: order them all.
             rest.fill(service, client, candidates, &preferred, true);
             walk.pick(&preferred, &rest, canary).unwrap_or_default()
         }
@@ -208,7 +226,7 @@ pub fn decide<'t, E: Explain>(
 type Order = ArrayVec<u16, MAX_REGIONS>;
 
 /// The candidates that were not preferred, in the policy's order: all of them, or only those
-/// among the nearest [`nearest::KEPT`] of a large service (`partial`).
+/// among the place's nearest regions (`partial`).
 struct Rest {
     order: Order,
     partial: bool,
@@ -216,7 +234,8 @@ struct Rest {
 
 impl Rest {
     /// Fills the order in place (an [`Order`] is large to move); `whole` asks for every
-    /// candidate even in a large service.
+    /// candidate: past the place's nearest regions, the others by their distance from the
+    /// first of them.
     fn fill(
         &mut self,
         service: &ServiceRoutes,
@@ -230,21 +249,23 @@ impl Rest {
         let count = plan.regions.len();
         let order = &mut self.order;
         order.clear();
-        let direction = client.location.direction();
         self.partial = false;
-        match (plan.policy, direction) {
-            (Policy::Nearest, Some(v)) if !whole && plan.regions.len() > nearest::KEPT => {
-                let near = nearest::nearest(plan, v);
-                order.extend(near.iter().copied().filter(|&r| wanted(&usize::from(r))));
-                self.partial = true;
-            }
-            (Policy::Nearest, Some(v)) => {
-                order.extend((0..count).filter(wanted).map(|r| r as u16));
-                // Nearest first: the largest cosine of the central angle.
-                sort_by_key(order, |i| {
-                    let d = plan.regions[i].direction;
-                    -(d[0] * v[0] + d[1] * v[1] + d[2] * v[2])
-                });
+        let nearest = client.place.nearest();
+        match (plan.policy, nearest.first()) {
+            (Policy::Nearest, Some(&first)) => {
+                order.extend(nearest.iter().copied().filter(|&r| wanted(&usize::from(r))));
+                let listed = order.len();
+                if whole {
+                    let beyond = |r: &usize| !nearest.contains(&(*r as u16));
+                    order.extend((0..count).filter(wanted).filter(beyond).map(|r| r as u16));
+                    let from = plan.regions[usize::from(first)].direction;
+                    sort_by_key(&mut order[listed..], |i| {
+                        let d = plan.regions[i].direction;
+                        -(d[0] * from[0] + d[1] * from[1] + d[2] * from[2])
+                    });
+                } else {
+                    self.partial = nearest.len() < count;
+                }
             }
             (Policy::Weighted, _) => {
                 order.extend((0..count).filter(wanted).map(|r| r as u16));
@@ -349,7 +370,7 @@ fn report<E: Explain>(
     if !E::LISTENS {
         return;
     }
-    let at = client.location.coordinates();
+    let at = client.coordinates;
     for (i, region) in service.plan.regions.iter().enumerate() {
         let state = service.states[i];
         let verdict = match (allowed.contains(i), state) {
@@ -369,65 +390,16 @@ fn report<E: Explain>(
     }
 }
 
-/// Whether a rule applies to the client; records what the answer then depends on.
-fn matches(matcher: &Matcher, client: &Client, scope: &mut Scope) -> bool {
-    let location = match client.location {
-        Located::Known(location) => Some(location),
-        Located::Unknown { .. } => None,
-    };
-    if !matcher.continents.is_empty() || !matcher.countries.is_empty() {
-        scope.located(&client.location);
-    }
-    for network in &matcher.networks {
-        scope.network(network);
-    }
-    let continent = matcher.continents.is_empty()
-        || location
-            .and_then(|l| l.continent)
-            .is_some_and(|c| matcher.continents.contains(&c));
-    let country = matcher.countries.is_empty()
-        || location
-            .and_then(|l| l.country)
-            .is_some_and(|c| matcher.countries.contains(&c));
-    let network =
-        matcher.networks.is_empty() || matcher.networks.iter().any(|n| n.contains(&client.ip));
-    continent && country && network
-}
-
-/// The ECS scope: the longest prefix any input of the decision depended on.
+/// The ECS scope: the place's network, or the client's subnet once a hash decided.
 struct Scope {
     prefix: u8,
     ipv4: bool,
 }
 
 impl Scope {
-    fn new(ip: IpAddr) -> Scope {
-        Scope {
-            prefix: 0,
-            ipv4: ip.is_ipv4(),
-        }
-    }
-
-    fn at_least(&mut self, prefix: u8) {
-        self.prefix = self.prefix.max(prefix);
-    }
-
-    /// The decision used the GeoIP answer, which holds for its network.
-    fn located(&mut self, location: &Located) {
-        self.at_least(location.prefix_len());
-    }
-
     /// The decision used the subnet hash: it holds for the /24 (IPv4) or /56 (IPv6).
     fn hashed(&mut self) {
-        self.at_least(if self.ipv4 { 24 } else { 56 });
-    }
-
-    /// A network rule was tested: a block as long as the network's prefix is wholly inside or
-    /// wholly outside it, so the outcome holds for that block.
-    fn network(&mut self, network: &ipnet::IpNet) {
-        if network.network().is_ipv4() == self.ipv4 {
-            self.at_least(network.prefix_len());
-        }
+        self.prefix = self.prefix.max(if self.ipv4 { 24 } else { 56 });
     }
 }
 
@@ -464,9 +436,8 @@ fn rendezvous(subnet: [u8; 8], region: usize, weight: u32) -> f64 {
     -uniform.ln() / f64::from(weight)
 }
 
-/// Region indexes in order, without allocating.
-/// Stable sort by `key`, computed once per region.
-fn sort_by_key(order: &mut Order, key: impl Fn(usize) -> f64) {
+/// Stable sort of region positions by `key`, computed once per region, without allocating.
+fn sort_by_key(order: &mut [u16], key: impl Fn(usize) -> f64) {
     let mut keyed: ArrayVec<(f64, u16), MAX_REGIONS> = ArrayVec::new();
     keyed.extend(order.iter().map(|&r| (key(usize::from(r)), r)));
     keyed.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -3,10 +3,13 @@
 
 use std::{net::IpAddr, path::Path};
 
+use mmdb_writer::{IpVersion, Writer};
+use serde_json::{Value, json};
+
 use super::*;
 use crate::{
     config::{self, FailClosed},
-    geo::{Continent, CountryCode, Located, Location},
+    geo::{Continent, CountryCode, Located, Location, LookupCounters},
 };
 
 const ZONE: &str = r#"
@@ -21,11 +24,45 @@ regions:
 services:
 "#;
 
+/// A GeoIP database of these networks, as MaxMind's City files nest their records.
+fn geoip(networks: &[(&str, Value)]) -> GeoIp {
+    let mut writer = Writer::builder("Test")
+        .ip_version(IpVersion::V6)
+        .description(&[("en", "regiondns routing test")])
+        .build_epoch(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+        .build();
+    for (network, record) in networks {
+        let network: mmdb_writer::ipnet::IpNet = network.parse().expect("network");
+        writer.insert(network, record).expect("insert");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("test.mmdb");
+    std::fs::write(&path, writer.to_bytes().expect("encode")).expect("write");
+    GeoIp::open(&[path], LookupCounters::default()).expect("open")
+}
+
+fn city(country: &str, continent: &str, lat: f64, lon: f64) -> Value {
+    json!({"country": {"iso_code": country}, "continent": {"code": continent},
+        "location": {"latitude": lat, "longitude": lon}})
+}
+
+/// The networks the tests' clients come from.
+fn cities() -> GeoIp {
+    geoip(&[
+        ("198.51.100.0/25", city("US", "NA", 40.7, -74.0)),
+        ("198.51.100.128/25", city("US", "NA", 41.9, -87.6)),
+        ("192.0.2.0/25", city("FR", "EU", 48.9, 2.4)),
+        ("192.0.2.128/25", city("MA", "AF", 33.6, -7.6)),
+        ("203.0.113.0/24", city("JP", "AS", 35.0, 135.5)),
+        ("2001:db8::/32", city("JP", "AS", 35.7, 139.7)),
+    ])
+}
+
 /// A table for `service` (YAML of one service named api) with the given region states.
 fn service_table(service: &str, states: &[(&str, State)]) -> RoutingTable {
     let text = format!("{ZONE}  api:\n{service}");
     let zone = config::parse(Path::new("t.yaml"), &text, 1).expect("valid zone");
-    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new());
+    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &cities()).expect("plan");
     let states: States = states
         .iter()
         .map(|(region, state)| {
@@ -47,10 +84,28 @@ fn api(table: &RoutingTable) -> &ServiceRoutes {
         .expect("service")
 }
 
-fn client(ip: &str, country: &str, continent: Continent, lat: f64, lon: f64) -> Client {
-    Client {
+/// A client located one address at a time, as `explain` locates it.
+#[derive(Debug, Clone, Copy)]
+struct Who {
+    ip: IpAddr,
+    located: Located,
+}
+
+impl Who {
+    fn at(&self, service: &ServiceRoutes) -> Client {
+        service.client_located(self.ip, &self.located, LookupResult::Located)
+    }
+}
+
+fn decide<'t>(table: &'t RoutingTable, who: &Who) -> Decision<'t> {
+    let service = api(table);
+    service.decide(&who.at(service), &mut ())
+}
+
+fn client(ip: &str, country: &str, continent: Continent, lat: f64, lon: f64) -> Who {
+    Who {
         ip: ip.parse().expect("ip"),
-        location: Located::Known(Location::new(
+        located: Located::Known(Location::new(
             Some(Coordinates { lat, lon }),
             CountryCode::parse(country),
             Some(continent),
@@ -60,19 +115,18 @@ fn client(ip: &str, country: &str, continent: Continent, lat: f64, lon: f64) -> 
 }
 
 /// A client in London: nearer Dublin (eu-west) than Stockholm (eu-north).
-fn european(ip: &str) -> Client {
+fn european(ip: &str) -> Who {
     client(ip, "GB", Continent::Europe, 51.5, -0.1)
 }
 
-fn american(ip: &str) -> Client {
+fn american(ip: &str) -> Who {
     client(ip, "US", Continent::NorthAmerica, 40.7, -74.0)
 }
 
-/// Region names answered, best first, as the query path asks: every test of shares, hashes
-/// and network rules below also shows that such decisions are not remembered per place.
-fn names(table: &RoutingTable, who: &Client) -> Vec<String> {
+/// Region names answered, best first.
+fn names(table: &RoutingTable, who: &Who) -> Vec<String> {
     let service = api(table);
-    match service.decision_for(who) {
+    match service.decide(&who.at(service), &mut ()) {
         Decision::Regions { picks, .. } => picks
             .iter()
             .map(|i| service.plan.regions[i].key.region.clone())
@@ -104,9 +158,9 @@ fn clients_go_to_the_nearest_region() {
 #[test]
 fn unknown_clients_get_the_first_region_in_list_order() {
     let table = service_table("    regions: [ap-northeast, us-east]\n", &[]);
-    let unknown = Client {
+    let unknown = Who {
         ip: "10.0.0.1".parse().expect("ip"),
-        location: Located::Unknown { prefix_len: 8 },
+        located: Located::Unknown { prefix_len: 8 },
     };
     assert_eq!(names(&table, &unknown), ["ap-northeast"]);
 }
@@ -132,7 +186,7 @@ fn eu_clients_only_ever_get_eu_regions_and_fail_closed_with_a_reason() {
 
     let both = [("eu-west", State::Down), ("eu-north", State::Drained)];
     let table = service_table(SOVEREIGN, &both);
-    match api(&table).decide(&european("192.0.2.1"), &mut ()) {
+    match decide(&table, &european("192.0.2.1")) {
         Decision::FailClosed { how, reason, .. } => {
             assert_eq!(how, FailClosed::Refuse);
             assert_eq!(reason, "no healthy region allowed for jurisdiction eu");
@@ -156,10 +210,10 @@ fn fail_open_never_crosses_an_allow_but_applies_to_everyone_else() {
     ];
     let table = service_table(SOVEREIGN, &all_down);
     assert!(matches!(
-        api(&table).decide(&european("192.0.2.1"), &mut ()),
+        decide(&table, &european("192.0.2.1")),
         Decision::FailClosed { .. }
     ));
-    match api(&table).decide(&american("198.51.100.1"), &mut ()) {
+    match decide(&table, &american("198.51.100.1")) {
         Decision::Regions {
             picks, fail_open, ..
         } => {
@@ -185,7 +239,7 @@ fn when_none_chooses_the_fail_closed_answer() {
             &service,
             &[("eu-west", State::Down), ("eu-north", State::Down)],
         );
-        let decision = api(&table).decide(&european("192.0.2.1"), &mut ());
+        let decision = decide(&table, &european("192.0.2.1"));
         assert!(
             matches!(decision, Decision::FailClosed { how, .. } if how == expected),
             "{decision:?}"
@@ -325,55 +379,80 @@ fn answers_n_returns_the_n_best_regions_in_order() {
     );
 }
 
-#[test]
-fn the_scope_covers_what_decided() {
-    let scope = |service: &str, who: &Client| match api(&service_table(service, &[]))
-        .decide(who, &mut ())
-    {
+/// The scope of the query path's decision for `ip`: the network its place holds for, or the
+/// client's subnet when a hash decided.
+fn scope(service: &str, ip: &str) -> u8 {
+    let table = service_table(service, &[]);
+    let service = api(&table);
+    let (client, _) = service.client(ip.parse().expect("ip"));
+    match service.decide(&client, &mut ()) {
         Decision::Regions { scope, .. }
         | Decision::FailClosed { scope, .. }
         | Decision::ServFail { scope } => scope,
-    };
-    let us = american("198.51.100.1");
+    }
+}
+
+#[test]
+fn the_scope_is_the_widest_network_of_the_same_decision() {
+    let nearest = "    regions: [us-east, eu-west]\n";
     assert_eq!(
-        scope("    regions: [us-east, eu-west]\n", &us),
-        16,
-        "the GeoIP network"
+        scope(nearest, "198.51.100.1"),
+        24,
+        "New York's /25 and Chicago's both go to us-east"
     );
     assert_eq!(
-        scope("    regions: [us-east]\n", &us),
-        0,
-        "nothing depended on the client"
+        scope(nearest, "192.0.2.1"),
+        24,
+        "Paris (EU) and Casablanca (AF) both go to eu-west: the continent is only counted"
     );
+    assert_eq!(scope("    regions: [us-east]\n", "198.51.100.1"), 0);
     assert_eq!(
         scope(
             "    regions: [us-east, eu-west]\n    policy: priority\n",
-            &us
+            "198.51.100.1"
         ),
-        0
+        0,
+        "nothing depended on the client"
     );
-    assert_eq!(
-        scope(
-            "    regions: [us-east, eu-west]\n    policy: weighted\n",
-            &us
-        ),
-        24,
-        "the hash's /24"
-    );
-    let v6 = Client {
-        ip: "2001:db8::1".parse::<IpAddr>().expect("ip"),
-        location: Located::Unknown { prefix_len: 32 },
-    };
-    assert_eq!(
-        scope(
-            "    regions: [us-east, eu-west]\n    policy: weighted\n",
-            &v6
-        ),
-        56,
-        "the hash's /56"
-    );
+    let weighted = "    regions: [us-east, eu-west]\n    policy: weighted\n";
+    assert_eq!(scope(weighted, "198.51.100.1"), 24, "the hash's /24");
+    assert_eq!(scope(weighted, "2001:db8::1"), 56, "the hash's /56");
     let network_rule = "    regions: [us-east, eu-west]\n    policy: priority\n    rules:\n      - match: { network: [10.0.0.0/8] }\n        prefer: [eu-west]\n";
-    assert_eq!(scope(network_rule, &american("10.1.2.3")), 8);
+    assert_eq!(scope(network_rule, "10.1.2.3"), 8, "the rule's network");
+}
+
+#[test]
+fn the_compiled_place_is_the_place_of_the_address() {
+    let service = "    regions: [us-east, eu-west, eu-north, ap-northeast]\n    rules:\n      - match: { continent: [AF] }\n        allow: { jurisdiction: [eu] }\n";
+    let table = service_table(service, &[]);
+    let service = api(&table);
+    let geo = cities();
+    for ip in [
+        "198.51.100.1",
+        "198.51.100.200",
+        "192.0.2.7",
+        "192.0.2.200",
+        "203.0.113.9",
+        "2001:db8::1",
+        "10.0.0.1",
+        "::ffff:192.0.2.7",
+    ] {
+        let ip: IpAddr = ip.parse().expect("ip");
+        let (located, lookup) = geo.locate_counted(ip);
+        let (compiled, _) = service.client(ip);
+        assert_eq!(
+            compiled.place,
+            service.client_located(ip, &located, lookup).place,
+            "{ip}"
+        );
+    }
+    let (morocco, _) = service.client("192.0.2.200".parse().expect("ip"));
+    assert_eq!(
+        morocco.place.continent,
+        Some(Continent::Africa),
+        "counted as Africa"
+    );
+    assert_eq!(morocco.place.rule, Some(0));
 }
 
 struct Lines(Vec<String>);
@@ -398,7 +477,8 @@ impl Explain for Lines {
 fn the_observer_sees_the_rule_and_every_candidate_with_its_verdict() {
     let table = service_table(SOVEREIGN, &[("eu-west", State::Down)]);
     let mut lines = Lines(Vec::new());
-    api(&table).decide(&european("192.0.2.1"), &mut lines);
+    let service = api(&table);
+    service.decide(&european("192.0.2.1").at(service), &mut lines);
     assert_eq!(lines.0[0], "rule Some(0)");
     assert!(
         lines
@@ -465,12 +545,12 @@ fn large_service(count: usize, seed: u64) -> RoutingTable {
         names.join(", ")
     );
     let zone = config::parse(Path::new("big.yaml"), &text, 1).expect("valid zone");
-    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new());
+    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &cities()).expect("plan");
     RoutingTable::build(&plan, &states)
 }
 
 #[test]
-fn large_services_decide_from_the_remembered_nearest_exactly_as_from_a_full_sort() {
+fn large_services_decide_from_the_nearest_of_a_place_exactly_as_from_a_full_order() {
     for seed in 1..=2 {
         let table = large_service(1000, seed);
         let name = b"\x03api\x03big\x07example\x03com\x00";
@@ -483,76 +563,14 @@ fn large_services_decide_from_the_remembered_nearest_exactly_as_from_a_full_sort
             let lon = f64::from((i * 37) % 360) - 180.0;
             let continent = [Continent::Europe, Continent::Asia][(i % 2) as usize];
             let who = client(&subnet(i), "ZZ", continent, lat, lon);
-            // Twice: the second answer comes from what the first remembered.
-            for _ in 0..2 {
-                assert_eq!(
-                    service.decide(&who, &mut ()),
-                    service.decide(&who, &mut Listening),
-                    "seed {seed}, client {i} at {lat},{lon}"
-                );
-            }
+            let who = who.at(service);
+            assert_eq!(
+                service.decide(&who, &mut ()),
+                service.decide(&who, &mut Listening),
+                "seed {seed}, client {i} at {lat},{lon}"
+            );
         }
     }
-}
-
-#[test]
-fn remembered_decisions_are_those_of_the_current_snapshot() {
-    let service = "    regions: [us-east, eu-west, eu-north, ap-northeast]\n";
-    let up = service_table(service, &[]);
-    let london = european("192.0.2.1");
-    assert!(api(&up).remembered_as.is_some(), "the place alone decides");
-    assert_eq!(names(&up, &london), ["eu-west"]);
-    assert_eq!(names(&up, &london), ["eu-west"], "from memory");
-    // Another client of the same place is answered from memory, and the same.
-    assert_eq!(names(&up, &european("198.51.100.7")), ["eu-west"]);
-    let down = service_table(service, &[("eu-west", State::Down)]);
-    assert_eq!(
-        names(&down, &london),
-        ["eu-north"],
-        "the new snapshot decides"
-    );
-    assert_eq!(
-        names(&up, &london),
-        ["eu-west"],
-        "the old one still has its own"
-    );
-    for i in 0..500u32 {
-        let lat = f64::from(i % 170) - 85.0;
-        let lon = f64::from((i * 37) % 360) - 180.0;
-        let who = client(&subnet(i), "GB", Continent::Europe, lat, lon);
-        for table in [&up, &down] {
-            let service = api(table);
-            assert_eq!(service.decision_for(&who), service.decide(&who, &mut ()));
-        }
-    }
-}
-
-#[test]
-fn decisions_that_hash_the_subnet_or_test_the_network_are_not_remembered() {
-    let hashed = [
-        (
-            "    regions: [eu-west, us-east]\n    policy: weighted\n",
-            &[][..],
-        ),
-        (
-            "    regions: [us-east, eu-north]\n    canary: { region: eu-north, share: 5% }\n",
-            &[],
-        ),
-        (
-            "    regions: [us-east, eu-west]\n    shed: 50%\n",
-            &[("eu-west", State::Degraded)],
-        ),
-        (
-            "    regions: [us-east, eu-west]\n    rules:\n      - match: { network: [192.0.2.0/24] }\n        prefer: [eu-west]\n",
-            &[],
-        ),
-    ];
-    for (service, states) in hashed {
-        let table = service_table(service, states);
-        assert!(api(&table).remembered_as.is_none(), "{service}");
-    }
-    let shed_but_healthy = service_table("    regions: [us-east, eu-west]\n    shed: 50%\n", &[]);
-    assert!(api(&shed_but_healthy).remembered_as.is_some());
 }
 
 #[test]
@@ -562,10 +580,13 @@ fn a_rebuilt_plan_keeps_the_zones_of_the_same_file_reading_and_compiles_the_rest
     let read = |text: &str| config::parse(Path::new("t.yaml"), text, 1).expect("valid zone");
     let metrics = Metrics::new();
     let (com_zone, org_zone) = (read(&com), read(&org));
-    let before = Plan::new(&[com_zone.clone(), org_zone.clone()], &metrics);
+    let geo = cities();
+    let before = Plan::new(&[com_zone.clone(), org_zone.clone()], &metrics, &geo).expect("plan");
     // llm.example.com. as it was read (its data shared); llm.example.org. read again.
     let org_again = read(&org);
-    let after = before.rebuilt(&[com_zone, org_again.clone()], &metrics);
+    let after = before
+        .rebuilt(&[com_zone, org_again.clone()], &metrics, &geo)
+        .expect("plan");
     let service = |plan: &Plan, i: usize| Arc::clone(&plan.zones[i].services[0]);
     assert!(Arc::ptr_eq(&service(&before, 0), &service(&after, 0)));
     assert!(!Arc::ptr_eq(&service(&before, 1), &service(&after, 1)));

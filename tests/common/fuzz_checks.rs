@@ -37,7 +37,8 @@ pub fn zone_checked(text: &str) {
     match config::parse(Path::new("fuzz.yaml"), text, 1) {
         Ok(zone) => {
             let zones = [zone];
-            let plan = Plan::new(&zones, &Metrics::new());
+            let geo = super::query_path::bundled_geoip();
+            let plan = Plan::new(&zones, &Metrics::new(), &geo).expect("compiled");
             let health = publish::initial_health(&zones);
             let _ = RoutingTable::build(&plan, &publish::states(&health));
         }

@@ -3,7 +3,6 @@
 
 use std::{path::Path, sync::Arc};
 
-use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Message, Query},
     rr::{
@@ -19,30 +18,29 @@ use regiondns::{
     publish::Publisher,
 };
 
-/// A responder as the server builds it, on zones/ and geoip/ of this repository.
-pub fn responder() -> Responder {
-    // The repository's root: this crate's, or the one above it for the fuzz targets.
+/// The repository's root: this crate's, or the one above it for the fuzz targets.
+fn root() -> &'static Path {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let root = manifest
+    manifest
         .ancestors()
         .find(|dir| dir.join("zones").is_dir())
-        .unwrap_or(manifest);
-    let (zones, errors) = config::load_dir(&root.join("zones"), config::DEFAULT_MAX_ZONE_FILE);
+        .unwrap_or(manifest)
+}
+
+/// The bundled GeoIP database (geoip/ of this repository).
+pub fn bundled_geoip() -> GeoIp {
+    let path = root().join("geoip/dbip-country.mmdb");
+    GeoIp::open(&[path], LookupCounters::default()).expect("the bundled GeoIP database")
+}
+
+/// A responder as the server builds it, on zones/ and geoip/ of this repository.
+pub fn responder() -> Responder {
+    let (zones, errors) = config::load_dir(&root().join("zones"), config::DEFAULT_MAX_ZONE_FILE);
     assert!(errors.is_empty(), "the example zone: {errors:?}");
     let metrics = Metrics::new();
-    let geo = GeoIp::open(
-        &[root.join("geoip/dbip-country.mmdb")],
-        LookupCounters::default(),
-    )
-    .expect("the bundled GeoIP database");
-    let table = Publisher::new(&zones, Arc::new(Metrics::new())).table();
-    Responder::new(
-        table,
-        Arc::new(ArcSwap::from_pointee(geo)),
-        &metrics,
-        1232,
-        None,
-    )
+    let geo = bundled_geoip();
+    let publisher = Publisher::new(&zones, geo, Arc::new(Metrics::new())).expect("compiled");
+    Responder::new(publisher.table(), publisher.geo(), &metrics, 1232, None)
 }
 
 /// A query with EDNS (1232), and an ECS option when `subnet` is set, as bytes.

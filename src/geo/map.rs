@@ -1,0 +1,787 @@
+//! The GeoIP databases compiled into network maps, as gdnsd compiles its own: every network
+//! of the databases is walked once, IPv4 and IPv6, each is given a leaf by a [`Classifier`]
+//! (routing's facts for the clients there), sibling networks with equal leaves are merged and a
+//! network covered by an equal supernet dropped, so that every network is as wide as it can be.
+//! A query is then one walk of a small trie: no record decoded, nothing hashed.
+//!
+//! A leaf also names its decision: leaves that differ only in what is counted (a continent for
+//! the answer shares) keep their own leaves but share a decision, and the scope a lookup gives
+//! is the widest network over which the decision holds, so counting never narrows an answer's
+//! ECS scope. This module knows nothing of regions or rules: the classifier does; it owns the
+//! walk of the databases, the merge and the trie. It runs off the query path, at start and at
+//! every reload, and never fails a query: a lookup always finds a leaf.
+
+use std::net::IpAddr;
+
+/// Hash maps keyed by numbers the databases hold: they hash often while compiling, and
+/// nothing outside chooses their keys to collide.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
+use maxminddb::{MaxMindDbError, WithinOptions};
+
+use super::{Database, GeoIp, GeoRecord, Located, Location, LookupResult};
+
+/// What a classifier makes of the clients of one network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    /// Given back by [`NetworkMap::lookup`]; below [`MAX_LEAVES`].
+    pub id: u32,
+    /// Leaves of equal decisions answer alike: the scope spans them all.
+    pub decision: u32,
+}
+
+/// Leaf ids a map holds at most.
+pub const MAX_LEAVES: u32 = ALIAS_BASE;
+
+/// Turns what the databases say of a network into a leaf.
+pub trait Classifier {
+    /// Networks whose inside and outside may classify differently (a rule's networks): no
+    /// network the classifier is asked about straddles one.
+    fn boundaries(&self) -> &[ipnet::IpNet];
+    /// The leaf of the network starting at `first`, located as `located` says (`lookup`
+    /// tells how: an undecodable record is unknown).
+    fn classify(&mut self, located: &Located, lookup: LookupResult, first: IpAddr) -> Leaf;
+}
+
+/// What a lookup in a [`NetworkMap`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub leaf: u32,
+    /// How many leading bits of the address the leaf's decision holds for: the ECS scope.
+    pub scope: u8,
+}
+
+/// Networks to leaves, for IPv4 and IPv6. The default maps everything to leaf 0.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkMap {
+    v4: Trie,
+    v6: Trie,
+}
+
+/// Figures of one compilation, for the log and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compiled {
+    /// Networks of the databases walked (after overlaying several files).
+    pub networks: u64,
+    /// Records that could not be decoded: their networks are unknown, at their own length.
+    pub undecodable: u64,
+}
+
+/// Walks every database of `geo` once and builds one map per classifier.
+pub fn compile(
+    geo: &GeoIp,
+    classifiers: &mut [&mut dyn Classifier],
+) -> Result<(Vec<NetworkMap>, Compiled), MaxMindDbError> {
+    let mut classes = Classes::new(geo.databases.len());
+    let mut compiled = Compiled::default();
+    let mut tries = Vec::with_capacity(classifiers.len());
+    for family in [Family::V4, Family::V6] {
+        let mut builders: Vec<Builder> = classifiers
+            .iter()
+            .map(|c| Builder::new(family, c.boundaries()))
+            .collect();
+        overlay(geo, family, &mut classes, |start, len, class, classes| {
+            compiled.networks += 1;
+            for (builder, classifier) in builders.iter_mut().zip(classifiers.iter_mut()) {
+                builder.piece(start, len, class, classes, &mut **classifier);
+            }
+        })?;
+        tries.push(builders.into_iter().map(|b| b.finish()).collect::<Vec<_>>());
+    }
+    compiled.undecodable = classes.undecodable;
+    let mut v6 = tries.pop().unwrap_or_default().into_iter();
+    let v4 = tries.pop().unwrap_or_default().into_iter();
+    let maps = v4
+        .map(|v4| NetworkMap {
+            v4,
+            v6: v6.next().unwrap_or_else(Trie::unknown),
+        })
+        .collect();
+    Ok((maps, compiled))
+}
+
+impl NetworkMap {
+    /// The leaf of `ip` (IPv4-mapped IPv6 is IPv4) and the scope it holds for.
+    pub fn lookup(&self, ip: IpAddr) -> Hit {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => self.v4.walk(u128::from(u32::from(v4)) << 96),
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let hit = self.v6.walk(bits);
+                match hit.leaf.checked_sub(ALIAS_BASE) {
+                    // An IPv6 network that the database stores as its IPv4 tree (::/96,
+                    // 6to4, Teredo): the 32 bits after it are looked up as IPv4.
+                    Some(at) if at < 128 => {
+                        let inner = self.v4.walk(bits.checked_shl(at).unwrap_or(0));
+                        Hit {
+                            leaf: inner.leaf,
+                            scope: hit.scope.max(at as u8 + inner.scope),
+                        }
+                    }
+                    _ => hit,
+                }
+            }
+        }
+    }
+
+    /// Bytes held, for the log.
+    pub fn size(&self) -> usize {
+        (self.v4.entries.len() + self.v6.entries.len()) * std::mem::size_of::<u32>()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn width(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    /// The last address, as a number of `width` bits.
+    fn last(self) -> u128 {
+        match self {
+            Family::V4 => u128::from(u32::MAX),
+            Family::V6 => u128::MAX,
+        }
+    }
+
+    fn address(self, bits: u128) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4((bits as u32).into()),
+            Family::V6 => IpAddr::V6(bits.into()),
+        }
+    }
+}
+
+// Classes: what the databases say of a network, before any classifier.
+const UNKNOWN: u32 = 0;
+const UNDECODABLE: u32 = 1;
+const FIRST_KNOWN: u32 = 2;
+/// A class or leaf id at or above this is an alias to the IPv4 tree, after `id - ALIAS_BASE`
+/// bits.
+const ALIAS_BASE: u32 = (1 << 23) - 256;
+
+/// Every distinct location found, and which record gave which.
+struct Classes {
+    locations: Vec<Location>,
+    /// Per database: a record's offset to its class.
+    by_offset: Vec<HashMap<usize, u32>>,
+    undecodable: u64,
+}
+
+impl Classes {
+    fn new(databases: usize) -> Classes {
+        Classes {
+            locations: Vec::new(),
+            by_offset: vec![HashMap::default(); databases],
+            undecodable: 0,
+        }
+    }
+
+    fn located(&self, class: u32) -> Located {
+        match class.checked_sub(FIRST_KNOWN) {
+            Some(at) => self
+                .locations
+                .get(at as usize)
+                .map_or(Located::Unknown { prefix_len: 0 }, |l| Located::Known(*l)),
+            None => Located::Unknown { prefix_len: 0 },
+        }
+    }
+
+    /// The class of the record at `offset` of database `index`, decoded the first time.
+    fn of_record(
+        &mut self,
+        index: usize,
+        db: &Database,
+        offset: usize,
+        lookup: &maxminddb::LookupResult<'_, Vec<u8>>,
+        first: IpAddr,
+    ) -> u32 {
+        if let Some(&class) = self.by_offset.get(index).and_then(|m| m.get(&offset)) {
+            return class;
+        }
+        let class = match lookup.decode::<GeoRecord>() {
+            Ok(record) => match record.unwrap_or_default().into_location(0) {
+                Some(location) => {
+                    self.locations.push(location);
+                    FIRST_KNOWN + self.locations.len() as u32 - 1
+                }
+                None => UNKNOWN,
+            },
+            Err(error) => {
+                db.warn_once(first, &error);
+                self.undecodable += 1;
+                UNDECODABLE
+            }
+        };
+        if let Some(by_offset) = self.by_offset.get_mut(index) {
+            by_offset.insert(offset, class);
+        }
+        class
+    }
+}
+
+/// A network of one database: `start..=end` in the family's numbers.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    start: u128,
+    end: u128,
+    class: u32,
+}
+
+/// Lays the databases over each other for one family and calls `emit` with every network of
+/// the result, in address order, tiling the whole space: where several files are given, the
+/// first that locates an address decides, as [`GeoIp::locate`] does.
+fn overlay(
+    geo: &GeoIp,
+    family: Family,
+    classes: &mut Classes,
+    mut emit: impl FnMut(u128, u8, u32, &Classes),
+) -> Result<(), MaxMindDbError> {
+    let mut cursors = Vec::new();
+    for (index, db) in geo.databases.iter().enumerate() {
+        if family == Family::V6 && db.reader.metadata().ip_version == 4 {
+            continue; // IPv6 addresses skip IPv4-only files.
+        }
+        cursors.push(Cursor::new(index, db, family));
+    }
+    let mut current: Vec<Piece> = Vec::with_capacity(cursors.len());
+    for cursor in &mut cursors {
+        current.push(cursor.next(classes)?);
+    }
+    let mut at: u128 = 0;
+    loop {
+        let mut end = family.last();
+        let mut class = UNKNOWN;
+        let mut undecodable = false;
+        for piece in &current {
+            end = end.min(piece.end);
+            match piece.class {
+                UNKNOWN => {}
+                UNDECODABLE => undecodable = true,
+                found => {
+                    class = found;
+                    break;
+                }
+            }
+        }
+        if class == UNKNOWN && undecodable {
+            class = UNDECODABLE;
+        }
+        // [at, end] lies in one network of every file consulted: emit it as aligned blocks.
+        loop {
+            let len = block_len(at, end, family.width());
+            emit(at, len, class, classes);
+            let size = 1u128.checked_shl(u32::from(family.width() - len));
+            match size.and_then(|s| at.checked_add(s)) {
+                Some(next) if next <= family.last() && next <= end => at = next,
+                Some(next) if next <= family.last() => {
+                    at = next;
+                    break;
+                }
+                _ => return Ok(()),
+            }
+        }
+        for (piece, cursor) in current.iter_mut().zip(cursors.iter_mut()) {
+            while piece.end < at {
+                *piece = cursor.next(classes)?;
+            }
+        }
+    }
+}
+
+/// The prefix length of the largest aligned block that starts at `at` and ends by `end`.
+fn block_len(at: u128, end: u128, width: u8) -> u8 {
+    let aligned = if at == 0 {
+        u32::from(width)
+    } else {
+        at.trailing_zeros().min(u32::from(width))
+    };
+    let fits = match (end - at).checked_add(1) {
+        Some(count) => 127 - count.leading_zeros(),
+        None => 128,
+    };
+    width - aligned.min(fits) as u8
+}
+
+/// One database's networks of one family, in address order, tiling the space: networks
+/// without data are unknown, and the gaps the iterator leaves (IPv6 networks that alias the
+/// IPv4 tree) are aliases.
+struct Cursor<'g> {
+    index: usize,
+    db: &'g Database,
+    family: Family,
+    /// What is left to walk, in address order: (first address, prefix length, alias).
+    segments: std::vec::IntoIter<(u128, u8, bool)>,
+    /// The walk of one segment, and the segment's last address.
+    walking: Option<(maxminddb::Within<'g, Vec<u8>>, u128)>,
+    /// A network read ahead of a gap.
+    pending: Option<Piece>,
+    /// The first address not yet given out.
+    next: u128,
+    done: bool,
+}
+
+impl<'g> Cursor<'g> {
+    fn new(index: usize, db: &'g Database, family: Family) -> Cursor<'g> {
+        let segments = match family {
+            Family::V4 => vec![(0, 0, false)],
+            // The IPv4 tree sits at ::/96; walking it again as IPv6 would walk it twice.
+            Family::V6 => std::iter::once((0, 96, true))
+                .chain((1..=96).rev().map(|len| (1u128 << (128 - len), len, false)))
+                .collect(),
+        };
+        Cursor {
+            index,
+            db,
+            family,
+            segments: segments.into_iter(),
+            walking: None,
+            pending: None,
+            next: 0,
+            done: false,
+        }
+    }
+
+    /// The next network; past the last, the last again (the caller stops at the end).
+    fn next(&mut self, classes: &mut Classes) -> Result<Piece, MaxMindDbError> {
+        loop {
+            if self.done {
+                let last = self.family.last();
+                return Ok(Piece {
+                    start: last,
+                    end: last,
+                    class: UNKNOWN,
+                });
+            }
+            if let Some(piece) = self.pending {
+                if piece.start > self.next {
+                    return Ok(self.gap(piece.start - 1));
+                }
+                self.pending = None;
+                return Ok(self.give(piece));
+            }
+            let Some((within, end)) = &mut self.walking else {
+                self.start_segment()?;
+                continue;
+            };
+            let end = *end;
+            let Some(item) = within.next() else {
+                if self.next <= end {
+                    return Ok(self.gap(end));
+                }
+                self.walking = None;
+                continue;
+            };
+            let lookup = item?;
+            let network = lookup.network()?;
+            let (start, last) = self.span(network.ip(), network.prefix());
+            let (start, last) = (start.max(self.next), last.min(end));
+            if last < start {
+                continue;
+            }
+            let class = match lookup.offset() {
+                Some(offset) => {
+                    let first = self.family.address(start);
+                    classes.of_record(self.index, self.db, offset, &lookup, first)
+                }
+                None => UNKNOWN,
+            };
+            self.pending = Some(Piece {
+                start,
+                end: last,
+                class,
+            });
+        }
+    }
+
+    /// Starts walking the next segment, or gives out an alias; done after the last.
+    fn start_segment(&mut self) -> Result<(), MaxMindDbError> {
+        let Some((start, len, alias)) = self.segments.next() else {
+            self.done = true;
+            return Ok(());
+        };
+        let last = start | self.family.last().checked_shr(u32::from(len)).unwrap_or(0);
+        if alias {
+            self.pending = Some(Piece {
+                start,
+                end: last,
+                class: ALIAS_BASE + u32::from(len),
+            });
+            return Ok(());
+        }
+        let network = format!("{}/{len}", self.family.address(start))
+            .parse()
+            .map_err(|_| MaxMindDbError::invalid_input("a network to walk"))?;
+        let options = WithinOptions::default().include_networks_without_data();
+        self.walking = Some((self.db.reader.within(network, options)?, last));
+        Ok(())
+    }
+
+    /// A network as numbers of this family: an IPv6 network given for IPv4 (a file without an
+    /// IPv4 tree) holds for every IPv4 address.
+    fn span(&self, ip: IpAddr, len: u8) -> (u128, u128) {
+        match (self.family, ip) {
+            (Family::V4, IpAddr::V4(v4)) => {
+                let start = u128::from(u32::from(v4));
+                let rest = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+                (start, start | u128::from(rest))
+            }
+            (Family::V4, IpAddr::V6(_)) => (0, u128::from(u32::MAX)),
+            (Family::V6, ip) => {
+                let start = match ip {
+                    IpAddr::V6(v6) => u128::from(v6),
+                    IpAddr::V4(v4) => u128::from(u32::from(v4)),
+                };
+                let rest = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+                (start, start | rest)
+            }
+        }
+    }
+
+    /// The networks up to `last` the walk skipped, one aligned block at a time: in IPv6,
+    /// aliases of the IPv4 tree.
+    fn gap(&mut self, last: u128) -> Piece {
+        let len = block_len(self.next, last, self.family.width());
+        let rest = self.family.last().checked_shr(u32::from(len)).unwrap_or(0);
+        let class = match self.family {
+            Family::V6 => ALIAS_BASE + u32::from(len),
+            Family::V4 => UNKNOWN,
+        };
+        self.give(Piece {
+            start: self.next,
+            end: self.next | rest,
+            class,
+        })
+    }
+
+    fn give(&mut self, piece: Piece) -> Piece {
+        match piece.end.checked_add(1) {
+            Some(next) if piece.end < self.family.last() => self.next = next,
+            _ => self.done = true,
+        }
+        piece
+    }
+}
+
+/// A subtree of the merge, complete: one leaf over all of it, or an inner node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Leaf {
+        /// A leaf id, or an alias.
+        id: u32,
+        /// `None`: never merged with an equal sibling (an undecodable record's network stays
+        /// at its own length).
+        mergeable: bool,
+        /// `None` for what no scope may span (aliases, undecodable records).
+        decision: Option<u32>,
+    },
+    Inner {
+        at: u32,
+        decision: Option<u32>,
+    },
+}
+
+impl Sub {
+    fn decision(self) -> Option<u32> {
+        match self {
+            Sub::Leaf { decision, .. } | Sub::Inner { decision, .. } => decision,
+        }
+    }
+}
+
+/// Builds one classifier's map from the networks in address order: siblings with equal leaves
+/// merge as soon as both are complete, so the tree never holds more than the merged result.
+struct Builder {
+    family: Family,
+    boundaries: Vec<(u128, u128)>,
+    /// Leaves already asked of the classifier, by class, for networks in no boundary.
+    plain: Vec<Option<Leaf>>,
+    /// And by class and the boundaries a network is in.
+    bounded: HashMap<(u32, u64), Leaf>,
+    /// Complete subtrees not yet joined with their siblings, with their depths.
+    stack: Vec<(u8, Sub)>,
+    inner: Vec<[Sub; 2]>,
+}
+
+impl Builder {
+    fn new(family: Family, boundaries: &[ipnet::IpNet]) -> Builder {
+        let boundaries = boundaries
+            .iter()
+            .filter_map(|net| match (family, net) {
+                (Family::V4, ipnet::IpNet::V4(v4)) => {
+                    let (a, b) = (u32::from(v4.network()), u32::from(v4.broadcast()));
+                    Some((u128::from(a), u128::from(b)))
+                }
+                (Family::V6, ipnet::IpNet::V6(v6)) => {
+                    Some((u128::from(v6.network()), u128::from(v6.broadcast())))
+                }
+                _ => None,
+            })
+            .collect();
+        Builder {
+            family,
+            boundaries,
+            plain: Vec::new(),
+            bounded: HashMap::default(),
+            stack: Vec::new(),
+            inner: Vec::new(),
+        }
+    }
+
+    /// Adds the network `start`/`len` of class `class`, split where it straddles a boundary.
+    fn piece(
+        &mut self,
+        start: u128,
+        len: u8,
+        class: u32,
+        classes: &Classes,
+        classifier: &mut dyn Classifier,
+    ) {
+        let end = start | self.family.last().checked_shr(u32::from(len)).unwrap_or(0);
+        let straddles = self.boundaries.iter().any(|&(first, last)| {
+            let overlaps = first <= end && last >= start;
+            overlaps && !(first <= start && last >= end)
+        });
+        if straddles && len < self.family.width() {
+            let half = 1u128 << (self.family.width() - len - 1);
+            self.piece(start, len + 1, class, classes, classifier);
+            self.piece(start + half, len + 1, class, classes, classifier);
+            return;
+        }
+        let sub = match class {
+            UNDECODABLE => Sub::Leaf {
+                id: {
+                    let unknown = Located::Unknown { prefix_len: len };
+                    let first = self.family.address(start);
+                    classifier
+                        .classify(&unknown, LookupResult::Undecodable, first)
+                        .id
+                },
+                mergeable: false,
+                decision: None,
+            },
+            alias if alias >= ALIAS_BASE => Sub::Leaf {
+                id: alias,
+                mergeable: true,
+                decision: None,
+            },
+            class => {
+                let leaf = self.leaf(start, end, class, classes, classifier);
+                Sub::Leaf {
+                    id: leaf.id.min(MAX_LEAVES - 1),
+                    mergeable: true,
+                    decision: Some(leaf.decision),
+                }
+            }
+        };
+        self.push(len, sub);
+    }
+
+    /// The classifier's leaf for a network of `class`, asked once per class and set of
+    /// boundaries the network is in.
+    fn leaf(
+        &mut self,
+        start: u128,
+        end: u128,
+        class: u32,
+        classes: &Classes,
+        classifier: &mut dyn Classifier,
+    ) -> Leaf {
+        let mut ask = || {
+            let located = classes.located(class);
+            let lookup = match located {
+                Located::Known(_) => LookupResult::Located,
+                Located::Unknown { .. } => LookupResult::Unknown,
+            };
+            classifier.classify(&located, lookup, self.family.address(start))
+        };
+        let inside = self.boundaries.iter().enumerate();
+        let mut inside = inside.filter(|(_, (first, last))| *first <= start && *last >= end);
+        let mask = inside.try_fold(0u64, |mask, (i, _)| {
+            Some(mask | 1u64.checked_shl(i as u32)?)
+        });
+        match mask {
+            Some(0) => {
+                let at = class as usize;
+                if let Some(Some(leaf)) = self.plain.get(at) {
+                    return *leaf;
+                }
+                let leaf = ask();
+                if self.plain.len() <= at {
+                    self.plain.resize(at + 1, None);
+                }
+                self.plain[at] = Some(leaf);
+                leaf
+            }
+            Some(mask) => *self.bounded.entry((class, mask)).or_insert_with(ask),
+            // More than 64 boundaries hold it: asked every time.
+            None => ask(),
+        }
+    }
+
+    fn push(&mut self, depth: u8, sub: Sub) {
+        self.stack.push((depth, sub));
+        while let [.., (left_depth, left), (right_depth, right)] = self.stack[..] {
+            if left_depth != right_depth || right_depth == 0 {
+                return;
+            }
+            self.stack.truncate(self.stack.len() - 2);
+            let joined = match (left, right) {
+                (
+                    Sub::Leaf {
+                        id: a,
+                        mergeable: true,
+                        decision,
+                    },
+                    Sub::Leaf {
+                        id: b,
+                        mergeable: true,
+                        ..
+                    },
+                ) if a == b => Sub::Leaf {
+                    id: a,
+                    mergeable: true,
+                    decision,
+                },
+                _ => {
+                    let decision = left.decision().filter(|&d| right.decision() == Some(d));
+                    self.inner.push([left, right]);
+                    Sub::Inner {
+                        at: self.inner.len() as u32 - 1,
+                        decision,
+                    }
+                }
+            };
+            self.stack.push((left_depth - 1, joined));
+        }
+    }
+
+    /// The trie of everything added (which tiles the family's space).
+    fn finish(self) -> Trie {
+        let root = match self.stack[..] {
+            [(0, root)] => root,
+            // Only when the walk stopped early, which an error already reported.
+            _ => Sub::Leaf {
+                id: 0,
+                mergeable: true,
+                decision: None,
+            },
+        };
+        let mut trie = Trie {
+            entries: vec![0; 1 << ROOT_BITS],
+        };
+        trie.fill(&self.inner, 0, 0, ROOT_BITS, root, 0, 0, None);
+        trie
+    }
+}
+
+/// Bits of the address the first table is indexed by; every table after it takes
+/// [`STRIDE`] more (16 entries of 4 bytes: one cache line).
+const ROOT_BITS: u8 = 16;
+const STRIDE: u8 = 4;
+/// An entry with this bit is a leaf: its id in the low 23 bits, its scope above them. Without
+/// it, an entry is the index of the next table.
+const TERMINAL: u32 = 1 << 31;
+
+/// A multibit trie over addresses as 128-bit numbers (IPv4 in the top 32 bits).
+#[derive(Debug, Clone)]
+struct Trie {
+    entries: Vec<u32>,
+}
+
+impl Default for Trie {
+    fn default() -> Trie {
+        Trie::unknown()
+    }
+}
+
+impl Trie {
+    /// Every address in leaf 0 with scope 0.
+    fn unknown() -> Trie {
+        Trie {
+            entries: vec![TERMINAL; 1 << ROOT_BITS],
+        }
+    }
+
+    fn walk(&self, bits: u128) -> Hit {
+        let mut entry = self.entry((bits >> (128 - ROOT_BITS)) as usize);
+        let mut depth = ROOT_BITS;
+        while entry & TERMINAL == 0 && depth < 128 {
+            let index = (bits << depth) >> (128 - STRIDE);
+            entry = self.entry(entry as usize + index as usize);
+            depth += STRIDE;
+        }
+        Hit {
+            leaf: entry & ((1 << 23) - 1),
+            scope: ((entry >> 23) & 0xFF) as u8,
+        }
+    }
+
+    fn entry(&self, at: usize) -> u32 {
+        // Every index was made by `fill`: the fallback is never taken.
+        self.entries.get(at).copied().unwrap_or(TERMINAL)
+    }
+
+    /// Writes `sub`, at `depth`, into the table at `base` that holds depths
+    /// `table_depth..table_depth + stride`; `path` is the bits from `table_depth` to `depth`.
+    /// `uniform_from` is the depth of the highest ancestor whose decision is uniform.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &mut self,
+        inner: &[[Sub; 2]],
+        base: usize,
+        table_depth: u8,
+        stride: u8,
+        sub: Sub,
+        depth: u8,
+        path: usize,
+        uniform_from: Option<u8>,
+    ) {
+        let below = depth - table_depth;
+        match sub {
+            Sub::Leaf { id, decision, .. } => {
+                let scope = match decision {
+                    Some(_) => uniform_from.unwrap_or(depth),
+                    None => depth,
+                };
+                let entry = TERMINAL | u32::from(scope) << 23 | id;
+                let span = stride - below;
+                let first = base + (path << span);
+                self.entries[first..first + (1 << span)].fill(entry);
+            }
+            Sub::Inner { at, decision } if below < stride => {
+                let uniform_from = uniform_from.or(decision.map(|_| depth));
+                let Some(&[left, right]) = inner.get(at as usize) else {
+                    return;
+                };
+                for (bit, child) in [(0, left), (1, right)] {
+                    let path = path << 1 | bit;
+                    self.fill(
+                        inner,
+                        base,
+                        table_depth,
+                        stride,
+                        child,
+                        depth + 1,
+                        path,
+                        uniform_from,
+                    );
+                }
+            }
+            Sub::Inner { .. } => {
+                let table = self.entries.len();
+                self.entries.resize(table + (1 << STRIDE), 0);
+                self.entries[base + path] = table as u32;
+                self.fill(inner, table, depth, STRIDE, sub, depth, 0, uniform_from);
+            }
+        }
+    }
+}
