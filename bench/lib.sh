@@ -46,6 +46,19 @@ city_db() {
   realpath "$db"
 }
 
+# Prints the path of a list of client networks located by the database $1 (family $2: 4 or 6),
+# made once by bench/clients.py with a fixed seed and kept in target/.
+client_networks() {
+  local db=$1 family=$2 list=target/bench-clients/v$2.txt
+  if [ ! -s "$list" ]; then
+    python3 -c "import maxminddb" 2>/dev/null || python3 -m pip install --quiet maxminddb
+    mkdir -p target/bench-clients
+    python3 bench/clients.py "$db" --family "$family" >"$list.tmp"
+    mv "$list.tmp" "$list"
+  fi
+  realpath "$list"
+}
+
 # Writes the benchmarks' regiondns zone (three regions with coordinates, the service `api`) to
 # $1/llm.yaml, followed by the lines given as $2.
 three_region_zone() {

@@ -268,7 +268,7 @@ pub fn resolve_into<'t>(
                 };
                 let (client, lookup) = service.client(client.ip);
                 chain.lookup = lookup;
-                let decision = service.decide(&client, &mut ());
+                let decision = service.decision_for(&client);
                 let continent = client.place.continent;
                 add_decision(chain, zone, service, decision, qtype, continent);
                 let nodata = chain
@@ -314,7 +314,7 @@ fn add_target_addresses<'t>(
     {
         let (located, _) = service.client(client.ip);
         answer.other_lookups = true;
-        if let Decision::Regions { picks, scope, .. } = service.decide(&located, &mut ()) {
+        if let Decision::Regions { picks, scope, .. } = service.decision_for(&located) {
             answer.scope = answer.scope.max(scope);
             for region in picks.iter().filter_map(|i| service.region(i)) {
                 answer.push_additional(region.records(RecordType::A));

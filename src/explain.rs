@@ -5,6 +5,7 @@
 //! It runs the server's own code ([`crate::routing::ServiceRoutes::decide`] and
 //! [`crate::answer::decision_answer`]) with an observer that writes lines; it decides nothing.
 
+use arc_swap::ArcSwap;
 use hickory_proto::{
     rr::{Name, RData, Record, RecordType, rdata::TXT},
     serialize::binary::{BinDecodable, BinDecoder},
@@ -26,7 +27,7 @@ const EXPLAIN_LABEL: &[u8] = b"_explain";
 /// client, one TXT record per line. `None` for every other question.
 pub fn txt_answer<'t>(
     table: &'t RoutingTable,
-    geo: &GeoIp,
+    geo: &ArcSwap<GeoIp>,
     qname: &[u8],
     qtype: RecordType,
     client: ClientAddress,
@@ -37,7 +38,7 @@ pub fn txt_answer<'t>(
     let zone = table.zone_for(qname).filter(|zone| zone.explain)?;
     let service = zone.service_named(parent(qname)?)?;
     let name = Name::read(&mut BinDecoder::new(qname)).ok()?;
-    let records = service_lines(zone, service, geo, client, RecordType::A)
+    let records = service_lines(zone, service, &geo.load(), client, RecordType::A)
         .iter()
         .map(|line| {
             let text = TXT::new(character_strings(line));

@@ -1,17 +1,21 @@
 //! Responses given before, remembered per UDP worker (a packet cache, as PowerDNS keeps one).
 //!
-//! Within one routing snapshot and one GeoIP snapshot, a response is a function of the request's
+//! Within one routing snapshot (which holds the compiled GeoIP places), a response is a function of the request's
 //! bytes after its ID (flags, question, EDNS with its Client Subnet) and, when no ECS address is
 //! sent, of the source's network as far as the answer's scope says it depends on it. Resolvers
 //! repeat requests, so a worker remembers what it wrote, keyed by those bytes with the question's
 //! name in lower case. A repeat is answered by copying: the request's ID and question (its case)
 //! are put back, and the counters, the GeoIP lookup count and the response rate limit apply as
-//! they did to the original. Entries name their snapshots by id, so a health change, a reload or
+//! they did to the original. Entries name their snapshot by id, so a health change, a reload or
 //! a GeoIP update is never answered from an entry made before it.
 //!
 //! The table is direct-mapped and fixed in size, one per worker (nothing shared, no lock); its
-//! buffers are reused, so once warm it allocates nothing. This module remembers and copies; what
-//! to answer is [`super::Responder`]'s.
+//! buffers are reused, so once warm it allocates nothing. A response is remembered only for a
+//! request seen before (a doorkeeper, as TinyLFU's): resolvers' traffic is mostly requests
+//! asked once per TTL (another client network in every ECS option), and writing each of them
+//! into a cold slot would cost more than it saves; a request the doorkeeper has not seen is not
+//! looked for either. This module remembers and copies; what to answer is
+//! [`super::Responder`]'s.
 
 use std::{hash::BuildHasher, net::IpAddr, sync::Arc};
 
@@ -20,6 +24,8 @@ use crate::{counter::QueryCounter, geo::LookupResult, metrics::AnswerShares, wir
 
 /// Responses remembered per worker (a power of two).
 const SLOTS: usize = 1024;
+/// Requests the doorkeeper knows, by a fingerprint each (a power of two): 16 KB.
+const SEEN: usize = 4096;
 /// Requests longer than this are not remembered (a question and OPT with ECS take about 60).
 const MAX_KEY: usize = 512;
 /// Nor are responses longer than this.
@@ -30,6 +36,9 @@ const TC: u8 = 0x02;
 /// One worker's remembered responses.
 pub struct ResponseCache {
     slots: Box<[Slot]>,
+    /// The fingerprint of the last request keyed to each place: a request is remembered
+    /// the second time it comes while its fingerprint is still there.
+    seen: Box<[u32]>,
     hasher: foldhash::fast::RandomState,
     /// The key of the request being answered.
     key: Vec<u8>,
@@ -97,8 +106,8 @@ impl Default for Tally {
 struct Slot {
     filled: bool,
     hash: u64,
-    table: u64,
-    geo: u64,
+    /// The routing snapshot's id.
+    snapshot: u64,
     key: Vec<u8>,
     /// `Some`: the answer holds for this network of source addresses; `None`: the request's
     /// Client Subnet, part of the key, decided.
@@ -115,17 +124,11 @@ pub struct Hit<'c> {
     question_end: usize,
 }
 
-/// The snapshots a response was made from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshots {
-    pub table: u64,
-    pub geo: u64,
-}
-
 impl Default for ResponseCache {
     fn default() -> ResponseCache {
         ResponseCache {
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            seen: vec![0; SEEN].into_boxed_slice(),
             hasher: foldhash::fast::RandomState::default(),
             key: Vec::with_capacity(MAX_KEY),
             question_end: 0,
@@ -152,14 +155,16 @@ impl ResponseCache {
         Some(self.hasher.hash_one(&self.key[..]))
     }
 
-    /// The response remembered for the request whose key was made last, from `snapshots`, for a
-    /// request from `source`.
-    pub fn get(&self, hash: u64, snapshots: Snapshots, source: IpAddr) -> Option<Hit<'_>> {
+    /// The response remembered for the request whose key was made last, from the routing
+    /// snapshot `snapshot`, for a request from `source`.
+    pub fn get(&self, hash: u64, snapshot: u64, source: IpAddr) -> Option<Hit<'_>> {
+        if self.seen[seen_at(hash)] != fingerprint(hash) {
+            return None;
+        }
         let slot = &self.slots[slot_of(hash)];
         let found = slot.filled
             && slot.hash == hash
-            && slot.table == snapshots.table
-            && slot.geo == snapshots.geo
+            && slot.snapshot == snapshot
             && slot.key == self.key
             && slot.source.is_none_or(|network| network.contains(source));
         found.then_some(Hit {
@@ -168,11 +173,12 @@ impl ResponseCache {
         })
     }
 
-    /// Remembers `response` to the request whose key was made last.
+    /// Remembers `response` to the request whose key was made last, if the doorkeeper has
+    /// seen that request before; else the doorkeeper notes it.
     pub fn put(
         &mut self,
         hash: u64,
-        snapshots: Snapshots,
+        snapshot: u64,
         source: Option<SourceNetwork>,
         response: &[u8],
         opt_at: Option<usize>,
@@ -181,11 +187,15 @@ impl ResponseCache {
         if response.len() > MAX_RESPONSE || response.get(2).is_none_or(|flags| flags & TC != 0) {
             return;
         }
+        let seen = &mut self.seen[seen_at(hash)];
+        if *seen != fingerprint(hash) {
+            *seen = fingerprint(hash);
+            return;
+        }
         let slot = &mut self.slots[slot_of(hash)];
         slot.filled = true;
         slot.hash = hash;
-        slot.table = snapshots.table;
-        slot.geo = snapshots.geo;
+        slot.snapshot = snapshot;
         slot.key.clear();
         slot.key.extend_from_slice(&self.key);
         slot.source = source;
@@ -226,6 +236,15 @@ fn slot_of(hash: u64) -> usize {
     (hash as usize) & (SLOTS - 1)
 }
 
+/// The doorkeeper's place for a request: other bits of its hash than its slot's.
+fn seen_at(hash: u64) -> usize {
+    ((hash >> 20) as usize) & (SEEN - 1)
+}
+
+fn fingerprint(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
 /// Where the single question of `packet` ends: a plain name (no compression) and type and class.
 fn question_end(packet: &[u8]) -> Option<usize> {
     if packet.get(4..6)? != [0, 1] {
@@ -259,7 +278,7 @@ mod tests {
         packet
     }
 
-    const SNAPSHOTS: Snapshots = Snapshots { table: 1, geo: 1 };
+    const SNAPSHOTS: u64 = 1;
 
     #[test]
     fn a_repeat_in_any_case_gets_the_response_with_its_own_id_and_question() {
@@ -271,6 +290,8 @@ mod tests {
         let mut response = first.clone();
         response[2] |= 0x84;
         response.extend_from_slice(b"answer");
+        // Asked a second time: the doorkeeper has seen it.
+        cache.put(hash, SNAPSHOTS, None, &response, None, |_| {});
         cache.put(hash, SNAPSHOTS, None, &response, None, |_| {});
 
         let again = request(2, b"\x03API\x03lLm\x00", b"");
@@ -281,7 +302,7 @@ mod tests {
         assert_eq!(&out[..2], &[0, 2], "its own ID");
         assert_eq!(&out[12..21], b"\x03API\x03lLm\x00", "its own case");
         assert!(out.ends_with(b"answer"));
-        let newer = Snapshots { table: 2, geo: 1 };
+        let newer = 2;
         assert!(
             cache.get(hash, newer, source).is_none(),
             "a new snapshot decides anew"
@@ -292,12 +313,46 @@ mod tests {
     }
 
     #[test]
+    fn a_request_asked_once_is_neither_remembered_nor_looked_for() {
+        let mut cache = ResponseCache::default();
+        let source: IpAddr = "192.0.2.1".parse().expect("ip");
+        let first = request(1, b"\x03api\x00", b"");
+        let hash = cache.key(&first).expect("a key");
+        cache.put(hash, SNAPSHOTS, None, &first, None, |_| {});
+        assert!(cache.get(hash, SNAPSHOTS, source).is_none(), "once");
+        // Another request in between takes the doorkeeper's place: the first is new again.
+        let displaced = (0..SEEN as u32 * 16).any(|other| {
+            let packet = request(1, b"\x05other\x00", &other.to_be_bytes());
+            let other_hash = cache.key(&packet).expect("a key");
+            let same_place = seen_at(other_hash) == seen_at(hash);
+            if same_place {
+                cache.put(other_hash, SNAPSHOTS, None, &packet, None, |_| {});
+            }
+            same_place
+        });
+        assert!(displaced, "some request shares the doorkeeper's place");
+        let hash = cache.key(&first).expect("a key");
+        cache.put(hash, SNAPSHOTS, None, &first, None, |_| {});
+        assert!(
+            cache.get(hash, SNAPSHOTS, source).is_none(),
+            "forgotten, so once again"
+        );
+        cache.put(hash, SNAPSHOTS, None, &first, None, |_| {});
+        assert!(
+            cache.get(hash, SNAPSHOTS, source).is_some(),
+            "twice in a row"
+        );
+    }
+
+    #[test]
     fn an_answer_for_the_source_holds_within_its_scope_only() {
         let mut cache = ResponseCache::default();
         let packet = request(1, b"\x03api\x00", b"");
         let hash = cache.key(&packet).expect("a key");
         let london: IpAddr = "81.2.69.7".parse().expect("ip");
         let network = SourceNetwork::of(london, 24);
+        // Asked a second time: the doorkeeper has seen it.
+        cache.put(hash, SNAPSHOTS, Some(network), &packet, None, |_| {});
         cache.put(hash, SNAPSHOTS, Some(network), &packet, None, |_| {});
         assert!(
             cache
@@ -341,6 +396,8 @@ mod tests {
         response.extend_from_slice(b"RECORD");
         let opt_at = response.len();
         response.extend_from_slice(b"OPT");
+        // Asked a second time: the doorkeeper has seen it.
+        cache.put(hash, SNAPSHOTS, None, &response, Some(opt_at), |_| {});
         cache.put(hash, SNAPSHOTS, None, &response, Some(opt_at), |_| {});
         let hit = cache
             .get(hash, SNAPSHOTS, "192.0.2.1".parse().expect("ip"))

@@ -12,7 +12,7 @@ use hickory_proto::rr::RecordType;
 
 use super::{
     RateLimiter, ResponseClass, Verdict,
-    cache::{ResponseCache, Snapshots, SourceNetwork},
+    cache::{ResponseCache, SourceNetwork},
 };
 use crate::{
     answer::{AddressSource, Answer, ClientAddress, resolve_into},
@@ -40,9 +40,10 @@ pub enum Transport {
     Tcp,
 }
 
-/// Answers requests from the current routing and GeoIP snapshots.
+/// Answers requests from the current routing snapshot.
 pub struct Responder {
     table: Arc<ArcSwap<RoutingTable>>,
+    /// The GeoIP databases, read only to explain an answer (`_explain` TXT).
     geo: Arc<ArcSwap<GeoIp>>,
     max_udp_payload: u16,
     nsid: Option<Box<[u8]>>,
@@ -53,11 +54,11 @@ pub struct Responder {
 }
 
 /// Where to remember a response: a worker's cache, under the key made for the request, and
-/// the snapshots the cache was asked with (the response is made from the same ones).
+/// the snapshot the cache was asked with (the response is made from the same one).
 struct Remember<'c> {
     cache: &'c mut ResponseCache,
     hash: u64,
-    snapshots: (Guard<Arc<RoutingTable>>, Guard<Arc<GeoIp>>),
+    snapshot: Guard<Arc<RoutingTable>>,
 }
 
 /// Responses to requests that reach no zone.
@@ -159,16 +160,12 @@ impl Responder {
         let Some(hash) = cache.key(packet) else {
             return self.respond_within(packet, source, Transport::Udp, limiter, None, out);
         };
-        let (table, geo) = (self.table.load(), self.geo.load());
-        let snapshots = Snapshots {
-            table: table.id,
-            geo: geo.id(),
-        };
-        let Some(hit) = cache.get(hash, snapshots, source) else {
+        let table = self.table.load();
+        let Some(hit) = cache.get(hash, table.id, source) else {
             let remember = Remember {
                 cache,
                 hash,
-                snapshots: (table, geo),
+                snapshot: table,
             };
             return self.respond_within(
                 packet,
@@ -210,8 +207,8 @@ impl Responder {
             Some(Remember {
                 cache,
                 hash,
-                snapshots,
-            }) => (Some((cache, hash)), Some(snapshots)),
+                snapshot,
+            }) => (Some((cache, hash)), Some(snapshot)),
             None => (None, None),
         };
         let request = match wire::parse(packet) {
@@ -268,13 +265,10 @@ impl Responder {
                 source: AddressSource::Packet,
             },
         };
-        let (table, geo) = match loaded {
-            Some(loaded) => loaded,
-            None => (self.table.load(), self.geo.load()),
-        };
+        let table = loaded.unwrap_or_else(|| self.table.load());
         let qtype = RecordType::from(request.question.qtype);
         let mut answer = Answer::unanswered();
-        match explain::txt_answer(&table, &geo, name, qtype, client) {
+        match explain::txt_answer(&table, &self.geo, name, qtype, client) {
             Some(made) => answer = made,
             None => resolve_into(&mut answer, &table, name, qtype, client),
         }
@@ -325,10 +319,6 @@ impl Responder {
             && answer.made.is_empty()
             && !answer.other_lookups
         {
-            let snapshots = Snapshots {
-                table: table.id,
-                geo: geo.id(),
-            };
             // Without an ECS address the source's own decided, as far as the scope says.
             let ecs = request.edns.and_then(|e| e.client_subnet);
             let source = match ecs {
@@ -336,7 +326,7 @@ impl Responder {
                 _ => Some(SourceNetwork::of(source, answer.scope)),
             };
             let opt_at = opt.map(|len| out.len() - len);
-            cache.put(hash, snapshots, source, out, opt_at, |tally| {
+            cache.put(hash, table.id, source, out, opt_at, |tally| {
                 tally.counters = match answer.counters {
                     [None, _] => [Some(self.errors.for_rcode(answer.rcode).clone()), None],
                     counters => counters.map(|c| c.cloned()),

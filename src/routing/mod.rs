@@ -444,7 +444,20 @@ pub struct ServiceRoutes {
     pub down: RegionSet,
     /// Where clients are, for this service.
     places: Arc<Places>,
+    /// Each place's decision in this snapshot, when no subnet hash takes part in it.
+    decided: Box<[Option<Decided>]>,
 }
+
+/// A decision to answer with regions, made for a place when the snapshot was built.
+#[derive(Debug, Clone, Copy)]
+struct Decided {
+    picks: Picks,
+    fail_open: bool,
+}
+
+/// Places whose decisions a snapshot makes in advance at most: beyond, each is made per query
+/// (a health change must not wait for more).
+const DECIDED_IN_ADVANCE: usize = 4096;
 
 impl RoutingTable {
     pub fn build(plan: &Plan, states: &States) -> RoutingTable {
@@ -527,7 +540,7 @@ impl ServiceRoutes {
                 .map(|(i, _)| i)
                 .collect()
         };
-        ServiceRoutes {
+        let mut routes = ServiceRoutes {
             plan: Arc::clone(plan),
             all: RegionSet::first(states.len()),
             usable: positions(&[State::Up, State::Degraded]),
@@ -538,7 +551,35 @@ impl ServiceRoutes {
                 .get(&*plan.geography)
                 .cloned()
                 .unwrap_or_default(),
+            decided: Box::default(),
+        };
+        routes.decided = routes.decide_in_advance();
+        routes
+    }
+
+    /// Every place's decision, where it answers with regions and no subnet hash took part
+    /// (its scope, asked with none, stays none).
+    fn decide_in_advance(&self) -> Box<[Option<Decided>]> {
+        let places = self.places.all();
+        if places.len() > DECIDED_IN_ADVANCE {
+            return Box::default();
         }
+        let anyone = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        let decide = |place: &Place| {
+            let client = Client {
+                place: *place,
+                ..Client::unlocated(anyone)
+            };
+            match policy::decide(self, &client, &mut ()) {
+                Decision::Regions {
+                    picks,
+                    fail_open,
+                    scope: 0,
+                } => Some(Decided { picks, fail_open }),
+                _ => None,
+            }
+        };
+        places.iter().map(decide).collect()
     }
 
     /// Whether this service's answer can depend on where the client is.
@@ -552,10 +593,11 @@ impl ServiceRoutes {
         if !self.locates() {
             return (Client::unlocated(ip), None);
         }
-        let (place, scope) = self.places.find(ip);
+        let (leaf, place, scope) = self.places.find(ip);
         let client = Client {
             ip,
             place,
+            leaf,
             scope,
             coordinates: None,
         };
@@ -571,6 +613,7 @@ impl ServiceRoutes {
         Client {
             ip,
             place: self.plan.geography.place(located, ip, lookup),
+            leaf: None,
             scope: located.prefix_len(),
             coordinates: located.coordinates(),
         }
@@ -579,6 +622,21 @@ impl ServiceRoutes {
     /// Which regions answer `client`, reporting each step to `explain`.
     pub fn decide<E: Explain>(&self, client: &Client, explain: &mut E) -> Decision<'_> {
         policy::decide(self, client, explain)
+    }
+
+    /// Which regions answer `client`, as [`ServiceRoutes::decide`] says, from the decision
+    /// this snapshot made in advance for the client's place when it has one: the query path's
+    /// way to ask.
+    pub fn decision_for(&self, client: &Client) -> Decision<'_> {
+        let decided = client.leaf.and_then(|leaf| self.decided.get(leaf as usize));
+        match decided {
+            Some(Some(Decided { picks, fail_open })) => Decision::Regions {
+                picks: *picks,
+                fail_open: *fail_open,
+                scope: client.scope,
+            },
+            _ => self.decide(client, &mut ()),
+        }
     }
 
     pub fn region(&self, index: usize) -> Option<&RegionRoute> {

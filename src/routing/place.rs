@@ -187,14 +187,19 @@ pub struct Places {
 }
 
 impl Places {
-    /// The place of `ip`, and the scope it holds for.
-    pub fn find(&self, ip: IpAddr) -> (Place, u8) {
+    /// The place of `ip` with its position in [`Places::all`], and the scope it holds for.
+    pub fn find(&self, ip: IpAddr) -> (Option<u32>, Place, u8) {
         let Hit { leaf, scope } = self.map.lookup(ip);
         match self.places.get(leaf as usize) {
-            Some(place) => (*place, scope),
-            // Leaf 0 is the first place made; a map without places has only leaf 0.
-            None => (Place::UNKNOWN, 0),
+            Some(place) => (Some(leaf), *place, scope),
+            // A map compiled without databases has no places: everyone is nowhere.
+            None => (None, Place::UNKNOWN, 0),
         }
+    }
+
+    /// Every place of the map, by position.
+    pub fn all(&self) -> &[Place] {
+        &self.places
     }
 
     /// Places held and bytes of map, for the log.

@@ -35,6 +35,8 @@ pub struct Client {
     /// The ECS address, else the source address.
     pub ip: IpAddr,
     pub place: Place,
+    /// The place's position among the service's compiled places, when it was found there.
+    pub leaf: Option<u32>,
     /// How many leading bits of `ip` share its place: the scope of a decision by place.
     pub scope: u8,
     /// Where the client is, when it was located one address at a time (for `explain`'s
@@ -48,6 +50,7 @@ impl Client {
         Client {
             ip,
             place: Place::UNKNOWN,
+            leaf: None,
             scope: 0,
             coordinates: None,
         }
