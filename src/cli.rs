@@ -22,7 +22,7 @@ use crate::{
     dnssec::{self, KeyAlgorithm},
     drill::Drill,
     explain,
-    geo::{self, GeoIp, Located, LookupCounters},
+    geo::{self, GeoIp, Located},
     metrics::Metrics,
     publish::{self, initial_health},
     routing::{Plan, RoutingTable},
@@ -243,7 +243,7 @@ pub struct ExplainArgs {
 /// `regiondns explain`: the decision for one client, from the same code the server runs.
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let (zones, _) = load_zones(&args.zones, config::DEFAULT_MAX_ZONE_FILE, true)?;
-    let geo = GeoIp::open(&args.geoip, LookupCounters::default())?;
+    let geo = GeoIp::open(&args.geoip)?;
     let qtype: RecordType = args
         .qtype
         .to_ascii_uppercase()
@@ -277,7 +277,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     };
     match zone.service_named(key.wire()) {
         Some(service) => {
-            for line in explain::service_lines(zone, service, &geo, client, qtype) {
+            for line in explain::service_lines(zone, service, Some(&geo), client, qtype) {
                 println!("{line}");
             }
         }
@@ -476,7 +476,7 @@ fn check_zones(dir: &Path, max_file_size: u64) -> bool {
 /// Opens the GeoIP files as the server would and prints what they say of the sample; fails
 /// when they cannot be opened or locate none of it.
 fn check_geoip(paths: &[PathBuf]) -> bool {
-    let geo = match GeoIp::open(paths, LookupCounters::default()) {
+    let geo = match GeoIp::open(paths) {
         Ok(geo) => geo,
         Err(error) => {
             eprintln!("{error}");
@@ -524,8 +524,8 @@ fn describe_located(result: &geo::SampleResult) -> String {
 }
 
 /// The GeoIP databases, each logged, with a warning when they locate none of the sample.
-pub fn open_geoip(paths: &[PathBuf], counters: LookupCounters) -> Result<GeoIp> {
-    let geo = GeoIp::open(paths, counters)?;
+pub fn open_geoip(paths: &[PathBuf]) -> Result<GeoIp> {
+    let geo = GeoIp::open(paths)?;
     for line in geo.describe() {
         info!("GeoIP database {line}");
     }
@@ -541,7 +541,7 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
     let metrics = Arc::new(Metrics::new());
     // The GeoIP files are read while the zone files are parsed: both take a while at start.
     let (zones, geo) = std::thread::scope(|scope| {
-        let geo = scope.spawn(|| open_geoip(&args.geoip, metrics.geoip_lookup_counters()));
+        let geo = scope.spawn(|| open_geoip(&args.geoip));
         let zones = load_zones(&args.zones, max_zone_file, args.strict);
         let geo = geo
             .join()

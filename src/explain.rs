@@ -5,7 +5,6 @@
 //! It runs the server's own code ([`crate::routing::ServiceRoutes::decide`] and
 //! [`crate::answer::decision_answer`]) with an observer that writes lines; it decides nothing.
 
-use arc_swap::ArcSwap;
 use hickory_proto::{
     rr::{Name, RData, Record, RecordType, rdata::TXT},
     serialize::binary::{BinDecodable, BinDecoder},
@@ -14,9 +13,11 @@ use hickory_proto::{
 use crate::{
     answer::{Answer, ClientAddress, decision_answer},
     config::{Matcher, character_strings},
-    geo::{GeoIp, Located},
+    geo::{GeoIp, Located, LookupResult},
     region::State,
-    routing::{Decision, Explain, RegionRoute, RoutingTable, RulePlan, ServiceRoutes, ZoneRoutes},
+    routing::{
+        Client, Decision, Explain, RegionRoute, RoutingTable, RulePlan, ServiceRoutes, ZoneRoutes,
+    },
     wire::name::{first_label, parent},
 };
 
@@ -27,7 +28,6 @@ const EXPLAIN_LABEL: &[u8] = b"_explain";
 /// client, one TXT record per line. `None` for every other question.
 pub fn txt_answer<'t>(
     table: &'t RoutingTable,
-    geo: &ArcSwap<GeoIp>,
     qname: &[u8],
     qtype: RecordType,
     client: ClientAddress,
@@ -38,7 +38,7 @@ pub fn txt_answer<'t>(
     let zone = table.zone_for(qname).filter(|zone| zone.explain)?;
     let service = zone.service_named(parent(qname)?)?;
     let name = Name::read(&mut BinDecoder::new(qname)).ok()?;
-    let records = service_lines(zone, service, &geo.load(), client, RecordType::A)
+    let records = service_lines(zone, service, None, client, RecordType::A)
         .iter()
         .map(|line| {
             let text = TXT::new(character_strings(line));
@@ -50,25 +50,29 @@ pub fn txt_answer<'t>(
     Some(Answer::made(records, &zone.counters.noerror, scope))
 }
 
-/// Lines describing how `service` answers `qtype` for `client`.
+/// Lines describing how `service` answers `qtype` for `client`. The decision is the server's
+/// own, from the compiled places; `geo`, when the databases are open (`regiondns explain`),
+/// adds what the address's record says and the distances.
 pub fn service_lines(
     zone: &ZoneRoutes,
     service: &ServiceRoutes,
-    geo: &GeoIp,
+    geo: Option<&GeoIp>,
     client: ClientAddress,
     qtype: RecordType,
 ) -> Vec<String> {
-    let ip = client.ip;
-    let located = geo.locate(ip);
+    let (mut found, _) = service.client(client.ip);
+    let first = match geo.map(|geo| geo.locate(client.ip)) {
+        Some(located) => {
+            found.coordinates = located.coordinates();
+            client_line(client, &located)
+        }
+        None => place_line(client, &found),
+    };
     let mut report = Report {
-        lines: vec![client_line(client, &located)],
+        lines: vec![first],
         has_rules: !service.plan.rules.is_empty(),
     };
-    // The server's own decision, from the compiled places; the record read for this address
-    // only adds the distances.
-    let (mut client, _) = service.client(ip);
-    client.coordinates = located.coordinates();
-    let decision = service.decide(&client, &mut report);
+    let decision = service.decide(&found, &mut report);
     let names = match decision {
         Decision::Regions { picks, .. } => picks
             .iter()
@@ -118,6 +122,25 @@ fn client_line(client: ClientAddress, located: &Located) -> String {
             format!("client {ip}: not in the GeoIP databases (network /{prefix_len})")
         }
     }
+}
+
+/// The client as the compiled map places it (no coordinates are kept there).
+fn place_line(client: ClientAddress, found: &Client) -> String {
+    let ip = format!("{} ({})", client.ip, client.source.describe());
+    let continent = found.place.continent.map_or("?", |c| c.code());
+    let nearest = match found.place.nearest() {
+        [] => String::new(),
+        _ => ", nearest regions known".into(),
+    };
+    format!(
+        "client {ip}: continent {continent}, {}{nearest}, a place that holds for /{}",
+        match found.place.lookup {
+            LookupResult::Located => "located",
+            LookupResult::Unknown => "not in the GeoIP databases",
+            LookupResult::Undecodable => "its GeoIP record cannot be read",
+        },
+        found.scope
+    )
 }
 
 struct Report {

@@ -9,6 +9,7 @@
 
 use std::{
     collections::BTreeMap,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -28,7 +29,7 @@ use crate::{
     health::{Health, Outcome, ProbeReport, ProbeResult},
     metrics::Metrics,
     region::{RegionKey, State, States},
-    routing::{Compilation, Plan, RoutingTable},
+    routing::{Compilation, GeoSource, Plan, RoutingTable},
     timeline::{StateChange, Timeline},
 };
 
@@ -124,8 +125,9 @@ pub enum Event {
 /// Owns the health map; publishes routing snapshots and health for the admin API.
 pub struct Publisher {
     plan: Arc<Plan>,
-    /// The GeoIP databases the plan's places were compiled from (for `explain` and reloads).
-    geo: Arc<ArcSwap<GeoIp>>,
+    /// The GeoIP files the plan's places were compiled from: read again only to compile a
+    /// geography a reload brings (the databases are not kept open).
+    geo_files: Vec<PathBuf>,
     /// What each region's health depends on in the configuration, to carry it over reloads.
     settings: BTreeMap<RegionKey, RegionSettings>,
     health: HealthMap,
@@ -179,6 +181,8 @@ impl Publisher {
         metrics: Arc<Metrics>,
     ) -> Result<Publisher, GeoError> {
         let plan = Arc::new(Plan::new(zones, &metrics, &geo)?);
+        let geo_files = geo.paths().map(PathBuf::from).collect();
+        drop(geo);
         log_compilation(plan.compiled, "start");
         let health = initial_health(zones);
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
@@ -192,7 +196,7 @@ impl Publisher {
         metrics.set_generation(1);
         Ok(Publisher {
             plan,
-            geo: Arc::new(ArcSwap::from_pointee(geo)),
+            geo_files,
             settings: region_settings(zones),
             health,
             table,
@@ -218,11 +222,6 @@ impl Publisher {
     /// The last state changes, newest first, as the publisher last published them.
     pub fn timeline(&self) -> Arc<ArcSwap<Timeline>> {
         Arc::clone(&self.published_timeline)
-    }
-
-    /// The GeoIP databases in use, for `explain` answers and their reloader.
-    pub fn geo(&self) -> Arc<ArcSwap<GeoIp>> {
-        Arc::clone(&self.geo)
     }
 
     /// The routing snapshot that queries read.
@@ -361,8 +360,8 @@ impl Publisher {
             .iter()
             .filter(|zone| !self.plan.has_data(&zone.data))
             .collect();
-        let geo = self.geo.load();
-        let rebuilt = tokio::task::block_in_place(|| self.plan.rebuilt(zones, &self.metrics, &geo));
+        let geo = GeoSource::Files(&self.geo_files);
+        let rebuilt = tokio::task::block_in_place(|| self.plan.rebuilt(zones, &self.metrics, geo));
         match rebuilt {
             Ok(plan) => {
                 log_compilation(plan.compiled, "reload");
@@ -391,7 +390,6 @@ impl Publisher {
         log_compilation(plan.compiled, "GeoIP reload");
         self.plan = Arc::new(plan);
         self.publish();
-        drop(self.geo.swap(Arc::new(geo)));
         Ok(())
     }
 

@@ -366,9 +366,9 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// which compiles them into every service's places, when they change.
 pub struct GeoipReloader {
     paths: Vec<PathBuf>,
-    geo: Arc<ArcSwap<GeoIp>>,
+    /// How many sample addresses the databases in use locate.
+    located: usize,
     events: mpsc::Sender<Event>,
-    counters: geo::LookupCounters,
     metrics: Arc<Metrics>,
     _watcher: Watcher,
     changes: mpsc::Receiver<()>,
@@ -376,13 +376,14 @@ pub struct GeoipReloader {
 }
 
 impl GeoipReloader {
-    /// Starts watching the directories of the files `geo` was opened from.
+    /// Starts watching the directories of `paths`, the files in use, which locate `located`
+    /// of the [`geo::SAMPLE`] addresses.
     pub fn start(
-        geo: &Arc<ArcSwap<GeoIp>>,
+        paths: Vec<PathBuf>,
+        located: usize,
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<GeoipReloader> {
-        let paths: Vec<PathBuf> = geo.load().paths().map(Path::to_owned).collect();
         let mut dirs: Vec<PathBuf> = paths
             .iter()
             .map(|p| match p.parent() {
@@ -403,9 +404,8 @@ impl GeoipReloader {
         })?;
         Ok(GeoipReloader {
             loaded: paths.iter().map(|p| stamp(p)).collect(),
-            counters: metrics.geoip_lookup_counters(),
             paths,
-            geo: Arc::clone(geo),
+            located,
             events,
             metrics,
             _watcher: watcher,
@@ -432,14 +432,14 @@ impl GeoipReloader {
         if stamps == self.loaded && why != "SIGHUP" {
             return;
         }
-        let (paths, counters) = (self.paths.clone(), self.counters.clone());
-        let opened = tokio::task::spawn_blocking(move || GeoIp::open(&paths, counters)).await;
+        let paths = self.paths.clone();
+        let opened = tokio::task::spawn_blocking(move || GeoIp::open(&paths)).await;
         let next = match opened {
             Ok(Ok(next)) => next,
             Ok(Err(e)) => return self.refuse(why, &e.to_string()),
             Err(e) => return self.refuse(why, &e.to_string()),
         };
-        let (before, after) = (self.geo.load().sample_located(), next.sample_located());
+        let (before, after) = (self.located, next.sample_located());
         if after == 0 && before > 0 {
             return self.refuse(why, &geo::sample_warning(&next));
         }
@@ -467,6 +467,7 @@ impl GeoipReloader {
         // The old file's bytes (megabytes) go back to the system, not to a malloc arena.
         publish::release_freed_memory();
         self.loaded = stamps;
+        self.located = after;
         self.metrics.count_geoip_reload(true);
     }
 

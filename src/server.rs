@@ -88,6 +88,8 @@ pub async fn run(
     let metrics = config.metrics;
     // The publisher owns health and the routing table; everything else feeds it or reads.
     let (notifier, notices) = Notifier::new(&config.zones, Arc::clone(&metrics));
+    let located = config.geo.sample_located();
+    let geo_files: Vec<PathBuf> = config.geo.paths().map(PathBuf::from).collect();
     let publisher = Publisher::new(&config.zones, config.geo, Arc::clone(&metrics))
         .map_err(|e| start_error("the routing plan", e.into()))?
         .notifying(notices);
@@ -111,17 +113,11 @@ pub async fn run(
         reloader.checks(),
         config.zones_dir.display()
     );
-    let geo = publisher.geo();
-    let geoip_reloader = GeoipReloader::start(&geo, events.clone(), Arc::clone(&metrics))
-        .map_err(|e| start_error("GeoIP reload", e))?;
+    let geoip_reloader =
+        GeoipReloader::start(geo_files, located, events.clone(), Arc::clone(&metrics))
+            .map_err(|e| start_error("GeoIP reload", e))?;
     let nsid = config.nsid.as_deref();
-    let responder = Responder::new(
-        Arc::clone(&table),
-        geo,
-        &metrics,
-        config.max_udp_payload,
-        nsid,
-    );
+    let responder = Responder::new(Arc::clone(&table), &metrics, config.max_udp_payload, nsid);
 
     // `finish` stops every task but DNS, which `dns_stop` stops once the drain period is over.
     let (finish, dns_stop) = (CancellationToken::new(), CancellationToken::new());

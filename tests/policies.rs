@@ -331,7 +331,7 @@ fn explain_names_the_rule_and_the_reason_from_the_cli_and_from_dig() {
         ],
     );
     assert!(
-        out.contains("client 81.2.69.0 (from the EDNS Client Subnet): country GB"),
+        out.contains("client 81.2.69.0 (from the EDNS Client Subnet): continent EU, located"),
         "{out}"
     );
     assert!(

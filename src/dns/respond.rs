@@ -17,7 +17,7 @@ use super::{
 use crate::{
     answer::{AddressSource, Answer, ClientAddress, resolve_into},
     explain,
-    geo::{GeoIp, LookupCounters, LookupResult},
+    geo::{LookupCounters, LookupResult},
     metrics::Metrics,
     routing::RoutingTable,
     wire::{
@@ -43,8 +43,6 @@ pub enum Transport {
 /// Answers requests from the current routing snapshot.
 pub struct Responder {
     table: Arc<ArcSwap<RoutingTable>>,
-    /// The GeoIP databases, read only to explain an answer (`_explain` TXT).
-    geo: Arc<ArcSwap<GeoIp>>,
     max_udp_payload: u16,
     nsid: Option<Box<[u8]>>,
     errors: ErrorCounters,
@@ -88,7 +86,6 @@ impl Responder {
     /// `nsid` is sent to clients that ask for it (RFC 5001), e.g. the host's name.
     pub fn new(
         table: Arc<ArcSwap<RoutingTable>>,
-        geo: Arc<ArcSwap<GeoIp>>,
         metrics: &Metrics,
         max_udp_payload: u16,
         nsid: Option<&str>,
@@ -96,7 +93,6 @@ impl Responder {
         let counter = |rcode| metrics.query_counter("", "", "", rcode);
         Responder {
             table,
-            geo,
             max_udp_payload: max_udp_payload.max(CLASSIC_UDP_PAYLOAD),
             nsid: nsid.map(|text| text.as_bytes().into()),
             errors: ErrorCounters {
@@ -268,7 +264,7 @@ impl Responder {
         let table = loaded.unwrap_or_else(|| self.table.load());
         let qtype = RecordType::from(request.question.qtype);
         let mut answer = Answer::unanswered();
-        match explain::txt_answer(&table, &self.geo, name, qtype, client) {
+        match explain::txt_answer(&table, name, qtype, client) {
             Some(made) => answer = made,
             None => resolve_into(&mut answer, &table, name, qtype, client),
         }

@@ -5,19 +5,19 @@
 //! (GeoIP2/GeoLite2/DB-IP nested, or the flat ip-location-db one, with coordinates as 64- or
 //! 32-bit floats) into a [`Location`]. It knows nothing of zones, regions or DNS; a lookup never
 //! fails the caller: an address no database knows is [`Located::Unknown`], with the network
-//! over which that holds, and a record that cannot be decoded is counted and logged, never
+//! over which that holds, and a record that cannot be decoded is reported and logged, never
 //! silent. Files are read into memory, so a file rewritten in place cannot change or crash a
-//! database already open; a new file is opened whole and swapped in by the caller.
+//! database already open. The server compiles them ([`compile`]) and closes them: answering
+//! needs only the compiled map; `explain` and `check` open the files themselves.
 
 mod countries;
 mod map;
-mod memo;
 
 use std::{
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -27,7 +27,6 @@ use serde::{Deserialize, Deserializer, de};
 
 pub use countries::{CountryInfo, country_info};
 pub use map::{Classifier, Compiled, Hit, Leaf, MAX_LEAVES, NetworkMap, compile};
-use memo::Decoded;
 
 /// A point on Earth in decimal degrees.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -256,20 +255,12 @@ pub enum LookupResult {
     Undecodable,
 }
 
-/// Ids of databases and sets of them, for [`memo`].
-static OPENED: AtomicU64 = AtomicU64::new(0);
-
 /// One or more GeoIP databases, consulted in order.
 pub struct GeoIp {
-    /// Unique in this process: names its lookups in [`memo`].
-    id: u64,
     databases: Vec<Database>,
-    counters: LookupCounters,
 }
 
 struct Database {
-    /// Unique in this process: names the database's records in [`memo`].
-    id: u64,
     path: PathBuf,
     reader: Reader<Vec<u8>>,
     size: usize,
@@ -303,8 +294,8 @@ pub struct SampleResult {
 }
 
 impl GeoIp {
-    /// Reads every file into memory; `counters` count the lookups made through [`GeoIp::locate`].
-    pub fn open(paths: &[PathBuf], counters: LookupCounters) -> Result<GeoIp, GeoError> {
+    /// Reads every file into memory.
+    pub fn open(paths: &[PathBuf]) -> Result<GeoIp, GeoError> {
         if paths.is_empty() {
             return Err(GeoError::NoDatabase);
         }
@@ -312,11 +303,7 @@ impl GeoIp {
             .iter()
             .map(|path| Database::open(path))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(GeoIp {
-            id: OPENED.fetch_add(1, Ordering::Relaxed),
-            databases,
-            counters,
-        })
+        Ok(GeoIp { databases })
     }
 
     /// The files, in lookup order.
@@ -406,7 +393,7 @@ impl GeoIp {
         self.locate_counted(ip).0
     }
 
-    /// As [`GeoIp::locate`], and how the lookup was counted.
+    /// As [`GeoIp::locate`], and what the lookup found, as `geoip_lookups_total` counts it.
     pub fn locate_counted(&self, ip: IpAddr) -> (Located, LookupResult) {
         let outcome = self.outcome(ip);
         let result = match outcome.located {
@@ -414,28 +401,11 @@ impl GeoIp {
             Located::Unknown { .. } if outcome.undecodable => LookupResult::Undecodable,
             Located::Unknown { .. } => LookupResult::Unknown,
         };
-        self.count(result);
         (outcome.located, result)
     }
 
-    /// Counts a lookup: one made, or one that an answer given before stands for.
-    pub fn count(&self, result: LookupResult) {
-        let counter = match result {
-            LookupResult::Located => &self.counters.located,
-            LookupResult::Unknown => &self.counters.unknown,
-            LookupResult::Undecodable => &self.counters.undecodable,
-        };
-        counter.inc();
-    }
-
-    /// Unique in this process: a snapshot of the databases.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
     fn outcome(&self, ip: IpAddr) -> Outcome {
-        let ip = ip.to_canonical();
-        memo::outcome(self.id, ip, || self.look_up(ip))
+        self.look_up(ip.to_canonical())
     }
 
     fn look_up(&self, ip: IpAddr) -> Outcome {
@@ -500,7 +470,6 @@ impl Database {
             error,
         })?;
         Ok(Database {
-            id: OPENED.fetch_add(1, Ordering::Relaxed),
             path: path.to_owned(),
             reader,
             size,
@@ -521,23 +490,20 @@ impl Database {
         } else {
             0
         };
-        let Some(offset) = result.offset() else {
+        if !result.has_data() {
             return Some(Lookup {
                 prefix_len,
                 location: None,
                 undecodable: false,
                 shape: None,
             });
-        };
-        let decode = || {
-            let record = result.decode::<GeoRecord>()?.unwrap_or_default();
-            Ok(Decoded {
-                shape: record.shape(),
-                location: record.into_location(prefix_len),
-            })
-        };
-        let (location, shape, undecodable) = match memo::decoded(self.id, offset, decode) {
-            Ok(decoded) => (decoded.location, decoded.shape, false),
+        }
+        let (location, shape, undecodable) = match result.decode::<GeoRecord>() {
+            Ok(record) => {
+                let record = record.unwrap_or_default();
+                let shape = record.shape();
+                (record.into_location(prefix_len), shape, false)
+            }
             Err(error) => {
                 self.warn_once(ip, &error);
                 (None, None, true)
@@ -766,7 +732,7 @@ mod tests {
             std::fs::write(&path, writer.to_bytes().expect("encode")).expect("write");
             paths.push(path);
         }
-        let geo = GeoIp::open(&paths, LookupCounters::default()).expect("open");
+        let geo = GeoIp::open(&paths).expect("open");
         (dir, geo)
     }
 
@@ -857,19 +823,16 @@ mod tests {
             "the fixture stores a 32-bit float, as real files do"
         );
         std::fs::write(&path, bytes).expect("write");
-        let counters = LookupCounters::default();
-        let geo = GeoIp::open(&[path], counters.clone()).expect("open");
+        let geo = GeoIp::open(&[path]).expect("open");
         let loc = known(geo.locate(ip("202.12.27.33")));
         let coordinates = loc.coordinates.expect("coordinates");
         assert!((coordinates.lat - 35.6895).abs() < 1e-4, "{coordinates:?}");
         assert!((coordinates.lon - 139.6917).abs() < 1e-4, "{coordinates:?}");
         assert_eq!(loc.country.map(|c| c.to_string()), Some("JP".into()));
-        assert_eq!((counters.located.get(), counters.undecodable.get()), (1, 0));
     }
 
     #[test]
-    fn undecodable_records_are_counted_never_silent() {
-        let counters = LookupCounters::default();
+    fn undecodable_records_are_reported_never_silent() {
         let (_dir, geo) = geoip(&[(
             IpVersion::V4,
             &[
@@ -877,26 +840,14 @@ mod tests {
                 ("198.51.100.0/24", json!({"country_code": "DE"})),
             ],
         )]);
-        let geo = GeoIp {
-            counters: counters.clone(),
-            ..geo
-        };
-        assert!(matches!(
-            geo.locate(ip("192.0.2.1")),
-            Located::Unknown { .. }
-        ));
+        let result = |s: &str| geo.locate_counted(ip(s)).1;
+        assert_eq!(result("192.0.2.1"), LookupResult::Undecodable);
         assert!(matches!(
             geo.locate(ip("192.0.2.2")),
             Located::Unknown { .. }
         ));
-        assert!(matches!(geo.locate(ip("198.51.100.1")), Located::Known(_)));
-        assert!(matches!(
-            geo.locate(ip("203.0.113.1")),
-            Located::Unknown { .. }
-        ));
-        assert_eq!(counters.undecodable.get(), 2);
-        assert_eq!(counters.located.get(), 1);
-        assert_eq!(counters.unknown.get(), 1);
+        assert_eq!(result("198.51.100.1"), LookupResult::Located);
+        assert_eq!(result("203.0.113.1"), LookupResult::Unknown);
         assert!(geo.databases[0].warned.load(Ordering::Relaxed), "logged");
     }
 

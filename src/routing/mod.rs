@@ -14,6 +14,7 @@ mod set;
 use std::{
     collections::HashMap,
     net::IpAddr,
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -53,12 +54,18 @@ pub struct Plan {
     pub compiled: Option<Compilation>,
 }
 
-/// Every geography of a plan compiled against one GeoIP snapshot.
+/// Every geography of a plan compiled against the GeoIP databases.
 #[derive(Default)]
 struct Atlas {
-    /// The [`GeoIp::id`] of the databases compiled.
-    geo: Option<u64>,
     places: HashMap<Arc<Geography>, Arc<Places>>,
+}
+
+/// Where a plan's places are compiled from: databases open, or their files (opened only when
+/// a geography is new, and closed once compiled).
+#[derive(Clone, Copy)]
+pub enum GeoSource<'g> {
+    Opened(&'g GeoIp),
+    Files(&'g [PathBuf]),
 }
 
 /// Figures of a compilation of places, for the log.
@@ -159,15 +166,15 @@ impl Plan {
         self.zones.iter().find(|zone| Arc::ptr_eq(&zone.data, data))
     }
 
-    /// The plan of `zones` located with `geo`, taking from this plan each unsigned zone that
-    /// is the same reading of its file (its data shared, so every setting too) and compiling
-    /// the rest: a signed zone's addresses are signed afresh at every reload. Places already
-    /// compiled against the same databases are kept; the others are compiled in one walk.
+    /// The plan of `zones`, taking from this plan each unsigned zone that is the same reading
+    /// of its file (its data shared, so every setting too) and compiling the rest: a signed
+    /// zone's addresses are signed afresh at every reload. The places of every geography this
+    /// plan has are kept; new ones are compiled from `geo` in one walk.
     pub fn rebuilt(
         &self,
         zones: &[ZoneConfig],
         metrics: &Metrics,
-        geo: &GeoIp,
+        geo: GeoSource<'_>,
     ) -> Result<Plan, GeoError> {
         let zones: Vec<ZonePlan> = zones
             .iter()
@@ -186,6 +193,7 @@ impl Plan {
 
     /// This plan with its places compiled against `geo` (new GeoIP databases).
     pub fn relocated(&self, geo: &GeoIp) -> Result<Plan, GeoError> {
+        let geo = GeoSource::Opened(geo);
         let (atlas, compiled) = Atlas::default().for_zones(&self.zones, geo)?;
         Ok(Plan {
             zones: self.zones.clone(),
@@ -200,19 +208,18 @@ impl Plan {
             atlas: Atlas::default(),
             compiled: None,
         };
-        empty.rebuilt(zones, metrics, geo)
+        empty.rebuilt(zones, metrics, GeoSource::Opened(geo))
     }
 }
 
 impl Atlas {
-    /// The places of every service of `zones` against `geo`: those this atlas has when it
-    /// was compiled against the same databases, the others compiled now.
+    /// The places of every service of `zones`: those this atlas has, the others compiled now
+    /// from `geo`.
     fn for_zones(
         &self,
         zones: &[ZonePlan],
-        geo: &GeoIp,
+        geo: GeoSource<'_>,
     ) -> Result<(Atlas, Option<Compilation>), GeoError> {
-        let same = self.geo == Some(geo.id());
         let mut places = HashMap::new();
         let mut missing: Vec<Arc<Geography>> = Vec::new();
         let services = zones.iter().flat_map(|z| &z.services);
@@ -220,7 +227,7 @@ impl Atlas {
             if places.contains_key(&**geography) || missing.contains(geography) {
                 continue;
             }
-            match self.places.get(&**geography).filter(|_| same) {
+            match self.places.get(&**geography) {
                 Some(compiled) => {
                     places.insert(Arc::clone(geography), Arc::clone(compiled));
                 }
@@ -230,6 +237,14 @@ impl Atlas {
         let mut compilation = None;
         if !missing.is_empty() {
             let started = Instant::now();
+            let opened;
+            let geo = match geo {
+                GeoSource::Opened(geo) => geo,
+                GeoSource::Files(paths) => {
+                    opened = GeoIp::open(paths)?;
+                    &opened
+                }
+            };
             let (compiled, figures) =
                 place::compile(geo, &missing).map_err(|error| GeoError::Walk { error })?;
             let sizes = compiled.iter().map(Places::size);
@@ -245,11 +260,7 @@ impl Atlas {
                 places.insert(geography, Arc::new(compiled));
             }
         }
-        let atlas = Atlas {
-            geo: Some(geo.id()),
-            places,
-        };
-        Ok((atlas, compilation))
+        Ok((Atlas { places }, compilation))
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     config::{self, FailClosed},
-    geo::{Continent, CountryCode, Located, Location, LookupCounters},
+    geo::{Continent, CountryCode, Located, Location},
 };
 
 const ZONE: &str = r#"
@@ -38,7 +38,7 @@ fn geoip(networks: &[(&str, Value)]) -> GeoIp {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("test.mmdb");
     std::fs::write(&path, writer.to_bytes().expect("encode")).expect("write");
-    GeoIp::open(&[path], LookupCounters::default()).expect("open")
+    GeoIp::open(&[path]).expect("open")
 }
 
 fn city(country: &str, continent: &str, lat: f64, lon: f64) -> Value {
@@ -585,7 +585,11 @@ fn a_rebuilt_plan_keeps_the_zones_of_the_same_file_reading_and_compiles_the_rest
     // llm.example.com. as it was read (its data shared); llm.example.org. read again.
     let org_again = read(&org);
     let after = before
-        .rebuilt(&[com_zone, org_again.clone()], &metrics, &geo)
+        .rebuilt(
+            &[com_zone, org_again.clone()],
+            &metrics,
+            GeoSource::Opened(&geo),
+        )
         .expect("plan");
     let service = |plan: &Plan, i: usize| Arc::clone(&plan.zones[i].services[0]);
     assert!(Arc::ptr_eq(&service(&before, 0), &service(&after, 0)));

@@ -10,13 +10,7 @@ use hickory_proto::{
         rdata::opt::{ClientSubnet, EdnsOption},
     },
 };
-use regiondns::{
-    config,
-    dns::Responder,
-    geo::{GeoIp, LookupCounters},
-    metrics::Metrics,
-    publish::Publisher,
-};
+use regiondns::{config, dns::Responder, geo::GeoIp, metrics::Metrics, publish::Publisher};
 
 /// The repository's root: this crate's, or the one above it for the fuzz targets.
 fn root() -> &'static Path {
@@ -30,7 +24,7 @@ fn root() -> &'static Path {
 /// The bundled GeoIP database (geoip/ of this repository).
 pub fn bundled_geoip() -> GeoIp {
     let path = root().join("geoip/dbip-country.mmdb");
-    GeoIp::open(&[path], LookupCounters::default()).expect("the bundled GeoIP database")
+    GeoIp::open(&[path]).expect("the bundled GeoIP database")
 }
 
 /// A responder as the server builds it, on zones/ and geoip/ of this repository.
@@ -40,7 +34,7 @@ pub fn responder() -> Responder {
     let metrics = Metrics::new();
     let geo = bundled_geoip();
     let publisher = Publisher::new(&zones, geo, Arc::new(Metrics::new())).expect("compiled");
-    Responder::new(publisher.table(), publisher.geo(), &metrics, 1232, None)
+    Responder::new(publisher.table(), &metrics, 1232, None)
 }
 
 /// A query with EDNS (1232), and an ECS option when `subnet` is set, as bytes.
