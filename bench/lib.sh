@@ -29,21 +29,11 @@ need_gdnsd() {
   fi
 }
 
-# Prints the path of a GeoLite2 City database, downloading it (into target/, through the
-# scratch directory $1) the first time.
+# Prints the path of a GeoLite2 City database (2018-07-03, as PyPI's maxminddb-geolite2 ships
+# it), fetched with the tests' real databases (scripts/fetch-real-geoip) the first time.
 city_db() {
-  # GeoLite2 City (2018-07-03, from before MaxMind's 2019 licence change), as PyPI's
-  # maxminddb-geolite2 ships it; pinned by checksum, kept out of the repository.
-  local work=$1 db=target/bench-geoip/GeoLite2-City.mmdb
-  if [ ! -f "$db" ]; then
-    mkdir -p target/bench-geoip
-    python3 -m pip download --quiet --no-deps -d "$work" maxminddb-geolite2==2018.703
-    echo "2bd118c5567f3a8323d6c5da23a6e6d52cfc09cd9987b54eb712cf6001a96e03  $work/maxminddb-geolite2-2018.703.tar.gz" \
-      | sha256sum --check --quiet
-    tar xzf "$work/maxminddb-geolite2-2018.703.tar.gz" -C "$work"
-    mv "$work/maxminddb-geolite2-2018.703/_maxminddb_geolite2/GeoLite2-City.mmdb" "$db"
-  fi
-  realpath "$db"
+  scripts/fetch-real-geoip >&2
+  realpath target/real-geoip/GeoLite2-City.mmdb
 }
 
 # Prints the path of a list of client networks located by the database $1 (family $2: 4 or 6),

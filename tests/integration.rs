@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod differential;
 mod dig;
 mod dns;
 mod dnssec;
@@ -18,7 +19,7 @@ mod health_timing;
 mod malformed;
 mod module_graph;
 mod policies;
-mod real_geoip;
+pub mod real_geoip;
 mod reload;
 mod response_cache;
 mod rrl;

@@ -15,22 +15,21 @@ use regiondns::geo::{
     Classifier, Continent, Coordinates, GeoIp, Leaf, Located, Location, LookupResult, compile,
 };
 
-/// The fetched databases, fetched now if they are not there yet.
-fn real_geoip() -> PathBuf {
+/// The fetched databases, fetched now if they are not all there yet (the script does
+/// nothing when they are).
+pub fn real_geoip() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::var_os("REGIONDNS_REAL_GEOIP")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/real-geoip"));
-    if !dir.join(".complete").exists() {
-        let status = Command::new(root.join("scripts/fetch-real-geoip"))
-            .arg(&dir)
-            .status()
-            .expect("run scripts/fetch-real-geoip");
-        assert!(
-            status.success(),
-            "scripts/fetch-real-geoip failed: the real databases are needed"
-        );
-    }
+    let status = Command::new(root.join("scripts/fetch-real-geoip"))
+        .arg(&dir)
+        .status()
+        .expect("run scripts/fetch-real-geoip");
+    assert!(
+        status.success(),
+        "scripts/fetch-real-geoip failed: the real databases are needed"
+    );
     dir
 }
 

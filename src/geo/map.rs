@@ -250,7 +250,7 @@ fn overlay(
         if family == Family::V6 && db.reader.metadata().ip_version == 4 {
             continue; // IPv6 addresses skip IPv4-only files.
         }
-        cursors.push(Cursor::new(index, db, family));
+        cursors.push(Cursor::new(index, db, family, classes)?);
     }
     let mut current: Vec<Piece> = Vec::with_capacity(cursors.len());
     for cursor in &mut cursors {
@@ -324,13 +324,20 @@ struct Cursor<'g> {
     walking: Option<(maxminddb::Within<'g, Vec<u8>>, u128)>,
     /// A network read ahead of a gap.
     pending: Option<Piece>,
+    /// What the IPv6 names of the IPv4 tree hold (::/96, and the gaps the walk leaves).
+    v4_in_v6: u32,
     /// The first address not yet given out.
     next: u128,
     done: bool,
 }
 
 impl<'g> Cursor<'g> {
-    fn new(index: usize, db: &'g Database, family: Family) -> Cursor<'g> {
+    fn new(
+        index: usize,
+        db: &'g Database,
+        family: Family,
+        classes: &mut Classes,
+    ) -> Result<Cursor<'g>, MaxMindDbError> {
         let segments = match family {
             Family::V4 => vec![(0, 0, false)],
             // The IPv4 tree sits at ::/96; walking it again as IPv6 would walk it twice.
@@ -338,15 +345,51 @@ impl<'g> Cursor<'g> {
                 .chain((1..=96).rev().map(|len| (1u128 << (128 - len), len, false)))
                 .collect(),
         };
-        Cursor {
+        let v4_in_v6 = match family {
+            Family::V6 => Cursor::ipv4_tree(index, db, classes)?,
+            Family::V4 => UNKNOWN,
+        };
+        Ok(Cursor {
             index,
             db,
             family,
             segments: segments.into_iter(),
             walking: None,
             pending: None,
+            v4_in_v6,
             next: 0,
             done: false,
+        })
+    }
+
+    /// What the file's IPv4 tree is for IPv6 addresses: an alias to the IPv4 map when the file
+    /// has a tree at ::/96; else the one record (or none) that covers ::/96, which the walk
+    /// also leaves out wherever the same record recurs (the iterator takes it for an alias).
+    fn ipv4_tree(
+        index: usize,
+        db: &'g Database,
+        classes: &mut Classes,
+    ) -> Result<u32, MaxMindDbError> {
+        let lookup = db
+            .reader
+            .lookup(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))?;
+        if lookup.network()?.prefix() > 96 {
+            return Ok(ALIAS_BASE);
+        }
+        Ok(match lookup.offset() {
+            Some(offset) => {
+                let first = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+                classes.of_record(index, db, offset, &lookup, first)
+            }
+            None => UNKNOWN,
+        })
+    }
+
+    /// The class of the IPv6 network `start`/`len` that stands for the IPv4 tree.
+    fn ipv4_class(&self, len: u8) -> u32 {
+        match self.v4_in_v6 {
+            ALIAS_BASE => ALIAS_BASE + u32::from(len),
+            class => class,
         }
     }
 
@@ -413,7 +456,7 @@ impl<'g> Cursor<'g> {
             self.pending = Some(Piece {
                 start,
                 end: last,
-                class: ALIAS_BASE + u32::from(len),
+                class: self.ipv4_class(len),
             });
             return Ok(());
         }
@@ -452,7 +495,7 @@ impl<'g> Cursor<'g> {
         let len = block_len(self.next, last, self.family.width());
         let rest = self.family.last().checked_shr(u32::from(len)).unwrap_or(0);
         let class = match self.family {
-            Family::V6 => ALIAS_BASE + u32::from(len),
+            Family::V6 => self.ipv4_class(len),
             Family::V4 => UNKNOWN,
         };
         self.give(Piece {
@@ -782,6 +825,314 @@ impl Trie {
                 self.entries[base + path] = table as u32;
                 self.fill(inner, table, depth, STRIDE, sub, depth, 0, uniform_from);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mmdb_writer::{IpVersion, Writer};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Opens one `.mmdb` file per entry, in order.
+    fn geoip(files: &[(IpVersion, &[(&str, Value)])]) -> GeoIp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut paths = Vec::new();
+        for (i, (version, networks)) in files.iter().enumerate() {
+            let mut writer = Writer::builder("Test")
+                .ip_version(*version)
+                .description(&[("en", "regiondns map test")])
+                .build_epoch(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
+                .build();
+            for (network, record) in networks.iter() {
+                let network: mmdb_writer::ipnet::IpNet = network.parse().expect("network");
+                writer.insert(network, record).expect("insert");
+            }
+            let path = dir.path().join(format!("{i}.mmdb"));
+            std::fs::write(&path, writer.to_bytes().expect("encode")).expect("write");
+            paths.push(path);
+        }
+        GeoIp::open(&paths).expect("open")
+    }
+
+    fn at(country: &str, continent: &str, lat: f64, lon: f64) -> Value {
+        json!({"country": {"iso_code": country}, "continent": {"code": continent},
+            "location": {"latitude": lat, "longitude": lon}})
+    }
+
+    /// Leaves by country (and unknown), decisions by hemisphere: east or west of Greenwich.
+    #[derive(Default)]
+    struct ByCountry {
+        leaves: Vec<Option<String>>,
+        boundaries: Vec<ipnet::IpNet>,
+    }
+
+    impl ByCountry {
+        fn leaf_of(&self, hit: Hit) -> Option<String> {
+            self.leaves.get(hit.leaf as usize).cloned().flatten()
+        }
+    }
+
+    impl Classifier for ByCountry {
+        fn boundaries(&self) -> &[ipnet::IpNet] {
+            &self.boundaries
+        }
+
+        fn classify(&mut self, located: &Located, _: LookupResult, first: IpAddr) -> Leaf {
+            let inside = self.boundaries.iter().any(|n| n.contains(&first));
+            let country = match located {
+                Located::Known(l) => l.country.map(|c| c.to_string()),
+                Located::Unknown { .. } => None,
+            }
+            .map(|c| if inside { format!("{c}+") } else { c });
+            let decision = match located.coordinates() {
+                Some(c) if c.lon >= 0.0 => 1,
+                Some(_) => 2,
+                None => 0,
+            } + if inside { 10 } else { 0 };
+            let id = match self.leaves.iter().position(|l| *l == country) {
+                Some(id) => id,
+                None => {
+                    self.leaves.push(country);
+                    self.leaves.len() - 1
+                }
+            };
+            Leaf {
+                id: id as u32,
+                decision,
+            }
+        }
+    }
+
+    fn compiled(geo: &GeoIp, classifier: &mut ByCountry) -> (NetworkMap, Compiled) {
+        let (mut maps, compiled) = compile(geo, &mut [classifier]).expect("compiled");
+        (maps.remove(0), compiled)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn siblings_of_one_decision_share_the_widest_scope_and_keep_their_own_leaves() {
+        let geo = geoip(&[(
+            IpVersion::V6,
+            &[
+                ("192.0.2.0/26", at("FR", "EU", 48.9, 2.4)),
+                ("192.0.2.64/26", at("FR", "EU", 43.3, 5.4)),
+                ("192.0.2.128/25", at("MA", "AF", 33.6, -7.6)),
+                ("198.51.100.0/25", at("DE", "EU", 52.5, 13.4)),
+                ("198.51.100.128/25", at("JP", "AS", 35.7, 139.7)),
+            ],
+        )]);
+        let mut by_country = ByCountry::default();
+        let (map, _) = compiled(&geo, &mut by_country);
+        let paris = map.lookup(ip("192.0.2.1"));
+        assert_eq!(by_country.leaf_of(paris).as_deref(), Some("FR"));
+        assert_eq!(
+            paris.scope, 25,
+            "Paris and Marseille merge: one leaf, one decision"
+        );
+        assert_eq!(map.lookup(ip("192.0.2.100")), paris, "the same leaf");
+        let casablanca = map.lookup(ip("192.0.2.200"));
+        assert_eq!(by_country.leaf_of(casablanca).as_deref(), Some("MA"));
+        assert_eq!(casablanca.scope, 25, "west of Greenwich: another decision");
+        let berlin = map.lookup(ip("198.51.100.1"));
+        let tokyo = map.lookup(ip("198.51.100.200"));
+        assert_eq!(by_country.leaf_of(berlin).as_deref(), Some("DE"));
+        assert_eq!(by_country.leaf_of(tokyo).as_deref(), Some("JP"));
+        assert_eq!(
+            (berlin.scope, tokyo.scope),
+            (24, 24),
+            "two leaves of one decision: the scope spans both"
+        );
+        let nowhere = map.lookup(ip("203.0.113.1"));
+        assert_eq!(by_country.leaf_of(nowhere), None);
+        assert!(
+            nowhere.scope < 24,
+            "an empty subtree is wide: /{}",
+            nowhere.scope
+        );
+    }
+
+    #[test]
+    fn undecodable_records_are_counted_and_unknown_at_their_own_length() {
+        let geo = geoip(&[(
+            IpVersion::V4,
+            &[
+                ("192.0.2.0/25", json!({"country_code": 49})),
+                ("198.51.100.0/25", json!({"country_code": 49})),
+                ("198.51.100.128/25", json!({"country_code": "DE"})),
+            ],
+        )]);
+        let mut by_country = ByCountry::default();
+        let (map, compiled) = compiled(&geo, &mut by_country);
+        assert_eq!(compiled.undecodable, 1, "one record, counted once");
+        for address in ["192.0.2.1", "198.51.100.1"] {
+            let hit = map.lookup(ip(address));
+            assert_eq!(by_country.leaf_of(hit), None, "unknown");
+            assert_eq!(hit.scope, 25, "{address}: at its own length, never /0");
+        }
+        let beside = map.lookup(ip("192.0.2.129"));
+        assert_eq!(by_country.leaf_of(beside), None, "no data: unknown too");
+        assert_eq!(beside.scope, 25, "not merged with the undecodable network");
+        assert_eq!(
+            by_country
+                .leaf_of(map.lookup(ip("198.51.100.200")))
+                .as_deref(),
+            Some("DE")
+        );
+    }
+
+    #[test]
+    fn ipv6_names_for_the_ipv4_tree_find_its_leaves() {
+        let geo = geoip(&[(
+            IpVersion::V6,
+            &[
+                ("192.0.2.0/24", at("FR", "EU", 48.9, 2.4)),
+                ("2001:db8::/32", at("JP", "AS", 35.7, 139.7)),
+            ],
+        )]);
+        let mut by_country = ByCountry::default();
+        let (map, _) = compiled(&geo, &mut by_country);
+        let v4 = map.lookup(ip("192.0.2.1"));
+        assert_eq!(by_country.leaf_of(v4).as_deref(), Some("FR"));
+        for (alias, offset) in [
+            ("::ffff:192.0.2.1", 0),
+            ("::192.0.2.1", 96),
+            ("2002:c000:201::1", 16),
+            ("2001:0:c000:201::1", 32),
+        ] {
+            let hit = map.lookup(ip(alias));
+            assert_eq!(hit.leaf, v4.leaf, "{alias}");
+            assert_eq!(hit.scope, offset + v4.scope, "{alias}");
+            assert_eq!(hit, geo_hit(&geo, &by_country, &map, alias), "{alias}");
+        }
+        let japan = map.lookup(ip("2001:db8:1::1"));
+        assert_eq!(by_country.leaf_of(japan).as_deref(), Some("JP"));
+    }
+
+    /// The map's hit for `address`, checked against the database's own lookup.
+    fn geo_hit(geo: &GeoIp, by_country: &ByCountry, map: &NetworkMap, address: &str) -> Hit {
+        let located = geo.locate(ip(address));
+        let country = match located {
+            Located::Known(l) => l.country.map(|c| c.to_string()),
+            Located::Unknown { .. } => None,
+        };
+        let hit = map.lookup(ip(address));
+        assert_eq!(by_country.leaf_of(hit), country, "{address}");
+        hit
+    }
+
+    #[test]
+    fn the_first_file_that_locates_an_address_decides() {
+        let geo = geoip(&[
+            (
+                IpVersion::V4,
+                &[
+                    ("192.0.2.0/25", at("FR", "EU", 48.9, 2.4)),
+                    ("198.51.100.0/24", json!({"city": "nowhere"})),
+                ],
+            ),
+            (
+                IpVersion::V6,
+                &[
+                    ("192.0.2.0/24", at("US", "NA", 40.7, -74.0)),
+                    ("198.51.100.0/23", at("BR", "SA", -23.5, -46.6)),
+                    ("2001:db8::/32", at("JP", "AS", 35.7, 139.7)),
+                ],
+            ),
+        ]);
+        let mut by_country = ByCountry::default();
+        let (map, _) = compiled(&geo, &mut by_country);
+        let country = |s: &str| by_country.leaf_of(map.lookup(ip(s)));
+        assert_eq!(country("192.0.2.1").as_deref(), Some("FR"), "first file");
+        assert_eq!(
+            country("192.0.2.200").as_deref(),
+            Some("US"),
+            "the second where the first has nothing"
+        );
+        assert_eq!(
+            country("198.51.100.7").as_deref(),
+            Some("BR"),
+            "a record without a place"
+        );
+        assert_eq!(country("198.51.101.7").as_deref(), Some("BR"));
+        assert_eq!(
+            country("2001:db8::1").as_deref(),
+            Some("JP"),
+            "IPv6 skips the IPv4 file"
+        );
+    }
+
+    #[test]
+    fn a_boundary_splits_the_networks_it_cuts() {
+        let geo = geoip(&[(IpVersion::V6, &[("10.0.0.0/8", at("DE", "EU", 52.5, 13.4))])]);
+        let mut by_country = ByCountry {
+            boundaries: vec!["10.1.0.0/16".parse().expect("network")],
+            ..ByCountry::default()
+        };
+        let (map, _) = compiled(&geo, &mut by_country);
+        let inside = map.lookup(ip("10.1.2.3"));
+        assert_eq!(by_country.leaf_of(inside).as_deref(), Some("DE+"));
+        assert_eq!(inside.scope, 16);
+        let outside = map.lookup(ip("10.2.0.1"));
+        assert_eq!(by_country.leaf_of(outside).as_deref(), Some("DE"));
+        assert_eq!(outside.scope, 15, "the widest network beside the boundary");
+    }
+
+    #[test]
+    fn every_address_finds_the_leaf_of_its_own_record() {
+        let mut networks = Vec::new();
+        let places = [
+            ("FR", "EU", 48.9, 2.4),
+            ("US", "NA", 40.7, -74.0),
+            ("JP", "AS", 35.7, 139.7),
+            ("BR", "SA", -23.5, -46.6),
+        ];
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut taken = std::collections::HashSet::new();
+        for _ in 0..300 {
+            let (len, bits) = (8 + next() % 17, next() as u32);
+            let net = ipnet::Ipv4Net::new(bits.into(), len as u8)
+                .expect("net")
+                .trunc();
+            if taken
+                .iter()
+                .any(|t: &ipnet::Ipv4Net| t.contains(&net) || net.contains(t))
+            {
+                continue;
+            }
+            taken.insert(net);
+            let (c, k, lat, lon) = places[(next() % 4) as usize];
+            networks.push((net.to_string(), at(c, k, lat, lon)));
+        }
+        let v6: Vec<(String, Value)> = (0..100u32)
+            .map(|i| (format!("2001:db8:{i:x}::/48"), at("JP", "AS", 35.7, 139.7)))
+            .collect();
+        let all: Vec<(&str, Value)> = networks
+            .iter()
+            .chain(&v6)
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
+        let geo = geoip(&[(IpVersion::V6, &all)]);
+        let mut by_country = ByCountry::default();
+        let (map, _) = compiled(&geo, &mut by_country);
+        for i in 0..20_000u32 {
+            let address = match i % 4 {
+                0 | 1 => IpAddr::V4((next() as u32).into()),
+                2 => IpAddr::V6((0x2001_0db8_u128 << 96 | u128::from(next() as u16) << 80).into()),
+                _ => IpAddr::V6(u128::from(next()).rotate_left(64).into()),
+            };
+            geo_hit(&geo, &by_country, &map, &address.to_string());
         }
     }
 }

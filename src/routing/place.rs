@@ -70,12 +70,12 @@ impl Place {
     pub fn nearest(&self) -> &[u16] {
         &self.nearest[..usize::from(self.nearest_len)]
     }
-
-    /// What the decision depends on: the rule and the nearest regions.
-    fn decision(&self) -> (Option<u16>, &[u16]) {
-        (self.rule, self.nearest())
-    }
 }
+
+/// What a place's decision depends on: the rule, the regions in the order they are tried (up to
+/// [`NEAREST_KEPT`]), and, when more regions are allowed, whether the rest follow by distance or
+/// in list order. Places with equal keys decide alike in every state of health.
+type DecisionKey = (Option<u16>, Vec<u16>, bool);
 
 impl Geography {
     /// `directions` by region position (only used when `by_distance`), and the rules in
@@ -145,6 +145,24 @@ impl Geography {
             continent: located.continent(),
             lookup,
         }
+    }
+
+    /// The key of `place`'s decision. A client without coordinates is served in list order,
+    /// so it decides as a located one whose nearest regions are the first listed, as long as
+    /// those are all the allowed regions.
+    fn decision_key(&self, place: &Place) -> DecisionKey {
+        let allowed = place
+            .rule
+            .and_then(|r| self.rules.get(usize::from(r)))
+            .and_then(|r| r.allowed.as_deref());
+        let count = allowed.map_or(self.directions.len(), <[u16]>::len);
+        let by_distance = !place.nearest().is_empty();
+        let order: Vec<u16> = match (by_distance, allowed) {
+            (true, _) => place.nearest().to_vec(),
+            (false, Some(allowed)) => allowed.iter().copied().take(NEAREST_KEPT).collect(),
+            (false, None) => (0..count as u16).take(NEAREST_KEPT).collect(),
+        };
+        (place.rule, order, count > NEAREST_KEPT && by_distance)
     }
 
     /// Minus the cosine of the angle between region `r` and the point `v`: smaller is nearer.
@@ -239,7 +257,7 @@ struct PlaceClassifier<'g> {
     networks: Vec<ipnet::IpNet>,
     places: Vec<Place>,
     leaves: HashMap<Place, u32>,
-    decisions: HashMap<(Option<u16>, Vec<u16>), u32>,
+    decisions: HashMap<DecisionKey, u32>,
 }
 
 impl<'g> PlaceClassifier<'g> {
@@ -261,12 +279,9 @@ impl geo::Classifier for PlaceClassifier<'_> {
 
     fn classify(&mut self, located: &Located, lookup: LookupResult, first: IpAddr) -> Leaf {
         let place = self.geography.place(located, first, lookup);
-        let (rule, nearest) = place.decision();
         let next = self.decisions.len() as u32;
-        let decision = *self
-            .decisions
-            .entry((rule, nearest.to_vec()))
-            .or_insert(next);
+        let key = self.geography.decision_key(&place);
+        let decision = *self.decisions.entry(key).or_insert(next);
         let id = match self.leaves.get(&place) {
             Some(&id) => id,
             None => {
