@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, process::Command};
 
-use crate::common::{Server, ZONE, dig, path_arg, run, serve_args, zone_dir};
+use crate::common::{self, Server, ZONE, dig, path_arg, run, serve_args, zone_dir};
 
 /// What `keymgr` (Knot DNS) says of a PEM key imported for `zone`: its DNSKEY and SHA-256 DS.
 fn knot_records(kasp: &Path, zone: &str, pem: &Path, algorithm: u8) -> (String, String) {
@@ -322,18 +322,16 @@ struct Unbound {
 }
 
 impl Unbound {
-    /// Started once it answers the zone's SOA with `ready` (a status line).
+    /// Started once it answers the zone's SOA with `ready` (a status line), on a loopback
+    /// address of its own, so that no other test's port 0 can take its port before it binds.
     fn start(server: SocketAddr, ds: &str, ready: &str) -> Unbound {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
+        let addr = SocketAddr::new(common::own_loopback(), 5353);
         let ds = ds.replace(" 3600 IN ", " ");
         let stub = format!("{}@{}", server.ip(), server.port());
         let config = format!(
             r#"server:
-  interface: 127.0.0.1@{port}
+  interface: {ip}@{port}
   do-daemonize: no
   chroot: ""
   username: ""
@@ -360,24 +358,32 @@ stub-zone:
 remote-control:
   control-enable: no
 "#,
+            ip = addr.ip(),
+            port = addr.port(),
             dir = dir.path().display(),
         );
         let path = dir.path().join("unbound.conf");
         std::fs::write(&path, config).expect("write unbound.conf");
+        // Its log is kept for the message should it not answer.
+        let log_path = dir.path().join("unbound.log");
+        let log = std::fs::File::create(&log_path).expect("unbound.log");
         let child = Command::new("unbound")
             .args(["-d", "-c", &path_arg(&path)])
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("unbound must be installed (scripts/test installs it)");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        let unbound = Unbound {
+        let mut unbound = Unbound {
             child,
             addr,
             _dir: dir,
         };
         let start = std::time::Instant::now();
         while !dig(addr, &["llm.example.com", "SOA"]).contains(ready) {
-            assert!(start.elapsed().as_secs() < 10, "unbound did not answer");
+            let exited = unbound.child.try_wait().ok().flatten();
+            if exited.is_some() || start.elapsed().as_secs() >= 10 {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("unbound did not answer on {addr} ({exited:?}); its log:\n{log}");
+            }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         unbound

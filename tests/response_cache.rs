@@ -96,3 +96,149 @@ fn repeats_are_answered_alike_with_their_own_id_and_case_and_counted() {
     let back = until_answered(&server, LONDON, &["203.0.113.20"], Duration::from_secs(5));
     assert!(back.is_some(), "and back to Dublin");
 }
+
+/// A request as bytes: `name` in the case `upper` picks letter by letter, with EDNS (DO,
+/// NSID, and an ECS option of `subnet` when given) or without.
+fn request_bytes(
+    id: u16,
+    name: &str,
+    upper: u64,
+    qtype: RecordType,
+    edns: Option<(bool, bool, Option<String>)>,
+) -> Vec<u8> {
+    use hickory_proto::op::{Edns, Query};
+    use hickory_proto::rr::{
+        Name,
+        rdata::opt::{ClientSubnet, EdnsCode, EdnsOption},
+    };
+    let cased: String = name
+        .chars()
+        .enumerate()
+        .map(|(i, c)| match upper >> (i % 64) & 1 {
+            1 => c.to_ascii_uppercase(),
+            _ => c,
+        })
+        .collect();
+    let mut message = Message::query();
+    message.metadata.id = id;
+    message.add_query(Query::query(Name::from_ascii(&cased).expect("name"), qtype));
+    if let Some((dnssec_ok, nsid, subnet)) = edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        edns.set_dnssec_ok(dnssec_ok);
+        if nsid {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(u16::from(EdnsCode::NSID), Vec::new()));
+        }
+        if let Some(subnet) = subnet {
+            let subnet: ClientSubnet = subnet.parse().expect("subnet");
+            edns.options_mut().insert(EdnsOption::Subnet(subnet));
+        }
+        message.set_edns(edns);
+    }
+    message.to_vec().expect("encode")
+}
+
+mod remembered_equals_fresh {
+    use std::net::IpAddr;
+
+    use hickory_proto::rr::RecordType;
+    use proptest::prelude::*;
+    use regiondns::{
+        dns::{ResponseCache, Transport},
+        metrics::Metrics,
+    };
+
+    use super::request_bytes;
+    use crate::common::query_path::responder_counted;
+
+    /// One responder for every case: compiling its places takes longer than a case.
+    static RESPONDER: std::sync::LazyLock<(Metrics, regiondns::dns::Responder)> =
+        std::sync::LazyLock::new(|| {
+            let metrics = Metrics::new();
+            let responder = responder_counted(&metrics);
+            (metrics, responder)
+        });
+
+    const NAMES: [&str; 8] = [
+        "api.llm.example.com.",
+        "ns1.llm.example.com.",
+        "llm.example.com.",
+        "docs.llm.example.com.",
+        "_https._tcp.api.llm.example.com.",
+        "nope.llm.example.com.",
+        "deep.nope.llm.example.com.",
+        "example.org.",
+    ];
+    const TYPES: [RecordType; 8] = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::TXT,
+        RecordType::MX,
+        RecordType::SRV,
+        RecordType::NS,
+        RecordType::SOA,
+        RecordType::ANY,
+    ];
+
+    fn subnet() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            Just(None),
+            any::<[u8; 3]>().prop_map(|o| Some(format!("{}.{}.{}.0/24", o[0], o[1], o[2]))),
+            any::<[u16; 4]>().prop_map(|h| Some(format!(
+                "{:x}:{:x}:{:x}:{:x}00::/56",
+                h[0] | 0x2000,
+                h[1],
+                h[2],
+                h[3] >> 8
+            ))),
+        ]
+    }
+
+    fn edns() -> impl Strategy<Value = Option<(bool, bool, Option<String>)>> {
+        prop_oneof![
+            Just(None),
+            (any::<bool>(), any::<bool>(), subnet()).prop_map(Some),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// The same request asked twice, then again with another ID and letter case: the
+        /// third response comes from the cache and is byte for byte the one made afresh.
+        #[test]
+        fn a_response_from_the_cache_is_the_fresh_one(
+            name in 0..NAMES.len(),
+            qtype in 0..TYPES.len(),
+            edns in edns(),
+            cases in any::<(u64, u64)>(),
+            ids in any::<(u16, u16)>(),
+            source in any::<[u8; 4]>(),
+        ) {
+            let (metrics, responder) = &*RESPONDER;
+            let remembered = metrics.remembered_responses_counter();
+            let source = IpAddr::from(source);
+            let (name, qtype) = (NAMES[name], TYPES[qtype]);
+            let first = request_bytes(ids.0, name, cases.0, qtype, edns.clone());
+            let again = request_bytes(ids.1, name, cases.1, qtype, edns);
+            let mut cache = ResponseCache::default();
+            let mut out = Vec::new();
+            let answered = responder.respond_udp(&first, source, None, &mut cache, &mut out);
+            responder.respond_udp(&first, source, None, &mut cache, &mut out);
+            prop_assume!(answered);
+            let before = remembered.get();
+            let mut cached = Vec::new();
+            responder.respond_udp(&again, source, None, &mut cache, &mut cached);
+            let mut fresh = Vec::new();
+            responder.respond(&again, source, Transport::Udp, &mut fresh);
+            prop_assert_eq!(&cached, &fresh);
+            // Remembered unless truncated, or made with another service's decision (the SRV
+            // target's addresses): copied, not made afresh, so the comparison means something.
+            let truncated = fresh.get(2).is_some_and(|flags| flags & 0x02 != 0);
+            if !truncated && !name.starts_with("_https") {
+                prop_assert_eq!(remembered.get() - before, 1);
+            }
+        }
+    }
+}

@@ -61,6 +61,15 @@ fn metric(server: &Server, line_start: &str) -> u64 {
     value.unwrap_or_else(|| panic!("no {line_start} in\n{body}"))
 }
 
+/// The sum of every series whose line starts so.
+fn metric_sum(server: &Server, line_start: &str) -> u64 {
+    let (_, body) = http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    let lines = body.lines().filter(|l| l.starts_with(line_start));
+    lines
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn a_flooding_network_gets_its_rate_and_slips_while_others_are_served() {
     let flags = ["--rrl-rate", "20", "--rrl-slip", "2", "--udp-workers", "1"];
@@ -84,6 +93,12 @@ fn a_flooding_network_gets_its_rate_and_slips_while_others_are_served() {
     );
     assert_eq!(slipped as usize, outcome.truncated);
     assert_eq!((dropped + slipped) as usize, limited);
+    // Only the answers that went out whole count as answers of a region.
+    let answers = metric_sum(
+        &server,
+        "regiondns_queries_total{zone=\"llm.example.com.\",service=\"api.llm.example.com.\",region=\"",
+    );
+    assert_eq!(answers as usize, outcome.answered, "{outcome:?}");
 
     // Another /24 of this host, another name, another class and TCP are all still answered.
     let api = query("api.llm.example.com.", RecordType::A, Some("192.0.2.0/24"));

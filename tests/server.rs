@@ -181,3 +181,67 @@ fn a_prober_that_panics_takes_the_process_down_non_zero_saying_which() {
         "{stderr}"
     );
 }
+
+/// Sends queries to `server` from `senders` threads without pause until `stop` is set (or 30 s
+/// have passed: the loop is bounded).
+fn flood_until(
+    server: SocketAddr,
+    senders: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    let bytes = query("api.llm.example.com.", RecordType::A, Some("192.0.2.0/24"))
+        .to_vec()
+        .expect("encode");
+    (0..senders)
+        .map(|_| {
+            let (stop, bytes) = (std::sync::Arc::clone(stop), bytes.clone());
+            std::thread::spawn(move || {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                let started = Instant::now();
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(30)
+                {
+                    if socket.send_to(&bytes, server).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_sender_that_never_stops_does_not_hold_the_stop_past_its_deadline() {
+    let dir = zone_dir(ZONE);
+    let flags = [
+        "--admin",
+        "off",
+        "--udp-workers",
+        "1",
+        "--drain-period",
+        "0s",
+    ];
+    let args = serve_args(
+        dir.path(),
+        &[&flags[..], &["--shutdown-timeout", "3s"]].concat(),
+    );
+    let mut server = Server::spawn(dir, &args, None);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders = flood_until(server.addr, 3, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(10));
+    let took = signalled.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: u64 = senders.into_iter().map(|s| s.join().unwrap_or(0)).sum();
+    let status = status.expect("the server exits while the flood goes on");
+    assert!(status.success(), "{status:?}: {}", server.log());
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped {took:?} after the signal"
+    );
+    assert!(sent > 1000, "the flood was sent: {sent}");
+}

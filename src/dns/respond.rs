@@ -173,12 +173,6 @@ impl Responder {
             );
         };
         let tally = hit.tally();
-        tally.counters.iter().flatten().for_each(|c| {
-            c.inc();
-        });
-        if let Some((shares, cell)) = &tally.share {
-            shares.inc(*cell);
-        }
         if let Some(lookup) = tally.lookup {
             self.count_lookup(lookup);
         }
@@ -186,10 +180,22 @@ impl Responder {
         let Some(slip) = admit(limiter, source, || (tally.class, &tally.name[..])) else {
             return false;
         };
+        if !slip {
+            tally.counters.iter().flatten().for_each(|c| {
+                c.inc();
+            });
+            if let Some((shares, cell)) = &tally.share {
+                shares.inc(*cell);
+            }
+        }
         hit.write(packet, slip, out);
         true
     }
 
+    /// The whole query path: parse, decide, admit (the rate limit), write, remember. A
+    /// response is counted (by rcode, region and share) only once the rate limit lets it out
+    /// whole: a dropped one is not sent, a slipped one (truncated) is counted as such by the
+    /// limiter, and its client's retry over TCP is the one counted.
     fn respond_within(
         &self,
         packet: &[u8],
@@ -220,10 +226,12 @@ impl Responder {
                 question,
                 edns,
             }) => {
-                self.errors.for_rcode(rcode).inc();
                 let Some(slip) = admit(limiter, source, || (ResponseClass::Error, &[])) else {
                     return false;
                 };
+                if !slip {
+                    self.errors.for_rcode(rcode).inc();
+                }
                 let max_len = self.max_len(transport, edns.as_ref());
                 let edns = edns.map(|e| self.edns(&e, None));
                 let opt_room = edns.as_ref().map_or(0, opt_len);
@@ -233,10 +241,12 @@ impl Responder {
             }
         };
         if let Some(rcode) = refused_before_lookup(&request) {
-            self.errors.for_rcode(rcode).inc();
             let Some(slip) = admit(limiter, source, || (ResponseClass::Error, &[])) else {
                 return false;
             };
+            if !slip {
+                self.errors.for_rcode(rcode).inc();
+            }
             let edns = request.edns.map(|e| self.edns(&e, None));
             let body = Body {
                 answer: None,
@@ -250,7 +260,36 @@ impl Responder {
         }
         let mut name_buf: NameBuf = [0; MAX_NAME_LEN];
         let name = request.question.lower_name(&mut name_buf);
+        let table = loaded.unwrap_or_else(|| self.table.load());
+        let mut answer = Answer::unanswered();
+        self.decide(&mut answer, &table, &request, name, source);
+        let Some(slip) = admit(limiter, source, || rate_class(&answer, name)) else {
+            return false;
+        };
+        if !slip {
+            self.count(&answer);
+        }
+        let opt_at = self.write_answer(out, &request, transport, &answer, name, slip);
+        if let Some((cache, hash)) = remember
+            && !slip
+        {
+            self.remember(
+                cache, hash, table.id, &request, source, &answer, name, out, opt_at,
+            );
+        }
+        true
+    }
 
+    /// What to answer `request` from `table`: a service's decision for the client (the ECS
+    /// address, else `source`), static records, or an `_explain` report.
+    fn decide<'t>(
+        &self,
+        answer: &mut Answer<'t>,
+        table: &'t RoutingTable,
+        request: &Request<'_>,
+        name: &[u8],
+        source: IpAddr,
+    ) {
         let client = match request.edns.and_then(|e| e.client_subnet) {
             Some(subnet) if subnet.source_prefix > 0 => ClientAddress {
                 ip: subnet.address,
@@ -261,16 +300,19 @@ impl Responder {
                 source: AddressSource::Packet,
             },
         };
-        let table = loaded.unwrap_or_else(|| self.table.load());
         let qtype = RecordType::from(request.question.qtype);
-        let mut answer = Answer::unanswered();
-        match explain::txt_answer(&table, name, qtype, client) {
-            Some(made) => answer = made,
-            None => resolve_into(&mut answer, &table, name, qtype, client),
+        match explain::txt_answer(table, name, qtype, client) {
+            Some(made) => *answer = made,
+            None => resolve_into(answer, table, name, qtype, client),
         }
         if let Some(lookup) = answer.lookup {
             self.count_lookup(lookup);
         }
+    }
+
+    /// Counts a response that goes out: by rcode, or by its service's and region's counters,
+    /// and in its region's share of the client's continent.
+    fn count(&self, answer: &Answer<'_>) {
         match answer.counters {
             [None, _] => {
                 self.errors.for_rcode(answer.rcode).inc();
@@ -282,10 +324,20 @@ impl Responder {
         if let Some((shares, cell)) = answer.share {
             shares.inc(cell);
         }
-        let Some(slip) = admit(limiter, source, || rate_class(&answer, name)) else {
-            return false;
-        };
-        let edns = request.edns.map(|e| self.edns(&e, Some(&answer)));
+    }
+
+    /// Writes the response with its denial proof and signatures as the request asks; where its
+    /// OPT record starts, if it has one.
+    fn write_answer(
+        &self,
+        out: &mut Vec<u8>,
+        request: &Request<'_>,
+        transport: Transport,
+        answer: &Answer<'_>,
+        name: &[u8],
+        slip: bool,
+    ) -> Option<usize> {
+        let edns = request.edns.map(|e| self.edns(&e, Some(answer)));
         let dnssec_ok = request.edns.is_some_and(|e| e.dnssec_ok);
         let proof = answer.denial.filter(|_| dnssec_ok).and_then(|denial| {
             let denied = denial.target.unwrap_or(name);
@@ -302,42 +354,55 @@ impl Responder {
             Some((plan.signed_together(t.picks.positions(), t.qtype)?, t.sets))
         });
         let body = Body {
-            answer: Some(&answer),
+            answer: Some(answer),
             proof: proof.as_deref(),
             together: together.as_ref().map(|(set, sets)| (&**set, *sets)),
             rcode,
             slip,
         };
         let opt = edns.as_ref().map(opt_len);
-        self.write(out, &request, transport, body, edns);
-        if let Some((cache, hash)) = remember
-            && !slip
-            && answer.made.is_empty()
-            && !answer.other_lookups
-        {
-            // Without an ECS address the source's own decided, as far as the scope says.
-            let ecs = request.edns.and_then(|e| e.client_subnet);
-            let source = match ecs {
-                Some(subnet) if subnet.source_prefix > 0 => None,
-                _ => Some(SourceNetwork::of(source, answer.scope)),
-            };
-            let opt_at = opt.map(|len| out.len() - len);
-            cache.put(hash, table.id, source, out, opt_at, |tally| {
-                tally.counters = match answer.counters {
-                    [None, _] => [Some(self.errors.for_rcode(answer.rcode).clone()), None],
-                    counters => counters.map(|c| c.cloned()),
-                };
-                tally.share = answer
-                    .share
-                    .map(|(shares, cell)| (Arc::clone(shares), cell));
-                tally.lookup = answer.lookup;
-                let (class, name) = rate_class(&answer, name);
-                tally.class = class;
-                tally.name.clear();
-                tally.name.extend_from_slice(name);
-            });
+        self.write(out, request, transport, body, edns);
+        opt.map(|len| out.len() - len)
+    }
+
+    /// Remembers the response in `out` in the worker's cache, with what it counts, unless it
+    /// was made for this query alone (`_explain`) or looked up more than its service.
+    #[allow(clippy::too_many_arguments)]
+    fn remember(
+        &self,
+        cache: &mut ResponseCache,
+        hash: u64,
+        snapshot: u64,
+        request: &Request<'_>,
+        source: IpAddr,
+        answer: &Answer<'_>,
+        name: &[u8],
+        out: &[u8],
+        opt_at: Option<usize>,
+    ) {
+        if !answer.made.is_empty() || answer.other_lookups {
+            return;
         }
-        true
+        // Without an ECS address the source's own decided, as far as the scope says.
+        let ecs = request.edns.and_then(|e| e.client_subnet);
+        let source = match ecs {
+            Some(subnet) if subnet.source_prefix > 0 => None,
+            _ => Some(SourceNetwork::of(source, answer.scope)),
+        };
+        cache.put(hash, snapshot, source, out, opt_at, |tally| {
+            tally.counters = match answer.counters {
+                [None, _] => [Some(self.errors.for_rcode(answer.rcode).clone()), None],
+                counters => counters.map(|c| c.cloned()),
+            };
+            tally.share = answer
+                .share
+                .map(|(shares, cell)| (Arc::clone(shares), cell));
+            tally.lookup = answer.lookup;
+            let (class, name) = rate_class(answer, name);
+            tally.class = class;
+            tally.name.clear();
+            tally.name.extend_from_slice(name);
+        });
     }
 
     /// The response's OPT record for a request that had one.

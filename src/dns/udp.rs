@@ -30,6 +30,9 @@ const REQUEST_STRIDE: usize = MAX_REQUEST + 64;
 const RECEIVE_BUFFER: usize = 4 << 20;
 /// How often a worker waiting for datagrams looks at the shutdown token.
 const WAKE_UP: Duration = Duration::from_millis(100);
+/// How long a worker answers what is queued on its socket after the stop: a sender that never
+/// stops keeps the socket from ever being empty, and must not hold the stop.
+const QUEUED_AT_STOP: Duration = Duration::from_millis(500);
 
 /// Binds `workers` UDP sockets on `addr` with SO_REUSEPORT (one port for all; with port 0 the
 /// first socket picks it).
@@ -59,7 +62,8 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// Answers on `socket` until `shutdown`, then answers what is already queued on it.
+/// Answers on `socket` until `shutdown`, then answers what is already queued on it, for at
+/// most [`QUEUED_AT_STOP`].
 pub fn serve(
     socket: UdpSocket,
     responder: &Responder,
@@ -68,8 +72,15 @@ pub fn serve(
 ) -> io::Result<()> {
     let mut batch = Batch::new();
     let mut cache = ResponseCache::default();
+    let mut drain_until = None;
     loop {
         let stopping = shutdown.is_cancelled();
+        if stopping {
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + QUEUED_AT_STOP);
+            if Instant::now() >= until {
+                return Ok(());
+            }
+        }
         // Once stopping, take only what is already queued, without waiting.
         let flags = if stopping {
             libc::MSG_DONTWAIT

@@ -467,6 +467,15 @@ impl Drop for LineWriter {
     }
 }
 
+/// A loopback address no other test in this run uses (all of 127.0.0.0/8 is this host's): an
+/// external server listening there cannot find its port taken by another test's port 0.
+pub fn own_loopback() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let run = 100 + std::process::id() % 100;
+    std::net::Ipv4Addr::new(127, run as u8, (n / 250) as u8, (n % 250 + 2) as u8).into()
+}
+
 pub fn path_arg(path: &Path) -> String {
     path.to_str().expect("utf-8 path").to_string()
 }

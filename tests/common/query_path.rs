@@ -29,12 +29,16 @@ pub fn bundled_geoip() -> GeoIp {
 
 /// A responder as the server builds it, on zones/ and geoip/ of this repository.
 pub fn responder() -> Responder {
+    responder_counted(&Metrics::new())
+}
+
+/// As [`responder`], counting into `metrics`.
+pub fn responder_counted(metrics: &Metrics) -> Responder {
     let (zones, errors) = config::load_dir(&root().join("zones"), config::DEFAULT_MAX_ZONE_FILE);
     assert!(errors.is_empty(), "the example zone: {errors:?}");
-    let metrics = Metrics::new();
     let geo = bundled_geoip();
     let publisher = Publisher::new(&zones, geo, Arc::new(Metrics::new())).expect("compiled");
-    Responder::new(publisher.table(), &metrics, 1232, None)
+    Responder::new(publisher.table(), metrics, 1232, None)
 }
 
 /// A query with EDNS (1232), and an ECS option when `subnet` is set, as bytes.

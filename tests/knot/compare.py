@@ -99,15 +99,35 @@ def recv_exact(sock, n):
     return data
 
 
-def wait_until_answering(port, what, process):
+def wait_until_answering(port, process):
+    """True once the server answers on `port`; False when it exits first (its port taken by
+    someone else between free_port() and its start) or never answers."""
     query = dns.message.make_query(ORIGIN, "SOA").to_wire()
     for _ in range(100):
         if process.poll() is not None:
-            raise SystemExit(f"{what} exited: {process.stderr.read().decode(errors='replace')}")
+            return False
         if exchange(port, query, False, timeout=0.2):
-            return
+            return True
         time.sleep(0.1)
-    raise SystemExit(f"{what} does not answer on port {port}")
+    return False
+
+
+def start(what, command, work):
+    """Starts `command(port)` on a free port and waits until it answers: up to three ports,
+    since another program may take a port between its choice and the server's bind. The
+    server's stderr goes to a file (a pipe nobody reads would stall it), shown if it fails."""
+    log_path = os.path.join(work, f"{what}.log")
+    for _ in range(3):
+        port = free_port()
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=log,
+                                       env={**os.environ, "RUST_LOG": "error"})
+        if wait_until_answering(port, process):
+            return port, process
+        process.terminate()
+        process.wait(timeout=10)
+    with open(log_path) as log:
+        raise SystemExit(f"{what} did not answer on three ports; its log:\n{log.read()}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,27 +416,34 @@ def main():
     binary = sys.argv[1]
     cases = corpus()
     with tempfile.TemporaryDirectory() as work:
-        knot_port, ours_port = free_port(), free_port()
         conf = os.path.join(work, "knot.conf")
-        with open(conf, "w") as f:
-            f.write(KNOT_CONF.format(port=knot_port, dir=work, nsid=NSID.decode(), origin=ORIGIN,
-                                     zone=os.path.join(HERE, "llm.example.com.zone")))
+
+        def knot_command(port):
+            with open(conf, "w") as f:
+                f.write(KNOT_CONF.format(port=port, dir=work, nsid=NSID.decode(), origin=ORIGIN,
+                                         zone=os.path.join(HERE, "llm.example.com.zone")))
+            return ["knotd", "-c", conf]
+
         zones = os.path.join(work, "zones")
         os.mkdir(zones)
         with open(os.path.join(HERE, "llm.yaml")) as src, open(os.path.join(zones, "llm.yaml"), "w") as dst:
             dst.write(src.read())
-        knot = subprocess.Popen(["knotd", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        ours = subprocess.Popen(
-            [binary, "serve", "--zones", zones, "--geoip", os.path.join(REPO, "geoip/dbip-country.mmdb"),
-             "--listen", f"127.0.0.1:{ours_port}", "--admin", "off", "--nsid", NSID.decode(),
-             "--rrl-rate", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "RUST_LOG": "error"})
+
+        def ours_command(port):
+            return [binary, "serve", "--zones", zones,
+                    "--geoip", os.path.join(REPO, "geoip/dbip-country.mmdb"),
+                    "--listen", f"127.0.0.1:{port}", "--admin", "off", "--nsid", NSID.decode(),
+                    "--rrl-rate", "0"]
+
+        processes = []
         try:
-            wait_until_answering(knot_port, "knotd", knot)
-            wait_until_answering(ours_port, "regiondns", ours)
+            knot_port, knot = start("knotd", knot_command, work)
+            processes.append(knot)
+            ours_port, ours = start("regiondns", ours_command, work)
+            processes.append(ours)
             return run(cases, ours_port, knot_port)
         finally:
-            for process in (ours, knot):
+            for process in processes:
                 process.terminate()
                 process.wait(timeout=10)
 
