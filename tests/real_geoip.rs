@@ -40,7 +40,7 @@ fn open(files: &[&str]) -> (GeoIp, u64) {
     let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
     let geo = GeoIp::open(&paths).expect("a real database opens");
     let mut everywhere = Everywhere;
-    let (_, compiled) = compile(&geo, &mut [&mut everywhere]).expect("compiled");
+    let (_, compiled) = compile(&geo, vec![&mut everywhere]).expect("compiled");
     assert!(compiled.networks > 0);
     (geo, compiled.undecodable)
 }

@@ -11,7 +11,13 @@
 //! walk of the databases, the merge and the trie. It runs off the query path, at start and at
 //! every reload, and never fails a query: a lookup always finds a leaf.
 
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 /// Hash maps keyed by numbers the databases hold: they hash often while compiling, and
 /// nothing outside chooses their keys to collide.
@@ -33,8 +39,8 @@ pub struct Leaf {
 /// Leaf ids a map holds at most.
 pub const MAX_LEAVES: u32 = ALIAS_BASE;
 
-/// Turns what the databases say of a network into a leaf.
-pub trait Classifier {
+/// Turns what the databases say of a network into a leaf. Shared by the threads of a walk.
+pub trait Classifier: Send {
     /// Networks whose inside and outside may classify differently (a rule's networks): no
     /// network the classifier is asked about straddles one.
     fn boundaries(&self) -> &[ipnet::IpNet];
@@ -67,37 +73,124 @@ pub struct Compiled {
     pub undecodable: u64,
 }
 
-/// Walks every database of `geo` once and builds one map per classifier.
+/// Walks every database of `geo` once and builds one map per classifier. The walk is split
+/// in parts (the two halves of IPv4, then IPv6) that run on every core; the classifiers are
+/// shared behind a lock, asked once per distinct record and part.
 pub fn compile(
     geo: &GeoIp,
-    classifiers: &mut [&mut dyn Classifier],
+    classifiers: Vec<&mut dyn Classifier>,
 ) -> Result<(Vec<NetworkMap>, Compiled), MaxMindDbError> {
-    let mut classes = Classes::new(geo.databases.len());
-    let mut compiled = Compiled::default();
-    let mut tries = Vec::with_capacity(classifiers.len());
-    for family in [Family::V4, Family::V6] {
-        let mut builders: Vec<Builder> = classifiers
-            .iter()
-            .map(|c| Builder::new(family, c.boundaries()))
-            .collect();
-        overlay(geo, family, &mut classes, |start, len, class, classes| {
-            compiled.networks += 1;
-            for (builder, classifier) in builders.iter_mut().zip(classifiers.iter_mut()) {
-                builder.piece(start, len, class, classes, &mut **classifier);
-            }
-        })?;
-        tries.push(builders.into_iter().map(|b| b.finish()).collect::<Vec<_>>());
+    let shared: Vec<Mutex<&mut dyn Classifier>> = classifiers.into_iter().map(Mutex::new).collect();
+    let boundaries: Vec<Vec<ipnet::IpNet>> = shared
+        .iter()
+        .map(|c| {
+            c.lock()
+                .map(|c| c.boundaries().to_vec())
+                .unwrap_or_default()
+        })
+        .collect();
+    let parts = [
+        Part::new(Family::V4, 0, 1),
+        Part::new(Family::V4, 1 << 31, 1),
+        Part::new(Family::V6, 0, 0),
+    ];
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(parts.len()));
+    let walk = || {
+        let mut done = Vec::new();
+        while let Some(part) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
+            done.push((*part, part.walk(geo, &shared, &boundaries)));
+        }
+        done
+    };
+    let mut walked: Vec<(Part, Result<Walked, MaxMindDbError>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = (0..workers).map(|_| scope.spawn(walk)).collect();
+        running
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap_or_default())
+            .collect()
+    });
+    if walked.len() != parts.len() {
+        return Err(MaxMindDbError::invalid_input(
+            "a walk of the GeoIP databases died",
+        ));
     }
-    compiled.undecodable = classes.undecodable;
-    let mut v6 = tries.pop().unwrap_or_default().into_iter();
-    let v4 = tries.pop().unwrap_or_default().into_iter();
-    let maps = v4
-        .map(|v4| NetworkMap {
-            v4,
-            v6: v6.next().unwrap_or_else(Trie::unknown),
+    walked.sort_by_key(|(part, _)| (part.family == Family::V6, part.start));
+    let mut compiled = Compiled::default();
+    let mut subtrees = Vec::new();
+    for (_, result) in walked {
+        let walked = result?;
+        compiled.networks += walked.networks;
+        compiled.undecodable += walked.undecodable;
+        subtrees.push(walked.subtrees);
+    }
+    let maps = (0..shared.len())
+        .map(|i| {
+            let mut take = |part: usize| std::mem::take(&mut subtrees[part][i]);
+            let (low, high, v6) = (take(0), take(1), take(2));
+            NetworkMap {
+                v4: Subtree::joined(low, high).trie(),
+                v6: v6.trie(),
+            }
         })
         .collect();
     Ok((maps, compiled))
+}
+
+/// A part of one family's space, walked on its own: the network `start`/`len`.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    family: Family,
+    start: u128,
+    len: u8,
+}
+
+/// What the walk of a part made: one subtree per classifier.
+#[derive(Default)]
+struct Walked {
+    subtrees: Vec<Subtree>,
+    networks: u64,
+    undecodable: u64,
+}
+
+impl Part {
+    fn new(family: Family, start: u128, len: u8) -> Part {
+        Part { family, start, len }
+    }
+
+    fn last(&self) -> u128 {
+        self.start
+            | self
+                .family
+                .last()
+                .checked_shr(u32::from(self.len))
+                .unwrap_or(0)
+    }
+
+    fn walk(
+        &self,
+        geo: &GeoIp,
+        classifiers: &[Mutex<&mut dyn Classifier>],
+        boundaries: &[Vec<ipnet::IpNet>],
+    ) -> Result<Walked, MaxMindDbError> {
+        let mut classes = Classes::new(geo.databases.len());
+        let mut builders: Vec<Builder> = boundaries
+            .iter()
+            .map(|b| Builder::new(self.family, b))
+            .collect();
+        let mut networks = 0;
+        overlay(geo, *self, &mut classes, |start, len, class, classes| {
+            networks += 1;
+            for (builder, classifier) in builders.iter_mut().zip(classifiers) {
+                builder.piece(start, len, class, classes, classifier);
+            }
+        })?;
+        Ok(Walked {
+            subtrees: builders.into_iter().map(|b| b.finish(self.len)).collect(),
+            networks,
+            undecodable: classes.undecodable,
+        })
+    }
 }
 
 impl NetworkMap {
@@ -236,29 +329,30 @@ struct Piece {
     class: u32,
 }
 
-/// Lays the databases over each other for one family and calls `emit` with every network of
-/// the result, in address order, tiling the whole space: where several files are given, the
+/// Lays the databases over each other for one part of a family and calls `emit` with every
+/// network of the result, in address order, tiling the part: where several files are given, the
 /// first that locates an address decides, as [`GeoIp::locate`] does.
 fn overlay(
     geo: &GeoIp,
-    family: Family,
+    part: Part,
     classes: &mut Classes,
     mut emit: impl FnMut(u128, u8, u32, &Classes),
 ) -> Result<(), MaxMindDbError> {
+    let (family, last) = (part.family, part.last());
     let mut cursors = Vec::new();
     for (index, db) in geo.databases.iter().enumerate() {
         if family == Family::V6 && db.reader.metadata().ip_version == 4 {
             continue; // IPv6 addresses skip IPv4-only files.
         }
-        cursors.push(Cursor::new(index, db, family, classes)?);
+        cursors.push(Cursor::new(index, db, part, classes)?);
     }
     let mut current: Vec<Piece> = Vec::with_capacity(cursors.len());
     for cursor in &mut cursors {
         current.push(cursor.next(classes)?);
     }
-    let mut at: u128 = 0;
+    let mut at = part.start;
     loop {
-        let mut end = family.last();
+        let mut end = last;
         let mut class = UNKNOWN;
         let mut undecodable = false;
         for piece in &current {
@@ -281,8 +375,8 @@ fn overlay(
             emit(at, len, class, classes);
             let size = 1u128.checked_shl(u32::from(family.width() - len));
             match size.and_then(|s| at.checked_add(s)) {
-                Some(next) if next <= family.last() && next <= end => at = next,
-                Some(next) if next <= family.last() => {
+                Some(next) if next <= last && next <= end => at = next,
+                Some(next) if next <= last => {
                     at = next;
                     break;
                 }
@@ -318,6 +412,8 @@ struct Cursor<'g> {
     index: usize,
     db: &'g Database,
     family: Family,
+    /// The part's last address.
+    last: u128,
     /// What is left to walk, in address order: (first address, prefix length, alias).
     segments: std::vec::IntoIter<(u128, u8, bool)>,
     /// The walk of one segment, and the segment's last address.
@@ -335,14 +431,16 @@ impl<'g> Cursor<'g> {
     fn new(
         index: usize,
         db: &'g Database,
-        family: Family,
+        part: Part,
         classes: &mut Classes,
     ) -> Result<Cursor<'g>, MaxMindDbError> {
+        let family = part.family;
         let segments = match family {
-            Family::V4 => vec![(0, 0, false)],
+            Family::V4 => vec![(part.start, part.len, false)],
             // The IPv4 tree sits at ::/96; walking it again as IPv6 would walk it twice.
             Family::V6 => std::iter::once((0, 96, true))
                 .chain((1..=96).rev().map(|len| (1u128 << (128 - len), len, false)))
+                .filter(|&(start, _, _)| start >= part.start && start <= part.last())
                 .collect(),
         };
         let v4_in_v6 = match family {
@@ -353,11 +451,12 @@ impl<'g> Cursor<'g> {
             index,
             db,
             family,
+            last: part.last(),
             segments: segments.into_iter(),
             walking: None,
             pending: None,
             v4_in_v6,
-            next: 0,
+            next: part.start,
             done: false,
         })
     }
@@ -397,7 +496,7 @@ impl<'g> Cursor<'g> {
     fn next(&mut self, classes: &mut Classes) -> Result<Piece, MaxMindDbError> {
         loop {
             if self.done {
-                let last = self.family.last();
+                let last = self.last;
                 return Ok(Piece {
                     start: last,
                     end: last,
@@ -507,7 +606,7 @@ impl<'g> Cursor<'g> {
 
     fn give(&mut self, piece: Piece) -> Piece {
         match piece.end.checked_add(1) {
-            Some(next) if piece.end < self.family.last() => self.next = next,
+            Some(next) if piece.end < self.last => self.next = next,
             _ => self.done = true,
         }
         piece
@@ -586,7 +685,7 @@ impl Builder {
         len: u8,
         class: u32,
         classes: &Classes,
-        classifier: &mut dyn Classifier,
+        classifier: &Mutex<&mut dyn Classifier>,
     ) {
         let end = start | self.family.last().checked_shr(u32::from(len)).unwrap_or(0);
         let straddles = self.boundaries.iter().any(|&(first, last)| {
@@ -604,9 +703,7 @@ impl Builder {
                 id: {
                     let unknown = Located::Unknown { prefix_len: len };
                     let first = self.family.address(start);
-                    classifier
-                        .classify(&unknown, LookupResult::Undecodable, first)
-                        .id
+                    ask(classifier, &unknown, LookupResult::Undecodable, first).id
                 },
                 mergeable: false,
                 decision: None,
@@ -636,15 +733,15 @@ impl Builder {
         end: u128,
         class: u32,
         classes: &Classes,
-        classifier: &mut dyn Classifier,
+        classifier: &Mutex<&mut dyn Classifier>,
     ) -> Leaf {
-        let mut ask = || {
+        let ask = || {
             let located = classes.located(class);
             let lookup = match located {
                 Located::Known(_) => LookupResult::Located,
                 Located::Unknown { .. } => LookupResult::Unknown,
             };
-            classifier.classify(&located, lookup, self.family.address(start))
+            ask(classifier, &located, lookup, self.family.address(start))
         };
         let inside = self.boundaries.iter().enumerate();
         let mut inside = inside.filter(|(_, (first, last))| *first <= start && *last >= end);
@@ -677,40 +774,15 @@ impl Builder {
                 return;
             }
             self.stack.truncate(self.stack.len() - 2);
-            let joined = match (left, right) {
-                (
-                    Sub::Leaf {
-                        id: a,
-                        mergeable: true,
-                        decision,
-                    },
-                    Sub::Leaf {
-                        id: b,
-                        mergeable: true,
-                        ..
-                    },
-                ) if a == b => Sub::Leaf {
-                    id: a,
-                    mergeable: true,
-                    decision,
-                },
-                _ => {
-                    let decision = left.decision().filter(|&d| right.decision() == Some(d));
-                    self.inner.push([left, right]);
-                    Sub::Inner {
-                        at: self.inner.len() as u32 - 1,
-                        decision,
-                    }
-                }
-            };
+            let joined = join(left, right, &mut self.inner);
             self.stack.push((left_depth - 1, joined));
         }
     }
 
-    /// The trie of everything added (which tiles the family's space).
-    fn finish(self) -> Trie {
+    /// The subtree of everything added, which tiles a network `len` bits long.
+    fn finish(self, len: u8) -> Subtree {
         let root = match self.stack[..] {
-            [(0, root)] => root,
+            [(depth, root)] if depth == len => root,
             // Only when the walk stopped early, which an error already reported.
             _ => Sub::Leaf {
                 id: 0,
@@ -718,10 +790,96 @@ impl Builder {
                 decision: None,
             },
         };
+        Subtree {
+            root,
+            inner: self.inner,
+        }
+    }
+}
+
+/// Asks the shared classifier; a classifier that panicked in another thread still answers.
+fn ask(
+    classifier: &Mutex<&mut dyn Classifier>,
+    located: &Located,
+    lookup: LookupResult,
+    first: IpAddr,
+) -> Leaf {
+    let mut classifier = classifier.lock().unwrap_or_else(|e| e.into_inner());
+    classifier.classify(located, lookup, first)
+}
+
+/// Two complete sibling subtrees as their parent: one leaf if they are equal leaves that may
+/// merge, else an inner node whose decision is theirs if they share one.
+fn join(left: Sub, right: Sub, inner: &mut Vec<[Sub; 2]>) -> Sub {
+    match (left, right) {
+        (
+            Sub::Leaf {
+                id: a,
+                mergeable: true,
+                decision,
+            },
+            Sub::Leaf {
+                id: b,
+                mergeable: true,
+                ..
+            },
+        ) if a == b => Sub::Leaf {
+            id: a,
+            mergeable: true,
+            decision,
+        },
+        _ => {
+            let decision = left.decision().filter(|&d| right.decision() == Some(d));
+            inner.push([left, right]);
+            Sub::Inner {
+                at: inner.len() as u32 - 1,
+                decision,
+            }
+        }
+    }
+}
+
+/// A merged subtree: its root and the inner nodes it refers to.
+struct Subtree {
+    root: Sub,
+    inner: Vec<[Sub; 2]>,
+}
+
+impl Default for Subtree {
+    fn default() -> Subtree {
+        Subtree {
+            root: Sub::Leaf {
+                id: 0,
+                mergeable: true,
+                decision: None,
+            },
+            inner: Vec::new(),
+        }
+    }
+}
+
+impl Subtree {
+    /// The two halves of a space as one tree.
+    fn joined(low: Subtree, high: Subtree) -> Subtree {
+        let mut inner = low.inner;
+        let offset = inner.len() as u32;
+        let moved = |sub: Sub| match sub {
+            Sub::Inner { at, decision } => Sub::Inner {
+                at: at + offset,
+                decision,
+            },
+            leaf => leaf,
+        };
+        inner.extend(high.inner.iter().map(|pair| pair.map(moved)));
+        let root = join(low.root, moved(high.root), &mut inner);
+        Subtree { root, inner }
+    }
+
+    fn trie(&self) -> Trie {
         let mut trie = Trie {
             entries: vec![0; 1 << ROOT_BITS],
         };
-        trie.fill(&self.inner, 0, 0, ROOT_BITS, root, 0, 0, None);
+        trie.fill(&self.inner, 0, 0, ROOT_BITS, self.root, 0, 0, None);
         trie
     }
 }
@@ -907,7 +1065,7 @@ mod tests {
     }
 
     fn compiled(geo: &GeoIp, classifier: &mut ByCountry) -> (NetworkMap, Compiled) {
-        let (mut maps, compiled) = compile(geo, &mut [classifier]).expect("compiled");
+        let (mut maps, compiled) = compile(geo, vec![classifier]).expect("compiled");
         (maps.remove(0), compiled)
     }
 

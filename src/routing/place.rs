@@ -235,11 +235,11 @@ pub fn compile(
         .iter()
         .map(|g| PlaceClassifier::new(g))
         .collect();
-    let mut dyns: Vec<&mut dyn geo::Classifier> = classifiers
+    let dyns: Vec<&mut dyn geo::Classifier> = classifiers
         .iter_mut()
         .map(|c| c as &mut dyn geo::Classifier)
         .collect();
-    let (maps, compiled) = geo::compile(geo, &mut dyns)?;
+    let (maps, compiled) = geo::compile(geo, dyns)?;
     let places = maps
         .into_iter()
         .zip(classifiers)
