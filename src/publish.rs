@@ -17,6 +17,7 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::{
     sync::{mpsc, oneshot},
+    task::JoinSet,
     time,
 };
 use tokio_util::sync::CancellationToken;
@@ -144,6 +145,19 @@ pub struct Publisher {
     not_made_logged: Option<(Instant, u64)>,
     /// When the board is next published, if probes changed its details but no region's state.
     board_due: Option<time::Instant>,
+    /// New GeoIP databases being compiled into the plan's places, on a blocking thread: health
+    /// keeps being published meanwhile.
+    relocating: JoinSet<Relocated>,
+}
+
+/// A plan compiled against new GeoIP databases, off the publisher's loop.
+struct Relocated {
+    /// The plan it was compiled from: if another has been published since (a zone reload),
+    /// the databases are compiled again for that one.
+    from: Arc<Plan>,
+    plan: Result<Plan, GeoError>,
+    geo: GeoIp,
+    done: oneshot::Sender<Result<(), GeoError>>,
 }
 
 /// A probe that changes no state reaches the board within this time: copying the board for
@@ -208,6 +222,7 @@ impl Publisher {
             generation: 1,
             not_made_logged: None,
             board_due: None,
+            relocating: JoinSet::new(),
         })
     }
 
@@ -249,6 +264,12 @@ impl Publisher {
                 Some(report) = reports.recv() => self.probed(report),
                 () = time::sleep_until(board_due.unwrap_or_else(time::Instant::now)),
                     if board_due.is_some() => self.publish_board(),
+                Some(relocated) = self.relocating.join_next(), if !self.relocating.is_empty() => {
+                    // A compile that panicked loses its reply: the reloader says so.
+                    if let Ok(relocated) = relocated {
+                        self.relocated(relocated);
+                    }
+                }
                 else => return Ok(()),
             }
         }
@@ -262,10 +283,7 @@ impl Publisher {
                 drop(zones);
                 release_freed_memory();
             }
-            Event::Geo { geo, done } => {
-                let _ = done.send(self.relocate(geo));
-                release_freed_memory();
-            }
+            Event::Geo { geo, done } => self.relocate(geo, done),
             Event::SetDrained { key, drained, done } => {
                 let state = self.set_drained(&key, drained);
                 let _ = done.send(state);
@@ -384,13 +402,37 @@ impl Publisher {
         }
     }
 
-    /// Compiles the places of the current plan against `geo` and publishes them.
-    fn relocate(&mut self, geo: GeoIp) -> Result<(), GeoError> {
-        let plan = tokio::task::block_in_place(|| self.plan.relocated(&geo))?;
-        log_compilation(plan.compiled, "GeoIP reload");
-        self.plan = Arc::new(plan);
-        self.publish();
-        Ok(())
+    /// Compiles the places of the current plan against `geo` on a blocking thread.
+    fn relocate(&mut self, geo: GeoIp, done: oneshot::Sender<Result<(), GeoError>>) {
+        let from = Arc::clone(&self.plan);
+        self.relocating.spawn_blocking(move || Relocated {
+            plan: from.relocated(&geo),
+            from,
+            geo,
+            done,
+        });
+    }
+
+    /// Publishes a plan compiled against new databases, if it is still the current plan's.
+    fn relocated(&mut self, relocated: Relocated) {
+        let Relocated {
+            from,
+            plan,
+            geo,
+            done,
+        } = relocated;
+        if !Arc::ptr_eq(&from, &self.plan) {
+            return self.relocate(geo, done);
+        }
+        drop(from);
+        let result = plan.map(|plan| {
+            log_compilation(plan.compiled, "GeoIP reload");
+            self.plan = Arc::new(plan);
+            self.publish();
+        });
+        let _ = done.send(result);
+        drop(geo);
+        release_freed_memory();
     }
 
     fn publish(&mut self) {

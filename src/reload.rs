@@ -456,7 +456,7 @@ impl GeoipReloader {
         match compiled.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return self.refuse(why, &e.to_string()),
-            Err(_) => return,
+            Err(_) => return self.refuse(why, "the compilation of the new databases stopped"),
         }
         // Logged once queries read the new databases, so the line can be waited for.
         info!(
