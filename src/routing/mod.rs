@@ -97,7 +97,7 @@ pub struct ZoneCounters {
 /// is a position in that list), weights, canary and rules.
 #[derive(Debug)]
 pub struct ServicePlan {
-    /// Unique in this process: names the plan in per-thread memories of its nearest regions.
+    /// Unique in this process: names the plan in the per-thread memory of signed region sets.
     pub id: u64,
     pub name: Arc<str>,
     pub when_all_down: WhenAllDown,
