@@ -38,42 +38,14 @@ coords() {
 write_configs() {
   local n=$1 dir=$work/$1
   mkdir -p "$dir/gdnsd/zones" "$dir/gdnsd/run" "$dir/zones"
-  local dcs="" auto="" dcmap="" regions="" names=""
+  local gdnsd_regions=() regions="" names=""
   for i in $(seq 0 $((n - 1))); do
     read -r lat lon < <(coords "$n" "$i")
-    dcs+="r$i, "
-    auto+="          r$i => [ $lat, $lon ]"$'\n'
-    dcmap+="r$i => 203.0.113.$((i + 1)), "
+    gdnsd_regions+=("r$i $lat $lon 203.0.113.$((i + 1))")
     regions+="  r$i: { location: { lat: $lat, lon: $lon }, addresses: [203.0.113.$((i + 1))] }"$'\n'
     names+="r$i, "
   done
-  cat >"$dir/gdnsd/config" <<EOF
-options => {
-  listen => [ $ADDR:$GDNSD_PORT ]
-  udp_threads => 1
-  tcp_threads => 1
-  run_dir => $dir/gdnsd/run
-  state_dir => $dir/gdnsd/run
-}
-plugins => {
-  geoip => {
-    maps => {
-      llm => {
-        geoip2_db => $db
-        datacenters => [${dcs%, }]
-        auto_dc_coords => {
-$auto        }
-      }
-    }
-    resources => {
-      api => {
-        map => llm
-        dcmap => { ${dcmap%, } }
-      }
-    }
-  }
-}
-EOF
+  gdnsd_config "$dir/gdnsd" "$db" "$ADDR:$GDNSD_PORT" "${gdnsd_regions[@]}"
   cat >"$dir/gdnsd/zones/llm.example.com" <<'EOF'
 $TTL 3600
 @ SOA ns1 hostmaster.example.com. 1 3600 600 1209600 30

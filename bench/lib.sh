@@ -36,6 +36,49 @@ city_db() {
   realpath target/real-geoip/GeoLite2-City.mmdb
 }
 
+# Writes gdnsd's configuration to $1/config for one geoip map of the database $2, serving on
+# $3 (address:port): the regions given after that as "name lat lon address" arguments, nearest
+# first by auto_dc_coords, as the service api.
+gdnsd_config() {
+  local dir=$1 db=$2 listen=$3
+  shift 3
+  local names="" coords="" dcmap=""
+  for region in "$@"; do
+    read -r name lat lon address <<<"$region"
+    names+="$name, "
+    coords+="          $name => [ $lat, $lon ]"$'\n'
+    dcmap+="$name => $address, "
+  done
+  mkdir -p "$dir/run"
+  cat >"$dir/config" <<EOF
+options => {
+  listen => [ $listen ]
+  udp_threads => 1
+  tcp_threads => 1
+  run_dir => $dir/run
+  state_dir => $dir/run
+}
+plugins => {
+  geoip => {
+    maps => {
+      llm => {
+        geoip2_db => $db
+        datacenters => [${names%, }]
+        auto_dc_coords => {
+$coords        }
+      }
+    }
+    resources => {
+      api => {
+        map => llm
+        dcmap => { ${dcmap%, } }
+      }
+    }
+  }
+}
+EOF
+}
+
 # Prints the path of a list of client networks located by the database $1 (family $2: 4 or 6),
 # made once by bench/clients.py with a fixed seed and kept in target/.
 client_networks() {

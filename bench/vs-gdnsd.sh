@@ -41,36 +41,8 @@ db=$(city_db "$work")
 
 # The same data for both servers.
 mkdir -p "$work/gdnsd/zones" "$work/gdnsd/run" "$work/zones"
-cat >"$work/gdnsd/config" <<EOF
-options => {
-  listen => [ $ADDR:$GDNSD_PORT ]
-  udp_threads => 1
-  tcp_threads => 1
-  run_dir => $work/gdnsd/run
-  state_dir => $work/gdnsd/run
-}
-plugins => {
-  geoip => {
-    maps => {
-      llm => {
-        geoip2_db => $db
-        datacenters => [us-east, eu-west, ap-northeast]
-        auto_dc_coords => {
-          us-east => [ 37.4, -79.1 ]
-          eu-west => [ 53.3, -6.3 ]
-          ap-northeast => [ 35.7, 139.7 ]
-        }
-      }
-    }
-    resources => {
-      api => {
-        map => llm
-        dcmap => { us-east => 203.0.113.10, eu-west => 203.0.113.20, ap-northeast => 203.0.113.30 }
-      }
-    }
-  }
-}
-EOF
+gdnsd_config "$work/gdnsd" "$db" "$ADDR:$GDNSD_PORT" "us-east 37.4 -79.1 203.0.113.10" \
+  "eu-west 53.3 -6.3 203.0.113.20" "ap-northeast 35.7 139.7 203.0.113.30"
 cat >"$work/gdnsd/zones/llm.example.com" <<'EOF'
 $TTL 3600
 @ SOA ns1 hostmaster.example.com. 1 3600 600 1209600 30

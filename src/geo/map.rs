@@ -989,30 +989,15 @@ impl Trie {
 
 #[cfg(test)]
 mod tests {
-    use mmdb_writer::{IpVersion, Writer};
+    use mmdb_writer::IpVersion;
     use serde_json::{Value, json};
 
     use super::*;
 
-    /// Opens one `.mmdb` file per entry, in order.
+    /// Opens one `.mmdb` file per entry, in order (the files are read whole: their directory
+    /// may go).
     fn geoip(files: &[(IpVersion, &[(&str, Value)])]) -> GeoIp {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut paths = Vec::new();
-        for (i, (version, networks)) in files.iter().enumerate() {
-            let mut writer = Writer::builder("Test")
-                .ip_version(*version)
-                .description(&[("en", "regiondns map test")])
-                .build_epoch(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000))
-                .build();
-            for (network, record) in networks.iter() {
-                let network: mmdb_writer::ipnet::IpNet = network.parse().expect("network");
-                writer.insert(network, record).expect("insert");
-            }
-            let path = dir.path().join(format!("{i}.mmdb"));
-            std::fs::write(&path, writer.to_bytes().expect("encode")).expect("write");
-            paths.push(path);
-        }
-        GeoIp::open(&paths).expect("open")
+        crate::geo::tests::geoip(files).1
     }
 
     fn at(country: &str, continent: &str, lat: f64, lon: f64) -> Value {

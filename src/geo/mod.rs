@@ -715,7 +715,7 @@ mod tests {
     }
 
     /// Writes one `.mmdb` file per entry and opens them all, in order.
-    fn geoip(files: &[(IpVersion, &[(&str, Value)])]) -> (tempfile::TempDir, GeoIp) {
+    pub(super) fn geoip(files: &[(IpVersion, &[(&str, Value)])]) -> (tempfile::TempDir, GeoIp) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut paths = Vec::new();
         for (i, (version, networks)) in files.iter().enumerate() {
