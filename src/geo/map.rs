@@ -89,11 +89,12 @@ pub fn compile(
                 .unwrap_or_default()
         })
         .collect();
-    let parts = [
-        Part::new(Family::V4, 0, 1),
-        Part::new(Family::V4, 1 << 31, 1),
-        Part::new(Family::V6, 0, 0),
-    ];
+    // IPv4 holds most networks, unevenly: eighths keep both cores busy to the end.
+    let eighths =
+        (0..IPV4_PARTS).map(|i| Part::new(Family::V4, i << (32 - IPV4_SPLIT), IPV4_SPLIT));
+    let parts: Vec<Part> = std::iter::once(Part::new(Family::V6, 0, 0))
+        .chain(eighths)
+        .collect();
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(parts.len()));
     let walk = || {
@@ -126,16 +127,20 @@ pub fn compile(
     }
     let maps = (0..shared.len())
         .map(|i| {
-            let mut take = |part: usize| std::mem::take(&mut subtrees[part][i]);
-            let (low, high, v6) = (take(0), take(1), take(2));
+            let mut parts = subtrees.iter_mut().map(|part| std::mem::take(&mut part[i]));
+            let v4: Vec<Subtree> = parts.by_ref().take(IPV4_PARTS as usize).collect();
             NetworkMap {
-                v4: Subtree::joined(low, high).trie(),
-                v6: v6.trie(),
+                v4: Subtree::joined_all(v4).trie(),
+                v6: parts.next().unwrap_or_default().trie(),
             }
         })
         .collect();
     Ok((maps, compiled))
 }
+
+/// IPv4 is walked in 2^IPV4_SPLIT parts.
+const IPV4_SPLIT: u8 = 3;
+const IPV4_PARTS: u128 = 1 << IPV4_SPLIT;
 
 /// A part of one family's space, walked on its own: the network `start`/`len`.
 #[derive(Debug, Clone, Copy)]
@@ -859,6 +864,16 @@ impl Default for Subtree {
 }
 
 impl Subtree {
+    /// Consecutive parts of a space, as many as a power of two, as one tree.
+    fn joined_all(mut parts: Vec<Subtree>) -> Subtree {
+        while parts.len() > 1 {
+            let mut pairs = parts.into_iter();
+            parts = std::iter::from_fn(|| Some(Subtree::joined(pairs.next()?, pairs.next()?)))
+                .collect();
+        }
+        parts.pop().unwrap_or_default()
+    }
+
     /// The two halves of a space as one tree.
     fn joined(low: Subtree, high: Subtree) -> Subtree {
         let mut inner = low.inner;
