@@ -102,12 +102,6 @@ impl Geography {
         Geography { directions, rules }
     }
 
-    /// Whether every client has the same place but for what is counted: no order by
-    /// distance and no rule.
-    pub fn is_flat(&self) -> bool {
-        self.directions.is_empty() && self.rules.is_empty()
-    }
-
     /// The networks of the rules: a place is the same all over a network the map keeps.
     fn networks(&self) -> Vec<ipnet::IpNet> {
         let networks = self.rules.iter().flat_map(|r| &r.matcher.networks);
