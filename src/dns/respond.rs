@@ -17,7 +17,7 @@ use super::{
 use crate::{
     answer::{AddressSource, Answer, ClientAddress, resolve_into},
     explain,
-    geo::{LookupCounters, LookupResult},
+    geo::LookupCounters,
     metrics::Metrics,
     routing::RoutingTable,
     wire::{
@@ -108,17 +108,6 @@ impl Responder {
         }
     }
 
-    /// Counts a client's place found, for `geoip_lookups_total`: one looked up, or one that
-    /// a response given before stands for.
-    fn count_lookup(&self, lookup: LookupResult) {
-        let counter = match lookup {
-            LookupResult::Located => &self.lookups.located,
-            LookupResult::Unknown => &self.lookups.unknown,
-            LookupResult::Undecodable => &self.lookups.undecodable,
-        };
-        counter.inc();
-    }
-
     /// Writes the response to `packet`, which came from `source`, into `out`. Returns false
     /// when the packet gets no response at all (it is not a request).
     pub fn respond(
@@ -174,7 +163,7 @@ impl Responder {
         };
         let tally = hit.tally();
         if let Some(lookup) = tally.lookup {
-            self.count_lookup(lookup);
+            self.lookups.count(lookup);
         }
         self.remembered.inc();
         let Some(slip) = admit(limiter, source, || (tally.class, &tally.name[..])) else {
@@ -306,7 +295,7 @@ impl Responder {
             None => resolve_into(answer, table, name, qtype, client),
         }
         if let Some(lookup) = answer.lookup {
-            self.count_lookup(lookup);
+            self.lookups.count(lookup);
         }
     }
 

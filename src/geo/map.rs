@@ -624,8 +624,8 @@ enum Sub {
     Leaf {
         /// A leaf id, or an alias.
         id: u32,
-        /// `None`: never merged with an equal sibling (an undecodable record's network stays
-        /// at its own length).
+        /// False: never merged with an equal sibling (an undecodable record's network stays at
+        /// its own length).
         mergeable: bool,
         /// `None` for what no scope may span (aliases, undecodable records).
         decision: Option<u32>,

@@ -245,6 +245,18 @@ pub struct LookupCounters {
     pub undecodable: QueryCounter,
 }
 
+impl LookupCounters {
+    /// Counts a lookup: one made, or one that an answer given again stands for.
+    pub fn count(&self, result: LookupResult) {
+        let counter = match result {
+            LookupResult::Located => &self.located,
+            LookupResult::Unknown => &self.unknown,
+            LookupResult::Undecodable => &self.undecodable,
+        };
+        counter.inc();
+    }
+}
+
 /// What a lookup found, as `geoip_lookups_total` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LookupResult {
