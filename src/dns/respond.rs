@@ -21,8 +21,8 @@ use crate::{
     metrics::Metrics,
     routing::RoutingTable,
     wire::{
-        self, EdnsRequest, EdnsResponse, MAX_NAME_LEN, Malformed, NameBuf, Rcode, Request,
-        ResponseWriter, WireRRset, encode_rrset, opt_len,
+        self, EdnsRequest, EdnsResponse, Malformed, NameBuf, Rcode, Request, ResponseWriter,
+        WireRRset, encode_rrset, opt_len,
     },
 };
 
@@ -244,10 +244,10 @@ impl Responder {
                 rcode,
                 slip,
             };
-            self.write(out, &request, transport, body, edns);
+            self.write(out, &request, transport, &body, edns.as_ref());
             return true;
         }
-        let mut name_buf: NameBuf = [0; MAX_NAME_LEN];
+        let mut name_buf = NameBuf::new();
         let name = request.question.lower_name(&mut name_buf);
         let table = loaded.unwrap_or_else(|| self.table.load());
         let mut answer = Answer::unanswered();
@@ -350,7 +350,7 @@ impl Responder {
             slip,
         };
         let opt = edns.as_ref().map(opt_len);
-        self.write(out, request, transport, body, edns);
+        self.write(out, request, transport, &body, edns.as_ref());
         opt.map(|len| out.len() - len)
     }
 
@@ -424,10 +424,10 @@ impl Responder {
         out: &mut Vec<u8>,
         request: &Request<'_>,
         transport: Transport,
-        body: Body<'_>,
-        edns: Option<EdnsResponse<'_>>,
+        body: &Body<'_>,
+        edns: Option<&EdnsResponse<'_>>,
     ) {
-        let Body {
+        let &Body {
             answer,
             proof,
             together,
@@ -435,7 +435,7 @@ impl Responder {
             slip,
         } = body;
         let max_len = self.max_len(transport, request.edns.as_ref());
-        let opt_room = edns.as_ref().map_or(0, opt_len);
+        let opt_room = edns.map_or(0, opt_len);
         let (id, flags, question) = (request.id, request.flags, Some(request.question.wire));
         let mut writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
         writer.with_signatures(request.edns.is_some_and(|e| e.dnssec_ok));
@@ -447,7 +447,7 @@ impl Responder {
             // over TCP. The OPT record stays (RFC 6891 7).
             writer.clear_records();
         }
-        writer.finish(rcode, authoritative, truncated, edns.as_ref());
+        writer.finish(rcode, authoritative, truncated, edns);
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use arrayvec::ArrayVec;
+
 use super::{HEADER_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, Rcode, TYPE_OPT, option, skip_name};
 
 const FLAG_QR: u16 = 0x8000;
@@ -28,17 +30,18 @@ pub struct Question<'p> {
     pub qclass: u16,
 }
 
-/// Room for a name in wire form.
-pub type NameBuf = [u8; MAX_NAME_LEN];
+/// A name in wire form (not zeroed first: the query path fills it for every request).
+pub type NameBuf = ArrayVec<u8, MAX_NAME_LEN>;
 
 impl Question<'_> {
     /// The name in lower case wire form, as zones look names up, written into `buf`.
     pub fn lower_name<'b>(&self, buf: &'b mut NameBuf) -> &'b [u8] {
         let name = &self.wire[..self.wire.len() - 4];
-        let lower = &mut buf[..name.len()];
-        lower.copy_from_slice(name);
-        lower.make_ascii_lowercase();
-        lower
+        buf.clear();
+        // The parser checked the name's length, so it always fits.
+        let _ = buf.try_extend_from_slice(name);
+        buf.make_ascii_lowercase();
+        buf
     }
 }
 
@@ -196,13 +199,17 @@ fn read_question(packet: &[u8], offset: usize) -> Option<(Question<'_>, usize)> 
     let mut at = offset;
     loop {
         let label = usize::from(*packet.get(at)?);
-        if label > MAX_LABEL_LEN || at + label + 1 - offset > MAX_NAME_LEN {
+        if label > MAX_LABEL_LEN {
             return None;
         }
         at += label + 1;
         if label == 0 {
             break;
         }
+    }
+    // The packet bounds the walk; the name's length is checked once, at its end.
+    if at - offset > MAX_NAME_LEN {
+        return None;
     }
     let fixed = packet.get(at..at + 4)?;
     let end = at + 4;

@@ -24,28 +24,38 @@ const MAX_NAME_OFFSETS: usize = 64;
 const MAX_POINTER: usize = 0x3FFF;
 
 /// The records of one name and type, encoded for [`ResponseWriter`], in one allocation (a
-/// zone holds one per name, so its size is the zone's): a header of type, TTL, record count,
-/// signature count and owner length, the owner, then each RDATA as its length, where its
-/// compressible names start, how many there are, and its bytes; then the RDATA of each RRSIG
-/// that covers the set, written after it when the client asked for DNSSEC (DO).
+/// zone holds one per name, so its size is the zone's): a header of type, class, TTL (as a
+/// record repeats them), record count, signature count and owner length, the owner, then each
+/// RDATA as where its compressible names start, how many there are, its length and its bytes
+/// (length and bytes as a record holds them); then the RDATA of each RRSIG that covers the set,
+/// written after it when the client asked for DNSSEC (DO).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireRRset {
     bytes: Box<[u8]>,
 }
 
-/// Bytes before the owner: type (2), TTL (4), record count (2), signature count (1), owner
-/// length (1).
-const RRSET_HEADER: usize = 10;
-const TYPE_RRSIG: u16 = 46;
-/// Bytes before an RDATA's own: its length (2), names' start (1), names' count (1).
-const RDATA_HEADER: usize = 4;
+/// Bytes before the owner: type (2), class (2), TTL (4), record count (2), signature count
+/// (1), owner length (1).
+const RRSET_HEADER: usize = 12;
+/// Type, class and TTL: the bytes a record has after its owner and before its RDATA length.
+const RECORD_FIXED: usize = 8;
+const TYPE_RRSIG: [u8; 2] = 46u16.to_be_bytes();
+/// Bytes before an RDATA's length: names' start (1), names' count (1).
+const RDATA_HEADER: usize = 2;
 
-/// One RDATA: its bytes, of which `names` names starting at `names_at` may be compressed.
+/// One RDATA as a record holds it (its length, then its bytes), of which `names` names
+/// starting at `names_at` (of the bytes) may be compressed.
 #[derive(Debug, Clone, Copy)]
 struct WireRdata<'s> {
-    bytes: &'s [u8],
+    with_length: &'s [u8],
     names_at: u8,
     names: u8,
+}
+
+impl<'s> WireRdata<'s> {
+    fn bytes(&self) -> &'s [u8] {
+        &self.with_length[2..]
+    }
 }
 
 /// Encodes records of one owner, type and TTL (as an RRset holds them). `None` when hickory
@@ -62,6 +72,7 @@ pub fn encode_signed_rrset(records: &[Record], signatures: &[RData]) -> Option<W
     let ttl = first.map_or(0, |r| r.ttl);
     let mut bytes = Vec::with_capacity(RRSET_HEADER + owner.len() + 16 * records.len());
     bytes.extend(rtype.to_be_bytes());
+    bytes.extend(CLASS_IN.to_be_bytes());
     bytes.extend(ttl.to_be_bytes());
     bytes.extend(u16::try_from(records.len()).ok()?.to_be_bytes());
     bytes.push(u8::try_from(signatures.len()).ok()?);
@@ -78,7 +89,7 @@ pub fn encode_signed_rrset(records: &[Record], signatures: &[RData]) -> Option<W
 impl WireRRset {
     /// The owner's name in wire form, in the configuration's case.
     pub fn owner(&self) -> &[u8] {
-        let len = usize::from(self.bytes[9]);
+        let len = usize::from(self.bytes[11]);
         &self.bytes[RRSET_HEADER..RRSET_HEADER + len]
     }
 
@@ -87,11 +98,18 @@ impl WireRRset {
     }
 
     fn ttl(&self) -> u32 {
-        u32::from_be_bytes([self.bytes[2], self.bytes[3], self.bytes[4], self.bytes[5]])
+        u32::from_be_bytes([self.bytes[4], self.bytes[5], self.bytes[6], self.bytes[7]])
+    }
+
+    /// Type, class and TTL as a record of the set repeats them.
+    fn record_fixed(&self) -> &[u8; RECORD_FIXED] {
+        self.bytes
+            .first_chunk()
+            .expect("a set's bytes start with its header")
     }
 
     fn len(&self) -> usize {
-        usize::from(u16::from_be_bytes([self.bytes[6], self.bytes[7]]))
+        usize::from(u16::from_be_bytes([self.bytes[8], self.bytes[9]]))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,7 +117,7 @@ impl WireRRset {
     }
 
     fn signature_count(&self) -> usize {
-        usize::from(self.bytes[8])
+        usize::from(self.bytes[10])
     }
 
     /// Whether RRSIGs come with the set.
@@ -119,14 +137,14 @@ impl WireRRset {
     fn all_rdatas(&self) -> impl Iterator<Item = WireRdata<'_>> {
         let mut at = RRSET_HEADER + self.owner().len();
         (0..self.len() + self.signature_count()).map(move |_| {
-            let header = &self.bytes[at..at + RDATA_HEADER];
-            let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+            let header = &self.bytes[at..at + RDATA_HEADER + 2];
+            let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
             let start = at + RDATA_HEADER;
-            at = start + len;
+            at = start + 2 + len;
             WireRdata {
-                bytes: &self.bytes[start..at],
-                names_at: header[2],
-                names: header[3],
+                with_length: &self.bytes[start..at],
+                names_at: header[0],
+                names: header[1],
             }
         })
     }
@@ -139,8 +157,9 @@ impl WireRRset {
         let rtype = RecordType::from(self.rtype());
         self.rdatas()
             .filter_map(|rdata| {
-                let length = u16::try_from(rdata.bytes.len()).ok()?;
-                let mut decoder = BinDecoder::new(rdata.bytes);
+                let bytes = rdata.bytes();
+                let length = u16::try_from(bytes.len()).ok()?;
+                let mut decoder = BinDecoder::new(bytes);
                 let data = RData::read(&mut decoder, rtype, Restrict::new(length)).ok()?;
                 Some(Record::from_rdata(owner.clone(), self.ttl(), data))
             })
@@ -182,8 +201,8 @@ fn encode_rdata(rdata: &RData, out: &mut Vec<u8>) -> Option<()> {
             (0, 0, bytes)
         }
     };
-    out.extend(u16::try_from(bytes.len()).ok()?.to_be_bytes());
     out.extend([names_at, names]);
+    out.extend(u16::try_from(bytes.len()).ok()?.to_be_bytes());
     out.extend(bytes);
     Some(())
 }
@@ -234,9 +253,9 @@ pub struct ResponseWriter<'b> {
     /// The message's size limit, less the room kept for the OPT record.
     limit: usize,
     question_end: usize,
-    /// Name positions that belong to the question (kept when records are cleared).
-    question_offsets: usize,
     counts: [u16; 3],
+    /// Where the names written in records start, for compression (the question's are found
+    /// in the question itself).
     offsets: [u16; MAX_NAME_OFFSETS],
     offset_count: usize,
     /// Whether each RRset's signatures are written after it (the client set DO).
@@ -260,29 +279,24 @@ impl<'b> ResponseWriter<'b> {
         max_len: usize,
         opt_room: usize,
     ) -> ResponseWriter<'b> {
-        buf.clear();
-        buf.extend_from_slice(&id.to_be_bytes());
-        buf.extend_from_slice(&(FLAG_QR | (flags & ECHOED_FLAGS)).to_be_bytes());
-        buf.extend_from_slice(&[0; HEADER_LEN - 4]);
         let limit = max_len.saturating_sub(opt_room);
-        let mut writer = ResponseWriter {
+        let question = question.filter(|q| HEADER_LEN + q.len() <= limit);
+        let mut header = [0; HEADER_LEN];
+        header[..2].copy_from_slice(&id.to_be_bytes());
+        header[2..4].copy_from_slice(&(FLAG_QR | (flags & ECHOED_FLAGS)).to_be_bytes());
+        header[5] = u8::from(question.is_some());
+        buf.clear();
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(question.unwrap_or_default());
+        ResponseWriter {
+            question_end: buf.len(),
             buf,
             limit,
-            question_end: HEADER_LEN,
-            question_offsets: 0,
             counts: [0; 3],
             offsets: [0; MAX_NAME_OFFSETS],
             offset_count: 0,
             signatures: false,
-        };
-        if let Some(question) = question.filter(|q| HEADER_LEN + q.len() <= limit) {
-            writer.buf[5] = 1;
-            writer.remember_labels(HEADER_LEN, question);
-            writer.buf.extend_from_slice(question);
-            writer.question_end = writer.buf.len();
-            writer.question_offsets = writer.offset_count;
         }
-        writer
     }
 
     pub fn answer(&mut self, set: &WireRRset) -> Result<(), Full> {
@@ -301,7 +315,7 @@ impl<'b> ResponseWriter<'b> {
     pub fn clear_records(&mut self) {
         self.buf.truncate(self.question_end);
         self.counts = [0; 3];
-        self.offset_count = self.question_offsets;
+        self.offset_count = 0;
     }
 
     /// Sets the header's flags and counts, then appends the OPT record, if any.
@@ -312,35 +326,39 @@ impl<'b> ResponseWriter<'b> {
         truncated: bool,
         edns: Option<&EdnsResponse<'_>>,
     ) {
-        let mut flags = u16::from_be_bytes([self.buf[2], self.buf[3]]) | (rcode.value() & 0x0F);
+        let mut set = rcode.value() & 0x0F;
         if authoritative {
-            flags |= FLAG_AA;
+            set |= FLAG_AA;
         }
         if truncated {
-            flags |= FLAG_TC;
+            set |= FLAG_TC;
         }
-        self.buf[2..4].copy_from_slice(&flags.to_be_bytes());
-        for (i, count) in self.counts.iter().enumerate() {
-            let at = 6 + 2 * i;
-            self.buf[at..at + 2].copy_from_slice(&count.to_be_bytes());
+        let [answers, authorities, additionals] = self.counts;
+        let additionals = additionals + u16::from(edns.is_some());
+        if let Some(header) = self.buf.first_chunk_mut::<HEADER_LEN>() {
+            let flags = u16::from_be_bytes([header[2], header[3]]) | set;
+            header[2..4].copy_from_slice(&flags.to_be_bytes());
+            header[6..8].copy_from_slice(&answers.to_be_bytes());
+            header[8..10].copy_from_slice(&authorities.to_be_bytes());
+            header[10..12].copy_from_slice(&additionals.to_be_bytes());
         }
         if let Some(edns) = edns {
             write_opt(self.buf, rcode, edns);
-            let additional = self.counts[2] + 1;
-            self.buf[10..12].copy_from_slice(&additional.to_be_bytes());
         }
     }
 
     fn rrset(&mut self, section: Section, set: &WireRRset) -> Result<(), Full> {
         let start = (self.buf.len(), self.offset_count);
-        let (owner, rtype, ttl) = (set.owner(), set.rtype(), set.ttl());
+        let (owner, fixed) = (set.owner(), set.record_fixed());
         for rdata in set.rdatas() {
-            self.record(owner, rtype, ttl, |writer| writer.rdata(rdata));
+            self.record(owner, fixed, rdata);
         }
         let mut written = set.len();
         if self.signatures {
+            let mut signature_fixed = *fixed;
+            signature_fixed[..2].copy_from_slice(&TYPE_RRSIG);
             for rdata in set.signatures() {
-                self.record(owner, TYPE_RRSIG, ttl, |writer| writer.rdata(rdata));
+                self.record(owner, &signature_fixed, rdata);
                 written += 1;
             }
         }
@@ -372,20 +390,24 @@ impl<'b> ResponseWriter<'b> {
         }
     }
 
-    fn record(&mut self, owner: &[u8], rtype: u16, ttl: u32, rdata: impl FnOnce(&mut Self)) {
+    /// One record: `fixed` is its type, class and TTL.
+    fn record(&mut self, owner: &[u8], fixed: &[u8; RECORD_FIXED], rdata: WireRdata<'_>) {
         self.name(owner);
-        self.buf.extend_from_slice(&rtype.to_be_bytes());
-        self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
-        self.buf.extend_from_slice(&ttl.to_be_bytes());
+        self.buf.extend_from_slice(fixed);
+        if rdata.names == 0 {
+            self.buf.extend_from_slice(rdata.with_length);
+            return;
+        }
         let length_at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
-        rdata(self);
+        self.rdata(rdata);
         let length = u16::try_from(self.buf.len() - length_at - 2).unwrap_or(u16::MAX);
         self.buf[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
     }
 
+    /// RDATA with names to compress.
     fn rdata(&mut self, rdata: WireRdata<'_>) {
-        let bytes = rdata.bytes;
+        let bytes = rdata.bytes();
         let mut at = usize::from(rdata.names_at);
         self.buf.extend_from_slice(&bytes[..at]);
         for _ in 0..rdata.names {
@@ -401,7 +423,8 @@ impl<'b> ResponseWriter<'b> {
         // Most owners are the question's name: one comparison, then a pointer to it.
         if self.question_end > HEADER_LEN {
             let question = &self.buf[HEADER_LEN..self.question_end - 4];
-            if question.eq_ignore_ascii_case(name) {
+            // Both are mostly in lower case: the exact comparison is the cheap one.
+            if question == name || question.eq_ignore_ascii_case(name) {
                 self.buf
                     .extend_from_slice(&(0xC000 | HEADER_LEN as u16).to_be_bytes());
                 return;
@@ -421,14 +444,6 @@ impl<'b> ResponseWriter<'b> {
         self.buf.push(0);
     }
 
-    fn remember_labels(&mut self, start: usize, name: &[u8]) {
-        let mut at = 0;
-        while at < name.len() && name[at] != 0 {
-            self.remember(start + at);
-            at += 1 + usize::from(name[at]);
-        }
-    }
-
     fn remember(&mut self, offset: usize) {
         if offset <= MAX_POINTER && self.offset_count < MAX_NAME_OFFSETS {
             self.offsets[self.offset_count] = offset as u16;
@@ -436,7 +451,16 @@ impl<'b> ResponseWriter<'b> {
         }
     }
 
+    /// Where `suffix` was written before: in the question (uncompressed), else in a record.
     fn find(&self, suffix: &[u8]) -> Option<u16> {
+        let question = &self.buf[HEADER_LEN..self.question_end.saturating_sub(4).max(HEADER_LEN)];
+        let mut at = 0;
+        while at < question.len() && question[at] != 0 {
+            if question[at..].eq_ignore_ascii_case(suffix) {
+                return u16::try_from(HEADER_LEN + at).ok();
+            }
+            at += 1 + usize::from(question[at]);
+        }
         self.offsets[..self.offset_count]
             .iter()
             .copied()
@@ -492,23 +516,30 @@ fn name_end(bytes: &[u8], mut at: usize) -> usize {
     at.min(bytes.len())
 }
 
+/// The OPT record's fixed part (11 bytes) and a Client Subnet option (at most 4 + 4 + 16).
+const OPT_WITH_SUBNET: usize = 11 + 24;
+
 fn write_opt(buf: &mut Vec<u8>, rcode: Rcode, edns: &EdnsResponse<'_>) {
-    buf.push(0);
-    buf.extend_from_slice(&TYPE_OPT.to_be_bytes());
-    buf.extend_from_slice(&edns.payload.to_be_bytes());
-    let extended_rcode = (rcode.value() >> 4) as u8;
-    let flags: u16 = if edns.dnssec_ok { 0x8000 } else { 0 };
-    buf.extend_from_slice(&[extended_rcode, 0]);
-    buf.extend_from_slice(&flags.to_be_bytes());
-    let length_at = buf.len();
-    buf.extend_from_slice(&[0, 0]);
+    // The fixed part and the subnet are laid out on the stack and copied at once.
+    let mut opt = [0; OPT_WITH_SUBNET];
+    opt[1..3].copy_from_slice(&TYPE_OPT.to_be_bytes());
+    opt[3..5].copy_from_slice(&edns.payload.to_be_bytes());
+    opt[5] = (rcode.value() >> 4) as u8;
+    opt[7] = if edns.dnssec_ok { 0x80 } else { 0 };
+    let options_len = opt_len(edns) - 11;
+    opt[9..11].copy_from_slice(&u16::try_from(options_len).unwrap_or(u16::MAX).to_be_bytes());
+    let mut len = 11;
     if let Some((subnet, scope)) = edns.client_subnet {
         let (octets, count) = subnet.address_octets();
-        put_option_header(buf, option::CLIENT_SUBNET, 4 + count);
-        buf.extend_from_slice(&subnet.family().to_be_bytes());
-        buf.extend_from_slice(&[subnet.source_prefix, scope]);
-        buf.extend_from_slice(&octets[..count]);
+        opt[11..13].copy_from_slice(&option::CLIENT_SUBNET.to_be_bytes());
+        opt[13..15].copy_from_slice(&(4 + count as u16).to_be_bytes());
+        opt[15..17].copy_from_slice(&subnet.family().to_be_bytes());
+        opt[17] = subnet.source_prefix;
+        opt[18] = scope;
+        opt[19..19 + count].copy_from_slice(&octets[..count]);
+        len = 19 + count;
     }
+    buf.extend_from_slice(&opt[..len]);
     if let Some(nsid) = edns.nsid {
         put_option_header(buf, option::NSID, nsid.len());
         buf.extend_from_slice(nsid);
@@ -518,8 +549,6 @@ fn write_opt(buf: &mut Vec<u8>, rcode: Rcode, edns: &EdnsResponse<'_>) {
         buf.extend_from_slice(&error.code.to_be_bytes());
         buf.extend_from_slice(error.text.as_bytes());
     }
-    let length = u16::try_from(buf.len() - length_at - 2).unwrap_or(u16::MAX);
-    buf[length_at..length_at + 2].copy_from_slice(&length.to_be_bytes());
 }
 
 fn put_option_header(buf: &mut Vec<u8>, code: u16, len: usize) {

@@ -63,7 +63,7 @@ fn a_plain_query_is_read_with_its_question_as_sent() {
     assert_eq!(request.question.qclass, 1);
     assert_eq!(&request.question.wire[..4], b"\x03Api");
     assert_eq!(
-        request.question.lower_name(&mut [0; MAX_NAME_LEN]),
+        request.question.lower_name(&mut NameBuf::new()),
         b"\x03api\x03llm\x07example\x03com\x00"
     );
     assert!(request.edns.is_none());
