@@ -6,7 +6,11 @@
 //!
 //! Nothing here depends on health, so a health change never changes a place or its scope.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
+
+/// Places and decisions are hashed once per distinct record and part while compiling; their
+/// fields come from our own configuration and the databases, not from clients.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 use crate::{
     config::Matcher,
@@ -260,8 +264,8 @@ impl<'g> PlaceClassifier<'g> {
             geography,
             networks: geography.networks(),
             places: Vec::new(),
-            leaves: HashMap::new(),
-            decisions: HashMap::new(),
+            leaves: HashMap::default(),
+            decisions: HashMap::default(),
         }
     }
 }
