@@ -32,6 +32,7 @@ use crate::{
 
 /// Environment variable holding the admin token when no --admin-token-file is given.
 const TOKEN_VARIABLE: &str = "REGIONDNS_ADMIN_TOKEN";
+const FLEET_TOKEN_VARIABLE: &str = "REGIONDNS_FLEET_TOKEN";
 
 #[derive(Parser)]
 #[command(
@@ -202,6 +203,23 @@ pub struct ServeArgs {
     /// A client network the rate limit never applies to (CIDR); repeat for several.
     #[arg(long)]
     pub rrl_exempt: Vec<ipnet::IpNet>,
+    /// This instance's endpoint for its peers (ADDR:PORT): a listener of its own, apart from
+    /// the admin API, so that the admin API can stay on loopback.
+    #[arg(long)]
+    pub fleet_listen: Option<SocketAddr>,
+    /// Another instance's fleet endpoint (http:// or https://); repeat for every peer.
+    #[arg(long)]
+    pub peer: Vec<reqwest::Url>,
+    /// File holding the fleet's shared secret (default: the REGIONDNS_FLEET_TOKEN environment
+    /// variable). Not the admin token.
+    #[arg(long)]
+    pub fleet_token_file: Option<PathBuf>,
+    /// A PEM CA certificate to trust for the peers' certificates (a private CA).
+    #[arg(long)]
+    pub peer_ca: Option<PathBuf>,
+    /// Where this instance keeps what must survive a restart (the drains).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -572,6 +590,41 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
             slip: args.rrl_slip,
             exempt: args.rrl_exempt.clone(),
         },
+        fleet: fleet_config(args)?,
+    })
+}
+
+/// The fleet's settings: a token is needed as soon as there are peers or a fleet listener.
+fn fleet_config(args: &ServeArgs) -> Result<server::FleetConfig> {
+    let token = secret(
+        args.fleet_token_file.as_deref(),
+        FLEET_TOKEN_VARIABLE,
+        "fleet token",
+    )?;
+    let in_fleet = !args.peer.is_empty() || args.fleet_listen.is_some();
+    if in_fleet && token.is_none() {
+        bail!(
+            "--peer and --fleet-listen need the fleet's token: --fleet-token-file FILE or \
+             {FLEET_TOKEN_VARIABLE}"
+        );
+    }
+    let peer_ca = match &args.peer_ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the peer CA {}", path.display()))?;
+            Some(
+                reqwest::Certificate::from_pem(&pem)
+                    .with_context(|| format!("{}: not a PEM certificate", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(server::FleetConfig {
+        instance: crate::fleet::instance_name(nsid(args.nsid.as_deref()).as_deref()),
+        peers: args.peer.iter().map(ToString::to_string).collect(),
+        token,
+        state_dir: args.state_dir.clone(),
+        peer_ca,
     })
 }
 
@@ -621,7 +674,15 @@ pub async fn bind(args: &ServeArgs) -> Result<server::Listeners> {
                 .with_context(|| format!("cannot listen on {addr} for the admin API"))?,
         ),
     };
-    Ok(server::Listeners { dns, admin })
+    let fleet = match args.fleet_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the fleet"))?,
+        ),
+        None => None,
+    };
+    Ok(server::Listeners { dns, admin, fleet })
 }
 
 /// Runs the server until it fails, or until SIGINT or SIGTERM stops it gracefully; a second
@@ -679,14 +740,19 @@ pub fn nsid(arg: Option<&str>) -> Option<String> {
 
 /// The admin token from the file, else the environment; `None` disables mutating endpoints.
 pub fn admin_token(file: Option<&Path>) -> Result<Option<String>> {
+    secret(file, TOKEN_VARIABLE, "admin token")
+}
+
+/// A secret from `file`, else from the environment variable `variable`.
+fn secret(file: Option<&Path>, variable: &str, what: &str) -> Result<Option<String>> {
     let token = match file {
         Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the admin token file {}", path.display()))?,
-        None => std::env::var(TOKEN_VARIABLE).unwrap_or_default(),
+            .with_context(|| format!("cannot read the {what} file {}", path.display()))?,
+        None => std::env::var(variable).unwrap_or_default(),
     };
     let token = token.trim();
     if token.is_empty() && file.is_some() {
-        bail!("the admin token file is empty");
+        bail!("the {what} file is empty");
     }
     Ok((!token.is_empty()).then(|| token.to_owned()))
 }

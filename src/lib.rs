@@ -23,6 +23,7 @@ pub mod dnssec;
 pub mod drill;
 pub mod events;
 pub mod explain;
+pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod history;

@@ -89,6 +89,14 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     shares: Arc<SharesCollector>,
     generation: Gauge,
+    vantage_impaired: Gauge,
+    fleet_peers: Family<PeerStateLabels, Gauge>,
+    fleet_disagreements: Family<RegionLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerStateLabels {
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,7 +231,28 @@ impl Metrics {
             "Number of routing snapshots published since start",
             generation.clone(),
         );
+        let vantage_impaired = Gauge::default();
+        registry.register(
+            "fleet_vantage_impaired",
+            "1 when this instance's probes see several regions down that most of the fleet sees up",
+            vantage_impaired.clone(),
+        );
+        let fleet_peers = Family::<PeerStateLabels, Gauge>::default();
+        registry.register(
+            "fleet_peers",
+            "Peers by state: reachable (a view fetched in the last poll) or unreachable",
+            fleet_peers.clone(),
+        );
+        let fleet_disagreements = Family::<RegionLabels, Gauge>::default();
+        registry.register(
+            "fleet_disagreements",
+            "Fresh views (this instance's included) whose probes disagree with the fleet's state of the region",
+            fleet_disagreements.clone(),
+        );
         Metrics {
+            vantage_impaired,
+            fleet_peers,
+            fleet_disagreements,
             registry,
             queries,
             region_state,
@@ -411,6 +440,29 @@ impl Metrics {
             region: region.into(),
         };
         self.probes_not_made.get_or_create(&labels).inc();
+    }
+
+    pub fn set_vantage_impaired(&self, impaired: bool) {
+        self.vantage_impaired.set(i64::from(impaired));
+    }
+
+    pub fn set_fleet_peers(&self, reachable: usize, unreachable: usize) {
+        for (state, count) in [("reachable", reachable), ("unreachable", unreachable)] {
+            let labels = PeerStateLabels {
+                state: state.into(),
+            };
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            self.fleet_peers.get_or_create(&labels).set(count);
+        }
+    }
+
+    pub fn set_fleet_disagreements(&self, zone: &str, region: &str, views: usize) {
+        let labels = RegionLabels {
+            zone: zone.into(),
+            region: region.into(),
+        };
+        let views = i64::try_from(views).unwrap_or(i64::MAX);
+        self.fleet_disagreements.get_or_create(&labels).set(views);
     }
 
     pub fn set_generation(&self, generation: u64) {

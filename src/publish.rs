@@ -26,6 +26,12 @@ use tracing::{info, warn};
 use crate::{
     config::{Check, ZoneConfig},
     events::{Notice, Notices},
+    fleet::{
+        Agreement, DrainRecord, Drains, FleetBoard, FleetEvent, PeerState, PeerSummary,
+        ProbedRegion, RegionAgreement, View, agree,
+        http::OwnView,
+        store::{self, StoreError},
+    },
     geo::{GeoError, GeoIp},
     health::{Health, Outcome, ProbeReport, ProbeResult},
     metrics::Metrics,
@@ -37,7 +43,14 @@ use crate::{
 /// Everything known about a region's health, for routing and for the admin API.
 #[derive(Debug, Clone)]
 pub struct RegionStatus {
+    /// The health answers use: this instance's probes, or the fleet's agreement.
     pub health: Health,
+    /// What this instance's own probes say, and why, and when they last said it.
+    pub probed: Health,
+    pub probe_reason: String,
+    pub probed_at: Option<Instant>,
+    /// How the fleet voted, when peers' views counted.
+    pub fleet: Option<Agreement>,
     pub drained: bool,
     /// Whether the region has a check at all (without one it is always up).
     pub checked: bool,
@@ -86,6 +99,10 @@ pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
             };
             let status = RegionStatus {
                 health: Health::Up,
+                probed: Health::Up,
+                probe_reason: reason.into(),
+                probed_at: None,
+                fleet: None,
                 drained: region.drained,
                 checked: region.check.is_some(),
                 reason: reason.into(),
@@ -119,8 +136,39 @@ pub enum Event {
     SetDrained {
         key: RegionKey,
         drained: bool,
-        done: oneshot::Sender<Option<State>>,
+        done: oneshot::Sender<Option<(State, DrainRecord)>>,
     },
+    /// What the fleet's transport brings: peers' views and drains.
+    Fleet(FleetEvent),
+}
+
+impl From<FleetEvent> for Event {
+    fn from(event: FleetEvent) -> Event {
+        Event::Fleet(event)
+    }
+}
+
+/// Who this instance is in its fleet, and where its drains are kept.
+pub struct FleetSetup {
+    pub instance: String,
+    pub peers: Vec<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The publisher's side of the fleet: the clock of drains, the records, the peers' views.
+struct FleetState {
+    instance: String,
+    hlc: uhlc::HLC,
+    drains: Drains,
+    state_dir: Option<PathBuf>,
+    peers: BTreeMap<String, PeerState>,
+    own_view: Arc<ArcSwap<OwnView>>,
+    board: Arc<ArcSwap<FleetBoard>>,
+    config_hash: String,
+    geoip_build: String,
+    /// Whether this instance decided alone at the last agreement (logged when it changes).
+    alone: Option<bool>,
+    impaired: bool,
 }
 
 /// Owns the health map; publishes routing snapshots and health for the admin API.
@@ -148,6 +196,7 @@ pub struct Publisher {
     /// New GeoIP databases being compiled into the plan's places, on a blocking thread: health
     /// keeps being published meanwhile.
     relocating: JoinSet<Relocated>,
+    fleet: FleetState,
 }
 
 /// A plan compiled against new GeoIP databases, off the publisher's loop.
@@ -196,7 +245,6 @@ impl Publisher {
     ) -> Result<Publisher, GeoError> {
         let plan = Arc::new(Plan::new(zones, &metrics, &geo)?);
         let geo_files = geo.paths().map(PathBuf::from).collect();
-        drop(geo);
         log_compilation(plan.compiled, "start");
         let health = initial_health(zones);
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
@@ -208,6 +256,25 @@ impl Publisher {
             metrics.set_region_state(&key.zone, &key.region, status.state());
         }
         metrics.set_generation(1);
+        let fleet = FleetState {
+            instance: String::new(),
+            hlc: uhlc::HLCBuilder::new()
+                .with_max_delta(HLC_MAX_DELTA)
+                .build(),
+            drains: Drains::default(),
+            state_dir: None,
+            peers: BTreeMap::new(),
+            own_view: Arc::new(ArcSwap::from_pointee(OwnView {
+                view: View::default(),
+                made: Instant::now(),
+            })),
+            board: Arc::default(),
+            config_hash: config_hash(zones),
+            geoip_build: geo.builds(),
+            alone: None,
+            impaired: false,
+        };
+        drop(geo);
         Ok(Publisher {
             plan,
             geo_files,
@@ -223,7 +290,52 @@ impl Publisher {
             not_made_logged: None,
             board_due: None,
             relocating: JoinSet::new(),
+            fleet,
         })
+    }
+
+    /// Joins a fleet: the drains kept in the state directory apply at once, and peers' views
+    /// are taken from now on.
+    pub fn in_fleet(mut self, setup: FleetSetup) -> Result<Publisher, StoreError> {
+        let drains = match &setup.state_dir {
+            Some(dir) => store::load_drains(dir)?,
+            None => Drains::default(),
+        };
+        self.fleet.instance = setup.instance;
+        self.fleet.state_dir = setup.state_dir;
+        self.fleet.peers = setup
+            .peers
+            .iter()
+            .map(|url| (url.clone(), PeerState::new(url)))
+            .collect();
+        let kept: Vec<DrainRecord> = drains.records().cloned().collect();
+        for record in &kept {
+            let _ = self.fleet.hlc.update_with_timestamp(&record.at);
+        }
+        self.fleet.drains = drains;
+        if kept.is_empty() {
+            self.publish_board();
+            return Ok(self);
+        }
+        info!(
+            "{} drain record(s) read back from the state directory",
+            kept.len()
+        );
+        for record in kept {
+            self.apply_drain(&record);
+        }
+        self.publish();
+        Ok(self)
+    }
+
+    /// This instance's view, for the fleet listener.
+    pub fn own_view(&self) -> Arc<ArcSwap<OwnView>> {
+        Arc::clone(&self.fleet.own_view)
+    }
+
+    /// The fleet as this instance sees it, for the admin API.
+    pub fn fleet_board(&self) -> Arc<ArcSwap<FleetBoard>> {
+        Arc::clone(&self.fleet.board)
     }
 
     /// Tells `notices` of every state change, drain, undrain and reload from now on.
@@ -288,6 +400,171 @@ impl Publisher {
                 let state = self.set_drained(&key, drained);
                 let _ = done.send(state);
             }
+            Event::Fleet(FleetEvent::PeerView {
+                peer,
+                view,
+                fetched,
+            }) => self.peer_view(peer, view, fetched),
+            Event::Fleet(FleetEvent::PeerDrain { record, done }) => {
+                self.take_drain(record);
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn peer_view(&mut self, peer: String, view: Result<View, String>, fetched: Instant) {
+        let Some(state) = self.fleet.peers.get_mut(&peer) else {
+            return;
+        };
+        match view {
+            Ok(view) => {
+                let records = view.drains.clone();
+                state.view = Some(view);
+                state.fetched = Some(fetched);
+                state.error = None;
+                for record in records {
+                    self.take_drain(record);
+                }
+            }
+            Err(error) => {
+                if state.error.is_none() {
+                    warn!(peer = %peer, "peer {peer} unreachable: {error}");
+                }
+                state.error = Some(error);
+            }
+        }
+        let keys: Vec<RegionKey> = self.health.keys().cloned().collect();
+        for key in &keys {
+            let before = self.health.get(key).map(RegionStatus::state);
+            self.reagree(key);
+            if let Some(before) = before {
+                self.changed(key, before);
+            }
+        }
+        self.check_vantage();
+        self.board_due
+            .get_or_insert_with(|| time::Instant::now() + BOARD_EVERY);
+    }
+
+    /// Merges a drain record from anywhere; a newer one applies here and is kept.
+    fn take_drain(&mut self, record: DrainRecord) {
+        let _ = self.fleet.hlc.update_with_timestamp(&record.at);
+        if !self.fleet.drains.merge(record.clone()) {
+            return;
+        }
+        self.save_drains();
+        let key = record.key();
+        if let Some(before) = self.health.get(&key).map(RegionStatus::state) {
+            self.apply_drain(&record);
+            self.changed(&key, before);
+        }
+    }
+
+    fn save_drains(&self) {
+        if let Some(dir) = &self.fleet.state_dir
+            && let Err(error) = store::save_drains(dir, &self.fleet.drains)
+        {
+            tracing::error!("drains not kept for a restart: {error}");
+        }
+    }
+
+    /// Sets a region's drained flag from a record (without publishing).
+    fn apply_drain(&mut self, record: &DrainRecord) {
+        let Some(status) = self.health.get_mut(&record.key()) else {
+            return;
+        };
+        if status.drained != record.drained {
+            status.drained = record.drained;
+            status.since = SystemTime::now();
+            status.reason = if record.drained {
+                format!("drained by the operator (at {})", record.by)
+            } else {
+                format!(
+                    "undrained by the operator (at {}); probes say {}",
+                    record.by,
+                    status.health.as_str()
+                )
+            };
+        }
+    }
+
+    /// The fleet's agreement on a region from the fresh views, this instance's included; none
+    /// for a region without a check (always up).
+    fn agreement(&self, key: &RegionKey) -> Option<(Agreement, usize)> {
+        let status = self.health.get(key)?;
+        let interval = self.settings.get(key)?.check.as_ref()?.interval;
+        let now = Instant::now();
+        let peers: Vec<Health> = self
+            .fleet
+            .peers
+            .values()
+            .filter_map(|peer| peer.fresh_vote(key, interval, now))
+            .collect();
+        let fresh_peers = peers.len();
+        Some((
+            agree(std::iter::once(status.probed).chain(peers)),
+            fresh_peers,
+        ))
+    }
+
+    /// Sets the health answers use from the agreement (without publishing).
+    fn reagree(&mut self, key: &RegionKey) {
+        let Some((agreement, fresh_peers)) = self.agreement(key) else {
+            return;
+        };
+        let Some(status) = self.health.get_mut(key) else {
+            return;
+        };
+        status.fleet = (fresh_peers > 0).then_some(agreement);
+        if status.health == agreement.health {
+            return;
+        }
+        status.health = agreement.health;
+        status.since = SystemTime::now();
+        status.reason = if agreement.health == status.probed {
+            status.probe_reason.clone()
+        } else {
+            format!(
+                "{} for the fleet: {} of {} instances see it down, {} degraded (this one's \
+                 probes say {}: {})",
+                agreement.health.as_str(),
+                agreement.down,
+                agreement.voters,
+                agreement.degraded,
+                status.probed.as_str(),
+                status.probe_reason
+            )
+        };
+    }
+
+    /// Several regions down for this instance alone: its own vantage point is impaired.
+    fn check_vantage(&mut self) {
+        let alone = self.health.values().all(|status| status.fleet.is_none());
+        if !self.fleet.peers.is_empty() && self.fleet.alone != Some(alone) {
+            if alone {
+                warn!("no fresh view from any peer: this instance decides health alone");
+            } else {
+                info!("peers' views are fresh: health is decided by the fleet's majority");
+            }
+            self.fleet.alone = Some(alone);
+        }
+        let outvoted = self
+            .health
+            .values()
+            .filter(|s| s.probed == Health::Down && s.fleet.is_some() && s.health != Health::Down)
+            .count();
+        let impaired = outvoted >= 2;
+        if impaired != self.fleet.impaired {
+            if impaired {
+                warn!(
+                    "this instance's vantage point is impaired: its probes see {outvoted} regions \
+                     down that most of the fleet sees up"
+                );
+            } else {
+                info!("this instance's vantage point agrees with the fleet again");
+            }
+            self.fleet.impaired = impaired;
+            self.metrics.set_vantage_impaired(impaired);
         }
     }
 
@@ -304,21 +581,30 @@ impl Publisher {
             return;
         };
         let before = status.state();
-        status.health = report.health;
+        status.probed = report.health;
+        status.probed_at = Some(Instant::now());
         status.last_probe = Some(report.result);
         status.probes += 1;
         status.error_rate = report.error_rate;
         status.slow_rate = report.slow_rate;
         if let Some(transition) = report.transition {
-            status.reason = transition.reason;
-            status.since = SystemTime::now();
-        } else if status.reason == NOT_PROBED_YET
+            status.probe_reason = transition.reason;
+            if status.fleet.is_none() {
+                status.reason.clone_from(&status.probe_reason);
+                status.since = SystemTime::now();
+            }
+        } else if status.probe_reason == NOT_PROBED_YET
             && let Some(result) = &status.last_probe
             && !matches!(result.outcome, Outcome::Unknown(_))
         {
             // Still up, as every region starts, but no longer unknown.
-            status.reason = format!("up since the first probe ({result})");
+            status.probe_reason = format!("up since the first probe ({result})");
+            if status.reason == NOT_PROBED_YET {
+                status.reason.clone_from(&status.probe_reason);
+            }
         }
+        self.reagree(&key);
+        self.check_vantage();
         self.changed(&key, before);
     }
 
@@ -393,6 +679,7 @@ impl Publisher {
         }
         self.settings = settings;
         self.health = health;
+        self.fleet.config_hash = config_hash(zones);
         self.publish();
         if let Some(notices) = &self.notices {
             notices.receivers(zones);
@@ -426,6 +713,7 @@ impl Publisher {
         }
         drop(from);
         let result = plan.map(|plan| {
+            self.fleet.geoip_build = geo.builds();
             log_compilation(plan.compiled, "GeoIP reload");
             self.plan = Arc::new(plan);
             self.publish();
@@ -449,26 +737,104 @@ impl Publisher {
     fn publish_board(&mut self) {
         self.board.store(Arc::new(self.health.clone()));
         self.board_due = None;
+        let now = Instant::now();
+        let own = self.view_now(now);
+        self.fleet
+            .board
+            .store(Arc::new(self.fleet_summary(&own, now)));
+        self.fleet.own_view.store(Arc::new(OwnView {
+            view: own,
+            made: now,
+        }));
     }
 
-    fn set_drained(&mut self, key: &RegionKey, drained: bool) -> Option<State> {
-        let status = self.health.get_mut(key)?;
-        let before = status.state();
-        if status.drained != drained {
-            status.drained = drained;
-            status.since = SystemTime::now();
-            status.reason = if drained {
-                "drained by the operator".into()
-            } else {
-                format!(
-                    "undrained by the operator; probes say {}",
-                    status.health.as_str()
-                )
-            };
+    fn view_now(&self, now: Instant) -> View {
+        let regions = self.health.iter().filter(|(_, s)| s.checked);
+        let regions = regions.map(|(key, status)| ProbedRegion {
+            zone: key.zone.clone(),
+            region: key.region.clone(),
+            probed: status.probed,
+            reason: status.probe_reason.clone(),
+            probe_age_ms: status.probed_at.map(|at| {
+                u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX)
+            }),
+            probes: status.probes,
+        });
+        View {
+            instance: self.fleet.instance.clone(),
+            config_hash: self.fleet.config_hash.clone(),
+            geoip_build: self.fleet.geoip_build.clone(),
+            regions: regions.collect(),
+            drains: self.fleet.drains.records().cloned().collect(),
         }
-        let after = status.state();
+    }
+
+    fn fleet_summary(&self, own: &View, now: Instant) -> FleetBoard {
+        let peers = self.fleet.peers.values().map(|peer| {
+            let view = peer.view.as_ref();
+            PeerSummary {
+                url: peer.url.clone(),
+                instance: view.map(|v| v.instance.clone()),
+                reachable: peer.reachable(),
+                view_age_ms: peer.fetched.map(|at| {
+                    u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX)
+                }),
+                error: peer.error.clone(),
+                config_hash: view.map(|v| v.config_hash.clone()),
+                config_matches: view.is_none_or(|v| v.config_hash == own.config_hash),
+                geoip_build: view.map(|v| v.geoip_build.clone()),
+                geoip_matches: view.is_none_or(|v| v.geoip_build == own.geoip_build),
+            }
+        });
+        let reachable = self.fleet.peers.values().filter(|p| p.reachable()).count();
+        self.metrics
+            .set_fleet_peers(reachable, self.fleet.peers.len() - reachable);
+        for (key, status) in self.health.iter().filter(|(_, s)| s.checked) {
+            let disagreeing = status.fleet.map_or(0, |a| match a.health {
+                Health::Down => a.voters - a.down,
+                Health::Degraded => a.voters - a.down - a.degraded,
+                Health::Up => a.down + a.degraded,
+            });
+            self.metrics
+                .set_fleet_disagreements(&key.zone, &key.region, disagreeing);
+        }
+        let regions = self.health.iter().filter(|(_, s)| s.checked);
+        let regions = regions.map(|(key, status)| RegionAgreement {
+            zone: key.zone.clone(),
+            region: key.region.clone(),
+            probed: status.probed,
+            agreed: status.health,
+            voters: status.fleet.map_or(1, |a| a.voters),
+            down: status.fleet.map_or(0, |a| a.down),
+            degraded: status.fleet.map_or(0, |a| a.degraded),
+        });
+        FleetBoard {
+            instance: own.instance.clone(),
+            config_hash: own.config_hash.clone(),
+            geoip_build: own.geoip_build.clone(),
+            deciding_alone: self.health.values().all(|s| s.fleet.is_none()),
+            vantage_impaired: self.fleet.impaired,
+            peers: peers.collect(),
+            regions: regions.collect(),
+        }
+    }
+
+    /// The operator's drain or undrain here: a new record, kept and applied at once.
+    fn set_drained(&mut self, key: &RegionKey, drained: bool) -> Option<(State, DrainRecord)> {
+        let before = self.health.get(key)?.state();
+        let record = DrainRecord {
+            zone: key.zone.clone(),
+            region: key.region.clone(),
+            drained,
+            at: self.fleet.hlc.new_timestamp(),
+            by: self.fleet.instance.clone(),
+        };
+        self.fleet.drains.merge(record.clone());
+        self.save_drains();
+        self.apply_drain(&record);
+        let after = self.health.get(key)?.state();
         self.changed(key, before);
-        Some(after)
+        Some((after, record))
     }
 
     /// Publishes the health board, and a new routing snapshot when the region's state changed.
@@ -502,6 +868,27 @@ impl Publisher {
                 .get_or_insert_with(|| time::Instant::now() + BOARD_EVERY);
         }
     }
+}
+
+/// An incoming drain timestamp may be this far ahead of our clock: peers' clocks differ, and a
+/// drain must never be refused for it (the newest record still wins).
+const HLC_MAX_DELTA: Duration = Duration::from_secs(3600);
+
+/// A hash of every zone file's text, by origin: equal files give equal hashes on every instance.
+fn config_hash(zones: &[ZoneConfig]) -> String {
+    let mut digests: Vec<(String, u64)> = zones
+        .iter()
+        .map(|zone| (zone.origin.to_string(), zone.digest))
+        .collect();
+    digests.sort();
+    let text: Vec<String> = digests
+        .iter()
+        .map(|(origin, digest)| format!("{origin}={digest:016x}"))
+        .collect();
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(text.join(",").as_bytes())
+    )
 }
 
 /// Logs what a compilation of places took, when the plan made one.

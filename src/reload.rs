@@ -29,7 +29,7 @@ use tracing::{error, info};
 use crate::{
     config::{self, ZoneConfig},
     geo::{self, GeoIp},
-    health::{ProbeReport, Probers},
+    health::Probers,
     metrics::Metrics,
     publish::{self, Event},
 };
@@ -65,11 +65,10 @@ impl Reloader {
         max_file_size: u64,
         unloaded: Arc<ArcSwap<Vec<String>>>,
         events: mpsc::Sender<Event>,
-        reports: mpsc::Sender<ProbeReport>,
+        mut probers: Probers,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Reloader> {
         let (watcher, changes) = watch(&[dir.to_owned()], |_| true)?;
-        let mut probers = Probers::new(reports);
         probers.reconcile(&zones)?;
         let files = zones.into_iter().map(|z| (z.source.clone(), z)).collect();
         Ok(Reloader {

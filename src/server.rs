@@ -22,15 +22,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    admin::Admin,
+    admin::{self, Admin},
     config::ZoneConfig,
     dns::{self, Responder, RrlCounters, RrlSettings, TcpLimits},
     events::Notifier,
+    fleet::{self, http::PeerClient},
     geo::GeoIp,
-    health::panic_message,
+    health::{Probers, panic_message},
     history::{self, History},
     metrics::Metrics,
-    publish::{self, Publisher},
+    publish::{self, FleetSetup, Publisher},
     reload::{GeoipReloader, Reloader},
 };
 
@@ -62,12 +63,27 @@ pub struct Config {
     pub admin_header_timeout: Duration,
     /// The response rate limit of UDP answers.
     pub rrl: RrlSettings,
+    pub fleet: FleetConfig,
+}
+
+/// This instance's place in its fleet.
+pub struct FleetConfig {
+    /// The instance's name (`--nsid`'s text, else the host's name).
+    pub instance: String,
+    /// The peers' fleet endpoints.
+    pub peers: Vec<String>,
+    /// The fleet's shared secret (needed with peers or a fleet listener).
+    pub token: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    /// A CA to trust for the peers' certificates, besides the system's.
+    pub peer_ca: Option<reqwest::Certificate>,
 }
 
 /// The sockets, bound before [`run`] (port 0 picks free ports; the caller knows them).
 pub struct Listeners {
     pub dns: dns::Listeners,
     pub admin: Option<TcpListener>,
+    pub fleet: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,9 +106,35 @@ pub async fn run(
     let (notifier, notices) = Notifier::new(&config.zones, Arc::clone(&metrics));
     let located = config.geo.sample_located();
     let geo_files: Vec<PathBuf> = config.geo.paths().map(PathBuf::from).collect();
+    let fleet = config.fleet;
     let publisher = Publisher::new(&config.zones, config.geo, Arc::clone(&metrics))
         .map_err(|e| start_error("the routing plan", e.into()))?
-        .notifying(notices);
+        .notifying(notices)
+        .in_fleet(FleetSetup {
+            instance: fleet.instance.clone(),
+            peers: fleet.peers.clone(),
+            state_dir: fleet.state_dir.clone(),
+        })
+        .map_err(|e| start_error("the state directory", e.into()))?;
+    if !fleet.peers.is_empty() && fleet.state_dir.is_none() {
+        warn!(
+            "this instance has peers but no --state-dir: drains taken here or at a peer will not \
+             survive a restart of this instance"
+        );
+    }
+    let peers = match (&fleet.token, fleet.peers.is_empty()) {
+        (Some(token), false) => Some(
+            PeerClient::new(
+                fleet.peers.clone(),
+                token,
+                &fleet.instance,
+                fleet.peer_ca.clone(),
+            )
+            .map_err(|e| start_error("the fleet's HTTP client", e.into()))?,
+        ),
+        _ => None,
+    };
+    let (own_view, fleet_board) = (publisher.own_view(), publisher.fleet_board());
     publish::release_freed_memory();
     let (table, board, timeline) = (publisher.table(), publisher.board(), publisher.timeline());
     let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
@@ -104,7 +146,7 @@ pub async fn run(
         config.max_zone_file,
         Arc::clone(&unloaded),
         events.clone(),
-        reports,
+        Probers::new(reports, &fleet.instance),
         Arc::clone(&metrics),
     )
     .map_err(|e| start_error("zone reload and the health checks", e))?;
@@ -163,13 +205,36 @@ pub async fn run(
             timeline,
             history,
             unloaded,
-            events,
+            events.clone(),
             Arc::clone(&metrics),
             config.admin_token,
             stop.clone(),
+            fleet_board,
+            peers.clone(),
         );
         let serving = admin.serve(listener, config.admin_header_timeout, finish.clone());
         tasks.spawn("admin API", serving);
+    }
+    if let (Some(listener), Some(token)) = (listeners.fleet, &fleet.token) {
+        if let Ok(addr) = listener.local_addr() {
+            info!("fleet listener on http://{addr}");
+        }
+        let router = fleet::http::router(own_view, events.clone(), token);
+        let serving = admin::serve_router(
+            router,
+            listener,
+            config.admin_header_timeout,
+            finish.clone(),
+        );
+        tasks.spawn("fleet listener", serving);
+    }
+    if let Some(peers) = peers {
+        info!(
+            "polling {} peer(s): {}",
+            peers.peers.len(),
+            peers.peers.join(", ")
+        );
+        tasks.spawn("fleet peers", peers.poll(events.clone(), finish.clone()));
     }
     let limits = dns::Limits {
         tcp: TcpLimits {

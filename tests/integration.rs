@@ -12,6 +12,7 @@ mod dns;
 mod dnssec;
 mod drill;
 mod events;
+mod fleet;
 mod fuzz_corpus;
 mod geoip;
 mod health;

@@ -34,6 +34,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    fleet::{FleetBoard, http::PeerClient},
     geo::Coordinates,
     history::{self, History},
     metrics::Metrics,
@@ -60,6 +61,9 @@ pub struct Admin {
     timeline: Arc<ArcSwap<Timeline>>,
     /// Answers and probe latency over the last 15 minutes.
     history: Arc<ArcSwap<History>>,
+    /// The fleet as this instance sees it, and the way to its peers (none outside a fleet).
+    fleet: Arc<ArcSwap<FleetBoard>>,
+    peers: Option<PeerClient>,
 }
 
 impl Admin {
@@ -74,8 +78,12 @@ impl Admin {
         metrics: Arc<Metrics>,
         token: Option<String>,
         stopping: CancellationToken,
+        fleet: Arc<ArcSwap<FleetBoard>>,
+        peers: Option<PeerClient>,
     ) -> Admin {
         Admin {
+            fleet,
+            peers,
             table,
             board,
             timeline,
@@ -97,6 +105,7 @@ impl Admin {
             .route("/events", get(events))
             .route("/shares", get(shares))
             .route("/history", get(history))
+            .route("/fleet", get(fleet))
             .route("/regions/{zone}/{region}/drain", post(drain))
             .route("/regions/{zone}/{region}/undrain", post(undrain))
             .with_state(self)
@@ -112,40 +121,50 @@ impl Admin {
         header_timeout: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let service = TowerToHyperService::new(self.router());
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let graceful = GracefulShutdown::new();
-        let mut connections = JoinSet::new();
-        loop {
-            let (stream, _) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(_) => {
-                        // Out of descriptors: wait rather than spin (DNS logs the shortage).
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                continue;
-            };
-            let connection = http.serve_connection(TokioIo::new(stream), service.clone());
-            let connection = graceful.watch(connection);
-            connections.spawn(async move {
-                // A client that goes away mid-request is its own business.
-                let _ = connection.await;
-                drop(slot);
-            });
-        }
-        graceful.shutdown().await;
-        Ok(())
+        serve_router(self.router(), listener, header_timeout, shutdown).await
     }
+}
+
+/// Serves `router` on `listener` as [`Admin::serve`] does (the fleet listener too).
+pub async fn serve_router(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let service = TowerToHyperService::new(router);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    // Out of descriptors: wait rather than spin (DNS logs the shortage).
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue;
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            // A client that goes away mid-request is its own business.
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Connections the admin API serves at once: more than an operator's tools and a scraper need.
@@ -257,6 +276,11 @@ async fn history(AxumState(admin): AxumState<Admin>) -> Json<Value> {
     }))
 }
 
+/// The fleet as this instance sees it: its peers, and the agreement on every region.
+async fn fleet(AxumState(admin): AxumState<Admin>) -> Json<FleetBoard> {
+    Json(FleetBoard::clone(&admin.fleet.load()))
+}
+
 /// The last state changes, newest first (at most [`crate::timeline::KEPT`]).
 async fn events(AxumState(admin): AxumState<Admin>) -> Json<Value> {
     let timeline = admin.timeline.load();
@@ -355,12 +379,21 @@ async fn set_drained(
         );
     }
     match applied.await {
-        Ok(Some(state)) => Json(json!({
-            "zone": key.zone,
-            "region": key.region,
-            "state": state.as_str(),
-        }))
-        .into_response(),
+        Ok(Some((state, record))) => {
+            let (applied, instances) = match &admin.peers {
+                Some(peers) => (1 + peers.push_drain(&record).await, 1 + peers.peers.len()),
+                None => (1, 1),
+            };
+            Json(json!({
+                "zone": key.zone,
+                "region": key.region,
+                "state": state.as_str(),
+                "applied_on": applied,
+                "instances": instances,
+                "applied": format!("applied on {applied} of {instances}"),
+            }))
+            .into_response()
+        }
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             &format!("no region '{}' in zone '{}'", key.region, key.zone),

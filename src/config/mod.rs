@@ -59,6 +59,8 @@ pub struct ZoneConfig {
     pub dnssec: Option<Signing>,
     /// Where the zone's failover events are sent.
     pub events: Vec<EventHook>,
+    /// A hash of the file's text: instances of a fleet compare theirs.
+    pub digest: u64,
 }
 
 /// A receiver of failover events: the URL they are POSTed to and the key they are signed with.
@@ -450,7 +452,8 @@ pub fn parse(path: &Path, text: &str, default_serial: u32) -> Result<ZoneConfig,
     };
     let zone: raw::Zone = serde_saphyr::from_str_with_options(text, options)
         .map_err(|e| vec![yaml_error(path, &e)])?;
-    validate::zone(path, zone, default_serial)
+    let digest = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+    validate::zone(path, zone, default_serial).map(|zone| ZoneConfig { digest, ..zone })
 }
 
 fn yaml_error(path: &Path, error: &serde_saphyr::Error) -> ConfigError {

@@ -323,6 +323,16 @@ impl GeoIp {
         self.databases.iter().map(|db| db.path.as_path())
     }
 
+    /// The build dates of the databases, in lookup order: instances of a fleet compare them.
+    pub fn builds(&self) -> String {
+        let dates: Vec<String> = self
+            .databases
+            .iter()
+            .map(|db| build_date(db.reader.metadata().build_epoch))
+            .collect();
+        dates.join(", ")
+    }
+
     /// One line per database, for the start-up log.
     pub fn describe(&self) -> Vec<String> {
         self.databases

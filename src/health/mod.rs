@@ -22,7 +22,7 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-pub use probe::{MAX_BODY, Probe, describe as describe_http_error};
+pub use probe::{MAX_BODY, Probe, describe as describe_http_error, user_agent};
 pub use tracker::{Health, Outcome, ProbeResult, Tracker, Transition};
 
 use crate::{
@@ -47,16 +47,19 @@ pub struct Probers {
     /// Which region each task probes, to name a prober that dies.
     keys: BTreeMap<Id, RegionKey>,
     reports: mpsc::Sender<ProbeReport>,
+    user_agent: String,
 }
 
 impl Probers {
-    /// No probers yet; those started later send their reports to `reports`.
-    pub fn new(reports: mpsc::Sender<ProbeReport>) -> Probers {
+    /// No probers yet; those started later send their reports to `reports`, and name
+    /// `instance` in their `User-Agent`.
+    pub fn new(reports: mpsc::Sender<ProbeReport>, instance: &str) -> Probers {
         Probers {
             tasks: JoinSet::new(),
             running: BTreeMap::new(),
             keys: BTreeMap::new(),
             reports,
+            user_agent: probe::user_agent(instance),
         }
     }
 
@@ -75,7 +78,7 @@ impl Probers {
             if self.running.contains_key(&key) {
                 continue;
             }
-            let probe = Probe::new(check.clone())?;
+            let probe = Probe::new(check.clone(), &self.user_agent)?;
             let task = probe_loop(key.clone(), check.clone(), probe, self.reports.clone());
             let handle = self.tasks.spawn(task);
             self.keys.insert(handle.id(), key.clone());

@@ -20,9 +20,10 @@ pub struct Probe {
 }
 
 impl Probe {
-    pub fn new(check: Check) -> Result<Probe, reqwest::Error> {
+    /// `user_agent` tells the endpoint's logs which instance asked ([`user_agent`]).
+    pub fn new(check: Check, user_agent: &str) -> Result<Probe, reqwest::Error> {
         let client = match check.target {
-            CheckTarget::Http(_) => Some(http_client(check.timeout)?),
+            CheckTarget::Http(_) => Some(http_client(check.timeout, user_agent)?),
             CheckTarget::Tcp { .. } => None,
         };
         Ok(Probe { check, client })
@@ -56,7 +57,12 @@ fn redacted(outcome: Outcome, secrets: &Secrets) -> Outcome {
     }
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// The probes' `User-Agent`: `regiondns/VERSION (NAME)`, NAME the instance's.
+pub fn user_agent(instance: &str) -> String {
+    format!("regiondns/{} ({instance})", env!("CARGO_PKG_VERSION"))
+}
+
+fn http_client(timeout: Duration, user_agent: &str) -> Result<reqwest::Client, reqwest::Error> {
     super::install_crypto_provider();
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -64,11 +70,7 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeout)
         .timeout(timeout)
-        .user_agent(concat!(
-            "regiondns/",
-            env!("CARGO_PKG_VERSION"),
-            " health check"
-        ))
+        .user_agent(user_agent)
         .build()
 }
 

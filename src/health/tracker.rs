@@ -13,7 +13,10 @@ use std::{collections::VecDeque, fmt, time::Duration};
 use crate::config::Thresholds;
 
 /// What the probes say about a region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
     Up,
     /// Reachable but slow or overloaded: used only when no region is up.

@@ -110,6 +110,7 @@ pub(super) fn zone(
                 explain,
                 dnssec,
                 events,
+                digest: 0,
             })
         }
         _ => Err(checker.take()),

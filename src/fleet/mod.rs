@@ -1,0 +1,363 @@
+//! The fleet: the instances that serve one delegation (its NS set) and what they agree on.
+//!
+//! Each instance publishes its own [`View`] (what its probes say of every region, its drain
+//! records, the hash of its zone files and the build of its GeoIP data) on its fleet listener
+//! ([`http`]), and polls its peers' views. This module owns those words and the two rules that
+//! make the fleet answer alike: a region is down (or degraded) only when a strict majority of
+//! the fresh views say so ([`agree`]), and an operator's drain is the last one written, ordered
+//! by a hybrid logical clock ([`Drains::merge`]), kept in the state directory ([`store`]). It
+//! decides nothing about answers: the publisher applies what is agreed, as it applies probes.
+
+pub mod http;
+pub mod store;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{health::Health, region::RegionKey};
+
+/// A view is fresh while its last probe of a region is younger than this many probe intervals.
+pub const FRESH_INTERVALS: u32 = 3;
+
+/// What one instance says: its own probes, its drain records, its configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct View {
+    pub instance: String,
+    /// A hash of the zone files this instance serves (equal files, equal hash).
+    pub config_hash: String,
+    /// The build dates of its GeoIP databases, in lookup order.
+    pub geoip_build: String,
+    pub regions: Vec<ProbedRegion>,
+    pub drains: Vec<DrainRecord>,
+}
+
+/// One region as this instance's own probes see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbedRegion {
+    pub zone: String,
+    pub region: String,
+    pub probed: Health,
+    pub reason: String,
+    /// How long ago the last probe ended, when the view was served; none before the first.
+    pub probe_age_ms: Option<u64>,
+    /// Probes made so far: the sequence number of the last.
+    pub probes: u64,
+}
+
+/// An operator's drain or undrain of one region, at any instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    pub zone: String,
+    pub region: String,
+    pub drained: bool,
+    /// When, on the hybrid logical clock of the instance that took it: orders the records.
+    #[serde(with = "hlc_text")]
+    pub at: uhlc::Timestamp,
+    /// The instance that took it.
+    pub by: String,
+}
+
+impl DrainRecord {
+    pub fn key(&self) -> RegionKey {
+        RegionKey {
+            zone: self.zone.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+/// Timestamps as uhlc writes them (`<NTP64>/<id>`), so that `curl` shows them as text.
+mod hlc_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(at: &uhlc::Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(at)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<uhlc::Timestamp, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e| D::Error::custom(format!("timestamp '{text}': {e:?}")))
+    }
+}
+
+/// The last drain record of every region: last writer wins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Drains(BTreeMap<RegionKey, DrainRecord>);
+
+impl Drains {
+    pub fn get(&self, key: &RegionKey) -> Option<&DrainRecord> {
+        self.0.get(key)
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &DrainRecord> {
+        self.0.values()
+    }
+
+    /// Keeps `record` if it is newer than the region's last; whether it was.
+    pub fn merge(&mut self, record: DrainRecord) -> bool {
+        let key = record.key();
+        match self.0.get(&key) {
+            Some(kept) if kept.at >= record.at => false,
+            _ => {
+                self.0.insert(key, record);
+                true
+            }
+        }
+    }
+}
+
+impl FromIterator<DrainRecord> for Drains {
+    fn from_iter<I: IntoIterator<Item = DrainRecord>>(records: I) -> Drains {
+        let mut drains = Drains::default();
+        for record in records {
+            drains.merge(record);
+        }
+        drains
+    }
+}
+
+/// The fleet as one instance sees it: `GET /fleet` on the admin API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetBoard {
+    pub instance: String,
+    pub config_hash: String,
+    pub geoip_build: String,
+    /// No peer's view is fresh: this instance's probes alone decide.
+    pub deciding_alone: bool,
+    /// Its probes see several regions down that most of the fleet sees up.
+    pub vantage_impaired: bool,
+    pub peers: Vec<PeerSummary>,
+    pub regions: Vec<RegionAgreement>,
+}
+
+/// One peer, as last fetched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    pub url: String,
+    pub instance: Option<String>,
+    pub reachable: bool,
+    /// How long ago its view was last fetched.
+    pub view_age_ms: Option<u64>,
+    pub error: Option<String>,
+    pub config_hash: Option<String>,
+    pub config_matches: bool,
+    pub geoip_build: Option<String>,
+    pub geoip_matches: bool,
+}
+
+/// A region: what this instance's probes say, and what the fleet agreed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionAgreement {
+    pub zone: String,
+    pub region: String,
+    pub probed: Health,
+    pub agreed: Health,
+    pub voters: usize,
+    pub down: usize,
+    pub degraded: usize,
+}
+
+/// What the fleet's transport hands to the publisher.
+pub enum FleetEvent {
+    /// A peer's view, or why it could not be fetched, at `fetched`.
+    PeerView {
+        peer: String,
+        view: Result<View, String>,
+        fetched: Instant,
+    },
+    /// A drain or undrain a peer took; `done` is told once it is merged.
+    PeerDrain {
+        record: DrainRecord,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+/// A peer's view as last fetched, or why it could not be.
+#[derive(Debug, Clone)]
+pub struct PeerState {
+    pub url: String,
+    pub view: Option<View>,
+    /// When the view was fetched (its ages count from then).
+    pub fetched: Option<Instant>,
+    pub error: Option<String>,
+}
+
+impl PeerState {
+    pub fn new(url: &str) -> PeerState {
+        PeerState {
+            url: url.to_owned(),
+            view: None,
+            fetched: None,
+            error: None,
+        }
+    }
+
+    pub fn reachable(&self) -> bool {
+        self.error.is_none() && self.view.is_some()
+    }
+
+    /// What this peer's probes say of `key`, if its view of it is fresh at `now`: its last
+    /// probe was younger than [`FRESH_INTERVALS`] intervals when the view was served, and the
+    /// view was fetched since then (allowing for the polls it could have missed).
+    pub fn fresh_vote(&self, key: &RegionKey, interval: Duration, now: Instant) -> Option<Health> {
+        let (view, fetched) = (self.view.as_ref()?, self.fetched?);
+        let region = view
+            .regions
+            .iter()
+            .find(|r| r.zone == key.zone && r.region == key.region)?;
+        let window = interval * FRESH_INTERVALS;
+        let probe_fresh = Duration::from_millis(region.probe_age_ms?) < window;
+        let fetch_fresh =
+            now.saturating_duration_since(fetched) < window + http::POLL_EVERY * FRESH_INTERVALS;
+        (probe_fresh && fetch_fresh).then_some(region.probed)
+    }
+}
+
+/// What the fresh views say of one region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreement {
+    pub health: Health,
+    /// Views that counted, this instance's included.
+    pub voters: usize,
+    pub down: usize,
+    pub degraded: usize,
+}
+
+/// The fleet's health for a region from the fresh views: down when a strict majority says
+/// down, degraded when a strict majority says down or degraded, else up (ties lean up, as
+/// Route 53's 18% does).
+pub fn agree(votes: impl IntoIterator<Item = Health>) -> Agreement {
+    let (mut voters, mut down, mut degraded) = (0, 0, 0);
+    for vote in votes {
+        voters += 1;
+        match vote {
+            Health::Down => down += 1,
+            Health::Degraded => degraded += 1,
+            Health::Up => {}
+        }
+    }
+    let health = if 2 * down > voters {
+        Health::Down
+    } else if 2 * (down + degraded) > voters {
+        Health::Degraded
+    } else {
+        Health::Up
+    };
+    Agreement {
+        health,
+        voters,
+        down,
+        degraded,
+    }
+}
+
+/// The instance's name: `--nsid`'s text, else the host's name.
+pub fn instance_name(nsid: Option<&str>) -> String {
+    nsid.map_or_else(
+        || gethostname::gethostname().to_string_lossy().into_owned(),
+        str::to_owned,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Health::{Degraded, Down, Up};
+
+    #[test]
+    fn a_region_is_down_only_for_a_strict_majority() {
+        assert_eq!(agree([Down]).health, Down, "alone, an instance decides");
+        assert_eq!(
+            agree([Down, Up, Up]).health,
+            Up,
+            "one vantage point is not the fleet"
+        );
+        assert_eq!(agree([Down, Down, Up]).health, Down);
+        assert_eq!(agree([Down, Up]).health, Up, "a tie leans up");
+        assert_eq!(agree([Down, Degraded, Up]).health, Degraded);
+        assert_eq!(agree([Degraded, Up, Up, Up]).health, Up);
+        let agreement = agree([Down, Down, Degraded, Up, Up]);
+        assert_eq!(
+            (agreement.voters, agreement.down, agreement.degraded),
+            (5, 2, 1)
+        );
+        assert_eq!(agreement.health, Degraded);
+    }
+
+    fn record(drained: bool, hlc: &uhlc::HLC) -> DrainRecord {
+        DrainRecord {
+            zone: "llm.example.com.".into(),
+            region: "eu-west".into(),
+            drained,
+            at: hlc.new_timestamp(),
+            by: "ns1".into(),
+        }
+    }
+
+    #[test]
+    fn the_last_drain_written_wins_whatever_the_order_it_arrives_in() {
+        let (a, b) = (uhlc::HLC::default(), uhlc::HLC::default());
+        let first = record(true, &a);
+        b.update_with_timestamp(&first.at).expect("close clocks");
+        let second = record(false, &b);
+        let mut in_order = Drains::default();
+        assert!(in_order.merge(first.clone()));
+        assert!(in_order.merge(second.clone()));
+        let mut reversed = Drains::default();
+        assert!(reversed.merge(second.clone()));
+        assert!(!reversed.merge(first), "an older record changes nothing");
+        assert_eq!(in_order, reversed);
+        assert!(!reversed.records().next().expect("kept").drained);
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let record = record(true, &uhlc::HLC::default());
+        let text = serde_json::to_string(&record).expect("json");
+        let back: DrainRecord = serde_json::from_str(&text).expect("read back");
+        assert_eq!(back, record);
+        assert!(text.contains(&record.at.to_string()), "{text}");
+    }
+
+    #[test]
+    fn a_peer_view_counts_while_its_probe_is_fresh() {
+        let key = RegionKey {
+            zone: "llm.example.com.".into(),
+            region: "eu-west".into(),
+        };
+        let now = Instant::now();
+        let mut peer = PeerState::new("http://peer");
+        peer.fetched = Some(now);
+        peer.view = Some(View {
+            regions: vec![ProbedRegion {
+                zone: key.zone.clone(),
+                region: key.region.clone(),
+                probed: Down,
+                reason: "refused".into(),
+                probe_age_ms: Some(2_900),
+                probes: 7,
+            }],
+            ..View::default()
+        });
+        let interval = Duration::from_secs(1);
+        assert_eq!(peer.fresh_vote(&key, interval, now), Some(Down));
+        let later = now + Duration::from_millis(3_800);
+        assert_eq!(
+            peer.fresh_vote(&key, interval, later),
+            None,
+            "not fetched since"
+        );
+        let view = peer.view.as_mut().expect("view");
+        view.regions[0].probe_age_ms = Some(3_000);
+        assert_eq!(
+            peer.fresh_vote(&key, interval, now),
+            None,
+            "3 intervals old"
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! Three instances on loopback as a fleet: they agree on health by majority, share drains
+//! (which survive a restart through the state directory), and refuse requests without the
+//! fleet token. Each instance's fleet listener has a loopback address of its own, so that its
+//! peers know it before it starts.
+
+use std::{
+    collections::HashSet,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hickory_proto::rr::RecordType;
+
+use crate::common::{
+    Server, addresses, dublin_checked_zone, http, own_loopback, path_arg, query, udp,
+};
+
+const UK: &str = "81.2.69.0/24";
+const EU_WEST: &str = "203.0.113.20";
+const US_EAST: &str = "203.0.113.10";
+const FLEET_PORT: u16 = 5380;
+const ADMIN_TOKEN: &str = "admin-secret-0123456789";
+const FLEET_TOKEN: &str = "fleet-secret-0123456789";
+
+/// A health endpoint that fails for the instances named in `failing` (by the `User-Agent`
+/// their probes send), and for everyone when it holds "*".
+struct Endpoint {
+    addr: SocketAddr,
+    failing: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Endpoint {
+    fn start() -> Endpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind endpoint");
+        let addr = listener.local_addr().expect("addr");
+        let failing: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let shared = Arc::clone(&failing);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let failing = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut request = [0; 4096];
+                    let n = stream.read(&mut request).unwrap_or(0);
+                    let request = String::from_utf8_lossy(&request[..n]).to_lowercase();
+                    let failing = failing.lock().expect("lock");
+                    let fails = failing.contains("*")
+                        || failing
+                            .iter()
+                            .any(|name| request.contains(&format!("({name})")));
+                    let status = if fails { "503 Unavailable" } else { "200 OK" };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    );
+                });
+            }
+        });
+        Endpoint { addr, failing }
+    }
+
+    fn fail_for(&self, names: &[&str]) {
+        let mut failing = self.failing.lock().expect("lock");
+        failing.clear();
+        failing.extend(names.iter().map(|n| n.to_string()));
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/health", self.addr)
+    }
+}
+
+/// One instance's fixed places: its fleet address and state directory.
+struct Member {
+    name: &'static str,
+    fleet: SocketAddr,
+    state: tempfile::TempDir,
+}
+
+fn members() -> Vec<Member> {
+    ["ns1", "ns2", "ns3"]
+        .into_iter()
+        .map(|name| Member {
+            name,
+            fleet: SocketAddr::new(own_loopback(), FLEET_PORT),
+            state: tempfile::tempdir().expect("state dir"),
+        })
+        .collect()
+}
+
+/// Starts `member` with `peers` as its peers.
+fn start(member: &Member, peers: &[&Member], zone: &str, secrets: &Path) -> Server {
+    let fleet = member.fleet.to_string();
+    let state = path_arg(member.state.path());
+    let admin_token = path_arg(&secrets.join("admin"));
+    let fleet_token = path_arg(&secrets.join("fleet"));
+    let mut flags = vec![
+        "--nsid",
+        member.name,
+        "--fleet-listen",
+        &fleet,
+        "--state-dir",
+        &state,
+        "--admin-token-file",
+        &admin_token,
+        "--fleet-token-file",
+        &fleet_token,
+    ];
+    let urls: Vec<String> = peers
+        .iter()
+        .map(|p| format!("http://{}", p.fleet))
+        .collect();
+    for url in &urls {
+        flags.extend(["--peer", url]);
+    }
+    Server::start_with(zone, &flags)
+}
+
+fn answer(server: &Server) -> Vec<String> {
+    addresses(&udp(
+        server.addr,
+        &query("api.llm.example.com.", RecordType::A, Some(UK)),
+    ))
+}
+
+/// Polls every 20 ms until every server answers the UK client `expected`; how long it took.
+fn until_all_answer(servers: &[&Server], expected: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if servers.iter().all(|s| answer(s) == [expected]) {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen: Vec<Vec<String>> = servers.iter().map(|s| answer(s)).collect();
+    panic!("not all answered {expected} within {limit:?}: {seen:?}");
+}
+
+fn fleet_json(server: &Server) -> serde_json::Value {
+    let (status, body) = http(server.admin.expect("admin"), "GET", "/fleet", &[]);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("fleet json")
+}
+
+fn until_peers_reachable(server: &Server, count: usize) {
+    let start = Instant::now();
+    loop {
+        let fleet = fleet_json(server);
+        let reachable = fleet["peers"]
+            .as_array()
+            .map_or(0, |p| p.iter().filter(|p| p["reachable"] == true).count());
+        if reachable == count {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "peers: {fleet}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn drain(server: &Server, action: &str) -> serde_json::Value {
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let path = format!("/regions/llm.example.com/eu-west/{action}");
+    let (status, body) = http(
+        server.admin.expect("admin"),
+        "POST",
+        &path,
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("drain json")
+}
+
+#[test]
+fn a_fleet_agrees_on_health_shares_drains_and_keeps_them_across_restarts() {
+    let endpoint = Endpoint::start();
+    // Probes every 250 ms: three servers in one test process keep to it within 3 intervals.
+    let zone = dublin_checked_zone(&endpoint.url(), "").replace(
+        "interval: 100ms, timeout: 80ms",
+        "interval: 250ms, timeout: 200ms",
+    );
+    assert!(zone.contains("interval: 250ms"), "{zone}");
+    let secrets = tempfile::tempdir().expect("secrets");
+    std::fs::write(secrets.path().join("admin"), ADMIN_TOKEN).expect("admin token");
+    std::fs::write(secrets.path().join("fleet"), FLEET_TOKEN).expect("fleet token");
+    let m = members();
+    let peers_of = |i: usize| -> Vec<&Member> {
+        m.iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| p)
+            .collect()
+    };
+    let servers: Vec<Server> = (0..3)
+        .map(|i| start(&m[i], &peers_of(i), &zone, secrets.path()))
+        .collect();
+    for server in &servers {
+        until_peers_reachable(server, 2);
+    }
+    let all: Vec<&Server> = servers.iter().collect();
+    until_all_answer(&all, EU_WEST, Duration::from_secs(5));
+
+    // One instance's own trouble on the way to the region moves no answer.
+    endpoint.fail_for(&["ns1"]);
+    std::thread::sleep(Duration::from_millis(2000));
+    for server in &servers {
+        assert_eq!(answer(server), [EU_WEST], "{}", server.log());
+    }
+    let ns1 = fleet_json(&servers[0]);
+    let region = &ns1["regions"][0];
+    assert_eq!(
+        (region["probed"].as_str(), region["agreed"].as_str()),
+        (Some("down"), Some("up")),
+        "{ns1}"
+    );
+    let bearer = format!("Bearer {FLEET_TOKEN}");
+    let views: Vec<String> = m
+        .iter()
+        .map(|m| http(m.fleet, "GET", "/fleet/view", &[("Authorization", &bearer)]).1)
+        .collect();
+    assert_eq!(region["voters"], 3, "{ns1}\n{views:#?}");
+
+    // A failure every instance sees moves all of them, within interval x fall + 1 s.
+    endpoint.fail_for(&["*"]);
+    let moved = until_all_answer(&all, US_EAST, Duration::from_millis(2 * 250 + 1000));
+    endpoint.fail_for(&[]);
+    until_all_answer(&all, EU_WEST, Duration::from_secs(3));
+    eprintln!("the fleet moved in {moved:?}");
+
+    // Without the fleet token, or with another, a peer's request is refused and changes nothing.
+    for headers in [vec![], vec![("Authorization", "Bearer wrong")]] {
+        let (status, _) = http(m[1].fleet, "GET", "/fleet/view", &headers);
+        assert_eq!(status, 401);
+        let (status, _) = http(m[1].fleet, "POST", "/fleet/drain", &headers);
+        assert_eq!(status, 401);
+    }
+    let (status, view) = http(
+        m[1].fleet,
+        "GET",
+        "/fleet/view",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(status, 200, "{view}");
+    assert!(view.contains("\"instance\":\"ns2\""), "{view}");
+    assert_eq!(answer(&servers[1]), [EU_WEST]);
+
+    // A drain at one instance reaches the other two within a second.
+    let reply = drain(&servers[0], "drain");
+    assert_eq!(reply["applied"], "applied on 3 of 3", "{reply}");
+    let took = until_all_answer(&all, US_EAST, Duration::from_secs(1));
+    eprintln!("the drain reached every instance in {took:?}");
+
+    // A peer that dies: the others go on, and say so.
+    let mut servers = servers;
+    let ns3 = servers.pop().expect("ns3");
+    drop(ns3);
+    until_peers_reachable(&servers[0], 1);
+    assert_eq!(answer(&servers[0]), [US_EAST]);
+
+    // Stop all, start one alone: the drain is still there.
+    drop(servers);
+    let alone = start(&m[0], &[], &zone, secrets.path());
+    assert_eq!(answer(&alone), [US_EAST], "{}", alone.log());
+    assert!(
+        alone.log().contains("read back from the state directory"),
+        "{}",
+        alone.log()
+    );
+
+    // An undrain at another instance reaches the restarted one.
+    let ns2 = start(&m[1], &[&m[0]], &zone, secrets.path());
+    until_peers_reachable(&ns2, 1);
+    assert_eq!(answer(&ns2), [US_EAST], "ns2 kept the drain too");
+    let reply = drain(&ns2, "undrain");
+    assert_eq!(reply["applied"], "applied on 2 of 2", "{reply}");
+    until_all_answer(&[&alone, &ns2], EU_WEST, Duration::from_secs(1));
+}
