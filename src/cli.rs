@@ -217,6 +217,12 @@ pub struct ServeArgs {
     /// A PEM CA certificate to trust for the peers' certificates (a private CA).
     #[arg(long)]
     pub peer_ca: Option<PathBuf>,
+    /// The fleet listener's certificate chain (PEM): it then serves HTTPS (rustls).
+    #[arg(long, requires = "fleet_tls_key")]
+    pub fleet_tls_cert: Option<PathBuf>,
+    /// The private key of --fleet-tls-cert (PEM).
+    #[arg(long, requires = "fleet_tls_cert")]
+    pub fleet_tls_key: Option<PathBuf>,
     /// Where this instance keeps what must survive a restart (the drains).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -625,7 +631,27 @@ fn fleet_config(args: &ServeArgs) -> Result<server::FleetConfig> {
         token,
         state_dir: args.state_dir.clone(),
         peer_ca,
+        tls: fleet_tls(args)?,
     })
+}
+
+/// The fleet listener's TLS settings, from --fleet-tls-cert and --fleet-tls-key.
+fn fleet_tls(args: &ServeArgs) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let (Some(cert), Some(key)) = (&args.fleet_tls_cert, &args.fleet_tls_key) else {
+        return Ok(None);
+    };
+    crate::health::install_crypto_provider();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect)
+        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{}: not a PEM private key", key.display()))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| format!("{}: the key does not fit the certificate", cert.display()))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 /// 1000 TCP connections, or half the open-files limit (raised to its hard maximum first, as

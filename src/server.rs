@@ -77,6 +77,8 @@ pub struct FleetConfig {
     pub state_dir: Option<PathBuf>,
     /// A CA to trust for the peers' certificates, besides the system's.
     pub peer_ca: Option<reqwest::Certificate>,
+    /// The fleet listener's certificate and key: it serves HTTPS when set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// The sockets, bound before [`run`] (port 0 picks free ports; the caller knows them).
@@ -217,12 +219,20 @@ pub async fn run(
     }
     if let (Some(listener), Some(token)) = (listeners.fleet, &fleet.token) {
         if let Ok(addr) = listener.local_addr() {
-            info!("fleet listener on http://{addr}");
+            let scheme = if fleet.tls.is_some() { "https" } else { "http" };
+            info!("fleet listener on {scheme}://{addr}");
+            if fleet.tls.is_none() && !addr.ip().is_loopback() {
+                warn!(
+                    "the fleet listener on {addr} is plain HTTP beyond this host: the fleet token \
+                     crosses the network in clear text. Set --fleet-tls-cert and --fleet-tls-key"
+                );
+            }
         }
         let router = fleet::http::router(own_view, events.clone(), token);
         let serving = admin::serve_router(
             router,
             listener,
+            fleet.tls.clone(),
             config.admin_header_timeout,
             finish.clone(),
         );

@@ -94,6 +94,18 @@ fn members() -> Vec<Member> {
 
 /// Starts `member` with `peers` as its peers.
 fn start(member: &Member, peers: &[&Member], zone: &str, secrets: &Path) -> Server {
+    start_with(member, peers, "http", zone, secrets, &[])
+}
+
+/// As [`start`], reaching the peers with `scheme`, with `extra` flags.
+fn start_with(
+    member: &Member,
+    peers: &[&Member],
+    scheme: &str,
+    zone: &str,
+    secrets: &Path,
+    extra: &[&str],
+) -> Server {
     let fleet = member.fleet.to_string();
     let state = path_arg(member.state.path());
     let admin_token = path_arg(&secrets.join("admin"));
@@ -112,11 +124,12 @@ fn start(member: &Member, peers: &[&Member], zone: &str, secrets: &Path) -> Serv
     ];
     let urls: Vec<String> = peers
         .iter()
-        .map(|p| format!("http://{}", p.fleet))
+        .map(|p| format!("{scheme}://{}", p.fleet))
         .collect();
     for url in &urls {
         flags.extend(["--peer", url]);
     }
+    flags.extend(extra);
     Server::start_with(zone, &flags)
 }
 
@@ -277,4 +290,92 @@ fn a_fleet_agrees_on_health_shares_drains_and_keeps_them_across_restarts() {
     let reply = drain(&ns2, "undrain");
     assert_eq!(reply["applied"], "applied on 2 of 2", "{reply}");
     until_all_answer(&[&alone, &ns2], EU_WEST, Duration::from_secs(1));
+}
+
+/// A CA of the test's own: its certificate (PEM), and a certificate with key for `ip`.
+struct Ca {
+    pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA");
+        Ca {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    fn certify(&self, ip: std::net::IpAddr) -> (String, String) {
+        let params = rcgen::CertificateParams::new(vec![ip.to_string()]).expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+#[test]
+fn over_tls_a_peer_is_trusted_only_under_the_ca_it_was_given() {
+    let endpoint = Endpoint::start();
+    let zone = dublin_checked_zone(&endpoint.url(), "");
+    let secrets = tempfile::tempdir().expect("secrets");
+    std::fs::write(secrets.path().join("admin"), ADMIN_TOKEN).expect("admin token");
+    std::fs::write(secrets.path().join("fleet"), FLEET_TOKEN).expect("fleet token");
+    let m = members();
+    let (ours, other) = (Ca::new("the fleet's CA"), Ca::new("another CA"));
+    let (cert, key) = ours.certify(m[0].fleet.ip());
+    let file = |name: &str, text: &str| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, text).expect("write pem");
+        path_arg(&path)
+    };
+    let (cert, key) = (file("cert.pem", &cert), file("key.pem", &key));
+    let (ours_pem, other_pem) = (file("ours.pem", &ours.pem), file("other.pem", &other.pem));
+    let tls = ["--fleet-tls-cert", &cert, "--fleet-tls-key", &key];
+    let served = start_with(&m[0], &[], "https", &zone, secrets.path(), &tls);
+    assert!(
+        served.log().contains("fleet listener on https://"),
+        "{}",
+        served.log()
+    );
+    let trusting = start_with(
+        &m[1],
+        &[&m[0]],
+        "https",
+        &zone,
+        secrets.path(),
+        &["--peer-ca", &ours_pem],
+    );
+    until_peers_reachable(&trusting, 1);
+    let refusing = start_with(
+        &m[2],
+        &[&m[0]],
+        "https",
+        &zone,
+        secrets.path(),
+        &["--peer-ca", &other_pem],
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let fleet = fleet_json(&refusing);
+    let peer = &fleet["peers"][0];
+    assert_eq!(peer["reachable"], false, "{fleet}");
+    let error = peer["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("certificate"), "{error}");
+    // Plain HTTP to the TLS listener gets no answer at all, token or not.
+    let plain = std::net::TcpStream::connect(m[0].fleet).expect("connect");
+    let mut plain = plain;
+    plain
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let _ = write!(plain, "GET /fleet/view HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut reply = String::new();
+    let _ = plain.read_to_string(&mut reply);
+    assert!(!reply.contains("HTTP/1.1 200"), "{reply}");
 }

@@ -121,14 +121,16 @@ impl Admin {
         header_timeout: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        serve_router(self.router(), listener, header_timeout, shutdown).await
+        serve_router(self.router(), listener, None, header_timeout, shutdown).await
     }
 }
 
-/// Serves `router` on `listener` as [`Admin::serve`] does (the fleet listener too).
+/// Serves `router` on `listener` as [`Admin::serve`] does (the fleet listener too), over TLS
+/// when `tls` is given: the handshake, too, must end within `header_timeout`.
 pub async fn serve_router(
     router: Router,
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     header_timeout: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -155,6 +157,27 @@ pub async fn serve_router(
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             continue;
         };
+        if let Some(tls) = &tls {
+            let (tls, http, service) = (tls.clone(), http.clone(), service.clone());
+            let stop = shutdown.clone();
+            connections.spawn(async move {
+                let handshake = tokio::time::timeout(header_timeout, tls.accept(stream)).await;
+                // A peer that fails the handshake (another CA, plain HTTP) is refused here.
+                if let Ok(Ok(stream)) = handshake {
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    let mut connection = std::pin::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        () = stop.cancelled() => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
+                }
+                drop(slot);
+            });
+            continue;
+        }
         let connection = http.serve_connection(TokioIo::new(stream), service.clone());
         let connection = graceful.watch(connection);
         connections.spawn(async move {
