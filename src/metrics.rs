@@ -92,6 +92,12 @@ pub struct Metrics {
     vantage_impaired: Gauge,
     fleet_peers: Family<PeerStateLabels, Gauge>,
     fleet_disagreements: Family<RegionLabels, Gauge>,
+    fleet_mismatches: Family<MismatchLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MismatchLabels {
+    what: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -249,7 +255,23 @@ impl Metrics {
             "Fresh views (this instance's included) whose probes disagree with the fleet's state of the region",
             fleet_disagreements.clone(),
         );
+        let fleet_mismatches = Family::<MismatchLabels, Gauge>::default();
+        registry.register(
+            "fleet_mismatches",
+            "Peers whose zone files (what=\"config\") or GeoIP build (what=\"geoip\") differ from this instance's",
+            fleet_mismatches.clone(),
+        );
+        // Both results from the start: an alert on `increase(...{result="error"})` then sees
+        // the first error, and a dashboard shows a zero rather than no data.
+        for result in ["ok", "error"] {
+            let labels = ResultLabels {
+                result: result.into(),
+            };
+            drop(reloads.get_or_create(&labels));
+            drop(geoip_reloads.get_or_create(&labels));
+        }
         Metrics {
+            fleet_mismatches,
             vantage_impaired,
             fleet_peers,
             fleet_disagreements,
@@ -453,6 +475,14 @@ impl Metrics {
             };
             let count = i64::try_from(count).unwrap_or(i64::MAX);
             self.fleet_peers.get_or_create(&labels).set(count);
+        }
+    }
+
+    pub fn set_fleet_mismatches(&self, config: usize, geoip: usize) {
+        for (what, count) in [("config", config), ("geoip", geoip)] {
+            let labels = MismatchLabels { what: what.into() };
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            self.fleet_mismatches.get_or_create(&labels).set(count);
         }
     }
 

@@ -786,6 +786,11 @@ impl Publisher {
                 geoip_matches: view.is_none_or(|v| v.geoip_build == own.geoip_build),
             }
         });
+        let peers: Vec<PeerSummary> = peers.collect();
+        let config_mismatches = peers.iter().filter(|p| !p.config_matches).count();
+        let geoip_mismatches = peers.iter().filter(|p| !p.geoip_matches).count();
+        self.metrics
+            .set_fleet_mismatches(config_mismatches, geoip_mismatches);
         let reachable = self.fleet.peers.values().filter(|p| p.reachable()).count();
         self.metrics
             .set_fleet_peers(reachable, self.fleet.peers.len() - reachable);
@@ -814,7 +819,7 @@ impl Publisher {
             geoip_build: own.geoip_build.clone(),
             deciding_alone: self.health.values().all(|s| s.fleet.is_none()),
             vantage_impaired: self.fleet.impaired,
-            peers: peers.collect(),
+            peers,
             regions: regions.collect(),
         }
     }

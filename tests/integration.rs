@@ -19,6 +19,7 @@ mod health;
 mod health_timing;
 mod malformed;
 mod module_graph;
+mod monitoring;
 mod policies;
 pub mod real_geoip;
 mod reload;
