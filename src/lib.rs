@@ -9,7 +9,8 @@
 //! writes responses with [`wire`], and asks [`answer`] what to say, from a snapshot of that
 //! table and the client's location from [`geo`]: the query path takes no lock and does no I/O.
 //! [`reload`] watches the zone and GeoIP files and swaps in what is new and valid. [`admin`]
-//! serves health, the drain switch and [`metrics`] over HTTP, with the [`timeline`] of state changes, and
+//! serves health, the drain switch and [`metrics`] over HTTP; [`fleet`] makes several instances
+//! agree on health and share drains, with the [`timeline`] of state changes, and
 //! [`events`] tells other tools of each failover; [`explain`] shows why a client
 //! gets its answer, and [`drill`] rehearses a failover against a running server. [`server`] runs all of it as one supervised process.
 

@@ -272,6 +272,15 @@ fn a_fleet_agrees_on_health_shares_drains_and_keeps_them_across_restarts() {
     drop(ns3);
     until_peers_reachable(&servers[0], 1);
     assert_eq!(answer(&servers[0]), [US_EAST]);
+    let (status, page) = http(servers[0].admin.expect("admin"), "GET", "/", &[]);
+    assert_eq!(status, 200);
+    let peers = page
+        .split("<table id=\"peers\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</table>").next())
+        .expect("the status page's fleet panel");
+    assert_eq!(peers.matches("unreachable: ").count(), 1, "{peers}");
+    assert!(peers.contains(">ns2<") && peers.contains(">ns3<"), "{peers}");
 
     // Stop all, start one alone: the drain is still there.
     drop(servers);

@@ -238,6 +238,7 @@ impl std::str::FromStr for AdminListen {
 async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
     let (table, board) = (admin.table.load(), admin.board.load());
     let (timeline, history) = (admin.timeline.load(), admin.history.load());
+    let fleet = admin.fleet.load();
     let now = history::sample(&table, &board, SystemTime::now(), None, true);
     Html(page::render(&page::View {
         table: &table,
@@ -245,6 +246,7 @@ async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
         timeline: &timeline,
         history: &history,
         now: &now,
+        fleet: &fleet,
     }))
 }
 

@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, fmt::Write};
 use html_escape::encode_text as text;
 
 use crate::{
+    fleet::FleetBoard,
     geo::{Continent, Coordinates},
     history::{History, Rate, Sample},
     metrics::{CONTINENT_SLOTS, continent_label},
@@ -36,6 +37,7 @@ pub struct View<'a> {
     /// The samples of the last 15 minutes, and one taken now.
     pub history: &'a History,
     pub now: &'a Sample,
+    pub fleet: &'a FleetBoard,
 }
 
 /// A region as the map shows it.
@@ -110,6 +112,7 @@ pub fn render(view: &View<'_>) -> String {
     page.push_str(&map(&markers, &shares));
     page.push_str(&shares_table(&shares));
     page.push_str(&regions(view));
+    page.push_str(&fleet(view.fleet));
     page.push_str(&recent_changes(view.timeline));
     page.push_str("</body>\n</html>\n");
     page
@@ -271,6 +274,74 @@ fn sparkline(
         n = points.len(),
         p = points.join(" "),
     )
+}
+
+/// The fleet panel: each peer (reachable, the age of its view, its zone hash and GeoIP build,
+/// mismatches marked) and how the fleet voted on each region. Nothing outside a fleet.
+fn fleet(board: &FleetBoard) -> String {
+    if board.peers.is_empty() {
+        return String::new();
+    }
+    let mut html = String::from("<h2>fleet</h2>\n");
+    let decides = if board.deciding_alone {
+        "no fresh view from any peer: this instance decides alone"
+    } else {
+        "health is the fleet's majority"
+    };
+    let _ = writeln!(
+        html,
+        "<p id=\"fleet-mode\">{} ({}): {decides}{}</p>",
+        text(&board.instance),
+        text(&board.config_hash),
+        if board.vantage_impaired {
+            "; <strong>this instance's vantage point is impaired</strong>"
+        } else {
+            ""
+        }
+    );
+    html.push_str("<table id=\"peers\">\n<tr><th>peer</th><th>instance</th><th>state</th><th>view age</th><th>zone files</th><th>GeoIP build</th></tr>\n");
+    for peer in &board.peers {
+        let state = if peer.reachable { "up" } else { "down" };
+        let said = if peer.reachable {
+            "reachable".to_owned()
+        } else {
+            format!(
+                "unreachable: {}",
+                peer.error.as_deref().unwrap_or("no view yet")
+            )
+        };
+        let mark = |matches: bool| if matches { "" } else { " (differs)" };
+        let _ = writeln!(
+            html,
+            "<tr class=\"{state}\"><td>{url}</td><td>{instance}</td><td class=\"state\">{said}</td><td>{age}</td><td>{config}{config_mark}</td><td>{geoip}{geoip_mark}</td></tr>",
+            url = text(&peer.url),
+            instance = text(peer.instance.as_deref().unwrap_or("?")),
+            said = text(&said),
+            age = peer
+                .view_age_ms
+                .map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+            config = text(peer.config_hash.as_deref().unwrap_or("-")),
+            config_mark = mark(peer.config_matches),
+            geoip = text(peer.geoip_build.as_deref().unwrap_or("-")),
+            geoip_mark = mark(peer.geoip_matches),
+        );
+    }
+    html.push_str("</table>\n<table id=\"agreement\">\n<tr><th>zone</th><th>region</th><th>probes here</th><th>fleet</th><th>votes</th></tr>\n");
+    for region in &board.regions {
+        let _ = writeln!(
+            html,
+            "<tr><td>{zone}</td><td>{name}</td><td>{probed}</td><td class=\"state\">{agreed}</td><td>{down} down, {degraded} degraded of {voters}</td></tr>",
+            zone = text(&region.zone),
+            name = text(&region.region),
+            probed = region.probed.as_str(),
+            agreed = region.agreed.as_str(),
+            down = region.down,
+            degraded = region.degraded,
+            voters = region.voters,
+        );
+    }
+    html.push_str("</table>\n");
+    html
 }
 
 /// The last state changes, newest first.
