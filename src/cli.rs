@@ -344,26 +344,18 @@ async fn health_from_admin(url: &str, health: &mut publish::HealthMap) -> Result
         .text()
         .await
         .with_context(|| format!("cannot read the answer of {url}"))?;
-    let body: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))?;
-    let regions = body["regions"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for region in regions {
+    let body: crate::admin::body::Regions = serde_json::from_str(&text)
+        .with_context(|| format!("{url} did not answer the regions as this version reads them"))?;
+    for region in body.regions {
         let key = crate::region::RegionKey {
-            zone: region["zone"].as_str().unwrap_or_default().to_owned(),
-            region: region["region"].as_str().unwrap_or_default().to_owned(),
+            zone: region.zone,
+            region: region.region,
         };
         let Some(status) = health.get_mut(&key) else {
             continue;
         };
-        status.drained = region["drained"].as_bool().unwrap_or(false);
-        status.health = match region["health"].as_str() {
-            Some("degraded") => crate::health::Health::Degraded,
-            Some("down") => crate::health::Health::Down,
-            _ => crate::health::Health::Up,
-        };
+        status.drained = region.drained;
+        status.health = region.health;
     }
     Ok(())
 }

@@ -206,16 +206,29 @@ impl Drill {
             .map_err(|e| error(e.to_string()))?;
         let request = query(&self.name, self.qtype, client);
         let bytes = request.to_vec().map_err(|e| error(e.to_string()))?;
+        // Connected: only the server's datagrams are read.
         socket
-            .send_to(&bytes, self.dns)
+            .connect(self.dns)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        socket
+            .send(&bytes)
             .await
             .map_err(|e| error(e.to_string()))?;
         let mut buffer = vec![0; 4096];
-        let received = tokio::time::timeout(QUERY_TIMEOUT, socket.recv(&mut buffer))
-            .await
-            .map_err(|_| error("no answer within 1 s".into()))?
-            .map_err(|e| error(e.to_string()))?;
-        let response = Message::from_vec(&buffer[..received]).map_err(|e| error(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+        // A datagram that is not the response to this query (another ID: a late answer to an
+        // earlier one, or forged) is skipped, not taken for the answer.
+        let response = loop {
+            let received = tokio::time::timeout_at(deadline, socket.recv(&mut buffer))
+                .await
+                .map_err(|_| error("no answer within 1 s".into()))?
+                .map_err(|e| error(e.to_string()))?;
+            match Message::from_vec(&buffer[..received]) {
+                Ok(response) if response.metadata.id == request.metadata.id => break response,
+                _ => continue,
+            }
+        };
         let mut addresses: Vec<IpAddr> = response
             .answers
             .iter()

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 /// A region's state as routing sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     Up,
     Degraded,

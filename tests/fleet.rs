@@ -280,7 +280,10 @@ fn a_fleet_agrees_on_health_shares_drains_and_keeps_them_across_restarts() {
         .and_then(|rest| rest.split("</table>").next())
         .expect("the status page's fleet panel");
     assert_eq!(peers.matches("unreachable: ").count(), 1, "{peers}");
-    assert!(peers.contains(">ns2<") && peers.contains(">ns3<"), "{peers}");
+    assert!(
+        peers.contains(">ns2<") && peers.contains(">ns3<"),
+        "{peers}"
+    );
 
     // Stop all, start one alone: the drain is still there.
     drop(servers);

@@ -33,6 +33,8 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use body::{Drained, LatLon, RegionBody, Regions};
+
 use crate::{
     fleet::{FleetBoard, http::PeerClient},
     geo::Coordinates,
@@ -44,6 +46,7 @@ use crate::{
     timeline::Timeline,
 };
 
+pub mod body;
 mod page;
 
 #[derive(Clone)]
@@ -322,42 +325,49 @@ async fn metrics(AxumState(admin): AxumState<Admin>) -> Response {
         .into_response()
 }
 
-async fn regions(AxumState(admin): AxumState<Admin>) -> Json<Value> {
+async fn regions(AxumState(admin): AxumState<Admin>) -> Json<Regions> {
     let (table, board) = (admin.table.load(), admin.board.load());
     let markers = page::markers(&table, &board);
-    let regions: Vec<Value> = board
+    let regions = board
         .iter()
         .map(|(key, status)| {
             let location = markers.iter().find(|m| &m.key == key).map(|m| m.location);
-            region_json(key, status, location)
+            region_body(key, status, location)
         })
         .collect();
-    Json(json!({ "regions": regions }))
+    Json(Regions { regions })
 }
 
-fn region_json(key: &RegionKey, status: &RegionStatus, location: Option<Coordinates>) -> Value {
+fn region_body(
+    key: &RegionKey,
+    status: &RegionStatus,
+    location: Option<Coordinates>,
+) -> RegionBody {
     let since = status
         .since
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let last = status.last_probe.as_ref();
-    json!({
-        "zone": key.zone,
-        "region": key.region,
-        "state": status.state().as_str(),
-        "health": status.health.as_str(),
-        "drained": status.drained,
-        "checked": status.checked,
-        "reason": status.reason,
-        "since": humantime::format_rfc3339_seconds(status.since).to_string(),
-        "since_unix": since,
-        "probes": status.probes,
-        "last_probe": last.map(ToString::to_string),
-        "last_probe_ms": last.map(|p| p.latency.as_secs_f64() * 1000.0),
-        "error_rate": status.error_rate,
-        "slow_rate": status.slow_rate,
-        "location": location.map(|c| json!({ "lat": c.lat, "lon": c.lon })),
-    })
+    RegionBody {
+        zone: key.zone.clone(),
+        region: key.region.clone(),
+        state: status.state(),
+        health: status.health,
+        drained: status.drained,
+        checked: status.checked,
+        reason: status.reason.clone(),
+        since: humantime::format_rfc3339_seconds(status.since).to_string(),
+        since_unix: since,
+        probes: status.probes,
+        last_probe: last.map(ToString::to_string),
+        last_probe_ms: last.map(|p| p.latency.as_secs_f64() * 1000.0),
+        error_rate: status.error_rate,
+        slow_rate: status.slow_rate,
+        location: location.map(|c| LatLon {
+            lat: c.lat,
+            lon: c.lon,
+        }),
+    }
 }
 
 async fn drain(
@@ -409,14 +419,14 @@ async fn set_drained(
                 Some(peers) => (1 + peers.push_drain(&record).await, 1 + peers.peers.len()),
                 None => (1, 1),
             };
-            Json(json!({
-                "zone": key.zone,
-                "region": key.region,
-                "state": state.as_str(),
-                "applied_on": applied,
-                "instances": instances,
-                "applied": format!("applied on {applied} of {instances}"),
-            }))
+            Json(Drained {
+                zone: key.zone,
+                region: key.region,
+                state,
+                applied_on: applied,
+                instances,
+                applied: format!("applied on {applied} of {instances}"),
+            })
             .into_response()
         }
         Ok(None) => error(

@@ -1,0 +1,70 @@
+//! The admin API's JSON bodies as types, shared by the server that writes them and the clients
+//! that read them (`explain --admin`, `drill`): a field renamed on one side is a compile error,
+//! and a state the client does not know is an error, never read as "up".
+
+use serde::{Deserialize, Serialize};
+
+use crate::{health::Health, region::State};
+
+/// `GET /regions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regions {
+    pub regions: Vec<RegionBody>,
+}
+
+/// One region of `GET /regions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionBody {
+    pub zone: String,
+    pub region: String,
+    /// What routing acts on: the health, unless drained.
+    pub state: State,
+    pub health: Health,
+    pub drained: bool,
+    pub checked: bool,
+    pub reason: String,
+    /// RFC 3339, and as seconds since the epoch.
+    pub since: String,
+    pub since_unix: u64,
+    pub probes: u64,
+    pub last_probe: Option<String>,
+    pub last_probe_ms: Option<f64>,
+    pub error_rate: f64,
+    pub slow_rate: f64,
+    pub location: Option<LatLon>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatLon {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// The reply to a drain or an undrain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drained {
+    pub zone: String,
+    pub region: String,
+    pub state: State,
+    /// On how many instances of the fleet it applied, this one included, of how many.
+    pub applied_on: usize,
+    pub instances: usize,
+    /// The same, for people: "applied on 3 of 3".
+    pub applied: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_state_is_an_error_not_up() {
+        let body = r#"{"zone":"z.","region":"r","state":"melting","health":"up","drained":false,
+            "checked":true,"reason":"","since":"","since_unix":0,"probes":0,"last_probe":null,
+            "last_probe_ms":null,"error_rate":0,"slow_rate":0,"location":null}"#;
+        assert!(serde_json::from_str::<RegionBody>(body).is_err());
+        let known = body.replace("melting", "drained");
+        let region: RegionBody = serde_json::from_str(&known).expect("a known state");
+        assert_eq!(region.state, State::Drained);
+    }
+}
