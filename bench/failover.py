@@ -10,8 +10,12 @@ regiondns every 1 s, and both every 2 s. The script queries every 10 ms as a UK 
 breaks eu-west's endpoint BREAKS times at random phases and prints p50 and max of both delays
 per run. Everything stays on loopback.
 
+`fleet3@1` runs three regiondns instances as a fleet (each polls the others' views; a region is
+down only for a majority): a break counts as moved once all three answer elsewhere, and as back
+once all three answer it again.
+
     bench/failover.py                       # 20 breaks per run
-    BREAKS=5 RUNS="regiondns@1 gdnsd@2" bench/failover.py
+    BREAKS=5 RUNS="regiondns@1 fleet3@1 gdnsd@2" bench/failover.py
 """
 
 import http.server
@@ -29,7 +33,7 @@ import dnswire
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BREAKS = int(os.environ.get("BREAKS", "20"))
 # Runs as server@interval: gdnsd checks every 2 s at the least, so both are compared at 2 s.
-RUNS = os.environ.get("RUNS", "regiondns@1 regiondns@2 gdnsd@2").split()
+RUNS = os.environ.get("RUNS", "regiondns@1 fleet3@1 regiondns@2 gdnsd@2").split()
 FALL, RISE = 2, 2
 EU_WEST, US_EAST = "127.0.0.20", "127.0.0.10"
 
@@ -73,13 +77,17 @@ def answer(sock, dns_port, qid):
     return dnswire.ask(sock, dns_port, qid, "api.llm.example.com", "81.2.69")
 
 
-def wait_for(sock, dns_port, predicate, limit=15.0):
-    """Queries every 10 ms until predicate(address) holds; returns the seconds it took."""
+def wait_for(sock, dns_ports, predicate, limit=15.0):
+    """Queries every server every 10 ms until predicate(address) holds for all of them;
+    returns the seconds it took."""
     start = time.monotonic()
     qid = 0
     while time.monotonic() - start < limit:
-        qid = (qid + 1) & 0xFFFF
-        if predicate(answer(sock, dns_port, qid)):
+        answers = []
+        for port in dns_ports:
+            qid = (qid + 1) & 0xFFFF
+            answers.append(answer(sock, port, qid))
+        if all(predicate(a) for a in answers):
             return time.monotonic() - start
         time.sleep(0.01)
     raise SystemExit("no change within %.0f s" % limit)
@@ -90,7 +98,7 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def regiondns(dns_port, http_port, work, interval):
+def write_zone(http_port, work, interval):
     zones = os.path.join(work, "zones")
     os.mkdir(zones)
     check = (f'check: {{ http: "http://HOST:{http_port}/healthz", interval: {interval}s, '
@@ -114,15 +122,42 @@ regions:
 services:
   api: {{ ttl: 5, regions: [us-east, eu-west] }}
 """)
+    return zones
+
+
+def serve_args(zones, dns_port):
     binary = os.path.join(ROOT, "target", "release", "regiondns")
-    return subprocess.Popen(
-        [binary, "serve", "--zones", zones, "--geoip", os.path.join(ROOT, "geoip", "dbip-country.mmdb"),
-         "--listen", f"127.0.0.1:{dns_port}", "--admin", "off"],
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
+    return [binary, "serve", "--zones", zones,
+            "--geoip", os.path.join(ROOT, "geoip", "dbip-country.mmdb"),
+            "--listen", f"127.0.0.1:{dns_port}", "--admin", "off"]
 
 
-def gdnsd(dns_port, http_port, work, interval):
+def regiondns(dns_ports, http_port, work, interval):
+    zones = write_zone(http_port, work, interval)
+    return [subprocess.Popen(serve_args(zones, dns_ports[0]), env={**os.environ, "RUST_LOG": "warn"})]
+
+
+def fleet(dns_ports, http_port, work, interval):
+    """One regiondns per DNS port, each the others' peer (their own fleet listeners)."""
+    zones = write_zone(http_port, work, interval)
+    token = os.path.join(work, "fleet-token")
+    with open(token, "w") as f:
+        f.write("bench-fleet-secret")
+    fleet_ports = [free_port() for _ in dns_ports]
+    servers = []
+    for i, dns_port in enumerate(dns_ports):
+        args = serve_args(zones, dns_port) + [
+            "--nsid", f"ns{i + 1}", "--fleet-listen", f"127.0.0.1:{fleet_ports[i]}",
+            "--fleet-token-file", token, "--state-dir", os.path.join(work, f"state{i + 1}")]
+        for j, port in enumerate(fleet_ports):
+            if j != i:
+                args += ["--peer", f"http://127.0.0.1:{port}"]
+        servers.append(subprocess.Popen(args, env={**os.environ, "RUST_LOG": "warn"}))
+    return servers
+
+
+def gdnsd(dns_ports, http_port, work, interval):
+    dns_port = dns_ports[0]
     city = subprocess.run(["bash", "-c", '. bench/lib.sh && need_gdnsd && city_db "$1"', "-", work],
                           cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
     config = os.path.join(work, "gdnsd")
@@ -161,31 +196,32 @@ plugins => {{
     with open(os.path.join(config, "zones", "llm.example.com"), "w") as f:
         f.write("$TTL 3600\n@ SOA ns1 hostmaster.example.com. 1 3600 600 1209600 30\n"
                 "@ NS ns1\nns1 A 198.51.100.53\napi 5 DYNA geoip!api\n")
-    return subprocess.Popen(["gdnsd", "-c", config, "start"], stderr=subprocess.DEVNULL)
+    return [subprocess.Popen(["gdnsd", "-c", config, "start"], stderr=subprocess.DEVNULL)]
 
 
 def measure(name, start, http_port, interval):
-    dns_port = free_port()
+    dns_ports = [free_port() for _ in range(3 if name.startswith("fleet3") else 1)]
     work = tempfile.mkdtemp()
-    dns = start(dns_port, http_port, work, interval)
+    servers = start(dns_ports, http_port, work, interval)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.5)
     away, back = [], []
     try:
         time.sleep(0.5)
-        wait_for(sock, dns_port, lambda a: a == EU_WEST)
+        wait_for(sock, dns_ports, lambda a: a == EU_WEST)
         for i in range(BREAKS):
             time.sleep(random.uniform(0.0, interval))  # a random phase against the probe ticks
             healthy.clear()
-            away.append(wait_for(sock, dns_port, lambda a: a == US_EAST))
+            away.append(wait_for(sock, dns_ports, lambda a: a == US_EAST))
             time.sleep(random.uniform(0.0, interval))
             healthy.set()
-            back.append(wait_for(sock, dns_port, lambda a: a == EU_WEST))
+            back.append(wait_for(sock, dns_ports, lambda a: a == EU_WEST))
             print(f"{name} break {i + 1:2}: moved away after {away[-1]:.2f} s, "
                   f"back after {back[-1]:.2f} s", file=sys.stderr)
     finally:
-        dns.terminate()
-        dns.wait()
+        for server in servers:
+            server.terminate()
+            server.wait()
     return away, back
 
 
@@ -198,7 +234,7 @@ def main():
         endpoint = http.server.ThreadingHTTPServer((address, http_port), handler)
         threading.Thread(target=endpoint.serve_forever, daemon=True).start()
         endpoints.append(endpoint)
-    starts = {"regiondns": regiondns, "gdnsd": gdnsd}
+    starts = {"regiondns": regiondns, "fleet3": fleet, "gdnsd": gdnsd}
     results = {}
     for run in RUNS:
         name, interval = run.split("@")
