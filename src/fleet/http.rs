@@ -194,39 +194,52 @@ impl PeerClient {
         applied
     }
 
-    /// Fetches every peer's view every [`POLL_EVERY`] and hands each to the publisher.
-    pub async fn poll<E: From<FleetEvent>>(
+    /// Fetches every peer's view every [`POLL_EVERY`] and hands each to the publisher: one
+    /// loop per peer, so that a peer that hangs delays no other's view.
+    pub async fn poll<E: From<FleetEvent> + Send + 'static>(
         self,
         events: mpsc::Sender<E>,
         shutdown: CancellationToken,
-    ) -> Result<(), std::convert::Infallible> {
+    ) -> Result<(), tokio::task::JoinError> {
+        let mut loops = JoinSet::new();
+        for peer in self.peers.iter().cloned() {
+            let (client, events) = (self.clone(), events.clone());
+            loops.spawn(client.poll_one(peer, events, shutdown.clone()));
+        }
+        while let Some(ended) = loops.join_next().await {
+            if let Err(error) = ended
+                && error.is_panic()
+            {
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    async fn poll_one<E: From<FleetEvent>>(
+        self,
+        peer: String,
+        events: mpsc::Sender<E>,
+        shutdown: CancellationToken,
+    ) {
         let mut ticks = tokio::time::interval(POLL_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            let mut fetches = JoinSet::new();
-            for peer in self.peers.iter().cloned() {
-                let client = self.clone();
-                fetches.spawn(async move {
-                    let view = client.view(&peer).await;
-                    (peer, view, Instant::now())
-                });
-            }
-            while let Some(fetched) = fetches.join_next().await {
-                let Ok((peer, view, fetched)) = fetched else {
-                    continue;
-                };
-                let event = FleetEvent::PeerView {
-                    peer,
-                    view,
-                    fetched,
-                };
-                if events.send(event.into()).await.is_err() {
-                    return Ok(());
-                }
+            let view = tokio::select! {
+                () = shutdown.cancelled() => return,
+                view = self.view(&peer) => view,
+            };
+            let event = FleetEvent::PeerView {
+                peer: peer.clone(),
+                view,
+                fetched: Instant::now(),
+            };
+            if events.send(event.into()).await.is_err() {
+                return;
             }
         }
     }
