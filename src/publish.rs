@@ -419,9 +419,7 @@ impl Publisher {
         match view {
             Ok(view) => {
                 let records = view.drains.clone();
-                state.view = Some(view);
-                state.fetched = Some(fetched);
-                state.error = None;
+                state.take(view, fetched);
                 for record in records {
                     self.take_drain(record);
                 }

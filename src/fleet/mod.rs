@@ -182,9 +182,12 @@ pub enum FleetEvent {
 pub struct PeerState {
     pub url: String,
     pub view: Option<View>,
-    /// When the view was fetched (its ages count from then).
+    /// When the view was fetched.
     pub fetched: Option<Instant>,
     pub error: Option<String>,
+    /// The view's regions by key, what its probes say and how long ago: every region is
+    /// agreed on at every view, so each looks up its own vote.
+    votes: BTreeMap<RegionKey, (Health, Option<u64>)>,
 }
 
 impl PeerState {
@@ -194,7 +197,26 @@ impl PeerState {
             view: None,
             fetched: None,
             error: None,
+            votes: BTreeMap::new(),
         }
+    }
+
+    /// Takes a view fetched at `fetched`.
+    pub fn take(&mut self, view: View, fetched: Instant) {
+        self.votes = view
+            .regions
+            .iter()
+            .map(|r| {
+                let key = RegionKey {
+                    zone: r.zone.clone(),
+                    region: r.region.clone(),
+                };
+                (key, (r.probed, r.probe_age_ms))
+            })
+            .collect();
+        self.view = Some(view);
+        self.fetched = Some(fetched);
+        self.error = None;
     }
 
     pub fn reachable(&self) -> bool {
@@ -205,16 +227,13 @@ impl PeerState {
     /// probe was younger than [`FRESH_INTERVALS`] intervals when the view was served, and the
     /// view was fetched since then (allowing for the polls it could have missed).
     pub fn fresh_vote(&self, key: &RegionKey, interval: Duration, now: Instant) -> Option<Health> {
-        let (view, fetched) = (self.view.as_ref()?, self.fetched?);
-        let region = view
-            .regions
-            .iter()
-            .find(|r| r.zone == key.zone && r.region == key.region)?;
+        let fetched = self.fetched?;
+        let &(probed, age) = self.votes.get(key)?;
         let window = interval * FRESH_INTERVALS;
-        let probe_fresh = Duration::from_millis(region.probe_age_ms?) < window;
+        let probe_fresh = Duration::from_millis(age?) < window;
         let fetch_fresh =
             now.saturating_duration_since(fetched) < window + http::POLL_EVERY * FRESH_INTERVALS;
-        (probe_fresh && fetch_fresh).then_some(region.probed)
+        (probe_fresh && fetch_fresh).then_some(probed)
     }
 }
 
@@ -332,18 +351,18 @@ mod tests {
         };
         let now = Instant::now();
         let mut peer = PeerState::new("http://peer");
-        peer.fetched = Some(now);
-        peer.view = Some(View {
+        let view = |age| View {
             regions: vec![ProbedRegion {
                 zone: key.zone.clone(),
                 region: key.region.clone(),
                 probed: Down,
                 reason: "refused".into(),
-                probe_age_ms: Some(2_900),
+                probe_age_ms: Some(age),
                 probes: 7,
             }],
             ..View::default()
-        });
+        };
+        peer.take(view(2_900), now);
         let interval = Duration::from_secs(1);
         assert_eq!(peer.fresh_vote(&key, interval, now), Some(Down));
         let later = now + Duration::from_millis(3_800);
@@ -352,8 +371,7 @@ mod tests {
             None,
             "not fetched since"
         );
-        let view = peer.view.as_mut().expect("view");
-        view.regions[0].probe_age_ms = Some(3_000);
+        peer.take(view(3_000), now);
         assert_eq!(
             peer.fresh_vote(&key, interval, now),
             None,
