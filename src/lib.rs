@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod answer;
+pub mod bearer;
 pub mod cli;
 pub mod config;
 pub mod counter;

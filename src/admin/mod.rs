@@ -26,7 +26,6 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tokio::{
     sync::{Semaphore, mpsc, oneshot},
     task::JoinSet,
@@ -472,13 +471,7 @@ impl IntoResponse for Refusal {
 /// compared in constant time.
 fn authorize(token: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
     let token = token.ok_or(Refusal::Disabled)?;
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, presented)| presented.trim_start());
-    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+    if crate::bearer::bearer_is(headers, token) {
         Ok(())
     } else {
         Err(Refusal::Unauthorized)

@@ -13,12 +13,11 @@ use arc_swap::ArcSwap;
 use axum::{
     Json, Router,
     extract::{Request, State},
-    http::{StatusCode, header},
+    http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use subtle::ConstantTimeEq;
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinSet,
@@ -91,14 +90,7 @@ async fn authorized<E>(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, token)| token.trim_start());
-    if bool::from(presented.as_bytes().ct_eq(listener.token.as_bytes())) {
+    if crate::bearer::bearer_is(request.headers(), &listener.token) {
         next.run(request).await
     } else {
         let body = Json(serde_json::json!({ "error": "a valid fleet token is required" }));
