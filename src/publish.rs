@@ -737,9 +737,9 @@ impl Publisher {
         self.board_due = None;
         let now = Instant::now();
         let own = self.view_now(now);
-        self.fleet
-            .board
-            .store(Arc::new(self.fleet_summary(&own, now)));
+        let board = self.fleet_summary(&own, now);
+        self.count_fleet(&board);
+        self.fleet.board.store(Arc::new(board));
         self.fleet.own_view.store(Arc::new(OwnView {
             view: own,
             made: now,
@@ -767,6 +767,28 @@ impl Publisher {
         }
     }
 
+    /// The fleet's metrics, from the board that `/fleet` shows.
+    fn count_fleet(&self, board: &FleetBoard) {
+        let differing =
+            |differs: fn(&PeerSummary) -> bool| board.peers.iter().filter(|p| differs(p)).count();
+        self.metrics.set_fleet_mismatches(
+            differing(|p| !p.config_matches),
+            differing(|p| !p.geoip_matches),
+        );
+        let reachable = board.peers.iter().filter(|p| p.reachable).count();
+        self.metrics
+            .set_fleet_peers(reachable, board.peers.len() - reachable);
+        for region in &board.regions {
+            let disagreeing = match region.agreed {
+                Health::Down => region.voters - region.down,
+                Health::Degraded => region.voters - region.down - region.degraded,
+                Health::Up => region.down + region.degraded,
+            };
+            self.metrics
+                .set_fleet_disagreements(&region.zone, &region.region, disagreeing);
+        }
+    }
+
     fn fleet_summary(&self, own: &View, now: Instant) -> FleetBoard {
         let peers = self.fleet.peers.values().map(|peer| {
             let view = peer.view.as_ref();
@@ -784,32 +806,22 @@ impl Publisher {
                 geoip_matches: view.is_none_or(|v| v.geoip_build == own.geoip_build),
             }
         });
-        let peers: Vec<PeerSummary> = peers.collect();
-        let config_mismatches = peers.iter().filter(|p| !p.config_matches).count();
-        let geoip_mismatches = peers.iter().filter(|p| !p.geoip_matches).count();
-        self.metrics
-            .set_fleet_mismatches(config_mismatches, geoip_mismatches);
-        let reachable = self.fleet.peers.values().filter(|p| p.reachable()).count();
-        self.metrics
-            .set_fleet_peers(reachable, self.fleet.peers.len() - reachable);
-        for (key, status) in self.health.iter().filter(|(_, s)| s.checked) {
-            let disagreeing = status.fleet.map_or(0, |a| match a.health {
-                Health::Down => a.voters - a.down,
-                Health::Degraded => a.voters - a.down - a.degraded,
-                Health::Up => a.down + a.degraded,
-            });
-            self.metrics
-                .set_fleet_disagreements(&key.zone, &key.region, disagreeing);
-        }
         let regions = self.health.iter().filter(|(_, s)| s.checked);
         let regions = regions.map(|(key, status)| RegionAgreement {
             zone: key.zone.clone(),
             region: key.region.clone(),
             probed: status.probed,
             agreed: status.health,
+            // Alone, this instance's probes are the one vote.
             voters: status.fleet.map_or(1, |a| a.voters),
-            down: status.fleet.map_or(0, |a| a.down),
-            degraded: status.fleet.map_or(0, |a| a.degraded),
+            down: status
+                .fleet
+                .map_or(usize::from(status.probed == Health::Down), |a| a.down),
+            degraded: status
+                .fleet
+                .map_or(usize::from(status.probed == Health::Degraded), |a| {
+                    a.degraded
+                }),
         });
         FleetBoard {
             instance: own.instance.clone(),
@@ -817,7 +829,7 @@ impl Publisher {
             geoip_build: own.geoip_build.clone(),
             deciding_alone: self.health.values().all(|s| s.fleet.is_none()),
             vantage_impaired: self.fleet.impaired,
-            peers,
+            peers: peers.collect(),
             regions: regions.collect(),
         }
     }
