@@ -50,6 +50,9 @@ pub enum Happening {
     Undrain,
     /// The zone's file was read again and its new version applies.
     Reload,
+    /// A service started or stopped moving a region's clients for load.
+    LoadShiftStart,
+    LoadShiftStop,
 }
 
 impl Happening {
@@ -59,6 +62,8 @@ impl Happening {
             Happening::Drain => "drain",
             Happening::Undrain => "undrain",
             Happening::Reload => "reload",
+            Happening::LoadShiftStart => "load_shift_start",
+            Happening::LoadShiftStop => "load_shift_stop",
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct Notice {
     pub zone: String,
     /// The region and its states before and after; none for a reload.
     pub region: Option<(String, State, State)>,
+    /// The service, for a load shift.
+    pub service: Option<String>,
     pub reason: String,
     pub time: SystemTime,
     /// The routing snapshot that applied it.
@@ -89,6 +96,7 @@ impl Notice {
             happening,
             zone: key.zone.clone(),
             region: Some((key.region.clone(), from, to)),
+            service: None,
             reason: reason.to_owned(),
             time: SystemTime::now(),
             generation,
@@ -100,7 +108,31 @@ impl Notice {
             happening: Happening::Reload,
             zone: zone.to_owned(),
             region: None,
+            service: None,
             reason: "the zone file was read again".into(),
+            time: SystemTime::now(),
+            generation,
+        }
+    }
+
+    /// A service started or stopped moving the clients of a region (in `state`) for load.
+    pub fn load_shift(
+        key: &RegionKey,
+        state: State,
+        shift: &crate::timeline::LoadShift,
+        reason: &str,
+        generation: u64,
+    ) -> Notice {
+        Notice {
+            happening: if shift.moving {
+                Happening::LoadShiftStart
+            } else {
+                Happening::LoadShiftStop
+            },
+            zone: key.zone.clone(),
+            region: Some((key.region.clone(), state, state)),
+            service: Some(shift.service.clone()),
+            reason: reason.to_owned(),
             time: SystemTime::now(),
             generation,
         }
@@ -120,6 +152,7 @@ impl Notice {
             "event": self.happening.as_str(),
             "zone": self.zone,
             "region": region,
+            "service": self.service,
             "from": from,
             "to": to,
             "reason": self.reason,

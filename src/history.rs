@@ -47,6 +47,8 @@ pub struct Sample {
     answers: Box<[u64]>,
     /// Per region: the last probe's latency in milliseconds, NaN when there is none.
     probe_ms: Box<[f32]>,
+    /// Per region: its smoothed load, NaN while unknown.
+    load: Box<[f32]>,
     /// Answers by region and continent slot, cells above zero; taken every minute only.
     continents: Option<Box<[Cell]>>,
 }
@@ -104,6 +106,13 @@ pub fn sample(
             probe.map_or(f32::NAN, |p| p.latency.as_secs_f32() * 1000.0)
         })
         .collect();
+    let load = regions
+        .iter()
+        .map(|key| {
+            let load = board.get(key).and_then(|s| s.load);
+            load.map_or(f32::NAN, |l| l as f32)
+        })
+        .collect();
     let continents = continents.then(|| {
         let cells = cells.into_iter();
         cells
@@ -119,6 +128,7 @@ pub fn sample(
         regions,
         answers: answers.into(),
         probe_ms,
+        load,
         continents,
     }
 }
@@ -147,6 +157,7 @@ impl Sample {
         Sample {
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(seconds),
             probe_ms: vec![f32::NAN; regions.len()].into(),
+            load: vec![f32::NAN; regions.len()].into(),
             regions,
             answers: totals.into(),
             continents: Some(cells.into()),
@@ -168,6 +179,8 @@ pub struct Rate {
     pub time: SystemTime,
     pub answers_per_second: f64,
     pub probe_ms: Option<f64>,
+    /// The region's smoothed load, when known.
+    pub load: Option<f64>,
 }
 
 impl History {
@@ -206,6 +219,7 @@ impl History {
                     .as_secs_f64();
                 let answered = grown(answers(before), answers(after));
                 let probe = after.index(key).map(|i| after.probe_ms[i]);
+                let load = after.index(key).map(|i| after.load[i]);
                 Rate {
                     time: after.time,
                     answers_per_second: if seconds > 0.0 {
@@ -214,6 +228,7 @@ impl History {
                         0.0
                     },
                     probe_ms: probe.filter(|ms| !ms.is_nan()).map(f64::from),
+                    load: load.filter(|l| !l.is_nan()).map(f64::from),
                 }
             })
             .collect()
@@ -291,6 +306,7 @@ mod tests {
             regions: Arc::from(vec![key("eu-west")]),
             answers: Box::new([answers]),
             probe_ms: Box::new([probe_ms]),
+            load: Box::new([f32::NAN]),
             continents: Some(Box::new([Cell {
                 region: 0,
                 slot: EUROPE,

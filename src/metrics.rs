@@ -6,7 +6,7 @@
 //! a cache line no other worker writes: no label lookup, no lock.
 
 use std::{
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Mutex, Weak, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -93,6 +93,15 @@ pub struct Metrics {
     fleet_peers: Family<PeerStateLabels, Gauge>,
     fleet_disagreements: Family<RegionLabels, Gauge>,
     fleet_mismatches: Family<MismatchLabels, Gauge>,
+    region_load: Family<RegionLabels, Gauge<f64, AtomicU64>>,
+    load_moved: Family<ServiceRegionLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceRegionLabels {
+    zone: String,
+    service: String,
+    region: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -261,6 +270,18 @@ impl Metrics {
             "Peers whose zone files (what=\"config\") or GeoIP build (what=\"geoip\") differ from this instance's",
             fleet_mismatches.clone(),
         );
+        let region_load = Family::<RegionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "region_load",
+            "The region's load as its probes report it, smoothed over the check's window (1 is its capacity); absent while unknown",
+            region_load.clone(),
+        );
+        let load_moved = Family::<ServiceRegionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "load_moved_share",
+            "The share of the region's clients the service moves to other regions because its load is above the service's load_target (0 to 1)",
+            load_moved.clone(),
+        );
         // Both results from the start: an alert on `increase(...{result="error"})` then sees
         // the first error, and a dashboard shows a zero rather than no data.
         for result in ["ok", "error"] {
@@ -271,6 +292,8 @@ impl Metrics {
             drop(geoip_reloads.get_or_create(&labels));
         }
         Metrics {
+            region_load,
+            load_moved,
             fleet_mismatches,
             vantage_impaired,
             fleet_peers,
@@ -410,8 +433,42 @@ impl Metrics {
         }
     }
 
+    /// The region's smoothed load; the series is removed while the load is unknown.
+    pub fn set_region_load(&self, zone: &str, region: &str, load: Option<f64>) {
+        let labels = RegionLabels {
+            zone: zone.into(),
+            region: region.into(),
+        };
+        match load {
+            Some(load) => {
+                self.region_load.get_or_create(&labels).set(load);
+            }
+            None => {
+                self.region_load.remove(&labels);
+            }
+        }
+    }
+
+    /// The share of a region's clients `service` moves for load; `None` forgets the series.
+    pub fn set_load_moved(&self, zone: &str, service: &str, region: &str, moved: Option<f64>) {
+        let labels = ServiceRegionLabels {
+            zone: zone.into(),
+            service: service.into(),
+            region: region.into(),
+        };
+        match moved {
+            Some(moved) => {
+                self.load_moved.get_or_create(&labels).set(moved);
+            }
+            None => {
+                self.load_moved.remove(&labels);
+            }
+        }
+    }
+
     /// Drops the state series of a region that is no longer configured.
     pub fn forget_region(&self, zone: &str, region: &str) {
+        self.set_region_load(zone, region, None);
         for state in State::ALL {
             self.region_state.remove(&StateLabels {
                 zone: zone.into(),

@@ -33,11 +33,14 @@ use crate::{
         store::{self, StoreError},
     },
     geo::{GeoError, GeoIp},
-    health::{Health, Outcome, ProbeReport, ProbeResult},
+    health::{Health, Outcome, ProbeReport, ProbeResult, load::smoothing_weight},
     metrics::Metrics,
     region::{RegionKey, State, States},
-    routing::{Compilation, GeoSource, Plan, RoutingTable},
-    timeline::{StateChange, Timeline},
+    routing::{
+        Compilation, GeoSource, Loads, Plan, RoutingTable,
+        load::{Controller, Reading, ShiftKey},
+    },
+    timeline::{LoadShift, StateChange, Timeline},
 };
 
 /// Everything known about a region's health, for routing and for the admin API.
@@ -60,6 +63,10 @@ pub struct RegionStatus {
     pub probes: u64,
     pub error_rate: f64,
     pub slow_rate: f64,
+    /// The load the probes report, smoothed; `None` while unknown.
+    pub load: Option<f64>,
+    /// Why the last probe gave no load figure, when its check reads one.
+    pub load_note: Option<String>,
 }
 
 impl RegionStatus {
@@ -111,6 +118,8 @@ pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
                 probes: 0,
                 error_rate: 0.0,
                 slow_rate: 0.0,
+                load: None,
+                load_note: None,
             };
             (key, status)
         })
@@ -197,6 +206,8 @@ pub struct Publisher {
     /// keeps being published meanwhile.
     relocating: JoinSet<Relocated>,
     fleet: FleetState,
+    /// Per service region with a load target: the share of its clients it keeps.
+    shifts: BTreeMap<ShiftKey, Controller>,
 }
 
 /// A plan compiled against new GeoIP databases, off the publisher's loop.
@@ -250,6 +261,7 @@ impl Publisher {
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
             &plan,
             &states(&health),
+            &Loads::default(),
         )));
         let board = Arc::new(ArcSwap::from_pointee(health.clone()));
         for (key, status) in &health {
@@ -291,6 +303,7 @@ impl Publisher {
             board_due: None,
             relocating: JoinSet::new(),
             fleet,
+            shifts: BTreeMap::new(),
         })
     }
 
@@ -585,6 +598,17 @@ impl Publisher {
         status.probes += 1;
         status.error_rate = report.error_rate;
         status.slow_rate = report.slow_rate;
+        status.load = report.load;
+        status.load_note = match &status.last_probe.as_ref().and_then(|p| p.load.as_ref()) {
+            Some(Err(why)) => Some(why.clone()),
+            _ => None,
+        };
+        let fresh = matches!(
+            status.last_probe.as_ref().and_then(|p| p.load.as_ref()),
+            Some(Ok(_))
+        );
+        self.metrics
+            .set_region_load(&key.zone, &key.region, report.load);
         if let Some(transition) = report.transition {
             status.probe_reason = transition.reason;
             if status.fleet.is_none() {
@@ -603,7 +627,120 @@ impl Publisher {
         }
         self.reagree(&key);
         self.check_vantage();
+        let shifted = self.shift_load(&key, fresh);
+        let state_changed = self.health.get(&key).map(RegionStatus::state) != Some(before);
         self.changed(&key, before);
+        if shifted.republish && !state_changed {
+            self.publish();
+        }
+        for (shift, reason) in shifted.started_or_stopped {
+            self.record_load_shift(&key, shift, reason);
+        }
+    }
+
+    /// Feeds `key`'s load to the controller of every service with a load target that answers
+    /// with it: what changed, and whether the routing snapshot must be built again (a kept
+    /// share changed, or headroom did while a region of the service moves clients).
+    fn shift_load(&mut self, key: &RegionKey, fresh: bool) -> Shifted {
+        let mut shifted = Shifted::default();
+        let Some(status) = self.health.get(key) else {
+            return shifted;
+        };
+        let weight = self
+            .settings
+            .get(key)
+            .and_then(|s| s.check.as_ref())
+            .map_or(1.0, |c| smoothing_weight(c.thresholds.window));
+        let services = self.plan.services().filter(|s| s.load.is_some());
+        for service in services.filter(|s| s.regions.iter().any(|r| &r.key == key)) {
+            let Some(target) = service.load else { continue };
+            let shift_key = |region: &RegionKey| ShiftKey {
+                region: region.clone(),
+                service: service.name.to_string(),
+            };
+            let headroom = |region: &RegionKey| {
+                self.health.get(region).is_some_and(|s| {
+                    s.state() == State::Up && s.load.is_some_and(|l| l < target.target)
+                })
+            };
+            let others = service.regions.iter().filter(|r| &r.key != key);
+            let elsewhere = others.map(|r| &r.key).any(headroom);
+            let reading = Reading {
+                load: status.load,
+                fresh,
+                weight,
+                elsewhere,
+            };
+            let controller = self.shifts.entry(shift_key(key)).or_default();
+            let (before, was_moving) = (controller.kept, controller.moving());
+            let kept = controller.update(reading, target);
+            let moving = controller.moving();
+            if kept != before {
+                shifted.republish = true;
+                self.metrics.set_load_moved(
+                    &key.zone,
+                    &service.name,
+                    &key.region,
+                    Some(1.0 - kept),
+                );
+            }
+            let any_moving = service.regions.iter().any(|r| {
+                self.shifts
+                    .get(&shift_key(&r.key))
+                    .is_some_and(Controller::moving)
+            });
+            shifted.republish |= any_moving && fresh;
+            if moving != was_moving {
+                let reason = load_reason(status.load, target.target, kept);
+                let shift = LoadShift {
+                    service: service.name.to_string(),
+                    moving,
+                };
+                shifted.started_or_stopped.push((shift, reason));
+            }
+        }
+        shifted
+    }
+
+    /// Logs, records and tells receivers that a service started or stopped moving clients.
+    fn record_load_shift(&mut self, key: &RegionKey, shift: LoadShift, reason: String) {
+        let Some(state) = self.health.get(key).map(RegionStatus::state) else {
+            return;
+        };
+        let verb = if shift.moving { "starts" } else { "stops" };
+        info!(zone = %key.zone, region = %key.region, service = %shift.service,
+            "{}: {} {verb} moving clients for load: {reason}", shift.service, key.region);
+        if let Some(notices) = &self.notices {
+            notices.send(Notice::load_shift(
+                key,
+                state,
+                &shift,
+                &reason,
+                self.generation,
+            ));
+        }
+        self.timeline.record(StateChange {
+            time: SystemTime::now(),
+            key: key.clone(),
+            from: state,
+            to: state,
+            reason,
+            generation: self.generation,
+            load_shift: Some(shift),
+        });
+        self.published_timeline
+            .store(Arc::new(self.timeline.clone()));
+    }
+
+    /// What routing needs of load: each region's smoothed load and each kept share.
+    fn loads(&self) -> Loads {
+        let load = self.health.iter();
+        let load = load.filter_map(|(key, s)| Some((key.clone(), s.load?)));
+        let kept = self.shifts.iter().map(|(key, c)| (key.clone(), c.kept));
+        Loads {
+            load: load.collect(),
+            kept: kept.collect(),
+        }
     }
 
     fn log_not_made(&mut self, key: &RegionKey, reason: &str) {
@@ -722,7 +859,7 @@ impl Publisher {
     }
 
     fn publish(&mut self) {
-        let table = RoutingTable::build(&self.plan, &states(&self.health));
+        let table = RoutingTable::build(&self.plan, &states(&self.health), &self.loads());
         for service in table.fail_open_services() {
             warn!(service = %service, "{service}: every region is down: answering as if all were up (fail open)");
         }
@@ -875,6 +1012,7 @@ impl Publisher {
                 to: after,
                 reason,
                 generation: self.generation,
+                load_shift: None,
             });
             self.published_timeline
                 .store(Arc::new(self.timeline.clone()));
@@ -882,6 +1020,31 @@ impl Publisher {
             self.board_due
                 .get_or_insert_with(|| time::Instant::now() + BOARD_EVERY);
         }
+    }
+}
+
+/// What feeding one region's load to the controllers did.
+#[derive(Default)]
+struct Shifted {
+    republish: bool,
+    /// Services that started or stopped moving the region's clients, and why.
+    started_or_stopped: Vec<(LoadShift, String)>,
+}
+
+/// "load 92% above the target 80%: keeps 87% of its clients".
+fn load_reason(load: Option<f64>, target: f64, kept: f64) -> String {
+    let target = target * 100.0;
+    match load {
+        None => format!("load unknown: keeps {:.0}% of its clients", kept * 100.0),
+        Some(load) if kept < 1.0 => format!(
+            "load {:.0}% above the target {target:.0}%: keeps {:.0}% of its clients",
+            load * 100.0,
+            kept * 100.0
+        ),
+        Some(load) => format!(
+            "load {:.0}% (target {target:.0}%): keeps all its clients",
+            load * 100.0
+        ),
     }
 }
 

@@ -24,6 +24,27 @@ pub struct StateChange {
     pub reason: String,
     /// The routing snapshot that applied it.
     pub generation: u64,
+    /// When the change is a service starting or stopping to move the region's clients for
+    /// load (its state stays as it was).
+    pub load_shift: Option<LoadShift>,
+}
+
+/// A service started (`moving`) or stopped moving a region's clients for load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadShift {
+    pub service: String,
+    pub moving: bool,
+}
+
+impl LoadShift {
+    /// The event's name, as the timeline and webhooks give it.
+    pub fn event(&self) -> &'static str {
+        if self.moving {
+            "load_shift_start"
+        } else {
+            "load_shift_stop"
+        }
+    }
 }
 
 impl StateChange {
@@ -36,6 +57,8 @@ impl StateChange {
             "to": self.to.as_str(),
             "reason": self.reason,
             "generation": self.generation,
+            "event": self.load_shift.as_ref().map_or("state", LoadShift::event),
+            "service": self.load_shift.as_ref().map(|l| l.service.as_str()),
         })
     }
 }
@@ -75,6 +98,7 @@ mod tests {
             to: State::Down,
             reason: "3 consecutive failures".into(),
             generation: n,
+            load_shift: None,
         }
     }
 
@@ -92,5 +116,6 @@ mod tests {
         assert_eq!(json["from"], "up");
         assert_eq!(json["to"], "down");
         assert_eq!(json["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(json["event"], "state");
     }
 }

@@ -122,7 +122,7 @@ fn tables(plan: &Plan) -> (Vec<RoutingTable>, Vec<RoutingTable>) {
     let every = (0..81)
         .map(|n: usize| {
             let state = |i: usize| STATES[n / 4usize.pow(i as u32) % 4];
-            RoutingTable::build(plan, &states(&three, state))
+            RoutingTable::build(plan, &states(&three, state), &Default::default())
         })
         .collect();
     let thirty: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
@@ -139,7 +139,7 @@ fn tables(plan: &Plan) -> (Vec<RoutingTable>, Vec<RoutingTable>) {
                     _ => State::Up,
                 })
                 .collect();
-            RoutingTable::build(plan, &states(&thirty, |i| drawn[i]))
+            RoutingTable::build(plan, &states(&thirty, |i| drawn[i]), &Default::default())
         })
         .collect();
     (every, some)

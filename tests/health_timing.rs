@@ -44,7 +44,11 @@ impl Prober for Script {
         let (outcome, latency) = self.0.lock().expect("script").clone();
         async move {
             tokio::time::sleep(latency).await;
-            ProbeResult { outcome, latency }
+            ProbeResult {
+                outcome,
+                latency,
+                load: None,
+            }
         }
     }
 }

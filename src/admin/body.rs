@@ -2,6 +2,8 @@
 //! that read them (`explain --admin`, `drill`): a field renamed on one side is a compile error,
 //! and a state the client does not know is an error, never read as "up".
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{health::Health, region::State};
@@ -32,6 +34,15 @@ pub struct RegionBody {
     pub error_rate: f64,
     pub slow_rate: f64,
     pub location: Option<LatLon>,
+    /// The load its probes report, smoothed (1 is its capacity); absent while unknown.
+    #[serde(default)]
+    pub load: Option<f64>,
+    /// Why the last probe gave no load figure, when the check reads one.
+    #[serde(default)]
+    pub load_note: Option<String>,
+    /// Per service with a load target (its name): the share of the region's clients it keeps.
+    #[serde(default)]
+    pub kept: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! token, and are disabled (403) when no token is configured.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -331,10 +332,24 @@ async fn regions(AxumState(admin): AxumState<Admin>) -> Json<Regions> {
         .iter()
         .map(|(key, status)| {
             let location = markers.iter().find(|m| &m.key == key).map(|m| m.location);
-            region_body(key, status, location)
+            let mut body = region_body(key, status, location);
+            body.kept = kept_shares(&table, key);
+            body
         })
         .collect();
     Json(Regions { regions })
+}
+
+/// Per service with a load target, the share of `key`'s clients it keeps in this snapshot.
+fn kept_shares(table: &RoutingTable, key: &RegionKey) -> BTreeMap<String, f64> {
+    let services = table.zones().iter().flat_map(|z| z.services());
+    services
+        .filter_map(|service| {
+            let i = service.plan.regions.iter().position(|r| &r.key == key)?;
+            let load = service.loads.get(i)?;
+            Some((service.plan.name.to_string(), load.kept))
+        })
+        .collect()
 }
 
 fn region_body(
@@ -366,6 +381,9 @@ fn region_body(
             lat: c.lat,
             lon: c.lon,
         }),
+        load: status.load,
+        load_note: status.load_note.clone(),
+        kept: BTreeMap::new(),
     }
 }
 

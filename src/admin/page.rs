@@ -207,10 +207,11 @@ fn regions(view: &View<'_>) -> String {
         for service in zone.services() {
             let _ = writeln!(
                 html,
-                "<h3>service {}</h3>\n<table>\n<tr><th>region</th><th>state</th><th>reason</th><th>since</th><th>last probe</th><th>answers</th><th>region's answers/s, 15 min</th><th>probe ms, 15 min</th></tr>",
+                "<h3>service {}</h3>\n<table>\n<tr><th>region</th><th>state</th><th>reason</th><th>since</th><th>last probe</th><th>answers</th><th>region's answers/s, 15 min</th><th>probe ms, 15 min</th><th>load, 15 min</th><th>moved for load</th></tr>",
                 text(&service.plan.name)
             );
-            for (region, state) in service.plan.regions.iter().zip(&service.states) {
+            for (i, (region, state)) in service.plan.regions.iter().zip(&service.states).enumerate()
+            {
                 let status = view.board.get(&region.key);
                 let probe = status
                     .and_then(|s| s.last_probe.as_ref())
@@ -218,7 +219,7 @@ fn regions(view: &View<'_>) -> String {
                 let rates = view.history.rates(&region.key, Some(view.now));
                 let _ = writeln!(
                     html,
-                    "<tr id=\"{zone}/{name}\" class=\"{state}\"><td>{name}</td><td class=\"state\">{state}</td><td>{reason}</td><td>{since}</td><td>{probe}</td><td>{answers}</td><td class=\"trend\">{rate}</td><td class=\"trend\">{latency}</td></tr>",
+                    "<tr id=\"{zone}/{name}\" class=\"{state}\"><td>{name}</td><td class=\"state\">{state}</td><td>{reason}</td><td>{since}</td><td>{probe}</td><td>{answers}</td><td class=\"trend\">{rate}</td><td class=\"trend\">{latency}</td><td class=\"trend\">{load}</td><td class=\"moved\">{moved}</td></tr>",
                     zone = text(&region.key.zone),
                     name = text(&region.key.region),
                     state = state.as_str(),
@@ -229,6 +230,11 @@ fn regions(view: &View<'_>) -> String {
                     answers = region.answered.get(),
                     rate = sparkline("rate", &rates, |r| Some(r.answers_per_second), "/s"),
                     latency = sparkline("latency", &rates, |r| r.probe_ms, " ms"),
+                    load = sparkline("load", &rates, |r| r.load.map(|l| l * 100.0), "%"),
+                    moved = service
+                        .loads
+                        .get(i)
+                        .map_or("-".into(), |l| format!("{:.0}%", (1.0 - l.kept) * 100.0)),
                 );
             }
             html.push_str("</table>\n");
@@ -440,6 +446,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             answers_per_second: v,
             probe_ms: None,
+            load: None,
         };
         let line = sparkline(
             "rate",

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::routing::{Loads, load::ShiftKey};
 
 /// `regiondns explain`: the decision for one client, from the same code the server runs.
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
@@ -24,12 +25,13 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let key = NameKey::new(&name);
 
     let mut health = initial_health(&zones);
+    let mut loads = Loads::default();
     if let Some(url) = &args.admin {
         let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-        runtime.block_on(health_from_admin(url, &mut health))?;
+        runtime.block_on(health_from_admin(url, &mut health, &mut loads))?;
     }
     let plan = Plan::new(&zones, &Metrics::new(), &geo)?;
-    let table = RoutingTable::build(&plan, &publish::states(&health));
+    let table = RoutingTable::build(&plan, &publish::states(&health), &loads);
 
     let Some(zone) = table.zone_for(key.wire()) else {
         println!("{name} is in no zone served here: REFUSED");
@@ -60,8 +62,13 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Overwrites `health` with the states reported by a running server's `GET /regions`.
-async fn health_from_admin(url: &str, health: &mut publish::HealthMap) -> Result<()> {
+/// Overwrites `health` and `loads` with the states, loads and kept shares reported by a running
+/// server's `GET /regions`.
+async fn health_from_admin(
+    url: &str,
+    health: &mut publish::HealthMap,
+    loads: &mut Loads,
+) -> Result<()> {
     let url = format!("{}/regions", url.trim_end_matches('/'));
     crate::health::install_crypto_provider();
     let text = reqwest::Client::builder()
@@ -87,6 +94,16 @@ async fn health_from_admin(url: &str, health: &mut publish::HealthMap) -> Result
         };
         status.drained = region.drained;
         status.health = region.health;
+        for (service, kept) in region.kept {
+            let shift = ShiftKey {
+                region: key.clone(),
+                service,
+            };
+            loads.kept.insert(shift, kept);
+        }
+        if let Some(load) = region.load {
+            loads.load.insert(key, load);
+        }
     }
     Ok(())
 }

@@ -141,7 +141,7 @@ impl Secrets {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckTarget {
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
     /// A TCP connect to `host:port`.
     Tcp {
         host: String,
@@ -159,6 +159,16 @@ pub struct HttpCheck {
     /// Status codes that count as success; `None`: any 2xx.
     pub expect: Option<Vec<u16>>,
     pub body_contains: Option<String>,
+    /// Where the response says how loaded the region is, if it does.
+    pub load: Option<LoadSource>,
+}
+
+/// Where a probe's response carries the region's load (a fraction of capacity or a percentage).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadSource {
+    Header(reqwest::header::HeaderName),
+    /// A JSON pointer into the body (RFC 6901).
+    Json(String),
 }
 
 /// When a region changes state.
@@ -201,8 +211,20 @@ pub struct Service {
     /// Share of a degraded region's clients sent to the next region (1.0: all of them).
     pub shed: f64,
     pub canary: Option<Canary>,
+    /// Clients moved away from regions whose reported load is above a target.
+    pub load: Option<LoadTarget>,
     /// Matched in order; the first match applies.
     pub rules: Vec<Rule>,
+}
+
+/// A service's load target: the load its regions should stay at or below, and how fast the
+/// share of clients moved for load may change.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadTarget {
+    /// A fraction of capacity, e.g. 0.8.
+    pub target: f64,
+    /// Most change of a region's moved share per probe interval, e.g. 0.1.
+    pub step: f64,
 }
 
 /// How the eligible regions of a service are ordered.

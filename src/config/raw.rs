@@ -334,12 +334,29 @@ pub struct Check {
     /// Probes in the sliding window of the two rates (default 20).
     #[schemars(with = "Option<u32>")]
     pub window: Option<At<u32>>,
+    /// Where the response says how loaded the region is: `{ header: X-Load }` or
+    /// `{ json: /utilization }` (a JSON pointer into the body); a fraction of capacity
+    /// (`0.92`) or a percentage (`92%`). Smoothed over `window`; http checks only.
+    #[schemars(with = "Option<LoadReport>")]
+    pub load: Option<At<LoadReport>>,
     /// Failures per window above this take the region down (default 0.5).
     #[schemars(with = "Option<f64>")]
     pub max_error_rate: Option<At<f64>>,
     /// Slow probes per window above this make the region degraded (default 0.5).
     #[schemars(with = "Option<f64>")]
     pub max_slow_rate: Option<At<f64>>,
+}
+
+/// Where a probe's response carries the region's load: exactly one of `header` or `json`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadReport {
+    /// A response header, e.g. `X-Load`.
+    #[schemars(with = "Option<String>")]
+    pub header: Option<Text>,
+    /// A JSON pointer into the response body, e.g. `/utilization`.
+    #[schemars(with = "Option<String>")]
+    pub json: Option<Text>,
 }
 
 /// Decimal degrees.
@@ -379,6 +396,15 @@ pub struct Service {
     /// A region that takes a share of client subnets while it is up.
     #[schemars(with = "Option<Canary>")]
     pub canary: Option<At<Canary>>,
+    /// The load a region should stay at or below, `80%` or `0.8`: above it, the region keeps
+    /// about target / load of its clients and the rest go to their next region with headroom.
+    /// Needs regions whose check reports `load`.
+    #[schemars(with = "Option<Share>")]
+    pub load_target: Option<Text>,
+    /// How far the share of a region's clients moved for load may change per probe interval
+    /// (default 10%).
+    #[schemars(with = "Option<Share>")]
+    pub load_step: Option<Text>,
     /// Rules matched on the client, first match wins.
     #[serde(default)]
     #[schemars(with = "Vec<Rule>")]

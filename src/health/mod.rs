@@ -6,6 +6,7 @@
 //! changes and reports a prober that died. This module decides a region's health from probe
 //! results; it never builds routing tables or touches the query path.
 
+pub mod load;
 mod probe;
 mod tracker;
 
@@ -22,11 +23,12 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
+use load::LoadMeter;
 pub use probe::{MAX_BODY, Probe, describe as describe_http_error, user_agent};
 pub use tracker::{Health, Outcome, ProbeResult, Tracker, Transition};
 
 use crate::{
-    config::{Check, ZoneConfig},
+    config::{Check, CheckTarget, ZoneConfig},
     region::RegionKey,
 };
 
@@ -38,6 +40,8 @@ pub struct ProbeReport {
     pub transition: Option<Transition>,
     pub error_rate: f64,
     pub slow_rate: f64,
+    /// The region's smoothed load, when its check reads one and it is known.
+    pub load: Option<f64>,
 }
 
 /// The running prober tasks, one per region check. Dropping it stops them all.
@@ -157,6 +161,8 @@ pub async fn probe_loop<P: Prober>(
 ) {
     hooks::prober().await;
     let mut tracker = Tracker::new(check.thresholds);
+    let mut meter = LoadMeter::new(check.thresholds.window);
+    let reads_load = matches!(&check.target, CheckTarget::Http(http) if http.load.is_some());
     let first = Instant::now() + jitter(&key, check.interval);
     let mut ticks = tokio::time::interval_at(first, check.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -164,7 +170,11 @@ pub async fn probe_loop<P: Prober>(
         ticks.tick().await;
         let result = probe.probe().await;
         let transition = tracker.observe(&result);
+        if reads_load {
+            meter.observe(result.load.as_ref().and_then(|r| r.as_ref().ok()).copied());
+        }
         let report = ProbeReport {
+            load: meter.load(),
             key: key.clone(),
             result,
             health: tracker.health(),

@@ -7,8 +7,11 @@ use std::{error::Error as _, time::Duration};
 use reqwest::{StatusCode, header::RETRY_AFTER};
 use tokio::{net::TcpStream, time::Instant};
 
-use super::tracker::{Outcome, ProbeResult};
-use crate::config::{Check, CheckTarget, HttpCheck, Secrets};
+use super::{
+    load::{self, LoadReading},
+    tracker::{Outcome, ProbeResult},
+};
+use crate::config::{Check, CheckTarget, HttpCheck, LoadSource, Secrets};
 
 /// Bodies are read up to this size, no further: enough for `body_contains`, bounded for memory.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -31,18 +34,22 @@ impl Probe {
 
     pub async fn run(&self) -> ProbeResult {
         let start = Instant::now();
-        let outcome = match (&self.check.target, &self.client) {
+        let (outcome, load) = match (&self.check.target, &self.client) {
             (CheckTarget::Http(http), Some(client)) => {
                 bounded(self.check.timeout, http_probe(client, http)).await
             }
             (CheckTarget::Tcp { host, port }, _) => {
-                bounded(self.check.timeout, tcp_probe(host, *port)).await
+                bounded(self.check.timeout, async {
+                    (tcp_probe(host, *port).await, None)
+                })
+                .await
             }
-            (CheckTarget::Http(_), None) => Outcome::Failure("no HTTP client".into()),
+            (CheckTarget::Http(_), None) => (Outcome::Failure("no HTTP client".into()), None),
         };
         ProbeResult {
             outcome: redacted(outcome, &self.check.secrets),
             latency: start.elapsed(),
+            load,
         }
     }
 }
@@ -74,10 +81,17 @@ fn http_client(timeout: Duration, user_agent: &str) -> Result<reqwest::Client, r
         .build()
 }
 
-async fn bounded(timeout: Duration, probe: impl Future<Output = Outcome>) -> Outcome {
+/// The probe's outcome and load reading, or a failure once `timeout` has passed.
+async fn bounded(
+    timeout: Duration,
+    probe: impl Future<Output = (Outcome, LoadReading)>,
+) -> (Outcome, LoadReading) {
     tokio::time::timeout(timeout, probe)
         .await
-        .unwrap_or_else(|_| Outcome::Failure(format!("timeout after {} ms", timeout.as_millis())))
+        .unwrap_or_else(|_| {
+            let failure = Outcome::Failure(format!("timeout after {} ms", timeout.as_millis()));
+            (failure, None)
+        })
 }
 
 async fn tcp_probe(host: &str, port: u16) -> Outcome {
@@ -108,7 +122,18 @@ fn local_shortage(error: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
+/// The outcome, and the load the response reports when the check reads one.
+async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> (Outcome, LoadReading) {
+    let mut load = None;
+    let outcome = http_outcome(client, check, &mut load).await;
+    (outcome, load)
+}
+
+async fn http_outcome(
+    client: &reqwest::Client,
+    check: &HttpCheck,
+    load: &mut LoadReading,
+) -> Outcome {
     let mut request = client.request(check.method.clone(), check.url.clone());
     for (name, value) in &check.headers {
         request = request.header(name, value);
@@ -126,8 +151,16 @@ async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
     };
     let status = response.status();
     if !expected(check, status) {
+        // An overloaded endpoint's header still says how loaded it is.
+        if let Some(LoadSource::Header(_)) = &check.load {
+            *load = check
+                .load
+                .as_ref()
+                .map(|s| load::read(s, response.headers(), None));
+        }
         return unexpected(status, response.headers().contains_key(RETRY_AFTER));
     }
+    let headers = response.headers().clone();
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
@@ -142,6 +175,10 @@ async fn http_probe(client: &reqwest::Client, check: &HttpCheck) -> Outcome {
             }
         }
     }
+    *load = check
+        .load
+        .as_ref()
+        .map(|s| load::read(s, &headers, Some(&body)));
     match &check.body_contains {
         Some(needle) if !String::from_utf8_lossy(&body).contains(needle.as_str()) => {
             Outcome::Failure(format!(

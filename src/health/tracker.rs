@@ -10,6 +10,7 @@
 
 use std::{collections::VecDeque, fmt, time::Duration};
 
+use super::load::LoadReading;
 use crate::config::Thresholds;
 
 /// What the probes say about a region.
@@ -52,6 +53,8 @@ pub enum Outcome {
 pub struct ProbeResult {
     pub outcome: Outcome,
     pub latency: Duration,
+    /// The load the response reported, when the check reads one.
+    pub load: LoadReading,
 }
 
 impl fmt::Display for ProbeResult {
@@ -262,6 +265,7 @@ mod tests {
         ProbeResult {
             outcome: Outcome::Success,
             latency: Duration::from_millis(12),
+            load: None,
         }
     }
 
@@ -269,6 +273,7 @@ mod tests {
         ProbeResult {
             outcome: Outcome::Success,
             latency: Duration::from_millis(900),
+            load: None,
         }
     }
 
@@ -276,6 +281,7 @@ mod tests {
         ProbeResult {
             outcome: Outcome::Failure("HTTP 503".into()),
             latency: Duration::from_millis(12),
+            load: None,
         }
     }
 
@@ -283,6 +289,7 @@ mod tests {
         ProbeResult {
             outcome: Outcome::Overloaded("HTTP 429".into()),
             latency: Duration::from_millis(3),
+            load: None,
         }
     }
 
@@ -290,6 +297,7 @@ mod tests {
         ProbeResult {
             outcome: Outcome::Unknown("probe not made: Too many open files".into()),
             latency: Duration::from_millis(0),
+            load: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! health of every region into a table, which is published with arc-swap. The query path only
 //! reads a snapshot: nothing here does I/O, takes a lock or allocates while answering.
 
+pub mod load;
 mod place;
 mod policy;
 mod set;
@@ -28,11 +29,12 @@ use hickory_proto::rr::{
     rdata::{A, AAAA},
 };
 
+pub use load::{Loads, RegionLoad};
 pub use place::{Geography, NEAREST_KEPT, Place, Places};
 pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
 
 use crate::{
-    config::{FailClosed, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
+    config::{FailClosed, LoadTarget, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
     dnssec::{OnDemand, RrsetSigner, remembered},
     geo::{self, Coordinates, GeoError, GeoIp, Located, LookupResult},
     metrics::{AnswerShares, Metrics},
@@ -104,6 +106,8 @@ pub struct ServicePlan {
     pub policy: Policy,
     pub answers: usize,
     pub shed: f64,
+    /// Clients moved away from regions above this load.
+    pub load: Option<LoadTarget>,
     pub regions: Vec<Arc<RegionRoute>>,
     pub weights: Vec<u32>,
     pub canary: Option<CanaryPlan>,
@@ -150,6 +154,9 @@ pub struct RegionRoute {
     pub location: Coordinates,
     /// `location` as a unit vector, for ordering by distance without trigonometry.
     pub direction: [f64; 3],
+    /// Seeds the subnet hash that decides which of its clients it keeps under load: from its
+    /// name, so that the same subnets move whatever the list's order.
+    pub load_seed: u64,
     a: RRset,
     aaaa: RRset,
     /// Answers given with this region.
@@ -200,6 +207,13 @@ impl Plan {
             atlas,
             compiled,
         })
+    }
+
+    /// Every service of every zone.
+    pub fn services(&self) -> impl Iterator<Item = &ServicePlan> {
+        self.zones
+            .iter()
+            .flat_map(|z| z.services.iter().map(|s| &**s))
     }
 
     pub fn new(zones: &[ZoneConfig], metrics: &Metrics, geo: &GeoIp) -> Result<Plan, GeoError> {
@@ -337,6 +351,7 @@ impl ServicePlan {
             policy: service.policy,
             answers: service.answers,
             shed: service.shed,
+            load: service.load,
             weights: regions.iter().map(|r| r.weight).collect(),
             canary: service.canary.as_ref().and_then(|c| {
                 Some(CanaryPlan {
@@ -410,6 +425,7 @@ impl RegionRoute {
             },
             location: region.location,
             direction: region.location.unit_vector(),
+            load_seed: xxhash_rust::xxh3::xxh3_64(region.name.as_bytes()),
             a: RRset::signed(a, signer),
             aaaa: RRset::signed(aaaa, signer),
             answered: metrics.query_counter(zone, &service_name, &region.name, "NOERROR"),
@@ -453,6 +469,9 @@ pub struct ServiceRoutes {
     pub all: RegionSet,
     pub usable: RegionSet,
     pub down: RegionSet,
+    /// By position, each region's load and the share of its clients it keeps; empty when the
+    /// service has no load target.
+    pub loads: Box<[RegionLoad]>,
     /// Where clients are, for this service.
     places: Arc<Places>,
     /// Each place's decision in this snapshot, when no subnet hash takes part in it.
@@ -471,7 +490,7 @@ struct Decided {
 const DECIDED_IN_ADVANCE: usize = 4096;
 
 impl RoutingTable {
-    pub fn build(plan: &Plan, states: &States) -> RoutingTable {
+    pub fn build(plan: &Plan, states: &States, loads: &Loads) -> RoutingTable {
         let mut zones: Vec<ZoneRoutes> = plan
             .zones
             .iter()
@@ -482,7 +501,7 @@ impl RoutingTable {
                 services: zone
                     .services
                     .iter()
-                    .map(|s| ServiceRoutes::build(s, states, &plan.atlas))
+                    .map(|s| ServiceRoutes::build(s, states, loads, &plan.atlas))
                     .collect(),
             })
             .collect();
@@ -537,8 +556,29 @@ impl ZoneRoutes {
     }
 }
 
+/// Each region's load and kept share for `plan`'s service, when it has a load target.
+fn region_loads(plan: &ServicePlan, loads: &Loads) -> Box<[RegionLoad]> {
+    let Some(target) = plan.load else {
+        return Box::default();
+    };
+    let region_load = |region: &Arc<RegionRoute>| {
+        let shift = load::ShiftKey {
+            region: region.key.clone(),
+            service: plan.name.to_string(),
+        };
+        let kept = loads.kept.get(&shift).copied().unwrap_or(1.0);
+        RegionLoad::new(loads.load.get(&region.key).copied(), kept, target.target)
+    };
+    plan.regions.iter().map(region_load).collect()
+}
+
 impl ServiceRoutes {
-    fn build(plan: &Arc<ServicePlan>, states: &States, atlas: &Atlas) -> ServiceRoutes {
+    fn build(
+        plan: &Arc<ServicePlan>,
+        states: &States,
+        loads: &Loads,
+        atlas: &Atlas,
+    ) -> ServiceRoutes {
         let states: Vec<State> = plan
             .regions
             .iter()
@@ -556,6 +596,7 @@ impl ServiceRoutes {
             all: RegionSet::first(states.len()),
             usable: positions(&[State::Up, State::Degraded]),
             down: positions(&[State::Down]),
+            loads: region_loads(plan, loads),
             states,
             places: atlas
                 .places

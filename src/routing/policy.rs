@@ -182,6 +182,9 @@ pub fn decide<'t, E: Explain>(
         },
     );
 
+    if let Some(target) = plan.load {
+        explain.step(&|| load_line(service, target.target));
+    }
     let mut preferred = Order::new();
     for &region in rule.map_or(&[][..], |r| &r.prefer) {
         if candidates.contains(region) && !preferred.contains(&(region as u16)) {
@@ -323,11 +326,19 @@ impl<E: Explain> Walk<'_, '_, E> {
             .enumerate()
             .filter(|&(at, r)| at == 0 || Some(r) != canary)
             .map(|(_, r)| r);
+        let mut order = order;
         let mut picks = Picks::default();
         let mut shed = Order::new();
-        for region in order {
+        // A client is weighed for load once, at the first region that moves clients; the
+        // region it is moved to is not picked again.
+        let mut weighed = false;
+        let mut moved_to = None;
+        while let Some(region) = order.next() {
             if picks.len() == plan.answers {
                 return Some(picks);
+            }
+            if Some(region) == moved_to {
+                continue;
             }
             if !fail_open && service.states[region] == State::Degraded && plan.shed > 0.0 {
                 if plan.shed < 1.0 {
@@ -347,6 +358,19 @@ impl<E: Explain> Walk<'_, '_, E> {
                     format!("{name} is degraded: this subnet is in the {share:.0}% it keeps")
                 });
             }
+            if !fail_open && !weighed && service.loads.get(region).is_some_and(|l| l.kept < 1.0) {
+                weighed = true;
+                match self.weigh_load(region, order.clone(), rest.partial) {
+                    Weighed::Kept => {}
+                    Weighed::Moved(to) => {
+                        shed.push(region as u16);
+                        picks.push(to);
+                        moved_to = Some(to);
+                        continue;
+                    }
+                    Weighed::LookFurther => return None,
+                }
+            }
             picks.push(region);
         }
         if picks.len() < plan.answers && rest.partial {
@@ -360,6 +384,120 @@ impl<E: Explain> Walk<'_, '_, E> {
         }
         Some(picks)
     }
+}
+
+/// Where load sends one client of a region that moves clients.
+enum Weighed {
+    Kept,
+    Moved(usize),
+    /// The place's nearest regions do not show where it would go: order them all.
+    LookFurther,
+}
+
+/// Moved clients spread over this many of the next regions with headroom, in proportion to it.
+const SPREAD: usize = 2;
+const SPREAD_SEED: u64 = 0x7370_7265_6164; // "spread"
+
+impl<E: Explain> Walk<'_, '_, E> {
+    /// Whether this client's subnet stays at `region`, which keeps only part of its clients for
+    /// load, or moves to one of the next regions of `ahead` with headroom (the subnets with the
+    /// highest hash move, so the same ones every time).
+    fn weigh_load(
+        &mut self,
+        region: usize,
+        ahead: impl Iterator<Item = usize>,
+        partial: bool,
+    ) -> Weighed {
+        let (service, plan) = (self.service, &self.service.plan);
+        let Some(load) = service.loads.get(region) else {
+            return Weighed::Kept;
+        };
+        self.scope.hashed();
+        let subnet = subnet_key(self.client.ip);
+        let name = &plan.regions[region].key.region;
+        let target = plan.load.map_or(0.0, |t| t.target);
+        let figures = || {
+            format!(
+                "{name} load {} (target {:.0}%): keeps {:.0}% of its clients",
+                percent(load.load),
+                target * 100.0,
+                load.kept * 100.0
+            )
+        };
+        if fraction(subnet, plan.regions[region].load_seed) < load.kept {
+            self.explain
+                .step(&|| format!("{}; this client's subnet is kept", figures()));
+            return Weighed::Kept;
+        }
+        let mut open: ArrayVec<(usize, f64), SPREAD> = ArrayVec::new();
+        let headroom = |r: usize| match service.states[r] {
+            State::Up => service.loads.get(r).map_or(0.0, |l| l.headroom),
+            _ => 0.0,
+        };
+        for r in ahead.filter(|&r| r != region) {
+            if headroom(r) > 0.0 {
+                open.push((r, headroom(r)));
+                if open.is_full() {
+                    break;
+                }
+            }
+        }
+        if partial && !open.is_full() {
+            return Weighed::LookFurther;
+        }
+        let to = match open.as_slice() {
+            [] => {
+                self.explain.step(&|| {
+                    format!(
+                        "{}; this client's subnet would move, but no region it may go to has \
+                         headroom: it stays",
+                        figures()
+                    )
+                });
+                return Weighed::Kept;
+            }
+            [(only, _)] => *only,
+            [(first, a), (second, b), ..] => {
+                if fraction(subnet, SPREAD_SEED) < a / (a + b) {
+                    *first
+                } else {
+                    *second
+                }
+            }
+        };
+        let destination = &plan.regions[to].key.region;
+        self.explain.step(&|| {
+            format!(
+                "{}; this client's subnet is moved to {destination}",
+                figures()
+            )
+        });
+        Weighed::Moved(to)
+    }
+}
+
+/// "load target 80%: eu-west 92% (keeps 87%), eu-north 40%, us-east unknown".
+fn load_line(service: &ServiceRoutes, target: f64) -> String {
+    let regions = service.plan.regions.iter().zip(service.loads.iter());
+    let figures: Vec<String> = regions
+        .map(|(region, load)| {
+            let name = &region.key.region;
+            match load.kept < 1.0 {
+                true => format!(
+                    "{name} {} (keeps {:.0}%)",
+                    percent(load.load),
+                    load.kept * 100.0
+                ),
+                false => format!("{name} {}", percent(load.load)),
+            }
+        })
+        .collect();
+    format!("load target {:.0}%: {}", target * 100.0, figures.join(", "))
+}
+
+/// `92%`, or `unknown`.
+fn percent(load: Option<f64>) -> String {
+    load.map_or("unknown".to_owned(), |l| format!("{:.0}%", l * 100.0))
 }
 
 /// Tells the observer every region's state, distance and verdict.

@@ -1,7 +1,7 @@
 //! The decision, exhaustively, without sockets: zones parsed from YAML, region states set by
 //! hand.
 
-use std::{net::IpAddr, path::Path};
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
 
 use mmdb_writer::{IpVersion, Writer};
 use serde_json::{Value, json};
@@ -73,7 +73,7 @@ fn service_table(service: &str, states: &[(&str, State)]) -> RoutingTable {
             (key, *state)
         })
         .collect();
-    RoutingTable::build(&plan, &states)
+    RoutingTable::build(&plan, &states, &Loads::default())
 }
 
 fn api(table: &RoutingTable) -> &ServiceRoutes {
@@ -552,7 +552,7 @@ fn large_service(count: usize, seed: u64) -> RoutingTable {
     );
     let zone = config::parse(Path::new("big.yaml"), &text, 1).expect("valid zone");
     let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &cities()).expect("plan");
-    RoutingTable::build(&plan, &states)
+    RoutingTable::build(&plan, &states, &Loads::default())
 }
 
 #[test]
@@ -602,4 +602,161 @@ fn a_rebuilt_plan_keeps_the_zones_of_the_same_file_reading_and_compiles_the_rest
     assert!(!Arc::ptr_eq(&service(&before, 1), &service(&after, 1)));
     assert!(after.has_data(&org_again.data));
     assert!(!after.has_data(&org_zone.data));
+}
+
+/// The test zone with every region's check reading `X-Load`, and `service` as api.
+fn load_table(service: &str, loads: &[(&str, f64, f64)]) -> RoutingTable {
+    let check = ", check: { http: \"http://127.0.0.1:9/\", load: { header: X-Load } } }";
+    let zone = ZONE.replace("weight: 200 }", &format!("weight: 200{check}"));
+    let zone = zone.replace("weight: 100 }", &format!("weight: 100{check}"));
+    let zone = zone.replace("jurisdiction: jp }", &format!("jurisdiction: jp{check}"));
+    let text = format!("{zone}  api:\n{service}");
+    let zone = config::parse(Path::new("t.yaml"), &text, 1).expect("valid zone");
+    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &cities()).expect("plan");
+    let key = |region: &str| RegionKey {
+        zone: "llm.example.com.".into(),
+        region: region.into(),
+    };
+    let mut figures = Loads::default();
+    for &(region, load, kept) in loads {
+        figures.load.insert(key(region), load);
+        let shift = load::ShiftKey {
+            region: key(region),
+            service: "api.llm.example.com.".into(),
+        };
+        figures.kept.insert(shift, kept);
+    }
+    RoutingTable::build(&plan, &States::new(), &figures)
+}
+
+const LOAD_TARGET: &str = "    regions: [us-east, eu-west, eu-north]\n    load_target: 80%\n";
+
+/// How many of 10,000 London subnets each answer gets.
+fn spread(table: &RoutingTable) -> BTreeMap<Vec<String>, usize> {
+    let mut counts = BTreeMap::new();
+    for i in 0..10_000 {
+        *counts
+            .entry(names(table, &european(&subnet(i))))
+            .or_default() += 1;
+    }
+    counts
+}
+
+fn share(counts: &BTreeMap<Vec<String>, usize>, region: &str) -> f64 {
+    counts.get(&vec![region.to_owned()]).copied().unwrap_or(0) as f64 / 10_000.0
+}
+
+#[test]
+fn a_region_over_its_target_keeps_its_share_and_moves_the_rest_by_headroom() {
+    // eu-west keeps 60%; eu-north (headroom 40 points) and us-east (10) take the rest 4:1.
+    let loads = [
+        ("eu-west", 1.0, 0.6),
+        ("eu-north", 0.4, 1.0),
+        ("us-east", 0.7, 1.0),
+    ];
+    let table = load_table(LOAD_TARGET, &loads);
+    let counts = spread(&table);
+    assert!((share(&counts, "eu-west") - 0.6).abs() < 0.02, "{counts:?}");
+    assert!(
+        (share(&counts, "eu-north") - 0.32).abs() < 0.02,
+        "{counts:?}"
+    );
+    assert!(
+        (share(&counts, "us-east") - 0.08).abs() < 0.02,
+        "{counts:?}"
+    );
+
+    // The subnets that move are those with the highest hash: keeping less moves more of them,
+    // and every subnet moved before is still moved.
+    let less = load_table(LOAD_TARGET, &[("eu-west", 1.0, 0.5), loads[1], loads[2]]);
+    for i in 0..2_000 {
+        let who = european(&subnet(i));
+        if names(&table, &who) != ["eu-west"] {
+            assert_ne!(names(&less, &who), ["eu-west"], "subnet {i} came back");
+        }
+        assert_eq!(names(&table, &who), names(&table, &who), "stable");
+    }
+}
+
+#[test]
+fn below_the_target_no_client_moves_and_nothing_is_hashed() {
+    let loads = [
+        ("eu-west", 0.79, 1.0),
+        ("eu-north", 0.4, 1.0),
+        ("us-east", 0.7, 1.0),
+    ];
+    let counts = spread(&load_table(LOAD_TARGET, &loads));
+    assert_eq!(share(&counts, "eu-west"), 1.0, "{counts:?}");
+    let table = load_table(LOAD_TARGET, &loads);
+    let service = api(&table);
+    let (client, _) = service.client("2001:db8::1".parse().expect("ip"));
+    let Decision::Regions { scope, .. } = service.decision_for(&client) else {
+        panic!("regions");
+    };
+    assert_eq!(scope, 32, "the place's network, not a /56");
+}
+
+#[test]
+fn with_no_headroom_anywhere_each_region_keeps_its_clients() {
+    let loads = [
+        ("eu-west", 1.0, 0.6),
+        ("eu-north", 0.9, 1.0),
+        ("us-east", 0.85, 1.0),
+    ];
+    let counts = spread(&load_table(LOAD_TARGET, &loads));
+    assert_eq!(share(&counts, "eu-west"), 1.0, "{counts:?}");
+}
+
+#[test]
+fn load_never_sends_a_client_outside_its_rule() {
+    // EU clients may only go to EU regions: both are over target, us-east is idle.
+    let service = format!(
+        "{LOAD_TARGET}{}",
+        &SOVEREIGN[SOVEREIGN.find("    rules").expect("rules")..]
+    );
+    let loads = [
+        ("eu-west", 1.2, 0.5),
+        ("eu-north", 0.95, 0.8),
+        ("us-east", 0.1, 1.0),
+    ];
+    let table = load_table(&service, &loads);
+    let counts = spread(&table);
+    assert_eq!(share(&counts, "us-east"), 0.0, "{counts:?}");
+    // With headroom in eu-north, eu-west's moved clients go there, and only there.
+    let table = load_table(&service, &[loads[0], ("eu-north", 0.5, 1.0), loads[2]]);
+    let counts = spread(&table);
+    assert_eq!(share(&counts, "us-east"), 0.0, "{counts:?}");
+    assert!(
+        (share(&counts, "eu-north") - 0.5).abs() < 0.02,
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn a_moved_or_kept_answer_holds_for_the_subnet_and_explain_says_why() {
+    let loads = [
+        ("eu-west", 0.92, 0.87),
+        ("eu-north", 0.4, 1.0),
+        ("us-east", 0.9, 1.0),
+    ];
+    let table = load_table(LOAD_TARGET, &loads);
+    let service = api(&table);
+    let mut said = BTreeMap::new();
+    for i in 0..200 {
+        let client = european(&subnet(i)).at(service);
+        let Decision::Regions { scope, .. } = service.decision_for(&client) else {
+            panic!("regions");
+        };
+        assert_eq!(scope, 24);
+        let mut lines = Lines(Vec::new());
+        service.decide(&client, &mut lines);
+        let line = lines.0.iter().find(|l| l.starts_with("eu-west load"));
+        *said.entry(line.cloned().unwrap_or_default()).or_insert(0) += 1;
+    }
+    let moved = "eu-west load 92% (target 80%): keeps 87% of its clients; this client's subnet is moved to eu-north";
+    let kept =
+        "eu-west load 92% (target 80%): keeps 87% of its clients; this client's subnet is kept";
+    assert!(said.get(moved).is_some_and(|&n| n > 5), "{said:?}");
+    assert!(said.get(kept).is_some_and(|&n| n > 100), "{said:?}");
+    assert_eq!(said.len(), 2, "{said:?}");
 }

@@ -40,7 +40,7 @@ pub fn zone_checked(text: &str) {
             let geo = super::query_path::bundled_geoip();
             let plan = Plan::new(&zones, &Metrics::new(), &geo).expect("compiled");
             let health = publish::initial_health(&zones);
-            let _ = RoutingTable::build(&plan, &publish::states(&health));
+            let _ = RoutingTable::build(&plan, &publish::states(&health), &Default::default());
         }
         Err(errors) => assert!(!errors.is_empty(), "an error says what is wrong"),
     }

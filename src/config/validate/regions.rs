@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use super::*;
-use crate::config::{Check, CheckTarget, HttpCheck, Region, Thresholds, raw};
+use crate::config::{Check, CheckTarget, HttpCheck, LoadSource, Region, Thresholds, raw};
 use crate::geo::Coordinates;
 
 impl Checker<'_> {
@@ -245,17 +245,51 @@ impl Checker<'_> {
             }
             codes.value.clone()
         });
-        Some(CheckTarget::Http(HttpCheck {
+        Some(CheckTarget::Http(Box::new(HttpCheck {
             url,
             method,
             headers,
             body,
             expect,
             body_contains: raw.body_contains.as_ref().map(|t| t.value.clone()),
-        }))
+            load: raw.load.as_ref().and_then(|load| self.load_source(load)),
+        })))
+    }
+
+    fn load_source(&mut self, load: &At<raw::LoadReport>) -> Option<LoadSource> {
+        match (&load.value.header, &load.value.json) {
+            (Some(header), None) => {
+                let name = reqwest::header::HeaderName::from_bytes(header.value.trim().as_bytes());
+                name.map_err(|_| {
+                    self.error(header.at, format!("invalid load header '{}'", header.value));
+                })
+                .ok()
+                .map(LoadSource::Header)
+            }
+            (None, Some(pointer)) => {
+                let pointer = pointer.value.trim();
+                if !pointer.starts_with('/') {
+                    self.error(
+                        load.at,
+                        format!(
+                            "load json must be a JSON pointer like /utilization, got '{pointer}'"
+                        ),
+                    );
+                    return None;
+                }
+                Some(LoadSource::Json(pointer.to_owned()))
+            }
+            _ => {
+                self.error(load.at, "load needs exactly one of `header` or `json`");
+                None
+            }
+        }
     }
 
     fn tcp_check(&mut self, address: &raw::Text, raw: &raw::Check) -> Option<CheckTarget> {
+        if let Some(load) = &raw.load {
+            self.error(load.at, "load applies to http checks only");
+        }
         let http_only = [
             raw.method.as_ref(),
             raw.body.as_ref(),
@@ -462,6 +496,22 @@ mod tests {
                 "zones/t.yaml:10:51: region 'eu': check slow must be above 0 and below the timeout",
             ),
             (
+                "{ http: \"http://a\", load: {} }",
+                "zones/t.yaml:10:38: region 'eu': load needs exactly one of `header` or `json`",
+            ),
+            (
+                "{ http: \"http://a\", load: { json: utilization } }",
+                "zones/t.yaml:10:38: region 'eu': load json must be a JSON pointer like /utilization, got 'utilization'",
+            ),
+            (
+                "{ http: \"http://a\", load: { header: \"X Load\" } }",
+                "zones/t.yaml:10:48: region 'eu': invalid load header 'X Load'",
+            ),
+            (
+                "{ tcp: \"a:1\", load: { header: X-Load } }",
+                "zones/t.yaml:10:32: region 'eu': load applies to http checks only",
+            ),
+            (
                 "{ http: \"http://a\", max_error_rate: 1.5 }",
                 "zones/t.yaml:10:48: region 'eu': check max_error_rate must be within 0..1",
             ),
@@ -475,7 +525,7 @@ mod tests {
             ),
             (
                 "{ http: \"http://a\", intervall: 2s }",
-                "zones/t.yaml:10:32: unknown key `intervall`, expected one of http, tcp, method, body, interval, timeout, expect, headers, body_contains, fall, rise, slow, window, max_error_rate, max_slow_rate",
+                "zones/t.yaml:10:32: unknown key `intervall`, expected one of http, tcp, method, body, interval, timeout, expect, headers, body_contains, fall, rise, slow, window, load, max_error_rate, max_slow_rate",
             ),
         ];
         for (check, expected) in cases {

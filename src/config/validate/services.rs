@@ -8,10 +8,13 @@ use hickory_proto::rr::{LowerName, RecordType};
 
 use super::*;
 use crate::config::{
-    Allow, Canary, FailClosed, MAX_ANSWERS, MAX_SERVICE_REGIONS, Matcher, Policy, RecordSet, Rule,
-    Service, WhenAllDown, raw,
+    Allow, Canary, FailClosed, LoadTarget, MAX_ANSWERS, MAX_SERVICE_REGIONS, Matcher, Policy,
+    RecordSet, Rule, Service, WhenAllDown, raw,
 };
 use crate::geo::{Continent, CountryCode};
+
+/// How far a region's moved share may change per probe interval, unless `load_step` says.
+const DEFAULT_LOAD_STEP: f64 = 0.1;
 
 impl Checker<'_> {
     fn policy(&mut self, text: Option<&raw::Text>) -> Policy {
@@ -60,6 +63,40 @@ impl Checker<'_> {
                 0.0
             }
         }
+    }
+
+    /// `load_target` and `load_step`; a target needs a region whose check reports load.
+    fn load_target(&mut self, service: &ServiceContext, raw: &raw::Service) -> Option<LoadTarget> {
+        let Some(written) = &raw.load_target else {
+            if let Some(step) = &raw.load_step {
+                self.error(step.at, "load_step needs load_target");
+            }
+            return None;
+        };
+        let target = self.share("load_target", written);
+        let step = raw
+            .load_step
+            .as_ref()
+            .map_or(DEFAULT_LOAD_STEP, |t| self.share("load_step", t));
+        if target == 0.0 {
+            self.error(written.at, "load_target must be above 0");
+        }
+        if step == 0.0 {
+            self.error(written.at, "load_step must be above 0");
+        }
+        let reports = |i: &usize| {
+            let region = service.raw_regions.get(*i).map(|(_, r)| &r.value);
+            region
+                .and_then(|r| r.check.as_ref())
+                .is_some_and(|c| c.value.load.is_some())
+        };
+        if !service.regions.iter().any(reports) {
+            self.error(
+                written.at,
+                "load_target needs regions whose check reports load (check: { load: { header: X-Load } })",
+            );
+        }
+        Some(LoadTarget { target, step })
     }
 
     fn canary(&mut self, service: &ServiceContext, canary: &At<raw::Canary>) -> Option<Canary> {
@@ -307,6 +344,7 @@ impl Checker<'_> {
                     .canary
                     .as_ref()
                     .and_then(|c| self.canary(&context, c)),
+                load: self.load_target(&context, service),
                 rules: service
                     .rules
                     .iter()
@@ -409,6 +447,18 @@ mod tests {
             (
                 "    answers: 9\n",
                 "zones/t.yaml:16:14: service 'api': answers must be within 1..8",
+            ),
+            (
+                "    load_target: 80%\n",
+                "zones/t.yaml:16:18: service 'api': load_target needs regions whose check reports load (check: { load: { header: X-Load } })",
+            ),
+            (
+                "    load_step: 5%\n",
+                "zones/t.yaml:16:16: service 'api': load_step needs load_target",
+            ),
+            (
+                "    load_target: 180%\n",
+                "zones/t.yaml:16:18: service 'api': load_target must be a share like 5% or 0.05 (0 to 100%), got '180%'",
             ),
             (
                 "    shed: 150%\n",
