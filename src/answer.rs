@@ -370,6 +370,7 @@ fn add_decision<'t>(
             picks,
             fail_open,
             scope,
+            weighed,
         } => {
             let chained = answer.answer_len();
             let regions = picks.iter().filter_map(|i| service.region(i));
@@ -389,9 +390,18 @@ fn add_decision<'t>(
                 answer.authority = negative_soa;
             }
             let first = picks.iter().next();
+            // A client weighed for load is never answered in fail-open mode.
+            let load = weighed.and_then(|w| {
+                let counters = service.region(usize::from(w.region))?.weighed.as_ref()?;
+                Some(if w.moved {
+                    &counters.moved
+                } else {
+                    &counters.stuck
+                })
+            });
             answer.counters = [
                 first.and_then(|i| service.region(i)).map(|r| &r.answered),
-                fail_open.then_some(&plan.fail_open),
+                fail_open.then_some(&plan.fail_open).or(load),
             ];
             answer.share = first.map(|i| (&plan.shares, AnswerShares::cell(i, continent)));
             answer.scope = scope;

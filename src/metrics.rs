@@ -95,6 +95,15 @@ pub struct Metrics {
     fleet_mismatches: Family<MismatchLabels, Gauge>,
     region_load: Family<RegionLabels, Gauge<f64, AtomicU64>>,
     load_moved: Family<ServiceRegionLabels, Gauge<f64, AtomicU64>>,
+    load_weighed: Family<WeighedLabels, QueryCounter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WeighedLabels {
+    zone: String,
+    service: String,
+    region: String,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -282,6 +291,12 @@ impl Metrics {
             "The share of the region's clients the service moves to other regions because its load is above the service's load_target (0 to 1)",
             load_moved.clone(),
         );
+        let load_weighed = Family::<WeighedLabels, QueryCounter>::default();
+        registry.register(
+            "load_weighed_answers",
+            "Answers to clients of a region over its load target that are not in the share it keeps: moved to another region (outcome=\"moved\"), or stuck there because no region they may go to had headroom (outcome=\"stuck\")",
+            load_weighed.clone(),
+        );
         // Both results from the start: an alert on `increase(...{result="error"})` then sees
         // the first error, and a dashboard shows a zero rather than no data.
         for result in ["ok", "error"] {
@@ -292,6 +307,7 @@ impl Metrics {
             drop(geoip_reloads.get_or_create(&labels));
         }
         Metrics {
+            load_weighed,
             region_load,
             load_moved,
             fleet_mismatches,
@@ -447,6 +463,23 @@ impl Metrics {
                 self.region_load.remove(&labels);
             }
         }
+    }
+
+    /// The counter of answers to a region's clients weighed for its load: `outcome` is moved or
+    /// stuck.
+    pub fn load_weighed_counter(
+        &self,
+        zone: &str,
+        service: &str,
+        region: &str,
+        outcome: &str,
+    ) -> QueryCounter {
+        self.load_weighed.get_or_create_owned(&WeighedLabels {
+            zone: zone.into(),
+            service: service.into(),
+            region: region.into(),
+            outcome: outcome.into(),
+        })
     }
 
     /// The share of a region's clients `service` moves for load; `None` forgets the series.

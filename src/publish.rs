@@ -206,8 +206,9 @@ pub struct Publisher {
     /// keeps being published meanwhile.
     relocating: JoinSet<Relocated>,
     fleet: FleetState,
-    /// Per service region with a load target: the share of its clients it keeps.
-    shifts: BTreeMap<ShiftKey, Controller>,
+    /// Per service region with a load target: the share of its clients it keeps, and its
+    /// counts of moved and stuck answers at the last probe.
+    shifts: BTreeMap<ShiftKey, (Controller, [u64; 2])>,
 }
 
 /// A plan compiled against new GeoIP databases, off the publisher's loop.
@@ -665,13 +666,22 @@ impl Publisher {
             };
             let others = service.regions.iter().filter(|r| &r.key != key);
             let elsewhere = others.map(|r| &r.key).any(headroom);
+            let (controller, counted) = self.shifts.entry(shift_key(key)).or_default();
+            let region = service.regions.iter().find(|r| &r.key == key);
+            let counts = region.and_then(|r| r.weighed.as_ref());
+            let now = counts.map_or([0, 0], |c| [c.moved.get(), c.stuck.get()]);
+            let [moved, stuck] = [0, 1].map(|i| now[i].saturating_sub(counted[i]));
+            *counted = now;
             let reading = Reading {
                 load: status.load,
                 fresh,
                 weight,
                 elsewhere,
+                stuck: match moved + stuck {
+                    0 => 0.0,
+                    asked => stuck as f64 / asked as f64,
+                },
             };
-            let controller = self.shifts.entry(shift_key(key)).or_default();
             let (before, was_moving) = (controller.kept, controller.moving());
             let kept = controller.update(reading, target);
             let moving = controller.moving();
@@ -687,7 +697,7 @@ impl Publisher {
             let any_moving = service.regions.iter().any(|r| {
                 self.shifts
                     .get(&shift_key(&r.key))
-                    .is_some_and(Controller::moving)
+                    .is_some_and(|(c, _)| c.moving())
             });
             shifted.republish |= any_moving && fresh;
             if moving != was_moving {
@@ -700,6 +710,28 @@ impl Publisher {
             }
         }
         shifted
+    }
+
+    /// Drops the kept shares of service regions the plan no longer moves clients of.
+    fn forget_shifts(&mut self) {
+        let services = self.plan.services().filter(|s| s.load.is_some());
+        let current: std::collections::BTreeSet<ShiftKey> = services
+            .flat_map(|service| {
+                service.regions.iter().map(|r| ShiftKey {
+                    region: r.key.clone(),
+                    service: service.name.to_string(),
+                })
+            })
+            .collect();
+        let metrics = &self.metrics;
+        self.shifts.retain(|key, _| {
+            let keep = current.contains(key);
+            if !keep {
+                let region = &key.region;
+                metrics.set_load_moved(&region.zone, &key.service, &region.region, None);
+            }
+            keep
+        });
     }
 
     /// Logs, records and tells receivers that a service started or stopped moving clients.
@@ -736,7 +768,10 @@ impl Publisher {
     fn loads(&self) -> Loads {
         let load = self.health.iter();
         let load = load.filter_map(|(key, s)| Some((key.clone(), s.load?)));
-        let kept = self.shifts.iter().map(|(key, c)| (key.clone(), c.kept));
+        let kept = self
+            .shifts
+            .iter()
+            .map(|(key, (c, _))| (key.clone(), c.kept));
         Loads {
             load: load.collect(),
             kept: kept.collect(),
@@ -814,6 +849,7 @@ impl Publisher {
         }
         self.settings = settings;
         self.health = health;
+        self.forget_shifts();
         self.fleet.config_hash = config_hash(zones);
         self.publish();
         if let Some(notices) = &self.notices {

@@ -52,14 +52,19 @@ pub struct Reading {
     pub weight: f64,
     /// Whether another region of the service has headroom to take clients.
     pub elsewhere: bool,
+    /// Of the region's clients outside its kept share that asked since the last probe, the
+    /// share that had to stay (no region they may go to had headroom): 0 when none asked.
+    pub stuck: f64,
 }
 
 impl Controller {
     /// The kept share after one probe of the region.
     pub fn update(&mut self, reading: Reading, target: LoadTarget) -> f64 {
         if reading.fresh {
-            // The figure just read was made with the share in force until now.
-            self.in_force += reading.weight * (self.kept - self.in_force);
+            // The figure just read was made with the share in force until now: the kept
+            // share and the clients that could not move.
+            let in_force = self.kept + (1.0 - self.kept) * reading.stuck;
+            self.in_force += reading.weight * (in_force - self.in_force);
         }
         let wanted = match reading.load {
             // Unknown load, or nowhere better to send clients: keep them, step by step.
@@ -73,7 +78,13 @@ impl Controller {
             }
         };
         let stepped = wanted.clamp(self.kept - target.step, self.kept + target.step);
-        self.kept = stepped.clamp(0.0, 1.0);
+        // Clients that would move but cannot stay; they must never be more than one step of
+        // the region's clients, or room opening somewhere would move them all at once.
+        let floor = match reading.stuck {
+            stuck if stuck > 0.0 => (1.0 - target.step / stuck).min(self.kept + target.step),
+            _ => 0.0,
+        };
+        self.kept = stepped.max(floor).clamp(0.0, 1.0);
         self.kept
     }
 
@@ -127,6 +138,7 @@ mod tests {
             fresh: true,
             weight: 0.5,
             elsewhere: true,
+            stuck: 0.0,
         }
     }
 
@@ -209,6 +221,33 @@ mod tests {
             (controller.update(stale, TARGET) - 0.7).abs() < 1e-9,
             "no figure: no change"
         );
+    }
+
+    #[test]
+    fn clients_that_cannot_move_are_never_more_than_one_step() {
+        // Every client outside the kept share is stuck: the share stops one step below all.
+        let mut controller = Controller::default();
+        for _ in 0..20 {
+            let stuck = Reading {
+                stuck: 1.0,
+                ..reading(1.5)
+            };
+            controller.update(stuck, TARGET);
+        }
+        assert!((controller.kept - 0.9).abs() < 1e-9, "{}", controller.kept);
+        // Half of them stuck: at most 20% outside, of which 10 points stuck.
+        let mut controller = Controller::default();
+        for _ in 0..20 {
+            let half = Reading {
+                stuck: 0.5,
+                ..reading(1.5)
+            };
+            controller.update(half, TARGET);
+        }
+        assert!((controller.kept - 0.8).abs() < 1e-9, "{}", controller.kept);
+        // Once they can move, the share falls a step at a time again.
+        let kept = controller.update(reading(1.5), TARGET);
+        assert!((kept - 0.7).abs() < 1e-9, "{kept}");
     }
 
     #[test]

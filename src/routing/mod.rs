@@ -31,7 +31,7 @@ use hickory_proto::rr::{
 
 pub use load::{Loads, RegionLoad};
 pub use place::{Geography, NEAREST_KEPT, Place, Places};
-pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks};
+pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks, Weighed};
 
 use crate::{
     config::{FailClosed, LoadTarget, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
@@ -161,6 +161,17 @@ pub struct RegionRoute {
     aaaa: RRset,
     /// Answers given with this region.
     pub answered: QueryCounter,
+    /// Answers to clients weighed for this region's load that moved, and that had to stay;
+    /// only for a service with a load target.
+    pub weighed: Option<WeighedCounters>,
+}
+
+/// Answers to the clients a region moves for load: moved, or stuck (no region they may go to
+/// had headroom).
+#[derive(Debug)]
+pub struct WeighedCounters {
+    pub moved: QueryCounter,
+    pub stuck: QueryCounter,
 }
 
 impl Plan {
@@ -429,6 +440,10 @@ impl RegionRoute {
             a: RRset::signed(a, signer),
             aaaa: RRset::signed(aaaa, signer),
             answered: metrics.query_counter(zone, &service_name, &region.name, "NOERROR"),
+            weighed: service.load.map(|_| WeighedCounters {
+                moved: metrics.load_weighed_counter(zone, &service_name, &region.name, "moved"),
+                stuck: metrics.load_weighed_counter(zone, &service_name, &region.name, "stuck"),
+            }),
         }
     }
 
@@ -627,6 +642,7 @@ impl ServiceRoutes {
                     picks,
                     fail_open,
                     scope: 0,
+                    weighed: None,
                 } => Some(Decided { picks, fail_open }),
                 _ => None,
             }
@@ -686,6 +702,7 @@ impl ServiceRoutes {
                 picks: *picks,
                 fail_open: *fail_open,
                 scope: client.scope,
+                weighed: None,
             },
             _ => self.decide(client, &mut ()),
         }

@@ -65,6 +65,9 @@ pub enum Decision<'t> {
         picks: Picks,
         fail_open: bool,
         scope: u8,
+        /// When the client's subnet was weighed for a region's load: that region, and whether
+        /// the subnet moved or had to stay.
+        weighed: Option<Weighed>,
     },
     /// A rule allows no region that can serve: fail closed, saying why.
     FailClosed {
@@ -74,6 +77,14 @@ pub enum Decision<'t> {
     },
     /// Every region is down and the service says `when_all_down: servfail`.
     ServFail { scope: u8 },
+}
+
+/// A subnet weighed for the load of the region at `region` (its position): moved to another,
+/// or stuck there (no region it may go to had headroom).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Weighed {
+    pub region: u16,
+    pub moved: bool,
 }
 
 /// Up to [`MAX_ANSWERS`] region indexes, without allocating.
@@ -213,8 +224,8 @@ pub fn decide<'t, E: Explain>(
         explain,
     };
     let canary = walk.drawn_canary(candidates);
-    let picks = match walk.pick(&preferred, &rest, canary) {
-        Some(picks) => picks,
+    let (picks, weighed) = match walk.pick(&preferred, &rest, canary) {
+        Some(picked) => picked,
         None => {
             // The place's nearest regions are not enough: order them all.
             rest.fill(service, client, candidates, &preferred, true);
@@ -225,6 +236,7 @@ pub fn decide<'t, E: Explain>(
         picks,
         fail_open,
         scope: scope.prefix,
+        weighed,
     }
 }
 
@@ -317,7 +329,12 @@ impl<E: Explain> Walk<'_, '_, E> {
     /// Walks the canary, the preferred regions and the rest, and picks the service's number
     /// of answers; a degraded region sheds its share of subnets to the ones after it. `None`
     /// when a partial order ran out before the picks were made.
-    fn pick(&mut self, preferred: &Order, rest: &Rest, canary: Option<usize>) -> Option<Picks> {
+    fn pick(
+        &mut self,
+        preferred: &Order,
+        rest: &Rest,
+        canary: Option<usize>,
+    ) -> Option<(Picks, Option<Weighed>)> {
         let (service, client, fail_open) = (self.service, self.client, self.fail_open);
         let plan = &service.plan;
         let order = canary
@@ -331,11 +348,11 @@ impl<E: Explain> Walk<'_, '_, E> {
         let mut shed = Order::new();
         // A client is weighed for load once, at the first region that moves clients; the
         // region it is moved to is not picked again.
-        let mut weighed = false;
+        let (mut weighed, mut weighed_once) = (None, false);
         let mut moved_to = None;
         while let Some(region) = order.next() {
             if picks.len() == plan.answers {
-                return Some(picks);
+                return Some((picks, weighed));
             }
             if Some(region) == moved_to {
                 continue;
@@ -358,17 +375,26 @@ impl<E: Explain> Walk<'_, '_, E> {
                     format!("{name} is degraded: this subnet is in the {share:.0}% it keeps")
                 });
             }
-            if !fail_open && !weighed && service.loads.get(region).is_some_and(|l| l.kept < 1.0) {
-                weighed = true;
+            let moves = service.loads.get(region).is_some_and(|l| l.kept < 1.0);
+            if !fail_open && !weighed_once && moves {
+                weighed_once = true;
+                let weighing = |moved| {
+                    Some(Weighed {
+                        region: region as u16,
+                        moved,
+                    })
+                };
                 match self.weigh_load(region, order.clone(), rest.partial) {
-                    Weighed::Kept => {}
-                    Weighed::Moved(to) => {
+                    Weighing::Kept => {}
+                    Weighing::Stuck => weighed = weighing(false),
+                    Weighing::Moved(to) => {
+                        weighed = weighing(true);
                         shed.push(region as u16);
                         picks.push(to);
                         moved_to = Some(to);
                         continue;
                     }
-                    Weighed::LookFurther => return None,
+                    Weighing::LookFurther => return None,
                 }
             }
             picks.push(region);
@@ -382,13 +408,14 @@ impl<E: Explain> Walk<'_, '_, E> {
                 picks.push(usize::from(region));
             }
         }
-        Some(picks)
+        Some((picks, weighed))
     }
 }
 
 /// Where load sends one client of a region that moves clients.
-enum Weighed {
+enum Weighing {
     Kept,
+    Stuck,
     Moved(usize),
     /// The place's nearest regions do not show where it would go: order them all.
     LookFurther,
@@ -407,10 +434,10 @@ impl<E: Explain> Walk<'_, '_, E> {
         region: usize,
         ahead: impl Iterator<Item = usize>,
         partial: bool,
-    ) -> Weighed {
+    ) -> Weighing {
         let (service, plan) = (self.service, &self.service.plan);
         let Some(load) = service.loads.get(region) else {
-            return Weighed::Kept;
+            return Weighing::Kept;
         };
         self.scope.hashed();
         let subnet = subnet_key(self.client.ip);
@@ -427,7 +454,7 @@ impl<E: Explain> Walk<'_, '_, E> {
         if fraction(subnet, plan.regions[region].load_seed) < load.kept {
             self.explain
                 .step(&|| format!("{}; this client's subnet is kept", figures()));
-            return Weighed::Kept;
+            return Weighing::Kept;
         }
         let mut open: ArrayVec<(usize, f64), SPREAD> = ArrayVec::new();
         let headroom = |r: usize| match service.states[r] {
@@ -443,7 +470,7 @@ impl<E: Explain> Walk<'_, '_, E> {
             }
         }
         if partial && !open.is_full() {
-            return Weighed::LookFurther;
+            return Weighing::LookFurther;
         }
         let to = match open.as_slice() {
             [] => {
@@ -454,7 +481,7 @@ impl<E: Explain> Walk<'_, '_, E> {
                         figures()
                     )
                 });
-                return Weighed::Kept;
+                return Weighing::Stuck;
             }
             [(only, _)] => *only,
             [(first, a), (second, b), ..] => {
@@ -472,7 +499,7 @@ impl<E: Explain> Walk<'_, '_, E> {
                 figures()
             )
         });
-        Weighed::Moved(to)
+        Weighing::Moved(to)
     }
 }
 

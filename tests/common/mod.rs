@@ -200,6 +200,11 @@ impl Server {
         Server::in_process(zone_dir(zone), flags)
     }
 
+    /// As [`Server::start_with`], on a directory the test prepared as [`zone_dir`] does.
+    pub fn start_in(dir: tempfile::TempDir, flags: &[&str]) -> Server {
+        Server::in_process(dir, flags)
+    }
+
     fn in_process(dir: tempfile::TempDir, flags: &[&str]) -> Server {
         let mut argv = vec!["regiondns".to_string()];
         argv.extend(serve_args(dir.path(), &["--admin", "127.0.0.1:0"]));
