@@ -5,28 +5,42 @@
 //!   cargo bench --bench instructions -- CASE COUNT
 //!
 //! CASE: 0 geo, 1 static, 2 NXDOMAIN, answered afresh; 3 geo as a UDP worker answers a repeat
-//! (from its response cache).
+//! (from its response cache); 4 geo with the client's region over its load target, the
+//! subnet weighed and kept, and 5 moved.
 
 #[path = "../tests/common/query_path.rs"]
 mod query_path;
 
 use std::{hint::black_box, net::IpAddr};
 
-use query_path::{benchmarked, responder};
+use hickory_proto::rr::RecordType;
+
+use query_path::{benchmarked, request, responder, responder_with_load};
 use regiondns::dns::{ResponseCache, Transport};
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let case: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
     let count: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
-    let responder = responder();
+    let responder = match case {
+        4 | 5 => responder_with_load(0.5),
+        _ => responder(),
+    };
     let source: IpAddr = "127.0.0.1".parse().expect("ip");
     let cases = benchmarked();
-    let (_, packet) = &cases[case % cases.len()];
+    let moved = request(
+        "api.llm.example.com.",
+        RecordType::A,
+        Some("133.242.1.0/24"),
+    );
+    let packet = match case {
+        5 => &moved,
+        _ => &cases[case % cases.len()].1,
+    };
     let mut out = Vec::with_capacity(4096);
     let mut cache = ResponseCache::default();
     for _ in 0..count {
-        if case < cases.len() {
+        if case != 3 {
             responder.respond(black_box(packet), source, Transport::Udp, &mut out);
         } else {
             responder.respond_udp(black_box(packet), source, None, &mut cache, &mut out);

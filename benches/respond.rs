@@ -9,7 +9,8 @@ mod query_path;
 use std::{hint::black_box, net::IpAddr, time::Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use query_path::{benchmarked, responder};
+use hickory_proto::rr::RecordType;
+use query_path::{benchmarked, request, responder, responder_with_load};
 use regiondns::{
     counter::QueryCounter,
     dns::{RateLimiter, ResponseCache, RrlCounters, RrlSettings, Transport},
@@ -25,6 +26,28 @@ fn bench(c: &mut Criterion) {
             b.iter(|| responder.respond(black_box(packet), source, Transport::Udp, &mut out))
         });
     }
+    // The first case with a load target: all kept (the region is below it), and with the
+    // client's region over it, its subnet weighed, kept and moved.
+    let (name, packet) = &cases[0];
+    for (kept, what) in [
+        (1.0, "below the load target"),
+        (0.5, "over it, subnet weighed"),
+    ] {
+        let loaded = responder_with_load(kept);
+        c.bench_function(&format!("{name}, {what}"), |b| {
+            b.iter(|| loaded.respond(black_box(packet), source, Transport::Udp, &mut out))
+        });
+    }
+    let loaded = responder_with_load(0.5);
+    let moved = request(
+        "api.llm.example.com.",
+        RecordType::A,
+        Some("133.242.1.0/24"),
+    );
+    c.bench_function(
+        &format!("{name}, over the load target, subnet moved"),
+        |b| b.iter(|| loaded.respond(black_box(&moved), source, Transport::Udp, &mut out)),
+    );
     // The first case again as a UDP worker answers a repeat: from its response cache.
     let mut cache = ResponseCache::default();
     let (name, packet) = &cases[0];

@@ -11,7 +11,7 @@ use std::{
     net::IpAddr,
 };
 
-use common::query_path::{benchmarked, request, responder};
+use common::query_path::{benchmarked, request, responder, responder_with_load};
 use hickory_proto::rr::RecordType;
 use regiondns::{
     counter::QueryCounter,
@@ -128,4 +128,28 @@ fn answering_allocates_nothing() {
             "{what}, from the cache: {made} allocations in 2000 queries"
         );
     }
+}
+
+#[test]
+fn weighing_a_subnet_for_load_allocates_nothing() {
+    // The client's region (Tokyo) is over its load target and keeps half of its clients.
+    let responder = responder_with_load(0.5);
+    let source: IpAddr = "127.0.0.1".parse().expect("ip");
+    let mut out = Vec::with_capacity(4096);
+    let mut answered = std::collections::BTreeSet::new();
+    for subnet in ["133.242.0.0/24", "133.242.1.0/24"] {
+        let packet = request("api.llm.example.com.", RecordType::A, Some(subnet));
+        assert!(responder.respond(&packet, source, Transport::Udp, &mut out));
+        let response = hickory_proto::op::Message::from_vec(&out).expect("a response");
+        answered.insert(response.answers[0].data.to_string());
+        let before = allocations();
+        for _ in 0..1000 {
+            responder.respond(&packet, source, Transport::Udp, &mut out);
+        }
+        let made = allocations() - before;
+        assert_eq!(made, 0, "{subnet}: {made} allocations in 1000 queries");
+    }
+    // The benches' two cases: one subnet kept in Tokyo, the other moved.
+    assert!(answered.contains("203.0.113.30"), "{answered:?}");
+    assert_eq!(answered.len(), 2, "{answered:?}");
 }

@@ -3,6 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
+use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Message, Query},
     rr::{
@@ -10,7 +11,15 @@ use hickory_proto::{
         rdata::opt::{ClientSubnet, EdnsOption},
     },
 };
-use regiondns::{config, dns::Responder, geo::GeoIp, metrics::Metrics, publish::Publisher};
+use regiondns::{
+    config,
+    dns::Responder,
+    geo::GeoIp,
+    metrics::Metrics,
+    publish::Publisher,
+    region::{RegionKey, States},
+    routing::{Loads, Plan, RoutingTable, load::ShiftKey},
+};
 
 /// The repository's root: this crate's, or the one above it for the fuzz targets.
 fn root() -> &'static Path {
@@ -39,6 +48,36 @@ pub fn responder_counted(metrics: &Metrics) -> Responder {
     let geo = bundled_geoip();
     let publisher = Publisher::new(&zones, geo, Arc::new(Metrics::new())).expect("compiled");
     Responder::new(publisher.table(), metrics, 1232, None)
+}
+
+/// A responder on the example zone whose regions report load and whose service has a load
+/// target of 80%: ap-northeast at 100% keeps `kept` of its clients, the others have headroom.
+pub fn responder_with_load(kept: f64) -> Responder {
+    let text = std::fs::read_to_string(root().join("zones/llm.yaml")).expect("the example zone");
+    let check = "\n    check: { http: \"http://127.0.0.1:9/\", load: { header: X-Load } }";
+    let mut text = text.replace("    ttl: 20\n", "    ttl: 20\n    load_target: 80%\n");
+    for region in ["10", "20", "30"] {
+        let addresses = format!("\"2001:db8:{region}::1\"]");
+        text = text.replace(&addresses, &format!("{addresses}{check}"));
+    }
+    let zone = config::parse(Path::new("llm.yaml"), &text, 1).expect("the example zone, loaded");
+    let metrics = Metrics::new();
+    let plan = Plan::new(std::slice::from_ref(&zone), &metrics, &bundled_geoip()).expect("plan");
+    let key = |region: &str| RegionKey {
+        zone: "llm.example.com.".into(),
+        region: region.into(),
+    };
+    let mut loads = Loads::default();
+    for (region, load) in [("us-east", 0.3), ("eu-west", 0.5), ("ap-northeast", 1.0)] {
+        loads.load.insert(key(region), load);
+    }
+    let shift = ShiftKey {
+        region: key("ap-northeast"),
+        service: "api.llm.example.com.".into(),
+    };
+    loads.kept.insert(shift, kept);
+    let table = RoutingTable::build(&plan, &States::new(), &loads);
+    Responder::new(Arc::new(ArcSwap::from_pointee(table)), &metrics, 1232, None)
 }
 
 /// A query with EDNS (1232), and an ECS option when `subnet` is set, as bytes.
