@@ -34,6 +34,7 @@ fn main() {
         Some("133.242.1.0/24"),
     );
     let packet = match case {
+        4 => &cases[0].1,
         5 => &moved,
         _ => &cases[case % cases.len()].1,
     };

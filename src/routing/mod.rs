@@ -32,6 +32,7 @@ use hickory_proto::rr::{
 pub use load::{Loads, RegionLoad};
 pub use place::{Geography, NEAREST_KEPT, Place, Places};
 pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks, Weighed};
+use policy::{Draws, MOVED};
 
 use crate::{
     config::{FailClosed, LoadTarget, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
@@ -489,15 +490,40 @@ pub struct ServiceRoutes {
     pub loads: Box<[RegionLoad]>,
     /// Where clients are, for this service.
     places: Arc<Places>,
-    /// Each place's decision in this snapshot, when no subnet hash takes part in it.
+    /// Each place's decision in this snapshot, when no subnet hash takes part in it but load
+    /// weighing's.
     decided: Box<[Option<Decided>]>,
 }
 
 /// A decision to answer with regions, made for a place when the snapshot was built.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Decided {
     picks: Picks,
     fail_open: bool,
+    /// When the place's answer weighs the subnet for a region's load: the draw that decides,
+    /// and the answers of a moved subnet (`picks` is a kept one's).
+    load: Option<Box<LoadAlternatives>>,
+}
+
+#[derive(Debug, Clone)]
+struct LoadAlternatives {
+    point: policy::LoadPoint,
+    /// Moved to the first destination, and to the second (or stuck, both alike).
+    moved: [(Picks, Option<Weighed>); 2],
+}
+
+impl LoadAlternatives {
+    /// The picks of the subnet of `ip`, and how it was weighed.
+    fn draw(&self, ip: IpAddr, kept: Picks) -> (Picks, Option<Weighed>) {
+        let (keep, spread) = policy::load_draws(ip, self.point.seed);
+        if keep < self.point.kept {
+            (kept, None)
+        } else if spread() < self.point.split {
+            self.moved[0]
+        } else {
+            self.moved[1]
+        }
+    }
 }
 
 /// Places whose decisions a snapshot makes in advance at most: beyond, each is made per query
@@ -637,15 +663,38 @@ impl ServiceRoutes {
                 place: *place,
                 ..Client::unlocated(anyone)
             };
-            match policy::decide(self, &client, &mut ()) {
-                Decision::Regions {
-                    picks,
-                    fail_open,
-                    scope: 0,
-                    weighed: None,
-                } => Some(Decided { picks, fail_open }),
-                _ => None,
-            }
+            let drawing = |keep, spread| {
+                let draws = Draws::Fixed { keep, spread };
+                match policy::decide_drawing(self, &client, &mut (), draws) {
+                    (
+                        Decision::Regions {
+                            picks,
+                            fail_open,
+                            weighed,
+                            ..
+                        },
+                        hashed,
+                    ) if !hashed.other => Some((picks, fail_open, weighed, hashed.load)),
+                    _ => None,
+                }
+            };
+            let (picks, fail_open, _, weighs) = drawing(0.0, 0.0)?;
+            let load = match weighs {
+                None => None,
+                Some(_) => {
+                    // A moved subnet's draw knows where it may go: the split is its.
+                    let (first, _, first_weighed, point) = drawing(MOVED, 0.0)?;
+                    let point = point?;
+                    let (second, _, second_weighed, _) = drawing(MOVED, MOVED)?;
+                    let moved = [(first, first_weighed), (second, second_weighed)];
+                    Some(Box::new(LoadAlternatives { point, moved }))
+                }
+            };
+            Some(Decided {
+                picks,
+                fail_open,
+                load,
+            })
         };
         places.iter().map(decide).collect()
     }
@@ -697,14 +746,22 @@ impl ServiceRoutes {
     /// way to ask.
     pub fn decision_for(&self, client: &Client) -> Decision<'_> {
         let decided = client.leaf.and_then(|leaf| self.decided.get(leaf as usize));
-        match decided {
-            Some(Some(Decided { picks, fail_open })) => Decision::Regions {
-                picks: *picks,
-                fail_open: *fail_open,
-                scope: client.scope,
-                weighed: None,
-            },
-            _ => self.decide(client, &mut ()),
+        let Some(Some(decided)) = decided else {
+            return self.decide(client, &mut ());
+        };
+        let (picks, weighed, scope) = match &decided.load {
+            None => (decided.picks, None, client.scope),
+            Some(load) => {
+                let (picks, weighed) = load.draw(client.ip, decided.picks);
+                let subnet = policy::subnet_prefix(client.ip.is_ipv4());
+                (picks, weighed, client.scope.max(subnet))
+            }
+        };
+        Decision::Regions {
+            picks,
+            fail_open: decided.fail_open,
+            scope,
+            weighed,
         }
     }
 

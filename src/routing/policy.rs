@@ -147,10 +147,51 @@ pub fn decide<'t, E: Explain>(
     client: &Client,
     explain: &mut E,
 ) -> Decision<'t> {
+    decide_drawing(service, client, explain, Draws::Subnet).0
+}
+
+/// Where load weighing's two draws come from: the client's subnet hash, or fixed values (to
+/// decide in advance for every subnet of a place).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Draws {
+    Subnet,
+    Fixed { keep: f64, spread: f64 },
+}
+
+/// The largest draw below 1: moved, whatever share is kept below all.
+pub(super) const MOVED: f64 = 1.0 - f64::EPSILON / 2.0;
+
+/// What a decision hashed the client's subnet for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Hashed {
+    /// Weighted order, canary or shed.
+    pub other: bool,
+    /// Load weighing, and how it drew.
+    pub load: Option<LoadPoint>,
+}
+
+/// Where load weighing decided, for one place: the region weighed, the seed of its keep draw
+/// and the share it keeps, and below which spread draw a moved subnet goes to the first of its
+/// destinations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct LoadPoint {
+    pub seed: u64,
+    pub kept: f64,
+    pub split: f64,
+}
+
+/// [`decide`], drawing for load from `draws`; and what the subnet was hashed for.
+pub(super) fn decide_drawing<'t, E: Explain>(
+    service: &'t ServiceRoutes,
+    client: &Client,
+    explain: &mut E,
+    draws: Draws,
+) -> (Decision<'t>, Hashed) {
     let plan = &service.plan;
     let mut scope = Scope {
         prefix: client.scope,
         ipv4: client.ip.is_ipv4(),
+        hashed: Hashed::default(),
     };
     let rule = client
         .place
@@ -167,16 +208,18 @@ pub fn decide<'t, E: Explain>(
         (usable, false)
     } else if let Some(allow) = rule.and_then(|r| r.allow.as_ref()) {
         report(explain, service, allowed, client, "");
-        return Decision::FailClosed {
+        let closed = Decision::FailClosed {
             how: rule.map_or(FailClosed::Refuse, |r| r.when_none),
             reason: &allow.reason,
             scope: scope.prefix,
         };
+        return (closed, scope.hashed);
     } else if plan.when_all_down == WhenAllDown::ServFail {
         report(explain, service, allowed, client, "");
-        return Decision::ServFail {
+        let servfail = Decision::ServFail {
             scope: scope.prefix,
         };
+        return (servfail, scope.hashed);
     } else {
         let down = allowed.and(service.down);
         (if down.is_empty() { allowed } else { down }, true)
@@ -222,6 +265,7 @@ pub fn decide<'t, E: Explain>(
         fail_open,
         scope: &mut scope,
         explain,
+        draws,
     };
     let canary = walk.drawn_canary(candidates);
     let (picks, weighed) = match walk.pick(&preferred, &rest, canary) {
@@ -232,12 +276,13 @@ pub fn decide<'t, E: Explain>(
             walk.pick(&preferred, &rest, canary).unwrap_or_default()
         }
     };
-    Decision::Regions {
+    let decision = Decision::Regions {
         picks,
         fail_open,
         scope: scope.prefix,
         weighed,
-    }
+    };
+    (decision, scope.hashed)
 }
 
 /// Region positions in the order they are considered.
@@ -302,6 +347,7 @@ struct Walk<'w, 't, E> {
     fail_open: bool,
     scope: &'w mut Scope,
     explain: &'w mut E,
+    draws: Draws,
 }
 
 impl<E: Explain> Walk<'_, '_, E> {
@@ -439,8 +485,19 @@ impl<E: Explain> Walk<'_, '_, E> {
         let Some(load) = service.loads.get(region) else {
             return Weighing::Kept;
         };
-        self.scope.hashed();
+        self.scope.hashed_for_load();
+        let seed = plan.regions[region].load_seed;
         let subnet = subnet_key(self.client.ip);
+        let (keep_draw, spread_draw) = match self.draws {
+            Draws::Subnet => (fraction(subnet, seed), None),
+            Draws::Fixed { keep, spread } => (keep, Some(spread)),
+        };
+        let mut point = LoadPoint {
+            seed,
+            kept: load.kept,
+            split: 1.0,
+        };
+        self.scope.hashed.load = Some(point);
         let name = &plan.regions[region].key.region;
         let target = plan.load.map_or(0.0, |t| t.target);
         let figures = || {
@@ -451,7 +508,7 @@ impl<E: Explain> Walk<'_, '_, E> {
                 load.kept * 100.0
             )
         };
-        if fraction(subnet, plan.regions[region].load_seed) < load.kept {
+        if keep_draw < load.kept {
             self.explain
                 .step(&|| format!("{}; this client's subnet is kept", figures()));
             return Weighing::Kept;
@@ -485,7 +542,9 @@ impl<E: Explain> Walk<'_, '_, E> {
             }
             [(only, _)] => *only,
             [(first, a), (second, b), ..] => {
-                if fraction(subnet, SPREAD_SEED) < a / (a + b) {
+                point.split = a / (a + b);
+                self.scope.hashed.load = Some(point);
+                if spread_draw.unwrap_or_else(|| fraction(subnet, SPREAD_SEED)) < point.split {
                     *first
                 } else {
                     *second
@@ -562,13 +621,38 @@ fn report<E: Explain>(
 struct Scope {
     prefix: u8,
     ipv4: bool,
+    hashed: Hashed,
 }
 
 impl Scope {
     /// The decision used the subnet hash: it holds for the /24 (IPv4) or /56 (IPv6).
     fn hashed(&mut self) {
-        self.prefix = self.prefix.max(if self.ipv4 { 24 } else { 56 });
+        self.hashed.other = true;
+        self.narrowed_to_subnet();
     }
+
+    /// As [`Scope::hashed`], for load weighing.
+    fn hashed_for_load(&mut self) {
+        self.narrowed_to_subnet();
+    }
+
+    fn narrowed_to_subnet(&mut self) {
+        self.prefix = self.prefix.max(subnet_prefix(self.ipv4));
+    }
+}
+
+/// The prefix of the client's subnet that hashing decides for: /24 or /56.
+pub(super) fn subnet_prefix(ipv4: bool) -> u8 {
+    if ipv4 { 24 } else { 56 }
+}
+
+/// Load weighing's draws for the subnet of `ip`, with the weighed region's `seed`: the keep
+/// draw, and the spread draw when a moved subnet needs it.
+pub(super) fn load_draws(ip: IpAddr, seed: u64) -> (f64, impl Fn() -> f64) {
+    let subnet = subnet_key(ip);
+    (fraction(subnet, seed), move || {
+        fraction(subnet, SPREAD_SEED)
+    })
 }
 
 const CANARY_SEED: u64 = 0x6361_6e61_7279; // "canary"

@@ -760,3 +760,56 @@ fn a_moved_or_kept_answer_holds_for_the_subnet_and_explain_says_why() {
     assert!(said.get(kept).is_some_and(|&n| n > 100), "{said:?}");
     assert_eq!(said.len(), 2, "{said:?}");
 }
+
+#[test]
+fn a_load_decision_made_in_advance_equals_the_one_made_per_query() {
+    // Tokyo's nearest of these is eu-north, which keeps half; the others share the rest.
+    // The loads, and how many different answers Tokyo's subnets get: kept and two
+    // destinations; all stuck; all moved to two destinations.
+    let cases = [
+        (
+            [
+                ("eu-north", 1.0, 0.5),
+                ("eu-west", 0.4, 1.0),
+                ("us-east", 0.7, 1.0),
+            ],
+            3,
+        ),
+        (
+            [
+                ("eu-north", 1.0, 0.5),
+                ("eu-west", 0.9, 1.0),
+                ("us-east", 0.9, 1.0),
+            ],
+            1,
+        ),
+        (
+            [
+                ("eu-north", 1.0, 0.0),
+                ("eu-west", 0.2, 1.0),
+                ("us-east", 0.6, 1.0),
+            ],
+            2,
+        ),
+    ];
+    for (loads, answered) in cases {
+        for answers in ["", "    answers: 2\n"] {
+            let table = load_table(&format!("{LOAD_TARGET}{answers}"), &loads);
+            let service = api(&table);
+            let mut seen = BTreeMap::new();
+            for i in 0..4_000u128 {
+                let ip = IpAddr::V6((0x2001_0db8_u128 << 96 | i << 72).into());
+                let (client, _) = service.client(ip);
+                assert!(client.leaf.is_some(), "from the compiled map");
+                let in_advance = service.decision_for(&client);
+                assert_eq!(in_advance, service.decide(&client, &mut ()), "{ip}");
+                if let Decision::Regions { picks, scope, .. } = in_advance {
+                    assert_eq!(scope, 56);
+                    *seen.entry(picks.positions().to_vec()).or_insert(0) += 1;
+                }
+            }
+            let firsts: std::collections::BTreeSet<u16> = seen.keys().map(|p| p[0]).collect();
+            assert_eq!(firsts.len(), answered, "{seen:?} ({loads:?})");
+        }
+    }
+}
