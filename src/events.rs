@@ -473,6 +473,18 @@ mod tests {
         assert_eq!(undrained.happening, Happening::Undrain);
         let failed = Notice::state(&key, State::Up, State::Down, "3 consecutive failures", 9);
         assert_eq!(failed.happening, Happening::State);
+        let shift = crate::timeline::LoadShift {
+            service: "api.llm.example.com.".into(),
+            moving: true,
+        };
+        let moving = Notice::load_shift(&key, State::Up, &shift, "load 92% above 80%", 10);
+        let body: serde_json::Value = serde_json::from_slice(&moving.to_json()).expect("json");
+        assert_eq!(body["event"], "load_shift_start");
+        assert_eq!(body["service"], "api.llm.example.com.");
+        assert_eq!(
+            (body["from"].as_str(), body["to"].as_str()),
+            (Some("up"), Some("up"))
+        );
         let reload: serde_json::Value =
             serde_json::from_slice(&Notice::reload("llm.example.com.", 10).to_json())
                 .expect("json");

@@ -28,7 +28,7 @@ use crate::{
     events::{Notice, Notices},
     fleet::{
         Agreement, DrainRecord, Drains, FleetBoard, FleetEvent, PeerState, PeerSummary,
-        ProbedRegion, RegionAgreement, View, agree,
+        ProbedRegion, RegionAgreement, View, agree, agreed_load,
         http::OwnView,
         store::{self, StoreError},
     },
@@ -63,8 +63,11 @@ pub struct RegionStatus {
     pub probes: u64,
     pub error_rate: f64,
     pub slow_rate: f64,
-    /// The load the probes report, smoothed; `None` while unknown.
+    /// The load routing uses: the median of the fleet's fresh figures, this instance's
+    /// included (its own alone outside a fleet); `None` while unknown.
     pub load: Option<f64>,
+    /// The load this instance's own probes report, smoothed.
+    pub probed_load: Option<f64>,
     /// Why the last probe gave no load figure, when its check reads one.
     pub load_note: Option<String>,
 }
@@ -119,6 +122,7 @@ pub fn initial_health(zones: &[ZoneConfig]) -> HealthMap {
                 error_rate: 0.0,
                 slow_rate: 0.0,
                 load: None,
+                probed_load: None,
                 load_note: None,
             };
             (key, status)
@@ -511,12 +515,24 @@ impl Publisher {
             .peers
             .values()
             .filter_map(|peer| peer.fresh_vote(key, interval, now))
+            .map(|vote| vote.probed)
             .collect();
         let fresh_peers = peers.len();
         Some((
             agree(std::iter::once(status.probed).chain(peers)),
             fresh_peers,
         ))
+    }
+
+    /// The fleet's load of a region: the median of this instance's figure and its peers' fresh
+    /// ones.
+    fn fleet_load(&self, key: &RegionKey) -> Option<f64> {
+        let status = self.health.get(key)?;
+        let interval = self.settings.get(key)?.check.as_ref()?.interval;
+        let now = Instant::now();
+        let peers = self.fleet.peers.values();
+        let figures = peers.filter_map(|peer| peer.fresh_vote(key, interval, now)?.load);
+        agreed_load(status.probed_load.into_iter().chain(figures))
     }
 
     /// Sets the health answers use from the agreement (without publishing).
@@ -599,7 +615,7 @@ impl Publisher {
         status.probes += 1;
         status.error_rate = report.error_rate;
         status.slow_rate = report.slow_rate;
-        status.load = report.load;
+        status.probed_load = report.load;
         status.load_note = match &status.last_probe.as_ref().and_then(|p| p.load.as_ref()) {
             Some(Err(why)) => Some(why.clone()),
             _ => None,
@@ -608,8 +624,6 @@ impl Publisher {
             status.last_probe.as_ref().and_then(|p| p.load.as_ref()),
             Some(Ok(_))
         );
-        self.metrics
-            .set_region_load(&key.zone, &key.region, report.load);
         if let Some(transition) = report.transition {
             status.probe_reason = transition.reason;
             if status.fleet.is_none() {
@@ -628,6 +642,11 @@ impl Publisher {
         }
         self.reagree(&key);
         self.check_vantage();
+        let load = self.fleet_load(&key);
+        if let Some(status) = self.health.get_mut(&key) {
+            status.load = load;
+        }
+        self.metrics.set_region_load(&key.zone, &key.region, load);
         let shifted = self.shift_load(&key, fresh);
         let state_changed = self.health.get(&key).map(RegionStatus::state) != Some(before);
         self.changed(&key, before);
@@ -930,6 +949,7 @@ impl Publisher {
                 u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX)
             }),
             probes: status.probes,
+            load: status.probed_load,
         });
         View {
             instance: self.fleet.instance.clone(),

@@ -391,3 +391,113 @@ fn over_tls_a_peer_is_trusted_only_under_the_ca_it_was_given() {
     let _ = plain.read_to_string(&mut reply);
     assert!(!reply.contains("HTTP/1.1 200"), "{reply}");
 }
+
+/// A health endpoint that reports to each instance (known by its probes' `User-Agent`) the
+/// load given for it.
+fn load_endpoint(loads: &'static [(&'static str, &'static str)]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind endpoint");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut request = [0; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..n]).to_lowercase();
+            let load = loads
+                .iter()
+                .find(|(name, _)| request.contains(&format!("({name})")))
+                .map_or("0.2", |(_, load)| load);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nX-Load: {load}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+        }
+    });
+    format!("http://{addr}/health")
+}
+
+/// `region`'s load and kept share for api, as `GET /regions` of `server` shows them.
+fn load_of(server: &Server, region: &str) -> (Option<f64>, f64) {
+    let (_, body) = http(server.admin.expect("admin"), "GET", "/regions", &[]);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("regions json");
+    let regions = body["regions"].as_array().expect("regions");
+    let found = regions
+        .iter()
+        .find(|r| r["region"] == region)
+        .expect("region");
+    let kept = found["kept"]["api.llm.example.com."]
+        .as_f64()
+        .unwrap_or(1.0);
+    (found["load"].as_f64(), kept)
+}
+
+#[test]
+fn a_fleet_moves_clients_for_the_load_its_instances_agree_on() {
+    // Each instance's probes read another figure for eu-west (a load balancer in front of the
+    // region answers each from another backend): 140%, 100% and 120%.
+    let west = load_endpoint(&[("ns1", "1.4"), ("ns2", "1.0"), ("ns3", "1.2")]);
+    let east = load_endpoint(&[]);
+    let check = |url: &str| {
+        format!(
+            "check: {{ http: \"{url}\", interval: 250ms, timeout: 200ms, window: 1, load: {{ header: X-Load }} }}"
+        )
+    };
+    let zone = format!(
+        r#"
+origin: llm.example.com.
+soa: {{ primary: ns1, contact: hostmaster@example.com }}
+ns: [ns1]
+records:
+  ns1: {{ A: [198.51.100.53] }}
+regions:
+  us-east: {{ location: {{ lat: 37.4, lon: -79.1 }}, addresses: [203.0.113.10], {} }}
+  eu-west: {{ location: {{ lat: 53.3, lon: -6.3 }}, addresses: [203.0.113.20], {} }}
+services:
+  api: {{ regions: [us-east, eu-west], load_target: 80%, load_step: 5% }}
+"#,
+        check(&east),
+        check(&west)
+    );
+    let secrets = tempfile::tempdir().expect("secrets");
+    std::fs::write(secrets.path().join("admin"), ADMIN_TOKEN).expect("admin token");
+    std::fs::write(secrets.path().join("fleet"), FLEET_TOKEN).expect("fleet token");
+    let m = members();
+    let peers_of = |i: usize| -> Vec<&Member> {
+        m.iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| p)
+            .collect()
+    };
+    let servers: Vec<Server> = (0..3)
+        .map(|i| start(&m[i], &peers_of(i), &zone, secrets.path()))
+        .collect();
+    for server in &servers {
+        until_peers_reachable(server, 2);
+    }
+    // Every instance uses the median, 120%, whatever its own probes read.
+    let start = Instant::now();
+    loop {
+        let loads: Vec<Option<f64>> = servers.iter().map(|s| load_of(s, "eu-west").0).collect();
+        if loads
+            .iter()
+            .all(|l| l.is_some_and(|l| (l - 1.2).abs() < 1e-9))
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "loads: {loads:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Their kept shares fall alike: at any moment at most one step (5 points) apart.
+    let mut seen_moving = false;
+    for _ in 0..20 {
+        let kept: Vec<f64> = servers.iter().map(|s| load_of(s, "eu-west").1).collect();
+        let spread = kept.iter().fold(0.0_f64, |m, k| m.max(*k))
+            - kept.iter().fold(1.0_f64, |m, k| m.min(*k));
+        assert!(spread <= 0.05 + 1e-9, "kept shares apart: {kept:?}");
+        seen_moving |= kept.iter().all(|&k| k < 1.0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen_moving, "over the target: clients move");
+}

@@ -60,6 +60,7 @@ fn zone(urls: &[String], extra_rules: &str) -> String {
     format!(
         r#"
 origin: llm.example.com.
+explain: true
 soa: {{ primary: ns1, contact: hostmaster@example.com }}
 ns: [ns1]
 records:
@@ -402,6 +403,34 @@ fn a_region_over_its_target_settles_there_and_moves_the_same_subnets() {
         "{came_back} of {} moved subnets came back",
         settled_moved.len()
     );
+    // Explained over DNS, for a moved subnet and a kept one.
+    let explained = |client: usize| {
+        let subnet = subnet(81, client);
+        let ask = query(
+            "_explain.api.llm.example.com.",
+            RecordType::TXT,
+            Some(&subnet),
+        );
+        let response = crate::common::udp(run.server.addr, &ask);
+        let lines: Vec<String> = response
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect();
+        lines.join("\n")
+    };
+    let moved_client = *last_moved.iter().next().expect("a moved client");
+    let kept_client = (0..CLIENTS)
+        .find(|c| !last_moved.contains(c))
+        .expect("a kept client");
+    let text = explained(moved_client);
+    assert!(text.contains("eu-west load 8"), "{text}");
+    assert!(
+        text.contains("this client's subnet is moved to eu-"),
+        "{text}"
+    );
+    let text = explained(kept_client);
+    assert!(text.contains("this client's subnet is kept"), "{text}");
     // Seen on /metrics and in the timeline.
     let admin = run.server.admin.expect("admin");
     let (_, metrics) = http(admin, "GET", "/metrics", &[]);

@@ -46,6 +46,9 @@ pub struct ProbedRegion {
     pub probe_age_ms: Option<u64>,
     /// Probes made so far: the sequence number of the last.
     pub probes: u64,
+    /// The load its probes report, smoothed, when known.
+    #[serde(default)]
+    pub load: Option<f64>,
 }
 
 /// An operator's drain or undrain of one region, at any instance.
@@ -187,7 +190,7 @@ pub struct PeerState {
     pub error: Option<String>,
     /// The view's regions by key, what its probes say and how long ago: every region is
     /// agreed on at every view, so each looks up its own vote.
-    votes: BTreeMap<RegionKey, (Health, Option<u64>)>,
+    votes: BTreeMap<RegionKey, Vote>,
 }
 
 impl PeerState {
@@ -211,7 +214,12 @@ impl PeerState {
                     zone: r.zone.clone(),
                     region: r.region.clone(),
                 };
-                (key, (r.probed, r.probe_age_ms))
+                let vote = Vote {
+                    probed: r.probed,
+                    probe_age_ms: r.probe_age_ms,
+                    load: r.load,
+                };
+                (key, vote)
             })
             .collect();
         self.view = Some(view);
@@ -226,14 +234,35 @@ impl PeerState {
     /// What this peer's probes say of `key`, if its view of it is fresh at `now`: its last
     /// probe was younger than [`FRESH_INTERVALS`] intervals when the view was served, and the
     /// view was fetched since then (allowing for the polls it could have missed).
-    pub fn fresh_vote(&self, key: &RegionKey, interval: Duration, now: Instant) -> Option<Health> {
+    pub fn fresh_vote(&self, key: &RegionKey, interval: Duration, now: Instant) -> Option<Vote> {
         let fetched = self.fetched?;
-        let &(probed, age) = self.votes.get(key)?;
+        let vote = self.votes.get(key)?;
         let window = interval * FRESH_INTERVALS;
-        let probe_fresh = Duration::from_millis(age?) < window;
+        let probe_fresh = Duration::from_millis(vote.probe_age_ms?) < window;
         let fetch_fresh =
             now.saturating_duration_since(fetched) < window + http::POLL_EVERY * FRESH_INTERVALS;
-        (probe_fresh && fetch_fresh).then_some(probed)
+        (probe_fresh && fetch_fresh).then_some(*vote)
+    }
+}
+
+/// What one peer's probes say of one region.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Vote {
+    pub probed: Health,
+    pub probe_age_ms: Option<u64>,
+    pub load: Option<f64>,
+}
+
+/// The fleet's load of a region: the median of the figures known (an instance that cannot read
+/// it does not count), so that every instance moves the same share of clients.
+pub fn agreed_load(figures: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut figures: Vec<f64> = figures.into_iter().collect();
+    figures.sort_by(f64::total_cmp);
+    let middle = figures.len() / 2;
+    match figures.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(figures[middle]),
+        _ => Some((figures[middle - 1] + figures[middle]) / 2.0),
     }
 }
 
@@ -359,12 +388,14 @@ mod tests {
                 reason: "refused".into(),
                 probe_age_ms: Some(age),
                 probes: 7,
+                load: Some(0.9),
             }],
             ..View::default()
         };
         peer.take(view(2_900), now);
         let interval = Duration::from_secs(1);
-        assert_eq!(peer.fresh_vote(&key, interval, now), Some(Down));
+        let vote = peer.fresh_vote(&key, interval, now).expect("fresh");
+        assert_eq!((vote.probed, vote.load), (Down, Some(0.9)));
         let later = now + Duration::from_millis(3_800);
         assert_eq!(
             peer.fresh_vote(&key, interval, later),
@@ -377,5 +408,13 @@ mod tests {
             None,
             "3 intervals old"
         );
+    }
+
+    #[test]
+    fn the_fleets_load_is_the_median_of_the_known_figures() {
+        assert_eq!(agreed_load([]), None);
+        assert_eq!(agreed_load([0.9]), Some(0.9));
+        assert_eq!(agreed_load([1.2, 0.2, 0.9]), Some(0.9));
+        assert_eq!(agreed_load([1.0, 0.5]), Some(0.75));
     }
 }
