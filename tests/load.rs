@@ -18,7 +18,7 @@ use std::{
 use hickory_proto::{op::Message, rr::RecordType};
 use serde_json::{Value, json};
 
-use crate::common::{Server, addresses, http, query, write_mmdb, zone_dir};
+use crate::common::{Server, addresses, http, query, region_load, write_mmdb, zone_dir};
 
 /// The probe interval, and the time in which every active client subnet queries once.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -255,22 +255,6 @@ impl Drop for Clients {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// The server's smoothed load and kept share of a region, from `GET /regions`.
-fn region_load(server: &Server, region: &str) -> (Option<f64>, f64) {
-    let admin = server.admin.expect("admin");
-    let (_, body) = http(admin, "GET", "/regions", &[]);
-    let body: Value = serde_json::from_str(&body).expect("JSON");
-    let regions = body["regions"].as_array().expect("regions");
-    let found = regions
-        .iter()
-        .find(|r| r["region"] == region)
-        .expect("the region");
-    let kept = found["kept"]["api.llm.example.com."]
-        .as_f64()
-        .unwrap_or(1.0);
-    (found["load"].as_f64(), kept)
 }
 
 /// Each region's answers in the last interval, as shares of all.

@@ -676,6 +676,22 @@ pub fn until_name_answered(
     None
 }
 
+/// A region's load and the share of its clients api.llm.example.com. keeps, as the server's
+/// `GET /regions` shows them.
+pub fn region_load(server: &Server, region: &str) -> (Option<f64>, f64) {
+    let (_, body) = http(server.admin.expect("admin"), "GET", "/regions", &[]);
+    let body: Value = serde_json::from_str(&body).expect("regions JSON");
+    let regions = body["regions"].as_array().expect("regions");
+    let found = regions
+        .iter()
+        .find(|r| r["region"] == region)
+        .expect("the region");
+    let kept = found["kept"]["api.llm.example.com."]
+        .as_f64()
+        .unwrap_or(1.0);
+    (found["load"].as_f64(), kept)
+}
+
 /// Waits up to 5 s until the server's log holds `text` at least `times` times.
 pub fn until_logged(server: &Server, text: &str, times: usize) {
     let start = Instant::now();
