@@ -1,5 +1,6 @@
 //! Which regions answer one client: rules (sovereignty and preferences), health, the policy's
-//! order (nearest, priority, weighted), canary and shed, and the ECS scope the decision holds for.
+//! order (nearest, priority, weighted), canary, shed and load (a region over its service's load
+//! target keeps only its share of subnets), and the ECS scope the decision holds for.
 //!
 //! The client comes with its [`Place`] (the matching rule and nearest regions, from the
 //! compiled network map or from one location) and the scope over which that place holds;
@@ -373,8 +374,9 @@ impl<E: Explain> Walk<'_, '_, E> {
     }
 
     /// Walks the canary, the preferred regions and the rest, and picks the service's number
-    /// of answers; a degraded region sheds its share of subnets to the ones after it. `None`
-    /// when a partial order ran out before the picks were made.
+    /// of answers; a degraded region sheds its share of subnets to the ones after it, and a
+    /// region over its load target moves its share to the next with headroom. `None` when a
+    /// partial order ran out before the picks were made.
     fn pick(
         &mut self,
         preferred: &Order,
@@ -383,13 +385,12 @@ impl<E: Explain> Walk<'_, '_, E> {
     ) -> Option<(Picks, Option<Weighed>)> {
         let (service, client, fail_open) = (self.service, self.client, self.fail_open);
         let plan = &service.plan;
-        let order = canary
+        let mut order = canary
             .into_iter()
             .chain(preferred.iter().chain(&rest.order).map(|&r| usize::from(r)))
             .enumerate()
             .filter(|&(at, r)| at == 0 || Some(r) != canary)
             .map(|(_, r)| r);
-        let mut order = order;
         let mut picks = Picks::default();
         let mut shed = Order::new();
         // A client is weighed for load once, at the first region that moves clients; the
@@ -568,13 +569,11 @@ fn load_line(service: &ServiceRoutes, target: f64) -> String {
     let figures: Vec<String> = regions
         .map(|(region, load)| {
             let name = &region.key.region;
-            match load.kept < 1.0 {
-                true => format!(
-                    "{name} {} (keeps {:.0}%)",
-                    percent(load.load),
-                    load.kept * 100.0
-                ),
-                false => format!("{name} {}", percent(load.load)),
+            if load.kept < 1.0 {
+                let kept = load.kept * 100.0;
+                format!("{name} {} (keeps {kept:.0}%)", percent(load.load))
+            } else {
+                format!("{name} {}", percent(load.load))
             }
         })
         .collect();
