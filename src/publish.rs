@@ -37,7 +37,7 @@ use crate::{
     metrics::Metrics,
     region::{RegionKey, State, States},
     routing::{
-        Compilation, GeoSource, Loads, Plan, RoutingTable,
+        Compilation, GeoSource, Loads, Plan, RoutingTable, ServicePlan, WeighedCounters,
         load::{Controller, Reading, ShiftKey},
     },
     timeline::{LoadShift, StateChange, Timeline},
@@ -678,28 +678,15 @@ impl Publisher {
                 region: region.clone(),
                 service: service.name.to_string(),
             };
-            let headroom = |region: &RegionKey| {
-                self.health.get(region).is_some_and(|s| {
-                    s.state() == State::Up && s.load.is_some_and(|l| l < target.target)
-                })
-            };
-            let others = service.regions.iter().filter(|r| &r.key != key);
-            let elsewhere = others.map(|r| &r.key).any(headroom);
+            let elsewhere = self.headroom_elsewhere(service, key, target.target);
             let (controller, counted) = self.shifts.entry(shift_key(key)).or_default();
             let region = service.regions.iter().find(|r| &r.key == key);
-            let counts = region.and_then(|r| r.weighed.as_ref());
-            let now = counts.map_or([0, 0], |c| [c.moved.get(), c.stuck.get()]);
-            let [moved, stuck] = [0, 1].map(|i| now[i].saturating_sub(counted[i]));
-            *counted = now;
             let reading = Reading {
                 load: status.load,
                 fresh,
                 weight,
                 elsewhere,
-                stuck: match moved + stuck {
-                    0 => 0.0,
-                    asked => stuck as f64 / asked as f64,
-                },
+                stuck: stuck_since(counted, region.and_then(|r| r.weighed.as_ref())),
             };
             let (before, was_moving) = (controller.kept, controller.moving());
             let kept = controller.update(reading, target);
@@ -729,6 +716,16 @@ impl Publisher {
             }
         }
         shifted
+    }
+
+    /// Whether a region of `service` other than `key` is up and below `target`.
+    fn headroom_elsewhere(&self, service: &ServicePlan, key: &RegionKey, target: f64) -> bool {
+        let others = service.regions.iter().filter(|r| &r.key != key);
+        others
+            .filter_map(|r| self.health.get(&r.key))
+            .any(|status| {
+                status.state() == State::Up && status.load.is_some_and(|load| load < target)
+            })
     }
 
     /// Drops the kept shares of service regions the plan no longer moves clients of.
@@ -1085,6 +1082,18 @@ struct Shifted {
     republish: bool,
     /// Services that started or stopped moving the region's clients, and why.
     started_or_stopped: Vec<(LoadShift, String)>,
+}
+
+/// Of the answers to a region's clients outside its kept share since the counts were last
+/// taken (`counted`, updated), the share that had to stay.
+fn stuck_since(counted: &mut [u64; 2], counters: Option<&WeighedCounters>) -> f64 {
+    let now = counters.map_or([0, 0], |c| [c.moved.get(), c.stuck.get()]);
+    let [moved, stuck] = [0, 1].map(|i| now[i].saturating_sub(counted[i]));
+    *counted = now;
+    match moved + stuck {
+        0 => 0.0,
+        asked => stuck as f64 / asked as f64,
+    }
 }
 
 /// "load 92% above the target 80%: keeps 87% of its clients".
