@@ -1,7 +1,7 @@
 //! Load shifting: how much of its clients a region over its service's `load_target` keeps, and
 //! where the rest go. Pure: the publisher feeds each region's smoothed load, probe by probe, to
 //! a [`Controller`] per service and region, and hands the shares it sets to the routing table
-//! as [`Loads`]; the decision ([`super::policy`]) reads them from the snapshot.
+//! as [`Loads`]; the decision (`policy`) reads them from the snapshot.
 //!
 //! The controller estimates the region's demand as its smoothed load divided by the share it
 //! kept over the same window (both averaged alike, so a lagging average of the load is not
