@@ -691,15 +691,9 @@ impl Publisher {
             let (before, was_moving) = (controller.kept, controller.moving());
             let kept = controller.update(reading, target);
             let moving = controller.moving();
-            if kept != before {
-                shifted.republish = true;
-                self.metrics.set_load_moved(
-                    &key.zone,
-                    &service.name,
-                    &key.region,
-                    Some(1.0 - kept),
-                );
-            }
+            shifted.republish |= kept != before;
+            let moved = Some(1.0 - kept);
+            (self.metrics).set_load_moved(&key.zone, &service.name, &key.region, moved);
             let any_moving = service.regions.iter().any(|r| {
                 self.shifts
                     .get(&shift_key(&r.key))

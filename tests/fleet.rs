@@ -15,7 +15,8 @@ use std::{
 use hickory_proto::rr::RecordType;
 
 use crate::common::{
-    Server, addresses, dublin_checked_zone, http, own_loopback, path_arg, query, region_load, udp,
+    Server, addresses, dublin_checked_zone, http, load_endpoint, own_loopback, path_arg, query,
+    region_load, udp,
 };
 
 const UK: &str = "81.2.69.0/24";
@@ -403,37 +404,12 @@ fn over_tls_a_peer_is_trusted_only_under_the_ca_it_was_given() {
     assert!(!reply.contains("HTTP/1.1 200"), "{reply}");
 }
 
-/// A health endpoint that reports to each instance (known by its probes' `User-Agent`) the
-/// load given for it.
-fn load_endpoint(loads: &'static [(&'static str, &'static str)]) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind endpoint");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            let mut stream = stream;
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut request = [0; 4096];
-            let n = stream.read(&mut request).unwrap_or(0);
-            let request = String::from_utf8_lossy(&request[..n]).to_lowercase();
-            let load = loads
-                .iter()
-                .find(|(name, _)| request.contains(&format!("({name})")))
-                .map_or("0.2", |(_, load)| load);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nX-Load: {load}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-            );
-        }
-    });
-    format!("http://{addr}/health")
-}
-
 #[test]
 fn a_fleet_moves_clients_for_the_load_its_instances_agree_on() {
     // Each instance's probes read another figure for eu-west (a load balancer in front of the
     // region answers each from another backend): 140%, 100% and 120%.
-    let west = load_endpoint(&[("ns1", "1.4"), ("ns2", "1.0"), ("ns3", "1.2")]);
-    let east = load_endpoint(&[]);
+    let west = load_endpoint(&[("ns1", "1.4"), ("ns2", "1.0"), ("ns3", "1.2")], "0.2");
+    let east = load_endpoint(&[], "0.2");
     let check = |url: &str| {
         format!(
             "check: {{ http: \"{url}\", interval: 250ms, timeout: 200ms, window: 1, load: {{ header: X-Load }} }}"

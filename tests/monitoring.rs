@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, process::Command};
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, dublin_checked_zone, http, repo_root};
+use crate::common::{Server, dublin_checked_zone, http, load_endpoint, repo_root};
 
 fn promtool(args: &[&str]) -> String {
     let dir = repo_root().join("docs/monitoring");
@@ -27,7 +27,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     let checked = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(checked.contains("10 rules found"), "{checked}");
+    assert!(checked.contains("12 rules found"), "{checked}");
     promtool(&["test", "rules", "alerts.test.yml"]);
 }
 
@@ -51,12 +51,24 @@ fn names(text: &str) -> BTreeSet<String> {
 #[test]
 fn every_series_the_rules_and_the_dashboard_name_is_exported() {
     // A checked region (its endpoint closed: probes fail) gives the probe series values.
-    let server = Server::start(&dublin_checked_zone("http://127.0.0.1:9/health", ""));
+    // And a region whose check reports its load, for a service with a load target: the load
+    // series.
+    let load = load_endpoint(&[], "0.9");
+    let zone = dublin_checked_zone("http://127.0.0.1:9/health", "").replace(
+        "  us-east: { location: { lat: 37.4, lon: -79.1 }, addresses: [203.0.113.10] }",
+        &format!("  us-east: {{ location: {{ lat: 37.4, lon: -79.1 }}, addresses: [203.0.113.10], check: {{ http: \"{load}\", interval: 100ms, timeout: 80ms, load: {{ header: X-Load }} }} }}"),
+    );
+    let zone = zone.replace(
+        "api: { regions: [us-east, eu-west] }",
+        "api: { regions: [us-east, eu-west], load_target: 80% }",
+    );
+    let server = Server::start(&zone);
     let start = Instant::now();
     let metrics = loop {
         let (status, metrics) = http(server.admin.expect("admin"), "GET", "/metrics", &[]);
         assert_eq!(status, 200);
-        if metrics.contains("regiondns_probe_duration_seconds_count")
+        if (metrics.contains("regiondns_probe_duration_seconds_count")
+            && metrics.contains("regiondns_region_load{"))
             || start.elapsed() > Duration::from_secs(5)
         {
             break metrics;

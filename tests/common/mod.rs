@@ -676,6 +676,34 @@ pub fn until_name_answered(
     None
 }
 
+/// A health endpoint on 127.0.0.1 that answers 200 with `X-Load`: the figure given for the
+/// instance whose probe asks (known by the name in its `User-Agent`), else `otherwise`. Its URL.
+pub fn load_endpoint(
+    figures: &'static [(&'static str, &'static str)],
+    otherwise: &'static str,
+) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind endpoint");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut request = [0; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..n]).to_lowercase();
+            let load = figures
+                .iter()
+                .find(|(name, _)| request.contains(&format!("({name})")))
+                .map_or(otherwise, |(_, load)| load);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nX-Load: {load}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+        }
+    });
+    format!("http://{addr}/health")
+}
+
 /// A region's load and the share of its clients api.llm.example.com. keeps, as the server's
 /// `GET /regions` shows them.
 pub fn region_load(server: &Server, region: &str) -> (Option<f64>, f64) {
