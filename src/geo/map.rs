@@ -270,7 +270,8 @@ const ALIAS_BASE: u32 = (1 << 23) - 256;
 struct Classes {
     locations: Vec<Location>,
     /// Per database: a record's offset to its class.
-    by_offset: Vec<HashMap<usize, u32>>,
+    /// (An offset within a file's data section fits in 32 bits: half the table's memory.)
+    by_offset: Vec<HashMap<u32, u32>>,
     undecodable: u64,
 }
 
@@ -302,7 +303,9 @@ impl Classes {
         lookup: &maxminddb::LookupResult<'_, Vec<u8>>,
         first: IpAddr,
     ) -> u32 {
-        if let Some(&class) = self.by_offset.get(index).and_then(|m| m.get(&offset)) {
+        let key = u32::try_from(offset).ok();
+        let known = key.and_then(|key| self.by_offset.get(index)?.get(&key));
+        if let Some(&class) = known {
             return class;
         }
         let class = match lookup.decode::<GeoRecord>() {
@@ -319,8 +322,8 @@ impl Classes {
                 UNDECODABLE
             }
         };
-        if let Some(by_offset) = self.by_offset.get_mut(index) {
-            by_offset.insert(offset, class);
+        if let (Some(by_offset), Some(key)) = (self.by_offset.get_mut(index), key) {
+            by_offset.insert(key, class);
         }
         class
     }
