@@ -511,6 +511,11 @@ fn a_promotion_tripling_one_regions_demand_spreads_to_the_neighbours_by_headroom
         headroom[0] / headroom[1]
     );
     assert!(north > east, "eu-north had twice the headroom");
+    let ratio = north / east;
+    assert!(
+        ratio > 0.5 * expected && ratio < 2.0 * expected,
+        "moved {ratio:.2}:1, headroom {expected:.2}:1"
+    );
     assert!(north + east > 500.0, "the excess moved: {north} + {east}");
     assert!(
         (north / east) > 0.7 * expected && (north / east) < 1.3 * expected,
