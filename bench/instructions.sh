@@ -16,8 +16,8 @@ count() { # case, queries
   valgrind --tool=callgrind --callgrind-out-file="$work/out" "$bin" "$1" "$2" >/dev/null 2>"$work/log"
   awk '/Collected :/ {print $4}' "$work/log"
 }
-for case in 0 1 2 3 4 5; do
-  name=$(sed -n "$((case + 1))p" <<<$'geo answer with ECS\nstatic answer\nNXDOMAIN\ngeo, a repeat (cache)\ngeo, load: kept\ngeo, load: moved')
+for case in 0 1 2 3 4 5 6 7; do
+  name=$(sed -n "$((case + 1))p" <<<$'geo answer with ECS\nstatic answer\nNXDOMAIN\ngeo, a repeat (cache)\ngeo, load: kept\ngeo, load: moved\ngeo, 4,096 /24s\ngeo, 4,096 /24s, load')
   base=$(count "$case" 1)
   full=$(count "$case" $((N + 1)))
   printf '%-22s %8.0f instructions per query\n' "$name" "$(awk -v a="$base" -v b="$full" -v n="$N" 'BEGIN { print (b - a) / n }')"
