@@ -138,6 +138,21 @@ struct ResultLabels {
     result: String,
 }
 
+/// Sets the gauge of `labels` to `value`, or removes its series when there is none.
+fn set_or_forget<L>(family: &Family<L, Gauge<f64, AtomicU64>>, labels: &L, value: Option<f64>)
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    match value {
+        Some(value) => {
+            family.get_or_create(labels).set(value);
+        }
+        None => {
+            family.remove(labels);
+        }
+    }
+}
+
 fn count_result(family: &Family<ResultLabels, Counter>, ok: bool) {
     let result = if ok { "ok" } else { "error" };
     family
@@ -455,14 +470,7 @@ impl Metrics {
             zone: zone.into(),
             region: region.into(),
         };
-        match load {
-            Some(load) => {
-                self.region_load.get_or_create(&labels).set(load);
-            }
-            None => {
-                self.region_load.remove(&labels);
-            }
-        }
+        set_or_forget(&self.region_load, &labels, load);
     }
 
     /// The counter of answers to a region's clients weighed for its load: `outcome` is moved or
@@ -489,14 +497,7 @@ impl Metrics {
             service: service.into(),
             region: region.into(),
         };
-        match moved {
-            Some(moved) => {
-                self.load_moved.get_or_create(&labels).set(moved);
-            }
-            None => {
-                self.load_moved.remove(&labels);
-            }
-        }
+        set_or_forget(&self.load_moved, &labels, moved);
     }
 
     /// Drops the state series of a region that is no longer configured.
