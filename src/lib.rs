@@ -12,7 +12,7 @@
 //! serves health, the drain switch and [`metrics`] over HTTP; [`fleet`] makes several instances
 //! agree on health and share drains, with the [`timeline`] of state changes, and
 //! [`events`] tells other tools of each failover; [`explain`] shows why a client
-//! gets its answer, and [`drill`] rehearses a failover against a running server. [`server`] runs all of it as one supervised process.
+//! gets its answer, and [`drill`] rehearses a failover against a running server. [`server`] runs all of it as one supervised process, and [`memory`] keeps the allocator from holding what a reload frees.
 
 pub mod admin;
 pub mod answer;
@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod history;
+pub mod memory;
 pub mod metrics;
 pub mod publish;
 pub mod region;

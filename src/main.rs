@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    regiondns::publish::map_large_allocations();
+    regiondns::memory::map_large_allocations();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command.unwrap_or_else(Command::default_serve) {

@@ -31,7 +31,7 @@ use crate::{
     geo::{self, GeoIp},
     health::Probers,
     metrics::Metrics,
-    publish::{self, Event},
+    publish::Event,
 };
 
 /// Changes closer together than this are taken as one (an editor's write, rename and chmod).
@@ -125,7 +125,7 @@ impl Reloader {
         self.read_and_apply(why).await;
         // Parsing's garbage and the configuration replaced (or the new one, when nothing
         // changed) are freed by now.
-        publish::release_freed_memory();
+        crate::memory::release_freed_memory();
     }
 
     async fn read_and_apply(&mut self, why: &str) {
@@ -464,7 +464,7 @@ impl GeoipReloader {
             geo::SAMPLE.len()
         );
         // The old file's bytes (megabytes) go back to the system, not to a malloc arena.
-        publish::release_freed_memory();
+        crate::memory::release_freed_memory();
         self.loaded = stamps;
         self.located = after;
         self.metrics.count_geoip_reload(true);

@@ -31,7 +31,7 @@ use crate::{
     health::{Probers, panic_message},
     history::{self, History},
     metrics::Metrics,
-    publish::{self, FleetSetup, Publisher},
+    publish::{FleetSetup, Publisher},
     reload::{GeoipReloader, Reloader},
 };
 
@@ -137,7 +137,7 @@ pub async fn run(
         _ => None,
     };
     let (own_view, fleet_board) = (publisher.own_view(), publisher.fleet_board());
-    publish::release_freed_memory();
+    crate::memory::release_freed_memory();
     let (table, board, timeline) = (publisher.table(), publisher.board(), publisher.timeline());
     let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
     let (reports, report_queue) = mpsc::channel(EVENT_QUEUE);

@@ -1,0 +1,164 @@
+//! The routing plan as the publisher replaces it: zone reloads (keeping each region's health when
+//! its check is unchanged) and GeoIP databases compiled into the plan's places.
+
+use super::fleet::config_hash;
+use super::{Publisher, RegionStatus, initial_health};
+use crate::memory::release_freed_memory;
+use crate::{
+    config::{Check, ZoneConfig},
+    events::Notice,
+    geo::{GeoError, GeoIp},
+    region::RegionKey,
+    routing::{Compilation, GeoSource, Plan},
+};
+use std::{collections::BTreeMap, sync::Arc};
+use tokio::sync::oneshot;
+use tracing::info;
+
+/// A plan compiled against new GeoIP databases, off the publisher's loop.
+pub(super) struct Relocated {
+    /// The plan it was compiled from: if another has been published since (a zone reload),
+    /// the databases are compiled again for that one.
+    pub(super) from: Arc<Plan>,
+    pub(super) plan: Result<Plan, GeoError>,
+    pub(super) geo: GeoIp,
+    pub(super) done: oneshot::Sender<Result<(), GeoError>>,
+}
+
+/// A region's health-related configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct RegionSettings {
+    pub(super) check: Option<Check>,
+    pub(super) drained: bool,
+}
+
+pub(super) fn region_settings(zones: &[ZoneConfig]) -> BTreeMap<RegionKey, RegionSettings> {
+    let regions = zones.iter().flat_map(ZoneConfig::keyed_regions);
+    regions
+        .map(|(key, region)| {
+            let settings = RegionSettings {
+                check: region.check.clone(),
+                drained: region.drained,
+            };
+            (key, settings)
+        })
+        .collect()
+}
+
+/// Logs what a compilation of places took, when the plan made one.
+pub(super) fn log_compilation(compiled: Option<Compilation>, when: &str) {
+    let Some(c) = compiled else { return };
+    info!(
+        "GeoIP networks compiled ({when}): {} networks into {} places for {} geographies, {} KB, in {} ms{}",
+        c.figures.networks,
+        c.places,
+        c.geographies,
+        c.bytes / 1024,
+        c.took.as_millis(),
+        match c.figures.undecodable {
+            0 => String::new(),
+            n => format!("; {n} records undecodable (their networks are unknown)"),
+        }
+    );
+}
+
+impl Publisher {
+    /// Swaps in a new configuration. A region keeps its health when its check is unchanged,
+    /// and its drained flag unless the zone file changed that flag.
+    pub(super) fn reload(&mut self, zones: &[ZoneConfig]) {
+        let settings = region_settings(zones);
+        let mut health = initial_health(zones);
+        for (key, status) in health.iter_mut() {
+            let (Some(old), Some(before), Some(now)) = (
+                self.health.get(key),
+                self.settings.get(key),
+                settings.get(key),
+            ) else {
+                continue;
+            };
+            if before.check == now.check {
+                let drained = if before.drained == now.drained {
+                    old.drained
+                } else {
+                    now.drained
+                };
+                *status = RegionStatus {
+                    drained,
+                    ..old.clone()
+                };
+            }
+        }
+        for key in self.health.keys().filter(|key| !health.contains_key(key)) {
+            self.metrics.forget_region(&key.zone, &key.region);
+        }
+        for (key, status) in &health {
+            let before = self.health.get(key).map(RegionStatus::state);
+            if before != Some(status.state()) {
+                self.metrics
+                    .set_region_state(&key.zone, &key.region, status.state());
+            }
+        }
+        let reread: Vec<&ZoneConfig> = zones
+            .iter()
+            .filter(|zone| !self.plan.has_data(&zone.data))
+            .collect();
+        let geo = GeoSource::Files(&self.geo_files);
+        let rebuilt = tokio::task::block_in_place(|| self.plan.rebuilt(zones, &self.metrics, geo));
+        match rebuilt {
+            Ok(plan) => {
+                log_compilation(plan.compiled, "reload");
+                self.plan = Arc::new(plan);
+            }
+            Err(error) => {
+                // The databases compiled before, so this is not the configuration's fault.
+                tracing::error!("zone reload not applied: {error}");
+                return;
+            }
+        }
+        self.settings = settings;
+        self.health = health;
+        self.forget_shifts();
+        self.fleet.config_hash = config_hash(zones);
+        self.publish();
+        if let Some(notices) = &self.notices {
+            notices.receivers(zones);
+            for zone in reread {
+                notices.send(Notice::reload(&zone.origin.to_string(), self.generation));
+            }
+        }
+    }
+
+    /// Compiles the places of the current plan against `geo` on a blocking thread.
+    pub(super) fn relocate(&mut self, geo: GeoIp, done: oneshot::Sender<Result<(), GeoError>>) {
+        let from = Arc::clone(&self.plan);
+        self.relocating.spawn_blocking(move || Relocated {
+            plan: from.relocated(&geo),
+            from,
+            geo,
+            done,
+        });
+    }
+
+    /// Publishes a plan compiled against new databases, if it is still the current plan's.
+    pub(super) fn relocated(&mut self, relocated: Relocated) {
+        let Relocated {
+            from,
+            plan,
+            geo,
+            done,
+        } = relocated;
+        if !Arc::ptr_eq(&from, &self.plan) {
+            return self.relocate(geo, done);
+        }
+        drop(from);
+        let result = plan.map(|plan| {
+            self.fleet.geoip_build = geo.builds();
+            log_compilation(plan.compiled, "GeoIP reload");
+            self.plan = Arc::new(plan);
+            self.publish();
+        });
+        let _ = done.send(result);
+        drop(geo);
+        release_freed_memory();
+    }
+}
