@@ -93,9 +93,17 @@ pub struct Metrics {
     fleet_peers: Family<PeerStateLabels, Gauge>,
     fleet_disagreements: Family<RegionLabels, Gauge>,
     fleet_mismatches: Family<MismatchLabels, Gauge>,
+    fleet_refused_records: Family<ReasonLabels, Counter>,
+    fleet_refused_views: Family<ReasonLabels, Counter>,
+    fleet_clock_offset: Gauge<f64, AtomicU64>,
     region_load: Family<RegionLabels, Gauge<f64, AtomicU64>>,
     load_moved: Family<ServiceRegionLabels, Gauge<f64, AtomicU64>>,
     load_weighed: Family<WeighedLabels, QueryCounter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -294,6 +302,24 @@ impl Metrics {
             "Peers whose zone files (what=\"config\") or GeoIP build (what=\"geoip\") differ from this instance's",
             fleet_mismatches.clone(),
         );
+        let fleet_refused_records = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "fleet_refused_records",
+            "Drain records from peers refused, never merged: reason=\"clock_ahead\" (stamped beyond the allowed clock drift) or \"unknown_region\"",
+            fleet_refused_records.clone(),
+        );
+        let fleet_refused_views = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "fleet_refused_views",
+            "Peers' views refused: reason=\"own_instance\" (it names this instance), \"duplicate_instance\" (another peer's name) or \"load\" (a load figure out of range, ignored)",
+            fleet_refused_views.clone(),
+        );
+        let fleet_clock_offset = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "fleet_clock_offset_seconds",
+            "This instance's clock minus the median of its peers' (fresh views only; 0 alone)",
+            fleet_clock_offset.clone(),
+        );
         let region_load = Family::<RegionLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "region_load",
@@ -326,6 +352,9 @@ impl Metrics {
             region_load,
             load_moved,
             fleet_mismatches,
+            fleet_refused_records,
+            fleet_refused_views,
+            fleet_clock_offset,
             vantage_impaired,
             fleet_peers,
             fleet_disagreements,
@@ -567,6 +596,20 @@ impl Metrics {
             let count = i64::try_from(count).unwrap_or(i64::MAX);
             self.fleet_peers.get_or_create(&labels).set(count);
         }
+    }
+
+    pub fn count_refused_record(&self, reason: &'static str) {
+        let labels = ReasonLabels { reason };
+        self.fleet_refused_records.get_or_create(&labels).inc();
+    }
+
+    pub fn count_refused_view(&self, reason: &'static str) {
+        let labels = ReasonLabels { reason };
+        self.fleet_refused_views.get_or_create(&labels).inc();
+    }
+
+    pub fn set_fleet_clock_offset(&self, seconds: f64) {
+        self.fleet_clock_offset.set(seconds);
     }
 
     pub fn set_fleet_mismatches(&self, config: usize, geoip: usize) {

@@ -62,6 +62,10 @@ pub struct Drained {
     pub instances: usize,
     /// The same, for people: "applied on 3 of 3".
     pub applied: String,
+    /// What each peer answered: "merged", "known", "older: drained at ns2, ...", "refused:
+    /// ...", or why it could not be asked.
+    #[serde(default)]
+    pub peers: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

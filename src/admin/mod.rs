@@ -36,11 +36,12 @@ use tokio_util::sync::CancellationToken;
 use body::{Drained, LatLon, RegionBody, Regions};
 
 use crate::{
+    fleet::{self, http::DrainReply},
     fleet::{FleetBoard, http::PeerClient},
     geo::Coordinates,
     history::{self, History},
     metrics::Metrics,
-    publish::{Event, HealthMap, RegionStatus},
+    publish::{DrainOutcome, Event, HealthMap, RegionStatus},
     region::RegionKey,
     routing::RoutingTable,
     timeline::Timeline,
@@ -430,31 +431,77 @@ async fn set_drained(
             "the health publisher is not running",
         );
     }
-    match applied.await {
-        Ok(Some((state, record))) => {
-            let (applied, instances) = match &admin.peers {
-                Some(peers) => (1 + peers.push_drain(&record).await, 1 + peers.peers.len()),
-                None => (1, 1),
-            };
-            Json(Drained {
-                zone: key.zone,
-                region: key.region,
-                state,
-                applied_on: applied,
-                instances,
-                applied: format!("applied on {applied} of {instances}"),
-            })
-            .into_response()
+    let outcome = match applied.await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the health publisher stopped",
+            );
         }
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            &format!("no region '{}' in zone '{}'", key.region, key.zone),
-        ),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the health publisher stopped",
-        ),
+    };
+    let (state, record, replaced) = match outcome {
+        DrainOutcome::Applied {
+            state,
+            record,
+            replaced,
+        } => (state, record, replaced),
+        DrainOutcome::UnknownRegion => {
+            let why = format!("no region '{}' in zone '{}'", key.region, key.zone);
+            return error(StatusCode::NOT_FOUND, &why);
+        }
+        refused @ DrainOutcome::Lost { .. } | refused @ DrainOutcome::ClockSkewed { .. } => {
+            return error(StatusCode::CONFLICT, &refused.to_string());
+        }
+    };
+    let replies = match &admin.peers {
+        Some(peers) => peers.push_drain(&record).await,
+        None => Vec::new(),
+    };
+    let instances = 1 + admin.peers.as_ref().map_or(0, |p| p.peers.len());
+    let peers: BTreeMap<String, String> = replies
+        .iter()
+        .map(|(peer, reply)| {
+            let said = match reply {
+                Ok(reply) => reply.to_string(),
+                Err(why) => format!("not asked: {why}"),
+            };
+            (peer.clone(), said)
+        })
+        .collect();
+    if fleet::http::refused_by_fleet(instances, &replies) {
+        let (done, retracted) = oneshot::channel();
+        let event = Event::Retract {
+            record,
+            replaced,
+            done,
+        };
+        if admin.events.send(event).await.is_ok() {
+            let _ = retracted.await;
+        }
+        let said: Vec<String> = peers.iter().map(|(p, s)| format!("{p}: {s}")).collect();
+        let why = format!(
+            "not applied: most of the fleet refused the record for this instance's clock ({}); \
+             set its clock right, or drain at another instance",
+            said.join("; ")
+        );
+        return error(StatusCode::CONFLICT, &why);
     }
+    let in_force = replies
+        .iter()
+        .filter(|(_, reply)| reply.as_ref().is_ok_and(DrainReply::in_force))
+        .count();
+    let applied = 1 + in_force;
+    Json(Drained {
+        zone: key.zone,
+        region: key.region,
+        state,
+        applied_on: applied,
+        instances,
+        applied: format!("applied on {applied} of {instances}"),
+        peers,
+    })
+    .into_response()
 }
 
 /// Why a mutating request is refused.

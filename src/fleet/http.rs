@@ -1,8 +1,9 @@
 //! The fleet's transport: JSON over HTTP on a listener of its own (`--fleet-listen`), apart
 //! from the admin API, so that the admin API can stay on loopback while peers reach each other.
 //! Every request needs the fleet token, compared in constant time. `GET /fleet/view` serves this
-//! instance's [`View`]; `POST /fleet/drain` takes a peer's [`DrainRecord`]. [`PeerClient`] is
-//! the other side: it polls the peers' views and pushes drains to them.
+//! instance's [`View`]; `POST /fleet/drain` takes a peer's [`DrainRecord`] and answers what became
+//! of it ([`DrainReply`]). Bodies are capped at [`MAX_BODY`] both ways. [`PeerClient`] is the
+//! other side: it polls the peers' views and pushes drains to them.
 
 use std::{
     sync::Arc,
@@ -24,15 +25,90 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{DrainRecord, FleetEvent, View};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DrainRecord, FleetEvent, View,
+    ledger::{Refusal, Taken},
+};
 
 /// How often each peer's view is fetched: a change reaches every instance within a second.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// A peer that takes longer to answer is counted unreachable for that round.
 const PEER_TIMEOUT: Duration = Duration::from_millis(900);
+/// The largest body taken from a peer, either way: a view of 1,000 regions is about 200 KB.
+pub const MAX_BODY: usize = 1 << 20;
 
-/// This instance's view as the publisher last made it, and when: the probes' ages are served
-/// as of the request.
+/// A peer's answer to a drain record pushed to it (`POST /fleet/drain`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DrainReply {
+    /// Merged: in force there from now on.
+    Merged,
+    /// It had the record already.
+    Known,
+    /// It keeps a newer record.
+    Older { kept: DrainRecord },
+    /// Refused, never merged: `reason` is the metric's label, `why` says it in words.
+    Refused { reason: String, why: String },
+}
+
+impl DrainReply {
+    /// Whether the record is in force at the peer.
+    pub fn in_force(&self) -> bool {
+        matches!(self, DrainReply::Merged | DrainReply::Known)
+    }
+
+    /// Whether the peer refused it for this instance's clock.
+    pub fn refused_for_clock(&self) -> bool {
+        matches!(self, DrainReply::Refused { reason, .. } if reason == Refusal::ClockAhead(Duration::ZERO).label())
+    }
+}
+
+impl std::fmt::Display for DrainReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DrainReply::Merged => f.write_str("merged"),
+            DrainReply::Known => f.write_str("known"),
+            DrainReply::Older { kept } => write!(
+                f,
+                "older than its record ({} drained={})",
+                kept.by, kept.drained
+            ),
+            DrainReply::Refused { why, .. } => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+/// Whether most of a fleet of `instances` (this one included, which took the record) refused
+/// it for this instance's clock: then it must not stay in force here alone.
+pub fn refused_by_fleet(
+    instances: usize,
+    replies: &[(String, Result<DrainReply, String>)],
+) -> bool {
+    let refused = replies
+        .iter()
+        .filter(|(_, reply)| reply.as_ref().is_ok_and(DrainReply::refused_for_clock))
+        .count();
+    2 * refused > instances
+}
+
+impl From<Taken> for DrainReply {
+    fn from(taken: Taken) -> DrainReply {
+        match taken {
+            Taken::Merged => DrainReply::Merged,
+            Taken::Known => DrainReply::Known,
+            Taken::Older { kept } => DrainReply::Older { kept },
+            Taken::Refused(why) => DrainReply::Refused {
+                reason: why.label().to_owned(),
+                why: why.to_string(),
+            },
+        }
+    }
+}
+
+/// This instance's view as the publisher last made it, and when: the probes' ages and the
+/// clock are served as of the request.
 #[derive(Debug, Clone)]
 pub struct OwnView {
     pub view: View,
@@ -43,6 +119,7 @@ impl OwnView {
     fn now(&self) -> View {
         let since = u64::try_from(self.made.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut view = self.view.clone();
+        view.clock = Some(super::ledger::system_clock().as_u64());
         for region in &mut view.regions {
             region.probe_age_ms = region.probe_age_ms.map(|age| age.saturating_add(since));
         }
@@ -81,6 +158,7 @@ pub fn router<E: From<FleetEvent> + Send + 'static>(
     Router::new()
         .route("/fleet/view", get(serve_view))
         .route("/fleet/drain", post(take_drain))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(listener.clone(), authorized))
         .with_state(listener)
 }
@@ -106,13 +184,20 @@ async fn take_drain<E: From<FleetEvent>>(
     State(listener): State<Listener<E>>,
     Json(record): Json<DrainRecord>,
 ) -> Response {
-    let (done, applied) = oneshot::channel();
+    let (done, taken) = oneshot::channel();
     let event = FleetEvent::PeerDrain { record, done };
-    if listener.events.send(event.into()).await.is_err() || applied.await.is_err() {
-        let body = Json(serde_json::json!({ "error": "the health publisher is not running" }));
-        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    if listener.events.send(event.into()).await.is_err() {
+        return publisher_stopped();
     }
-    Json(serde_json::json!({ "applied": true })).into_response()
+    match taken.await {
+        Ok(taken) => Json(DrainReply::from(taken)).into_response(),
+        Err(_) => publisher_stopped(),
+    }
+}
+
+fn publisher_stopped() -> Response {
+    let body = Json(serde_json::json!({ "error": "the health publisher is not running" }));
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
 /// Talks to the peers' fleet listeners, with the fleet token.
@@ -160,15 +245,14 @@ impl PeerClient {
             .send()
             .await
             .map_err(|e| error_text(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        response.json().await.map_err(|e| error_text(&e))
+        read_json(response).await
     }
 
-    /// Sends `record` to every peer at once; how many applied it.
-    pub async fn push_drain(&self, record: &DrainRecord) -> usize {
+    /// Sends `record` to every peer at once; each peer's reply, or why it gave none.
+    pub async fn push_drain(
+        &self,
+        record: &DrainRecord,
+    ) -> Vec<(String, Result<DrainReply, String>)> {
         let mut pushes = JoinSet::new();
         for peer in self.peers.iter() {
             let request = self
@@ -177,13 +261,23 @@ impl PeerClient {
                 .bearer_auth(&self.token)
                 .json(record)
                 .send();
-            pushes.spawn(async move { request.await.is_ok_and(|r| r.status().is_success()) });
+            let peer = peer.clone();
+            pushes.spawn(async move {
+                let reply = match request.await {
+                    Ok(response) => read_json(response).await,
+                    Err(error) => Err(error_text(&error)),
+                };
+                (peer, reply)
+            });
         }
-        let mut applied = 0;
+        let mut replies = Vec::new();
         while let Some(pushed) = pushes.join_next().await {
-            applied += usize::from(pushed.unwrap_or(false));
+            if let Ok(reply) = pushed {
+                replies.push(reply);
+            }
         }
-        applied
+        replies.sort_by(|a, b| a.0.cmp(&b.0));
+        replies
     }
 
     /// Fetches every peer's view every [`POLL_EVERY`] and hands each to the publisher: one
@@ -237,6 +331,30 @@ impl PeerClient {
     }
 }
 
+/// A successful reply's JSON body, read up to [`MAX_BODY`] bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    mut response: reqwest::Response,
+) -> Result<T, String> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_BODY as u64)
+    {
+        return Err(format!("a body over {MAX_BODY} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_text(&e))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("a body over {MAX_BODY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("not a peer's JSON: {e}"))
+}
+
 /// A request's error with its causes (reqwest's own text hides them).
 fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -247,4 +365,50 @@ fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Result<DrainReply, String> {
+        Ok(DrainReply::from(Taken::Refused(Refusal::ClockAhead(
+            Duration::from_secs(7200),
+        ))))
+    }
+
+    #[test]
+    fn a_record_most_of_the_fleet_refused_for_the_clock_is_taken_back() {
+        let peer = |name: &str, reply| (name.to_owned(), reply);
+        let both = [peer("ns2", refused()), peer("ns3", refused())];
+        assert!(refused_by_fleet(3, &both));
+        let one = [peer("ns2", refused()), peer("ns3", Ok(DrainReply::Merged))];
+        assert!(
+            !refused_by_fleet(3, &one),
+            "one peer's clock is the odd one"
+        );
+        let unreachable = [peer("ns2", refused()), peer("ns3", Err("timed out".into()))];
+        assert!(!refused_by_fleet(3, &unreachable));
+        let other = [peer(
+            "ns2",
+            Ok(DrainReply::Refused {
+                reason: Refusal::UnknownRegion.label().into(),
+                why: "no such region".into(),
+            }),
+        )];
+        assert!(!refused_by_fleet(2, &other));
+    }
+
+    #[test]
+    fn replies_read_back_as_written() {
+        for reply in [
+            refused().expect("reply"),
+            DrainReply::Merged,
+            DrainReply::Known,
+        ] {
+            let text = serde_json::to_string(&reply).expect("json");
+            let back: DrainReply = serde_json::from_str(&text).expect("read back");
+            assert_eq!(back, reply, "{text}");
+        }
+    }
 }

@@ -5,10 +5,11 @@
 //! ([`http`]), and polls its peers' views. This module owns those words and the two rules that
 //! make the fleet answer alike: a region is down (or degraded) only when a strict majority of
 //! the fresh views say so ([`agree`]), and an operator's drain is the last one written, ordered
-//! by a hybrid logical clock ([`Drains::merge`]), kept in the state directory ([`store`]). It
+//! by a hybrid logical clock ([`ledger`]), kept in the state directory ([`store`]). It
 //! decides nothing about answers: the publisher applies what is agreed, as it applies probes.
 
 pub mod http;
+pub mod ledger;
 pub mod store;
 
 use std::{
@@ -33,6 +34,10 @@ pub struct View {
     pub geoip_build: String,
     pub regions: Vec<ProbedRegion>,
     pub drains: Vec<DrainRecord>,
+    /// The instance's clock when it served the view (NTP64), so that peers see a skew before
+    /// its records reach them.
+    #[serde(default)]
+    pub clock: Option<u64>,
 }
 
 /// One region as this instance's own probes see it.
@@ -99,6 +104,14 @@ impl Drains {
 
     pub fn records(&self) -> impl Iterator<Item = &DrainRecord> {
         self.0.values()
+    }
+
+    /// Puts `record` in place of the region's last, or forgets the region's record.
+    fn replace(&mut self, key: &RegionKey, record: Option<DrainRecord>) {
+        match record {
+            Some(record) => self.0.insert(key.clone(), record),
+            None => self.0.remove(key),
+        };
     }
 
     /// Keeps `record` if it is newer than the region's last; whether it was.
@@ -173,10 +186,10 @@ pub enum FleetEvent {
         view: Result<View, String>,
         fetched: Instant,
     },
-    /// A drain or undrain a peer took; `done` is told once it is merged.
+    /// A drain or undrain a peer took; `done` is told what became of it.
     PeerDrain {
         record: DrainRecord,
-        done: tokio::sync::oneshot::Sender<()>,
+        done: tokio::sync::oneshot::Sender<ledger::Taken>,
     },
 }
 
@@ -188,6 +201,8 @@ pub struct PeerState {
     /// When the view was fetched.
     pub fetched: Option<Instant>,
     pub error: Option<String>,
+    /// Its clock minus ours when its view arrived, in seconds.
+    pub clock_offset: Option<f64>,
     /// The view's regions by key, what its probes say and how long ago: every region is
     /// agreed on at every view, so each looks up its own vote.
     votes: BTreeMap<RegionKey, Vote>,
@@ -200,12 +215,15 @@ impl PeerState {
             view: None,
             fetched: None,
             error: None,
+            clock_offset: None,
             votes: BTreeMap::new(),
         }
     }
 
-    /// Takes a view fetched at `fetched`.
-    pub fn take(&mut self, view: View, fetched: Instant) {
+    /// Takes a view fetched at `fetched`, when our clock read `our_clock`. A load figure out of
+    /// range counts as unknown, as a probe's would; whether the view had one.
+    pub fn take(&mut self, view: View, fetched: Instant, our_clock: uhlc::NTP64) -> bool {
+        let mut bad_load = false;
         self.votes = view
             .regions
             .iter()
@@ -214,17 +232,35 @@ impl PeerState {
                     zone: r.zone.clone(),
                     region: r.region.clone(),
                 };
+                let load = r.load.filter(|figure| {
+                    let valid = crate::health::load::checked(*figure).is_ok();
+                    bad_load |= !valid;
+                    valid
+                });
                 let vote = Vote {
                     probed: r.probed,
                     probe_age_ms: r.probe_age_ms,
-                    load: r.load,
+                    load,
                 };
                 (key, vote)
             })
             .collect();
+        self.clock_offset = view.clock.map(|theirs| {
+            let ours = our_clock.as_secs_f64();
+            uhlc::NTP64(theirs).as_secs_f64() - ours
+        });
         self.view = Some(view);
         self.fetched = Some(fetched);
         self.error = None;
+        bad_load
+    }
+
+    /// Counts the peer out: its view was refused, for `why`.
+    pub fn refuse(&mut self, why: String) {
+        self.view = None;
+        self.votes.clear();
+        self.clock_offset = None;
+        self.error = Some(why);
     }
 
     pub fn reachable(&self) -> bool {
@@ -253,9 +289,10 @@ pub struct Vote {
     pub load: Option<f64>,
 }
 
-/// The fleet's load of a region: the median of the figures known (an instance that cannot read
-/// it does not count), so that every instance moves the same share of clients.
-pub fn agreed_load(figures: impl IntoIterator<Item = f64>) -> Option<f64> {
+/// The median of `figures`: the fleet's load of a region from the figures known (an instance
+/// that cannot read it does not count), so that every instance moves the same share of
+/// clients; and the peers' clock against ours, so that one skewed peer cannot move it.
+pub fn median(figures: impl IntoIterator<Item = f64>) -> Option<f64> {
     let mut figures: Vec<f64> = figures.into_iter().collect();
     figures.sort_by(f64::total_cmp);
     let middle = figures.len() / 2;
@@ -392,7 +429,7 @@ mod tests {
             }],
             ..View::default()
         };
-        peer.take(view(2_900), now);
+        peer.take(view(2_900), now, uhlc::system_time_clock());
         let interval = Duration::from_secs(1);
         let vote = peer.fresh_vote(&key, interval, now).expect("fresh");
         assert_eq!((vote.probed, vote.load), (Down, Some(0.9)));
@@ -402,7 +439,7 @@ mod tests {
             None,
             "not fetched since"
         );
-        peer.take(view(3_000), now);
+        peer.take(view(3_000), now, uhlc::system_time_clock());
         assert_eq!(
             peer.fresh_vote(&key, interval, now),
             None,
@@ -411,10 +448,10 @@ mod tests {
     }
 
     #[test]
-    fn the_fleets_load_is_the_median_of_the_known_figures() {
-        assert_eq!(agreed_load([]), None);
-        assert_eq!(agreed_load([0.9]), Some(0.9));
-        assert_eq!(agreed_load([1.2, 0.2, 0.9]), Some(0.9));
-        assert_eq!(agreed_load([1.0, 0.5]), Some(0.75));
+    fn the_fleets_figure_is_the_median_of_the_known_ones() {
+        assert_eq!(median([]), None);
+        assert_eq!(median([0.9]), Some(0.9));
+        assert_eq!(median([1.2, 0.2, 0.9]), Some(0.9));
+        assert_eq!(median([1.0, 0.5]), Some(0.75));
     }
 }

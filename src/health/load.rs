@@ -58,7 +58,8 @@ fn parse(text: &str) -> Result<f64, String> {
         .and_then(checked)
 }
 
-fn checked(figure: f64) -> Result<f64, String> {
+/// A figure as a load: finite and not negative (1 is the region's capacity).
+pub fn checked(figure: f64) -> Result<f64, String> {
     if figure.is_finite() && figure >= 0.0 {
         Ok(figure)
     } else {

@@ -5,8 +5,10 @@ use super::{BOARD_EVERY, Publisher, RegionStatus};
 use crate::{
     config::ZoneConfig,
     fleet::{
-        Agreement, Drains, FleetBoard, PeerState, PeerSummary, ProbedRegion, RegionAgreement, View,
-        agree, agreed_load, http::OwnView,
+        Agreement, FleetBoard, PeerState, PeerSummary, ProbedRegion, RegionAgreement, View, agree,
+        http::OwnView,
+        ledger::{DrainLedger, MAX_CLOCK_DRIFT},
+        median,
     },
     health::Health,
     region::RegionKey,
@@ -24,8 +26,8 @@ use tracing::{info, warn};
 /// The publisher's side of the fleet: the clock of drains, the records, the peers' views.
 pub(super) struct FleetState {
     pub(super) instance: String,
-    pub(super) hlc: uhlc::HLC,
-    pub(super) drains: Drains,
+    /// The drain records and the clock that orders them.
+    pub(super) ledger: DrainLedger,
     pub(super) state_dir: Option<PathBuf>,
     pub(super) peers: BTreeMap<String, PeerState>,
     pub(super) own_view: Arc<ArcSwap<OwnView>>,
@@ -35,11 +37,20 @@ pub(super) struct FleetState {
     /// Whether this instance decided alone at the last agreement (logged when it changes).
     pub(super) alone: Option<bool>,
     pub(super) impaired: bool,
+    /// Whether this instance's clock was more than the allowed drift from its peers' at the
+    /// last view (logged when it changes).
+    pub(super) clock_skewed: bool,
 }
 
-/// An incoming drain timestamp may be this far ahead of our clock: peers' clocks differ, and a
-/// drain must never be refused for it (the newest record still wins).
-pub(super) const HLC_MAX_DELTA: Duration = Duration::from_secs(3600);
+/// A peer's clock counts while its view is this recent.
+const CLOCK_VIEW_FRESH: Duration = Duration::from_secs(5);
+
+/// "2h 0m 3s ahead of", "5s behind".
+pub(super) fn clock_words(offset: f64) -> String {
+    let by = humantime::format_duration(Duration::from_secs(offset.abs().round() as u64));
+    let way = if offset >= 0.0 { "ahead of" } else { "behind" };
+    format!("{by} {way}")
+}
 
 /// A hash of every zone file's text, by origin: equal files give equal hashes on every instance.
 pub(super) fn config_hash(zones: &[ZoneConfig]) -> String {
@@ -60,18 +71,31 @@ pub(super) fn config_hash(zones: &[ZoneConfig]) -> String {
 
 impl Publisher {
     pub(super) fn peer_view(&mut self, peer: String, view: Result<View, String>, fetched: Instant) {
+        let refusal = view
+            .as_ref()
+            .ok()
+            .and_then(|view| self.refusal(&peer, view));
         let Some(state) = self.fleet.peers.get_mut(&peer) else {
             return;
         };
-        match view {
-            Ok(view) => {
+        match (view, refusal) {
+            (Ok(_), Some((label, why))) => {
+                self.metrics.count_refused_view(label);
+                if state.error.as_deref() != Some(why.as_str()) {
+                    warn!(peer = %peer, "peer {peer}'s view refused: {why}");
+                }
+                state.refuse(why);
+            }
+            (Ok(view), None) => {
                 let records = view.drains.clone();
-                state.take(view, fetched);
+                if state.take(view, fetched, self.fleet.ledger.now()) {
+                    self.metrics.count_refused_view("load");
+                }
                 for record in records {
                     self.take_drain(record);
                 }
             }
-            Err(error) => {
+            (Err(error), _) => {
                 if state.error.is_none() {
                     warn!(peer = %peer, "peer {peer} unreachable: {error}");
                 }
@@ -87,8 +111,61 @@ impl Publisher {
             }
         }
         self.check_vantage();
+        self.check_clock();
         self.board_due
             .get_or_insert_with(|| time::Instant::now() + BOARD_EVERY);
+    }
+
+    /// Why a view from `peer` is not taken, with its metric label: it names this instance, or
+    /// a peer at another address (a view must count once).
+    fn refusal(&self, peer: &str, view: &View) -> Option<(&'static str, String)> {
+        let name = &view.instance;
+        if *name == self.fleet.instance {
+            let why =
+                format!("it names this instance ('{name}'): is the peer URL this instance's own?");
+            return Some(("own_instance", why));
+        }
+        let twin = self.fleet.peers.values().find(|other| {
+            other.url != peer && other.view.as_ref().is_some_and(|v| v.instance == *name)
+        })?;
+        let why = format!(
+            "it names '{name}', whose view comes from {} already: two peers share a name",
+            twin.url
+        );
+        Some(("duplicate_instance", why))
+    }
+
+    /// The median of the fresh peers' clock offsets, this instance's clock minus theirs; none
+    /// without a fresh view.
+    pub(super) fn clock_offset(&self) -> Option<f64> {
+        let now = Instant::now();
+        let fresh = self.fleet.peers.values().filter(|peer| {
+            peer.reachable()
+                && peer
+                    .fetched
+                    .is_some_and(|at| now.saturating_duration_since(at) < CLOCK_VIEW_FRESH)
+        });
+        median(fresh.filter_map(|peer| peer.clock_offset.map(|o| -o)))
+    }
+
+    /// Says (once) when this instance's clock leaves or rejoins its peers'.
+    fn check_clock(&mut self) {
+        let offset = self.clock_offset();
+        self.metrics.set_fleet_clock_offset(offset.unwrap_or(0.0));
+        let skewed = offset.is_some_and(|o| o.abs() > MAX_CLOCK_DRIFT.as_secs_f64());
+        if skewed == self.fleet.clock_skewed {
+            return;
+        }
+        self.fleet.clock_skewed = skewed;
+        if let (true, Some(offset)) = (skewed, offset) {
+            warn!(
+                "this instance's clock is {} its peers': drains taken here are refused until it \
+                 is set right (peers refuse its records)",
+                clock_words(offset)
+            );
+        } else {
+            info!("this instance's clock agrees with its peers' again");
+        }
     }
 
     /// The fleet's agreement on a region from the fresh views, this instance's included; none
@@ -119,7 +196,7 @@ impl Publisher {
         let now = Instant::now();
         let peers = self.fleet.peers.values();
         let figures = peers.filter_map(|peer| peer.fresh_vote(key, interval, now)?.load);
-        agreed_load(status.probed_load.into_iter().chain(figures))
+        median(status.probed_load.into_iter().chain(figures))
     }
 
     /// Sets the health answers use from the agreement (without publishing).
@@ -201,7 +278,9 @@ impl Publisher {
             config_hash: self.fleet.config_hash.clone(),
             geoip_build: self.fleet.geoip_build.clone(),
             regions: regions.collect(),
-            drains: self.fleet.drains.records().cloned().collect(),
+            drains: self.fleet.ledger.drains().records().cloned().collect(),
+            // Read as the view is served (`OwnView::now`).
+            clock: None,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::{
     fleet::{
         DrainRecord, Drains, FleetBoard, FleetEvent, PeerState, View,
         http::OwnView,
+        ledger::{self, DrainLedger},
         store::{self, StoreError},
     },
     geo::{GeoError, GeoIp},
@@ -50,7 +51,8 @@ use tracing::{info, warn};
 use crate::memory::release_freed_memory;
 use board::NOT_PROBED_YET;
 pub use board::{HealthMap, RegionStatus, initial_health, states};
-use fleet::{FleetState, HLC_MAX_DELTA, config_hash};
+pub use drains::{DrainOutcome, describe as describe_drain};
+use fleet::{FleetState, config_hash};
 use plan::{RegionSettings, Relocated, log_compilation, region_settings};
 
 /// What the publisher is told, besides probe reports.
@@ -67,12 +69,19 @@ pub enum Event {
         geo: GeoIp,
         done: oneshot::Sender<Result<(), GeoError>>,
     },
-    /// The operator's switch; `done` receives the new state, or `None` for an unknown region,
-    /// once the snapshot that applies it is published.
+    /// The operator's switch; `done` is told what became of it, once the snapshot that
+    /// applies it is published.
     SetDrained {
         key: RegionKey,
         drained: bool,
-        done: oneshot::Sender<Option<(State, DrainRecord)>>,
+        done: oneshot::Sender<DrainOutcome>,
+    },
+    /// Takes back the operator's record, which the fleet refused, putting back the record it
+    /// replaced; `done` receives the region's state after.
+    Retract {
+        record: DrainRecord,
+        replaced: Option<DrainRecord>,
+        done: oneshot::Sender<Option<State>>,
     },
     /// What the fleet's transport brings: peers' views and drains.
     Fleet(FleetEvent),
@@ -149,10 +158,7 @@ impl Publisher {
         metrics.set_generation(1);
         let fleet = FleetState {
             instance: String::new(),
-            hlc: uhlc::HLCBuilder::new()
-                .with_max_delta(HLC_MAX_DELTA)
-                .build(),
-            drains: Drains::default(),
+            ledger: DrainLedger::new(ledger::system_clock),
             state_dir: None,
             peers: BTreeMap::new(),
             own_view: Arc::new(ArcSwap::from_pointee(OwnView {
@@ -164,6 +170,7 @@ impl Publisher {
             geoip_build: geo.builds(),
             alone: None,
             impaired: false,
+            clock_skewed: false,
         };
         drop(geo);
         Ok(Publisher {
@@ -200,21 +207,25 @@ impl Publisher {
             .iter()
             .map(|url| (url.clone(), PeerState::new(url)))
             .collect();
-        let kept: Vec<DrainRecord> = drains.records().cloned().collect();
-        for record in &kept {
-            let _ = self.fleet.hlc.update_with_timestamp(&record.at);
+        let kept = drains.records().count();
+        for (record, ahead) in self.fleet.ledger.restore(drains) {
+            warn!(
+                "a drain record read back from the state directory ({}) is stamped {} ahead of \
+                 this instance's clock: it stays in force, and a drain of {} taken here loses to \
+                 it until the clock passes it. Has the clock gone back?",
+                drains::describe(&record),
+                humantime::format_duration(std::time::Duration::from_secs(ahead.as_secs())),
+                record.region
+            );
         }
-        self.fleet.drains = drains;
-        if kept.is_empty() {
+        if kept == 0 {
             self.publish_board();
             return Ok(self);
         }
-        info!(
-            "{} drain record(s) read back from the state directory",
-            kept.len()
-        );
-        for record in kept {
-            self.apply_drain(&record);
+        info!("{kept} drain record(s) read back from the state directory");
+        let keys: Vec<RegionKey> = self.health.keys().cloned().collect();
+        for key in &keys {
+            self.apply_drain(key);
         }
         self.publish();
         Ok(self)
@@ -289,7 +300,15 @@ impl Publisher {
             }
             Event::Geo { geo, done } => self.relocate(geo, done),
             Event::SetDrained { key, drained, done } => {
-                let state = self.set_drained(&key, drained);
+                let outcome = self.set_drained(&key, drained);
+                let _ = done.send(outcome);
+            }
+            Event::Retract {
+                record,
+                replaced,
+                done,
+            } => {
+                let state = self.retract(&record, replaced);
                 let _ = done.send(state);
             }
             Event::Fleet(FleetEvent::PeerView {
@@ -298,8 +317,8 @@ impl Publisher {
                 fetched,
             }) => self.peer_view(peer, view, fetched),
             Event::Fleet(FleetEvent::PeerDrain { record, done }) => {
-                self.take_drain(record);
-                let _ = done.send(());
+                let taken = self.take_drain(record);
+                let _ = done.send(taken);
             }
         }
     }

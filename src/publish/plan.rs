@@ -2,13 +2,13 @@
 //! its check is unchanged) and GeoIP databases compiled into the plan's places.
 
 use super::fleet::config_hash;
-use super::{Publisher, RegionStatus, initial_health};
+use super::{HealthMap, Publisher, describe_drain, initial_health, states};
 use crate::memory::release_freed_memory;
 use crate::{
     config::{Check, ZoneConfig},
     events::Notice,
     geo::{GeoError, GeoIp},
-    region::RegionKey,
+    region::{RegionKey, State},
     routing::{Compilation, GeoSource, Plan},
 };
 use std::{collections::BTreeMap, sync::Arc};
@@ -66,38 +66,6 @@ impl Publisher {
     /// Swaps in a new configuration. A region keeps its health when its check is unchanged,
     /// and its drained flag unless the zone file changed that flag.
     pub(super) fn reload(&mut self, zones: &[ZoneConfig]) {
-        let settings = region_settings(zones);
-        let mut health = initial_health(zones);
-        for (key, status) in health.iter_mut() {
-            let (Some(old), Some(before), Some(now)) = (
-                self.health.get(key),
-                self.settings.get(key),
-                settings.get(key),
-            ) else {
-                continue;
-            };
-            if before.check == now.check {
-                let drained = if before.drained == now.drained {
-                    old.drained
-                } else {
-                    now.drained
-                };
-                *status = RegionStatus {
-                    drained,
-                    ..old.clone()
-                };
-            }
-        }
-        for key in self.health.keys().filter(|key| !health.contains_key(key)) {
-            self.metrics.forget_region(&key.zone, &key.region);
-        }
-        for (key, status) in &health {
-            let before = self.health.get(key).map(RegionStatus::state);
-            if before != Some(status.state()) {
-                self.metrics
-                    .set_region_state(&key.zone, &key.region, status.state());
-            }
-        }
         let reread: Vec<&ZoneConfig> = zones
             .iter()
             .filter(|zone| !self.plan.has_data(&zone.data))
@@ -115,8 +83,25 @@ impl Publisher {
                 return;
             }
         }
+        let settings = region_settings(zones);
+        self.take_zone_file_drains(&settings);
+        let health = carried_over(&self.health, &self.settings, &settings, zones);
+        let before: BTreeMap<RegionKey, State> = states(&self.health).into_iter().collect();
         self.settings = settings;
         self.health = health;
+        let keys: Vec<RegionKey> = self.health.keys().cloned().collect();
+        for key in &keys {
+            self.apply_drain(key);
+        }
+        for key in before.keys().filter(|key| !self.health.contains_key(key)) {
+            self.metrics.forget_region(&key.zone, &key.region);
+        }
+        for (key, status) in &self.health {
+            if before.get(key) != Some(&status.state()) {
+                self.metrics
+                    .set_region_state(&key.zone, &key.region, status.state());
+            }
+        }
         self.forget_shifts();
         self.fleet.config_hash = config_hash(zones);
         self.publish();
@@ -125,6 +110,33 @@ impl Publisher {
             for zone in reread {
                 notices.send(Notice::reload(&zone.origin.to_string(), self.generation));
             }
+        }
+    }
+
+    /// A zone file that changed a region's `drained` says what the operator wants now: it is
+    /// taken as a drain record of this instance's, so that it outranks older records and
+    /// reaches the peers (which read the same file and agree).
+    fn take_zone_file_drains(&mut self, settings: &BTreeMap<RegionKey, RegionSettings>) {
+        let changed = settings.iter().filter(|(key, now)| {
+            self.settings
+                .get(*key)
+                .is_some_and(|before| before.drained != now.drained)
+        });
+        let by = format!("{} (zone file)", self.fleet.instance);
+        let mut taken = false;
+        for (key, now) in changed {
+            match self.fleet.ledger.stamp(key, now.drained, &by) {
+                Ok(_) => taken = true,
+                Err(winner) => tracing::warn!(
+                    zone = %key.zone, region = %key.region,
+                    "{}: the zone file's drained: {} is older than the record in force ({}): this \
+                     instance's clock is behind the one that wrote it",
+                    key.region, now.drained, describe_drain(&winner)
+                ),
+            }
+        }
+        if taken {
+            self.save_drains();
         }
     }
 
@@ -161,4 +173,24 @@ impl Publisher {
         drop(geo);
         release_freed_memory();
     }
+}
+
+/// The health of the regions of `zones`: a region keeps its health when its check is the same
+/// in both configurations; the others start afresh. Drains are applied after, from the ledger.
+fn carried_over(
+    health: &HealthMap,
+    before: &BTreeMap<RegionKey, RegionSettings>,
+    now: &BTreeMap<RegionKey, RegionSettings>,
+    zones: &[ZoneConfig],
+) -> HealthMap {
+    let mut fresh = initial_health(zones);
+    for (key, status) in fresh.iter_mut() {
+        if let (Some(old), Some(before), Some(now)) =
+            (health.get(key), before.get(key), now.get(key))
+            && before.check == now.check
+        {
+            status.clone_from(old);
+        }
+    }
+    fresh
 }
