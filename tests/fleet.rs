@@ -1,7 +1,10 @@
 //! Three instances on loopback as a fleet: they agree on health by majority, share drains
 //! (which survive a restart through the state directory), and refuse requests without the
 //! fleet token. Each instance's fleet listener has a loopback address of its own, so that its
-//! peers know it before it starts.
+//! peers know it before it starts. Faults (a partition, a clock set wrong, a reload during a
+//! drain, drains at the same moment) are in [`faults`].
+
+mod faults;
 
 use std::{
     collections::HashSet,
@@ -107,31 +110,37 @@ fn start_with(
     secrets: &Path,
     extra: &[&str],
 ) -> Server {
-    let fleet = member.fleet.to_string();
-    let state = path_arg(member.state.path());
-    let admin_token = path_arg(&secrets.join("admin"));
-    let fleet_token = path_arg(&secrets.join("fleet"));
-    let mut flags = vec![
-        "--nsid",
-        member.name,
-        "--fleet-listen",
-        &fleet,
-        "--state-dir",
-        &state,
-        "--admin-token-file",
-        &admin_token,
-        "--fleet-token-file",
-        &fleet_token,
-    ];
     let urls: Vec<String> = peers
         .iter()
         .map(|p| format!("{scheme}://{}", p.fleet))
         .collect();
-    for url in &urls {
-        flags.extend(["--peer", url]);
-    }
-    flags.extend(extra);
+    let mut flags = fleet_flags(member, &urls, secrets);
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Server::start_with(zone, &flags)
+}
+
+/// The `serve` flags that make `member` an instance of the fleet, with its peers at `urls`.
+fn fleet_flags(member: &Member, urls: &[String], secrets: &Path) -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "--nsid",
+        member.name,
+        "--fleet-listen",
+        &member.fleet.to_string(),
+        "--state-dir",
+        &path_arg(member.state.path()),
+        "--admin-token-file",
+        &path_arg(&secrets.join("admin")),
+        "--fleet-token-file",
+        &path_arg(&secrets.join("fleet")),
+    ]
+    .iter()
+    .map(|f| f.to_string())
+    .collect();
+    for url in urls {
+        flags.extend(["--peer".to_string(), url.clone()]);
+    }
+    flags
 }
 
 /// The admin and fleet tokens' files, in a directory of their own.

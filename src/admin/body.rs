@@ -66,6 +66,9 @@ pub struct Drained {
     /// ...", or why it could not be asked.
     #[serde(default)]
     pub peers: BTreeMap<String, String>,
+    /// The record taken, as peers received it.
+    #[serde(default)]
+    pub record: Option<crate::fleet::DrainRecord>,
 }
 
 #[cfg(test)]

@@ -472,7 +472,7 @@ async fn set_drained(
     if fleet::http::refused_by_fleet(instances, &replies) {
         let (done, retracted) = oneshot::channel();
         let event = Event::Retract {
-            record,
+            record: record.clone(),
             replaced,
             done,
         };
@@ -500,6 +500,7 @@ async fn set_drained(
         instances,
         applied: format!("applied on {applied} of {instances}"),
         peers,
+        record: Some(record),
     })
     .into_response()
 }

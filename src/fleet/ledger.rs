@@ -194,6 +194,23 @@ impl DrainLedger {
     }
 }
 
+/// How far this instance's clock is off the fleet's, when most of the fleet's clocks (this
+/// one's counted as agreeing with itself) are more than [`MAX_CLOCK_DRIFT`] off it: the median
+/// of those offsets (ours minus theirs, seconds). `offsets` are the fresh peers'. One skewed
+/// peer of two is not the fleet: it is that peer's clock that is wrong.
+pub fn clock_skew(offsets: &[f64]) -> Option<f64> {
+    let drift = MAX_CLOCK_DRIFT.as_secs_f64();
+    let off: Vec<f64> = offsets
+        .iter()
+        .copied()
+        .filter(|o| o.abs() > drift)
+        .collect();
+    let instances = offsets.len() + 1;
+    (2 * off.len() > instances)
+        .then(|| super::median(off))
+        .flatten()
+}
+
 /// The system's clock, moved by `REGIONDNS_TEST_CLOCK_OFFSET` seconds (signed) in a build with
 /// the `test-hooks` feature, so that a test can run an instance whose clock is wrong.
 pub fn system_clock() -> NTP64 {
@@ -315,6 +332,16 @@ mod tests {
         assert!(!ledger.retract(&second, None), "no longer the last");
         assert!(ledger.retract(&first, None));
         assert_eq!(ledger.get(&key("eu-west")), None);
+    }
+
+    #[test]
+    fn a_clock_is_skewed_when_most_of_the_fleet_is_off_it() {
+        assert_eq!(clock_skew(&[]), None, "alone, nothing to compare with");
+        assert_eq!(clock_skew(&[0.2, -7200.0]), None, "one skewed peer of two");
+        assert_eq!(clock_skew(&[-7200.0]), None, "a tie is not a majority");
+        assert_eq!(clock_skew(&[7200.0, 7199.0]), Some(7199.5));
+        assert_eq!(clock_skew(&[7200.0, 30.0]), None, "within the drift");
+        assert_eq!(clock_skew(&[-7200.0, -7201.0, 3.0, 7190.0]), Some(-7200.0));
     }
 
     #[test]

@@ -147,6 +147,12 @@ pub struct FleetBoard {
     pub deciding_alone: bool,
     /// Its probes see several regions down that most of the fleet sees up.
     pub vantage_impaired: bool,
+    /// This instance's clock minus the median of its fresh peers', in seconds.
+    #[serde(default)]
+    pub clock_offset_s: Option<f64>,
+    /// That offset is beyond the allowed drift: drains taken here are refused.
+    #[serde(default)]
+    pub clock_skewed: bool,
     pub peers: Vec<PeerSummary>,
     pub regions: Vec<RegionAgreement>,
 }

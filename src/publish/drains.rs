@@ -32,8 +32,8 @@ pub enum DrainOutcome {
     Lost {
         winner: DrainRecord,
     },
-    /// This instance's clock is off its peers' by more than they accept (seconds, ours minus
-    /// theirs): they would refuse the record.
+    /// This instance's clock is off most of its peers' by more than they accept (seconds, ours
+    /// minus theirs): they would refuse the record.
     ClockSkewed {
         offset: f64,
     },
@@ -52,7 +52,7 @@ impl std::fmt::Display for DrainOutcome {
             ),
             DrainOutcome::ClockSkewed { offset } => write!(
                 f,
-                "not applied: this instance's clock is {} its peers' (at most {} allowed), so \
+                "not applied: this instance's clock is {} most of its peers' (at most {} allowed), so \
                  they would refuse the record. Set its clock right, or drain at another instance",
                 clock_words(*offset),
                 humantime::format_duration(MAX_CLOCK_DRIFT)
@@ -79,9 +79,7 @@ impl Publisher {
         let Some(before) = self.health.get(key).map(RegionStatus::state) else {
             return DrainOutcome::UnknownRegion;
         };
-        if let Some(offset) = self.clock_offset()
-            && offset.abs() > MAX_CLOCK_DRIFT.as_secs_f64()
-        {
+        if let Some(offset) = self.clock_skew() {
             return DrainOutcome::ClockSkewed { offset };
         }
         let replaced = self.fleet.ledger.get(key).cloned();

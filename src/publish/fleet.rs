@@ -7,7 +7,7 @@ use crate::{
     fleet::{
         Agreement, FleetBoard, PeerState, PeerSummary, ProbedRegion, RegionAgreement, View, agree,
         http::OwnView,
-        ledger::{DrainLedger, MAX_CLOCK_DRIFT},
+        ledger::{DrainLedger, clock_skew},
         median,
     },
     health::Health,
@@ -135,9 +135,8 @@ impl Publisher {
         Some(("duplicate_instance", why))
     }
 
-    /// The median of the fresh peers' clock offsets, this instance's clock minus theirs; none
-    /// without a fresh view.
-    pub(super) fn clock_offset(&self) -> Option<f64> {
+    /// The fresh peers' clock offsets, this instance's clock minus theirs, in seconds.
+    fn clock_offsets(&self) -> Vec<f64> {
         let now = Instant::now();
         let fresh = self.fleet.peers.values().filter(|peer| {
             peer.reachable()
@@ -145,26 +144,38 @@ impl Publisher {
                     .fetched
                     .is_some_and(|at| now.saturating_duration_since(at) < CLOCK_VIEW_FRESH)
         });
-        median(fresh.filter_map(|peer| peer.clock_offset.map(|o| -o)))
+        fresh
+            .filter_map(|peer| peer.clock_offset.map(|o| -o))
+            .collect()
     }
 
-    /// Says (once) when this instance's clock leaves or rejoins its peers'.
+    /// The median offset of the fleet's clocks from this one (this one's included, at 0).
+    pub(super) fn clock_offset(&self) -> Option<f64> {
+        let offsets = self.clock_offsets();
+        (!offsets.is_empty()).then(|| median(offsets.into_iter().chain([0.0])))?
+    }
+
+    /// How far this instance's clock is off the fleet's, when most of the fleet disagrees.
+    pub(super) fn clock_skew(&self) -> Option<f64> {
+        clock_skew(&self.clock_offsets())
+    }
+
+    /// Says (once) when this instance's clock leaves or rejoins the fleet's.
     fn check_clock(&mut self) {
-        let offset = self.clock_offset();
-        self.metrics.set_fleet_clock_offset(offset.unwrap_or(0.0));
-        let skewed = offset.is_some_and(|o| o.abs() > MAX_CLOCK_DRIFT.as_secs_f64());
-        if skewed == self.fleet.clock_skewed {
+        self.metrics
+            .set_fleet_clock_offset(self.clock_offset().unwrap_or(0.0));
+        let skew = self.clock_skew();
+        if skew.is_some() == self.fleet.clock_skewed {
             return;
         }
-        self.fleet.clock_skewed = skewed;
-        if let (true, Some(offset)) = (skewed, offset) {
-            warn!(
-                "this instance's clock is {} its peers': drains taken here are refused until it \
-                 is set right (peers refuse its records)",
+        self.fleet.clock_skewed = skew.is_some();
+        match skew {
+            Some(offset) => warn!(
+                "this instance's clock is {} most of its peers': drains taken here are refused \
+                 until it is set right (peers refuse its records)",
                 clock_words(offset)
-            );
-        } else {
-            info!("this instance's clock agrees with its peers' again");
+            ),
+            None => info!("this instance's clock agrees with its peers' again"),
         }
     }
 
@@ -346,6 +357,8 @@ impl Publisher {
             geoip_build: own.geoip_build.clone(),
             deciding_alone: self.health.values().all(|s| s.fleet.is_none()),
             vantage_impaired: self.fleet.impaired,
+            clock_offset_s: self.clock_offset(),
+            clock_skewed: self.fleet.clock_skewed,
             peers: peers.collect(),
             regions: regions.collect(),
         }
