@@ -75,7 +75,7 @@ pub struct FleetConfig {
     /// The fleet's shared secret (needed with peers or a fleet listener).
     pub token: Option<String>,
     pub state_dir: Option<PathBuf>,
-    /// A CA to trust for the peers' certificates, besides the system's.
+    /// The one CA to trust for the peers' certificates (not the system's roots).
     pub peer_ca: Option<reqwest::Certificate>,
     /// The fleet listener's certificate and key: it serves HTTPS when set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,

@@ -19,7 +19,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::common::{
     Server, addresses, dublin_checked_zone, http, load_endpoint, own_loopback, path_arg, query,
-    region_load, udp,
+    region_load, serve_args, udp, zone_dir,
 };
 
 const UK: &str = "81.2.69.0/24";
@@ -141,6 +141,22 @@ fn fleet_flags(member: &Member, urls: &[String], secrets: &Path) -> Vec<String> 
         flags.extend(["--peer".to_string(), url.clone()]);
     }
     flags
+}
+
+/// The real binary as `member`, its peers at `urls`, with `extra` flags and `env`.
+fn binary(
+    member: &Member,
+    urls: &[String],
+    zone: &str,
+    secrets: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
+    let dir = zone_dir(zone);
+    let mut args = serve_args(dir.path(), &["--admin", "127.0.0.1:0"]);
+    args.extend(fleet_flags(member, urls, secrets));
+    args.extend(extra.iter().map(|f| f.to_string()));
+    Server::spawn_with_env(dir, &args, None, env)
 }
 
 /// The admin and fleet tokens' files, in a directory of their own.
@@ -387,13 +403,15 @@ fn over_tls_a_peer_is_trusted_only_under_the_ca_it_was_given() {
         &["--peer-ca", &ours_pem],
     );
     until_peers_reachable(&trusting, 1);
-    let refusing = start_with(
+    // The system's roots trust the CA that signed the peer's certificate (SSL_CERT_FILE, read
+    // by rustls' platform verifier), but --peer-ca names another: only that one counts.
+    let refusing = binary(
         &m[2],
-        &[&m[0]],
-        "https",
+        &[format!("https://{}", m[0].fleet)],
         &zone,
         secrets.path(),
         &["--peer-ca", &other_pem],
+        &[("SSL_CERT_FILE", &ours_pem)],
     );
     std::thread::sleep(Duration::from_millis(800));
     let fleet = fleet_json(&refusing);
@@ -401,16 +419,22 @@ fn over_tls_a_peer_is_trusted_only_under_the_ca_it_was_given() {
     assert_eq!(peer["reachable"], false, "{fleet}");
     let error = peer["error"].as_str().unwrap_or_default().to_lowercase();
     assert!(error.contains("certificate"), "{error}");
-    // Plain HTTP to the TLS listener gets no answer at all, token or not.
-    let plain = std::net::TcpStream::connect(m[0].fleet).expect("connect");
-    let mut plain = plain;
+    // Plain HTTP to the TLS listener, with the right token, gets no HTTP answer at all.
+    let mut plain = std::net::TcpStream::connect(m[0].fleet).expect("connect");
     plain
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
-    let _ = write!(plain, "GET /fleet/view HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut reply = String::new();
-    let _ = plain.read_to_string(&mut reply);
-    assert!(!reply.contains("HTTP/1.1 200"), "{reply}");
+    let _ = write!(
+        plain,
+        "GET /fleet/view HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {FLEET_TOKEN}\r\n\r\n"
+    );
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(!reply.contains("HTTP/"), "{reply}");
+    // The same request over TLS is answered: the token is right.
+    let (_, view) = http(trusting.admin.expect("admin"), "GET", "/fleet", &[]);
+    assert!(view.contains("\"instance\":\"ns1\""), "{view}");
 }
 
 #[test]

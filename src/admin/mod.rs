@@ -163,20 +163,15 @@ pub async fn serve_router(
         };
         if let Some(tls) = &tls {
             let (tls, http, service) = (tls.clone(), http.clone(), service.clone());
-            let stop = shutdown.clone();
+            let watcher = graceful.watcher();
             connections.spawn(async move {
                 let handshake = tokio::time::timeout(header_timeout, tls.accept(stream)).await;
-                // A peer that fails the handshake (another CA, plain HTTP) is refused here.
+                // Plain HTTP fails the handshake here. A peer under another CA is refused by
+                // its own client, which does not trust this certificate (no client
+                // certificates are asked for: the fleet token authenticates the peer).
                 if let Ok(Ok(stream)) = handshake {
                     let connection = http.serve_connection(TokioIo::new(stream), service);
-                    let mut connection = std::pin::pin!(connection);
-                    tokio::select! {
-                        _ = connection.as_mut() => {}
-                        () = stop.cancelled() => {
-                            connection.as_mut().graceful_shutdown();
-                            let _ = connection.await;
-                        }
-                    }
+                    let _ = watcher.watch(connection).await;
                 }
                 drop(slot);
             });

@@ -231,7 +231,8 @@ pub struct ServeArgs {
     /// variable). Not the admin token.
     #[arg(long)]
     pub fleet_token_file: Option<PathBuf>,
-    /// A PEM CA certificate to trust for the peers' certificates (a private CA).
+    /// The PEM CA certificate the peers' certificates must chain to: the only one trusted for
+    /// them (the system's roots are not).
     #[arg(long)]
     pub peer_ca: Option<PathBuf>,
     /// The fleet listener's certificate chain (PEM): it then serves HTTPS (rustls).

@@ -209,7 +209,8 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    /// `ca`: a PEM certificate to trust besides the system's, for peers under a private CA.
+    /// `ca`: the one CA to trust for the peers' certificates (the system's roots are then not
+    /// trusted: any public CA could issue a certificate for a peer's name).
     pub fn new(
         peers: Vec<String>,
         token: &str,
@@ -223,7 +224,7 @@ impl PeerClient {
             .timeout(PEER_TIMEOUT)
             .user_agent(crate::health::user_agent(instance));
         if let Some(ca) = ca {
-            builder = builder.add_root_certificate(ca);
+            builder = builder.tls_certs_only([ca]);
         }
         Ok(PeerClient {
             client: builder.build()?,

@@ -1,7 +1,7 @@
 //! The fleet under faults, three instances over real sockets: a partition (peers reach each
 //! other through proxies the test cuts), a clock two hours ahead or behind (the real binary,
-//! its clock moved by `REGIONDNS_TEST_CLOCK_OFFSET`), a zone reload during a drain, and drains
-//! taken at two instances at the same moment.
+//! its clock moved by `REGIONDNS_TEST_CLOCK_OFFSET`), a zone reload during a drain, drains
+//! taken at two instances at the same moment, and peers' input that must be refused.
 
 use std::{
     io::{Read, Write},
@@ -15,12 +15,10 @@ use std::{
 };
 
 use super::{
-    ADMIN_TOKEN, EU_WEST, Endpoint, FLEET_TOKEN, Member, US_EAST, answer, fleet_flags, fleet_json,
-    members, secrets, start, start_fleet, until_all_answer, until_peers_reachable,
+    ADMIN_TOKEN, EU_WEST, Endpoint, FLEET_TOKEN, Member, US_EAST, answer, binary, fleet_flags,
+    fleet_json, members, secrets, start, start_fleet, until_all_answer, until_peers_reachable,
 };
-use crate::common::{
-    Server, dublin_checked_zone, http, http_with_body, serve_args, until_logged, zone_dir,
-};
+use crate::common::{Server, dublin_checked_zone, http, http_with_body, region_load, until_logged};
 
 /// Probes every 250 ms: three servers in one test process keep to it within 3 intervals.
 fn checked_zone(endpoint: &Endpoint) -> String {
@@ -38,20 +36,6 @@ fn try_drain(server: &Server, action: &str) -> (u16, serde_json::Value) {
     let (status, body) = http(admin, "POST", &path, &[("Authorization", &bearer)]);
     let json = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{status}: {body}"));
     (status, json)
-}
-
-/// The real binary as `member`, its peers at `urls`, with `env`.
-fn binary(
-    member: &Member,
-    urls: &[String],
-    zone: &str,
-    secrets: &Path,
-    env: &[(&str, &str)],
-) -> Server {
-    let dir = zone_dir(zone);
-    let mut args = serve_args(dir.path(), &["--admin", "127.0.0.1:0"]);
-    args.extend(fleet_flags(member, urls, secrets));
-    Server::spawn_with_env(dir, &args, None, env)
 }
 
 fn url(member: &Member) -> String {
@@ -122,6 +106,7 @@ fn a_clock_two_hours_ahead_is_refused_and_a_restart_keeps_the_fleet_consistent()
             &[url(&m[0]), url(&m[1])],
             &zone,
             secrets,
+            &[],
             &two_hours_ahead,
         )
     };
@@ -204,7 +189,7 @@ fn a_clock_two_hours_ahead_is_refused_and_a_restart_keeps_the_fleet_consistent()
     drop(ns2);
     drop((ns1, ns3));
     let behind = [("REGIONDNS_TEST_CLOCK_OFFSET", "-7200")];
-    let ns2 = binary(&m[1], &[], &zone, secrets.path(), &behind);
+    let ns2 = binary(&m[1], &[], &zone, secrets.path(), &[], &behind);
     assert_eq!(answer(&ns2), [EU_WEST]);
     assert!(
         ns2.log().contains("ahead of this instance's clock"),
@@ -442,4 +427,110 @@ fn a_partitioned_instance_decides_alone_says_so_and_catches_up_within_a_second()
     let took = until_all_answer(&all, US_EAST, Duration::from_secs(1));
     eprintln!("the partitioned instance caught up in {took:?}");
     until_logged(&servers[0], "health is decided by the fleet's majority", 1);
+}
+
+/// A fleet listener the test serves itself: every `GET /fleet/view` gets `view`.
+fn fake_peer(view: serde_json::Value) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake peer");
+    let addr = listener.local_addr().expect("addr");
+    let body = view.to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut request = [0; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_peers_input_is_checked_for_identity_region_load_and_size() {
+    let endpoint = Endpoint::start();
+    let zone = checked_zone(&endpoint);
+    let secrets = secrets();
+    let mut m = members();
+    // ns3 calls itself ns2; ns1 also lists its own fleet listener as a peer.
+    m[2].name = "ns2";
+    let rogue = fake_peer(serde_json::json!({
+        "instance": "rogue",
+        "config_hash": "",
+        "geoip_build": "",
+        "regions": [{
+            "zone": "llm.example.com.", "region": "eu-west", "probed": "up", "reason": "",
+            "probe_age_ms": 10, "probes": 1, "load": -5.0
+        }],
+        "drains": []
+    }));
+    let urls = [
+        url(&m[0]),
+        url(&m[1]),
+        url(&m[2]),
+        format!("http://{rogue}"),
+    ];
+    let flags = fleet_flags(&m[0], &urls, secrets.path());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let ns1 = Server::start_with(&zone, &flags);
+    let ns2 = start(&m[1], &[&m[0]], &zone, secrets.path());
+    let twin = start(&m[2], &[&m[0]], &zone, secrets.path());
+    until_fleet(&ns1, Duration::from_secs(5), |f| {
+        let peers = f["peers"].as_array().cloned().unwrap_or_default();
+        peers.iter().filter(|p| p["reachable"] == true).count() == 2
+    });
+    let fleet = fleet_json(&ns1);
+    let errors: Vec<String> = fleet["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["error"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(errors.len(), 2, "{fleet}");
+    assert!(
+        errors.iter().any(|e| e.contains("names this instance")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("two peers share a name")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        fleet["regions"][0]["voters"], 3,
+        "ns1, ns2 once, the rogue: {fleet}"
+    );
+    for reason in ["own_instance", "duplicate_instance", "load"] {
+        let sample = format!("regiondns_fleet_refused_views_total{{reason=\"{reason}\"}}");
+        assert!(metric(&ns1, &sample) >= 1.0, "{sample}");
+    }
+    assert_eq!(region_load(&ns1, "eu-west").0, None, "-5 is no load");
+
+    // A record for a region this instance does not serve is refused, and so is a body over
+    // 1 MiB; neither changes anything.
+    let bearer = format!("Bearer {FLEET_TOKEN}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let record = serde_json::json!({
+        "zone": "llm.example.com.", "region": "nowhere", "drained": true,
+        "at": format!("{}/1", uhlc::system_time_clock()), "by": "ns2"
+    });
+    let (status, reply) = http_with_body(
+        m[0].fleet,
+        "POST",
+        "/fleet/drain",
+        &headers,
+        &record.to_string(),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("\"reason\":\"unknown_region\""), "{reply}");
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(1 << 21));
+    let (status, _) = http_with_body(m[0].fleet, "POST", "/fleet/drain", &headers, &huge);
+    assert_eq!(status, 413);
+    assert!(!m[0].state.path().join("drains.json").exists());
+    drop((ns2, twin));
 }
