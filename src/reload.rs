@@ -159,8 +159,13 @@ impl Reloader {
         // Logged once queries are answered from it, so the line can be waited for.
         let (done, published) = oneshot::channel();
         let reload = Event::Reload { zones, done };
-        if self.events.send(reload).await.is_err() || published.await.is_err() {
+        if self.events.send(reload).await.is_err() {
             return;
+        }
+        match published.await {
+            Ok(Ok(())) => {}
+            // The publisher said why; the files are read again at the next change.
+            Ok(Err(_)) | Err(_) => return,
         }
         let origins: Vec<String> = next.values().map(|z| z.origin.to_string()).collect();
         info!(

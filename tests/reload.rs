@@ -208,3 +208,141 @@ fn health_survives_a_reload_unless_the_check_changed() {
     until_answered(&server, UK, &["203.0.113.20"], Duration::from_secs(2))
         .expect("a new check starts up");
 }
+
+/// eu-west a little further north (a new geography: its places are compiled) and answering
+/// another address, so that a client can see the reload applied.
+fn moved_eu_west() -> String {
+    ZONE.replace("lat: 53.3, lon: -6.3", "lat: 53.4, lon: -6.3")
+        .replace("203.0.113.20", "203.0.113.21")
+}
+
+#[test]
+fn a_zone_reload_compiles_only_from_the_geoip_the_reloader_accepted() {
+    // Renamed onto the path, a file the GeoIP reloader refuses: the reload that brings a new
+    // geography compiles from the database accepted before.
+    let server = Server::start(ZONE);
+    let geo = server.dir.path().join("geo.mmdb");
+    let garbage = server.dir.path().join("garbage.mmdb");
+    std::fs::write(&garbage, b"not a MaxMind DB at all").expect("garbage");
+    std::fs::rename(&garbage, &geo).expect("rename");
+    until_logged(&server, "GeoIP reload (", 1);
+    assert!(server.log().contains("refused"), "{}", server.log());
+    std::fs::write(zone_file(&server), moved_eu_west()).expect("edit");
+    until_answered(&server, UK, &["203.0.113.21"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the reload applied: {}", server.log()));
+
+    // Written in place over the accepted file: what is read no longer matches what was
+    // accepted, so the reload waits, says why, and the last good configuration serves.
+    let server = Server::start(ZONE);
+    let geo = server.dir.path().join("geo.mmdb");
+    std::fs::write(&geo, b"written over in place").expect("overwrite");
+    until_logged(&server, "GeoIP reload (", 1);
+    std::fs::write(zone_file(&server), moved_eu_west()).expect("edit");
+    until_logged(&server, "was written in place since it was accepted", 1);
+    for _ in 0..10 {
+        let response = udp(server.addr, &query(API, RecordType::A, Some(UK)));
+        assert_eq!(
+            addresses(&response),
+            ["203.0.113.20"],
+            "the last good version"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !server.log().contains("reloaded (zone files changed)"),
+        "{}",
+        server.log()
+    );
+}
+
+/// 1,000 regions spread over the map, each checked over TCP at `check` every second, all
+/// answering one service: a geography whose places take a while to compile.
+fn thousand_regions(check: std::net::SocketAddr, north: f64) -> String {
+    let mut zone = String::from(
+        "origin: llm.example.com.\nsoa: { primary: ns1, contact: hostmaster@example.com }\n\
+         ns: [ns1]\nrecords:\n  ns1: { A: [198.51.100.53] }\nregions:\n",
+    );
+    for i in 0..1_000 {
+        let lat = -60.0 + f64::from(i % 120) + north;
+        let lon = -180.0 + f64::from((i * 37) % 360);
+        zone.push_str(&format!(
+            "  r{i}: {{ location: {{ lat: {lat}, lon: {lon} }}, addresses: [198.18.{}.{}], \
+             check: {{ tcp: \"{check}\", interval: 1s, timeout: 500ms }} }}\n",
+            i / 256,
+            i % 256
+        ));
+    }
+    let all: Vec<String> = (0..1_000).map(|i| format!("r{i}")).collect();
+    zone.push_str(&format!(
+        "services:\n  api: {{ regions: [{}] }}\n",
+        all.join(", ")
+    ));
+    zone
+}
+
+/// The youngest probe in the publisher's own view, served as of the request: how long ago the
+/// publisher last took a probe report.
+fn youngest_probe_ms(fleet: std::net::SocketAddr) -> u64 {
+    let bearer = "Bearer fleet-secret-0123456789";
+    let (status, view) = common::http(fleet, "GET", "/fleet/view", &[("Authorization", bearer)]);
+    assert_eq!(status, 200, "{view}");
+    let view: serde_json::Value = serde_json::from_str(&view).expect("view");
+    let ages = view["regions"].as_array().expect("regions").iter();
+    let ages = ages.filter_map(|r| r["probe_age_ms"].as_u64());
+    ages.min().unwrap_or(u64::MAX)
+}
+
+#[test]
+fn probes_and_views_keep_flowing_during_a_reload_with_1000_regions() {
+    let target = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let check = target.local_addr().expect("addr");
+    std::thread::spawn(move || for _ in target.incoming() {});
+    let dir = common::zone_dir(&thousand_regions(check, 0.0));
+    let bundled = common::repo_root().join("geoip/dbip-country.mmdb");
+    std::fs::copy(bundled, dir.path().join("geo.mmdb")).expect("the bundled GeoIP file");
+    let token = dir.path().join("fleet-token");
+    std::fs::write(&token, "fleet-secret-0123456789").expect("token");
+    let token = common::path_arg(&token);
+    let fleet = format!("{}:0", common::own_loopback());
+    let server = Server::start_in(
+        dir,
+        &["--fleet-listen", &fleet, "--fleet-token-file", &token],
+    );
+    let fleet: std::net::SocketAddr = server
+        .log()
+        .split("fleet listener on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .expect("the fleet listener's address");
+    let start = Instant::now();
+    while youngest_probe_ms(fleet) > 300 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no probes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Every region moves a little north: the one geography is compiled again.
+    std::fs::write(zone_file(&server), thousand_regions(check, 0.5)).expect("edit");
+    let (mut worst, start) = (0, Instant::now());
+    while !server.log().contains("reloaded (zone files changed)") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            server.log()
+        );
+        worst = worst.max(youngest_probe_ms(fleet));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let compiled = server
+        .log()
+        .lines()
+        .find(|l| l.contains("GeoIP networks compiled (reload)"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    eprintln!("{compiled}; the youngest probe was at most {worst} ms old meanwhile");
+    assert!(!compiled.is_empty(), "{}", server.log());
+    assert!(
+        worst < 750,
+        "the publisher stalled: {worst} ms without a probe report"
+    );
+}

@@ -17,7 +17,10 @@ use std::{
     fmt,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -219,6 +222,12 @@ pub enum GeoError {
     NoDatabase,
     #[error("cannot walk the GeoIP databases' networks: {error}")]
     Walk { error: MaxMindDbError },
+    #[error(
+        "{path}: the GeoIP database was written in place since it was accepted; it is not read \
+         again until the GeoIP reloader accepts a database (replace the file by renaming a new one \
+         onto it)"
+    )]
+    Changed { path: PathBuf },
 }
 
 /// Well-known public addresses that any GeoIP database worth serving with locates: checked at
@@ -274,10 +283,47 @@ pub struct GeoIp {
 
 struct Database {
     path: PathBuf,
+    /// The file as it was read and accepted, and a digest of what was read.
+    accepted: AcceptedFile,
     reader: Reader<Vec<u8>>,
     size: usize,
     /// Whether an undecodable record has been logged: once per database is enough.
     warned: AtomicBool,
+}
+
+/// The files a [`GeoIp`] was read from, kept open: read again later, they give what was
+/// accepted then, even after a new file was renamed onto the path (and was perhaps refused),
+/// and never bytes written in place since (a digest says). Cheap to clone; holds no records.
+#[derive(Debug, Clone)]
+pub struct Accepted(Arc<[AcceptedFile]>);
+
+#[derive(Debug, Clone)]
+struct AcceptedFile {
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+    digest: u64,
+}
+
+impl AcceptedFile {
+    fn read(&self) -> Result<Vec<u8>, GeoError> {
+        use std::os::unix::fs::FileExt;
+        let read_error = |error| GeoError::Read {
+            path: self.path.clone(),
+            error,
+        };
+        let length = self.file.metadata().map_err(read_error)?.len();
+        let length = usize::try_from(length).map_err(|_| GeoError::Changed {
+            path: self.path.clone(),
+        })?;
+        let mut bytes = vec![0; length];
+        self.file.read_exact_at(&mut bytes, 0).map_err(read_error)?;
+        if xxhash_rust::xxh3::xxh3_64(&bytes) != self.digest {
+            return Err(GeoError::Changed {
+                path: self.path.clone(),
+            });
+        }
+        Ok(bytes)
+    }
 }
 
 /// What one address gives, before counting.
@@ -314,6 +360,26 @@ impl GeoIp {
         let databases = paths
             .iter()
             .map(|path| Database::open(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(GeoIp { databases })
+    }
+
+    /// The databases as accepted, to be read again when a geography is new.
+    pub fn accepted(&self) -> Accepted {
+        Accepted(
+            self.databases
+                .iter()
+                .map(|db| db.accepted.clone())
+                .collect(),
+        )
+    }
+
+    /// The databases `accepted` holds, read again.
+    pub fn reopen(accepted: &Accepted) -> Result<GeoIp, GeoError> {
+        let databases = accepted
+            .0
+            .iter()
+            .map(|file| Database::from_bytes(file.clone(), file.read()?))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(GeoIp { databases })
     }
@@ -482,17 +548,31 @@ struct Lookup {
 
 impl Database {
     fn open(path: &Path) -> Result<Database, GeoError> {
-        let bytes = std::fs::read(path).map_err(|error| GeoError::Read {
+        use std::io::Read;
+        let read_error = |error| GeoError::Read {
             path: path.to_owned(),
             error,
-        })?;
+        };
+        let mut file = std::fs::File::open(path).map_err(read_error)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(read_error)?;
+        let accepted = AcceptedFile {
+            path: path.to_owned(),
+            file: Arc::new(file),
+            digest: xxhash_rust::xxh3::xxh3_64(&bytes),
+        };
+        Database::from_bytes(accepted, bytes)
+    }
+
+    fn from_bytes(accepted: AcceptedFile, bytes: Vec<u8>) -> Result<Database, GeoError> {
         let size = bytes.len();
         let reader = Reader::from_source(bytes).map_err(|error| GeoError::Open {
-            path: path.to_owned(),
+            path: accepted.path.clone(),
             error,
         })?;
         Ok(Database {
-            path: path.to_owned(),
+            path: accepted.path.clone(),
+            accepted,
             reader,
             size,
             warned: AtomicBool::new(false),

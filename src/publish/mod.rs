@@ -23,7 +23,7 @@ use crate::{
         ledger::{self, DrainLedger},
         store::{self, StoreError},
     },
-    geo::{GeoError, GeoIp},
+    geo::{Accepted, GeoError, GeoIp},
     health::ProbeReport,
     metrics::Metrics,
     region::{RegionKey, State},
@@ -48,20 +48,20 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::memory::release_freed_memory;
 use board::NOT_PROBED_YET;
 pub use board::{HealthMap, RegionStatus, initial_health, states};
 pub use drains::{DrainOutcome, describe as describe_drain};
 use fleet::{FleetState, config_hash};
-use plan::{RegionSettings, Relocated, log_compilation, region_settings};
+use plan::{Compiled, RegionSettings, log_compilation, region_settings};
 
 /// What the publisher is told, besides probe reports.
 pub enum Event {
     /// A new configuration: every zone, validated. Regions whose check did not change keep
-    /// their health. `done` is told once the snapshot that applies it is published.
+    /// their health. `done` is told once the snapshot that applies it is published, or why it
+    /// could not be.
     Reload {
         zones: Vec<ZoneConfig>,
-        done: oneshot::Sender<()>,
+        done: oneshot::Sender<Result<(), GeoError>>,
     },
     /// New GeoIP databases: every service's places are compiled against them; `done` is told
     /// once the snapshot that uses them is published, or why they could not be.
@@ -103,9 +103,9 @@ pub struct FleetSetup {
 /// Owns the health map; publishes routing snapshots and health for the admin API.
 pub struct Publisher {
     plan: Arc<Plan>,
-    /// The GeoIP files the plan's places were compiled from: read again only to compile a
-    /// geography a reload brings (the databases are not kept open).
-    geo_files: Vec<PathBuf>,
+    /// The GeoIP databases the plan's places were compiled from, as accepted: read again only
+    /// to compile a geography a reload brings (their records are not kept in memory).
+    geo: Accepted,
     /// What each region's health depends on in the configuration, to carry it over reloads.
     settings: BTreeMap<RegionKey, RegionSettings>,
     health: HealthMap,
@@ -122,9 +122,9 @@ pub struct Publisher {
     not_made_logged: Option<(Instant, u64)>,
     /// When the board is next published, if probes changed its details but no region's state.
     board_due: Option<time::Instant>,
-    /// New GeoIP databases being compiled into the plan's places, on a blocking thread: health
+    /// Plans being compiled on a blocking thread (a zone reload, new GeoIP databases): health
     /// keeps being published meanwhile.
-    relocating: JoinSet<Relocated>,
+    compiling: JoinSet<Compiled>,
     fleet: FleetState,
     /// Per service region with a load target: the share of its clients it keeps, and its
     /// counts of moved and stuck answers at the last probe.
@@ -143,7 +143,7 @@ impl Publisher {
         metrics: Arc<Metrics>,
     ) -> Result<Publisher, GeoError> {
         let plan = Arc::new(Plan::new(zones, &metrics, &geo)?);
-        let geo_files = geo.paths().map(PathBuf::from).collect();
+        let accepted = geo.accepted();
         log_compilation(plan.compiled, "start");
         let health = initial_health(zones);
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
@@ -175,7 +175,7 @@ impl Publisher {
         drop(geo);
         Ok(Publisher {
             plan,
-            geo_files,
+            geo: accepted,
             settings: region_settings(zones),
             health,
             table,
@@ -187,7 +187,7 @@ impl Publisher {
             generation: 1,
             not_made_logged: None,
             board_due: None,
-            relocating: JoinSet::new(),
+            compiling: JoinSet::new(),
             fleet,
             shifts: BTreeMap::new(),
         })
@@ -279,10 +279,10 @@ impl Publisher {
                 Some(report) = reports.recv() => self.probed(report),
                 () = time::sleep_until(board_due.unwrap_or_else(time::Instant::now)),
                     if board_due.is_some() => self.publish_board(),
-                Some(relocated) = self.relocating.join_next(), if !self.relocating.is_empty() => {
+                Some(compiled) = self.compiling.join_next(), if !self.compiling.is_empty() => {
                     // A compile that panicked loses its reply: the reloader says so.
-                    if let Ok(relocated) = relocated {
-                        self.relocated(relocated);
+                    if let Ok(compiled) = compiled {
+                        self.compiled(compiled);
                     }
                 }
                 else => return Ok(()),
@@ -292,12 +292,7 @@ impl Publisher {
 
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Reload { zones, done } => {
-                self.reload(&zones);
-                let _ = done.send(());
-                drop(zones);
-                release_freed_memory();
-            }
+            Event::Reload { zones, done } => self.reload(zones, done),
             Event::Geo { geo, done } => self.relocate(geo, done),
             Event::SetDrained { key, drained, done } => {
                 let outcome = self.set_drained(&key, drained);

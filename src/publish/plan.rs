@@ -1,5 +1,9 @@
 //! The routing plan as the publisher replaces it: zone reloads (keeping each region's health when
-//! its check is unchanged) and GeoIP databases compiled into the plan's places.
+//! its check is unchanged) and GeoIP databases compiled into the plan's places. Both compile on
+//! a blocking thread, so probes, peers' views and drains keep flowing meanwhile; a compilation
+//! whose plan was replaced before it ended is made again from the new one. New geographies are
+//! compiled only from the databases the GeoIP reloader accepted ([`crate::geo::Accepted`]), never from
+//! whatever the files on disk hold now.
 
 use super::fleet::config_hash;
 use super::{HealthMap, Publisher, describe_drain, initial_health, states};
@@ -15,14 +19,22 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::sync::oneshot;
 use tracing::info;
 
-/// A plan compiled against new GeoIP databases, off the publisher's loop.
-pub(super) struct Relocated {
-    /// The plan it was compiled from: if another has been published since (a zone reload),
-    /// the databases are compiled again for that one.
-    pub(super) from: Arc<Plan>,
-    pub(super) plan: Result<Plan, GeoError>,
-    pub(super) geo: GeoIp,
-    pub(super) done: oneshot::Sender<Result<(), GeoError>>,
+/// A plan compiled off the publisher's loop.
+pub(super) struct Compiled {
+    /// The plan it was compiled from: if another has been published since, it is compiled
+    /// again from that one.
+    from: Arc<Plan>,
+    plan: Result<Plan, GeoError>,
+    change: Change,
+    done: oneshot::Sender<Result<(), GeoError>>,
+}
+
+/// What a compilation applies.
+enum Change {
+    /// A zone reload: every zone, validated.
+    Zones(Vec<ZoneConfig>),
+    /// New GeoIP databases, accepted by the GeoIP reloader.
+    Geo(GeoIp),
 }
 
 /// A region's health-related configuration.
@@ -63,26 +75,91 @@ pub(super) fn log_compilation(compiled: Option<Compilation>, when: &str) {
 }
 
 impl Publisher {
-    /// Swaps in a new configuration. A region keeps its health when its check is unchanged,
-    /// and its drained flag unless the zone file changed that flag.
-    pub(super) fn reload(&mut self, zones: &[ZoneConfig]) {
+    /// Compiles the plan of a new configuration on a blocking thread (new geographies from the
+    /// accepted databases); it applies when done ([`Publisher::compiled`]). The reloader sends
+    /// one configuration at a time: it waits for `done`.
+    pub(super) fn reload(
+        &mut self,
+        zones: Vec<ZoneConfig>,
+        done: oneshot::Sender<Result<(), GeoError>>,
+    ) {
+        let (from, geo, metrics) = (
+            Arc::clone(&self.plan),
+            self.geo.clone(),
+            Arc::clone(&self.metrics),
+        );
+        self.compiling.spawn_blocking(move || Compiled {
+            plan: from.rebuilt(&zones, &metrics, GeoSource::Accepted(&geo)),
+            from,
+            change: Change::Zones(zones),
+            done,
+        });
+    }
+
+    /// Compiles the places of the current plan against `geo` on a blocking thread.
+    pub(super) fn relocate(&mut self, geo: GeoIp, done: oneshot::Sender<Result<(), GeoError>>) {
+        let from = Arc::clone(&self.plan);
+        self.compiling.spawn_blocking(move || Compiled {
+            plan: from.relocated(&geo),
+            from,
+            change: Change::Geo(geo),
+            done,
+        });
+    }
+
+    /// Applies a compiled plan, if it is still the current plan's; else compiles it again.
+    pub(super) fn compiled(&mut self, compiled: Compiled) {
+        let Compiled {
+            from,
+            plan,
+            change,
+            done,
+        } = compiled;
+        if !Arc::ptr_eq(&from, &self.plan) {
+            return match change {
+                Change::Zones(zones) => self.reload(zones, done),
+                Change::Geo(geo) => self.relocate(geo, done),
+            };
+        }
+        drop(from);
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(error) => {
+                // The databases compiled before, so this is not the configuration's fault.
+                let what = match change {
+                    Change::Zones(_) => "zone reload",
+                    Change::Geo(_) => "GeoIP reload",
+                };
+                tracing::error!("{what} not applied: {error}");
+                let _ = done.send(Err(error));
+                return;
+            }
+        };
+        match change {
+            Change::Zones(zones) => {
+                log_compilation(plan.compiled, "reload");
+                self.apply_reload(&zones, plan);
+            }
+            Change::Geo(geo) => {
+                self.fleet.geoip_build = geo.builds();
+                self.geo = geo.accepted();
+                log_compilation(plan.compiled, "GeoIP reload");
+                self.plan = Arc::new(plan);
+                self.publish();
+            }
+        }
+        let _ = done.send(Ok(()));
+        release_freed_memory();
+    }
+
+    /// Swaps in a new configuration and its plan. A region keeps its health when its check is
+    /// unchanged; every drain record applies again.
+    fn apply_reload(&mut self, zones: &[ZoneConfig], plan: Plan) {
         let reread: Vec<&ZoneConfig> = zones
             .iter()
             .filter(|zone| !self.plan.has_data(&zone.data))
             .collect();
-        let geo = GeoSource::Files(&self.geo_files);
-        let rebuilt = tokio::task::block_in_place(|| self.plan.rebuilt(zones, &self.metrics, geo));
-        match rebuilt {
-            Ok(plan) => {
-                log_compilation(plan.compiled, "reload");
-                self.plan = Arc::new(plan);
-            }
-            Err(error) => {
-                // The databases compiled before, so this is not the configuration's fault.
-                tracing::error!("zone reload not applied: {error}");
-                return;
-            }
-        }
+        self.plan = Arc::new(plan);
         let settings = region_settings(zones);
         self.take_zone_file_drains(&settings);
         let health = carried_over(&self.health, &self.settings, &settings, zones);
@@ -138,40 +215,6 @@ impl Publisher {
         if taken {
             self.save_drains();
         }
-    }
-
-    /// Compiles the places of the current plan against `geo` on a blocking thread.
-    pub(super) fn relocate(&mut self, geo: GeoIp, done: oneshot::Sender<Result<(), GeoError>>) {
-        let from = Arc::clone(&self.plan);
-        self.relocating.spawn_blocking(move || Relocated {
-            plan: from.relocated(&geo),
-            from,
-            geo,
-            done,
-        });
-    }
-
-    /// Publishes a plan compiled against new databases, if it is still the current plan's.
-    pub(super) fn relocated(&mut self, relocated: Relocated) {
-        let Relocated {
-            from,
-            plan,
-            geo,
-            done,
-        } = relocated;
-        if !Arc::ptr_eq(&from, &self.plan) {
-            return self.relocate(geo, done);
-        }
-        drop(from);
-        let result = plan.map(|plan| {
-            self.fleet.geoip_build = geo.builds();
-            log_compilation(plan.compiled, "GeoIP reload");
-            self.plan = Arc::new(plan);
-            self.publish();
-        });
-        let _ = done.send(result);
-        drop(geo);
-        release_freed_memory();
     }
 }
 

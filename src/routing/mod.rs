@@ -15,7 +15,6 @@ mod set;
 use std::{
     collections::HashMap,
     net::IpAddr,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -37,7 +36,7 @@ use policy::{Draws, MOVED};
 use crate::{
     config::{FailClosed, LoadTarget, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
     dnssec::{OnDemand, RrsetSigner, remembered},
-    geo::{self, Coordinates, GeoError, GeoIp, Located, LookupResult},
+    geo::{self, Accepted, Coordinates, GeoError, GeoIp, Located, LookupResult},
     metrics::{AnswerShares, Metrics},
     region::{RegionKey, State, States},
     routing::set::RegionSet,
@@ -63,12 +62,12 @@ struct Atlas {
     places: HashMap<Arc<Geography>, Arc<Places>>,
 }
 
-/// Where a plan's places are compiled from: databases open, or their files (opened only when
-/// a geography is new, and closed once compiled).
+/// Where a plan's places are compiled from: databases open, or the files accepted (read again
+/// only when a geography is new, and let go once compiled).
 #[derive(Clone, Copy)]
 pub enum GeoSource<'g> {
     Opened(&'g GeoIp),
-    Files(&'g [PathBuf]),
+    Accepted(&'g Accepted),
 }
 
 /// Figures of a compilation of places, for the log.
@@ -266,8 +265,8 @@ impl Atlas {
             let opened;
             let geo = match geo {
                 GeoSource::Opened(geo) => geo,
-                GeoSource::Files(paths) => {
-                    opened = GeoIp::open(paths)?;
+                GeoSource::Accepted(files) => {
+                    opened = GeoIp::reopen(files)?;
                     &opened
                 }
             };
