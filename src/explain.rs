@@ -191,6 +191,9 @@ impl Explain for Report {
 }
 
 fn describe(matcher: &Matcher) -> String {
+    if matcher.unlocated {
+        return "no usable location (no GeoIP record, or one that cannot be read)".into();
+    }
     let mut parts = Vec::new();
     if !matcher.continents.is_empty() {
         let codes: Vec<&str> = matcher.continents.iter().map(|c| c.code()).collect();

@@ -258,12 +258,14 @@ pub struct Rule {
 }
 
 /// Which clients a rule applies to: any listed continent, country or network (each list
-/// that is given must match).
+/// that is given must match); or, for the rule a service's `unlocated` adds last, every client
+/// with no usable location (no GeoIP record, or one that cannot be read).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Matcher {
     pub continents: Vec<crate::geo::Continent>,
     pub countries: Vec<crate::geo::CountryCode>,
     pub networks: Vec<ipnet::IpNet>,
+    pub unlocated: bool,
 }
 
 /// The regions a matched client may be sent to.

@@ -409,6 +409,12 @@ pub struct Service {
     #[serde(default)]
     #[schemars(with = "Vec<Rule>")]
     pub rules: Vec<At<Rule>>,
+    /// What a client with no usable location gets when no rule matched it (no GeoIP record,
+    /// or one that cannot be read): `restricted` (default: only the regions every rule with
+    /// `allow` allows, else the rules' `when_none`), `any` (every region of the service), or
+    /// `refuse`, `servfail` or `nodata`.
+    #[schemars(with = "Option<String>")]
+    pub unlocated: Option<Text>,
 }
 
 /// A canary region and its share of client subnets.

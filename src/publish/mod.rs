@@ -125,6 +125,9 @@ pub struct Publisher {
     /// Plans being compiled on a blocking thread (a zone reload, new GeoIP databases): health
     /// keeps being published meanwhile.
     compiling: JoinSet<Compiled>,
+    /// A zone reload that could not read the accepted GeoIP databases (written in place since):
+    /// applied once the GeoIP reloader accepts a database, unless another reload comes first.
+    waiting: Option<Vec<ZoneConfig>>,
     fleet: FleetState,
     /// Per service region with a load target: the share of its clients it keeps, and its
     /// counts of moved and stuck answers at the last probe.
@@ -188,6 +191,7 @@ impl Publisher {
             not_made_logged: None,
             board_due: None,
             compiling: JoinSet::new(),
+            waiting: None,
             fleet,
             shifts: BTreeMap::new(),
         })

@@ -83,6 +83,7 @@ impl Publisher {
         zones: Vec<ZoneConfig>,
         done: oneshot::Sender<Result<(), GeoError>>,
     ) {
+        self.waiting = None;
         let (from, geo, metrics) = (
             Arc::clone(&self.plan),
             self.geo.clone(),
@@ -122,12 +123,18 @@ impl Publisher {
             };
         }
         drop(from);
-        let plan = match plan {
-            Ok(plan) => plan,
-            Err(error) => {
+        let plan = match (plan, change) {
+            (Ok(plan), change) => (plan, change),
+            (Err(error), change) => {
                 // The databases compiled before, so this is not the configuration's fault.
                 let what = match change {
-                    Change::Zones(_) => "zone reload",
+                    Change::Zones(zones) => {
+                        if matches!(error, GeoError::Changed { .. }) {
+                            // Applied once the GeoIP reloader accepts what is on disk now.
+                            self.waiting = Some(zones);
+                        }
+                        "zone reload"
+                    }
                     Change::Geo(_) => "GeoIP reload",
                 };
                 tracing::error!("{what} not applied: {error}");
@@ -135,17 +142,21 @@ impl Publisher {
                 return;
             }
         };
-        match change {
-            Change::Zones(zones) => {
+        match plan {
+            (plan, Change::Zones(zones)) => {
                 log_compilation(plan.compiled, "reload");
                 self.apply_reload(&zones, plan);
             }
-            Change::Geo(geo) => {
+            (plan, Change::Geo(geo)) => {
                 self.fleet.geoip_build = geo.builds();
                 self.geo = geo.accepted();
                 log_compilation(plan.compiled, "GeoIP reload");
                 self.plan = Arc::new(plan);
                 self.publish();
+                if let Some(zones) = self.waiting.take() {
+                    info!("applying the zone reload that waited for a GeoIP database");
+                    self.reload(zones, oneshot::channel().0);
+                }
             }
         }
         let _ = done.send(Ok(()));

@@ -43,6 +43,7 @@ struct MatcherKey {
     continents: Vec<Continent>,
     countries: Vec<geo::CountryCode>,
     networks: Vec<ipnet::IpNet>,
+    unlocated: bool,
 }
 
 /// A client's place: everything its network tells the decision, and what is only counted.
@@ -99,6 +100,7 @@ impl Geography {
                     continents: matcher.continents.clone(),
                     countries: matcher.countries.clone(),
                     networks: matcher.networks.clone(),
+                    unlocated: matcher.unlocated,
                 },
                 allowed,
             })
@@ -174,12 +176,16 @@ impl Geography {
 }
 
 impl MatcherKey {
-    /// Each list given must match (as [`crate::config::Matcher`] says).
+    /// Each list given must match (as [`crate::config::Matcher`] says); the unlocated rule
+    /// matches exactly the clients without a location.
     fn matches(&self, located: &Located, ip: IpAddr) -> bool {
         let location = match located {
             Located::Known(location) => Some(location),
             Located::Unknown { .. } => None,
         };
+        if self.unlocated {
+            return location.is_none();
+        }
         let continent = self.continents.is_empty()
             || location
                 .and_then(|l| l.continent)

@@ -228,6 +228,104 @@ fn fail_open_never_crosses_an_allow_but_applies_to_everyone_else() {
     }
 }
 
+/// A client no GeoIP record places (none, or one that cannot be read).
+fn unlocated(ip: &str) -> Who {
+    Who {
+        ip: ip.parse().expect("ip"),
+        located: Located::Unknown { prefix_len: 16 },
+    }
+}
+
+#[test]
+fn a_client_with_no_usable_location_gets_only_what_every_rule_allows() {
+    let healthy = service_table(SOVEREIGN, &[]);
+    assert_eq!(
+        names(&healthy, &unlocated("192.0.2.1")),
+        ["eu-west"],
+        "the EU regions in list order, never us-east"
+    );
+    let eu_down = [("eu-west", State::Down), ("eu-north", State::Down)];
+    match decide(&service_table(SOVEREIGN, &eu_down), &unlocated("192.0.2.1")) {
+        Decision::FailClosed { how, reason, .. } => {
+            assert_eq!(how, FailClosed::Refuse);
+            assert!(
+                reason.contains("what every rule allows (jurisdiction eu)"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected fail closed, got {other:?}"),
+    }
+    // Two rules: only what both allow; they fail closed differently, so it refuses.
+    let two = format!(
+        "{SOVEREIGN}      - match: {{ country: [US] }}\n        allow: {{ regions: [us-east, eu-north] }}\n        when_none: nodata\n"
+    );
+    assert_eq!(
+        names(&service_table(&two, &[]), &unlocated("192.0.2.1")),
+        ["eu-north"]
+    );
+    let north_down = [("eu-north", State::Down)];
+    let table = service_table(&two, &north_down);
+    let decision = decide(&table, &unlocated("192.0.2.1"));
+    assert!(
+        matches!(
+            decision,
+            Decision::FailClosed {
+                how: FailClosed::Refuse,
+                ..
+            }
+        ),
+        "{decision:?}"
+    );
+    // A network rule matches by address, located or not.
+    let network = "    regions: [us-east, eu-west]
+    rules:
+      - match: { network: [192.0.2.0/24] }
+        allow: { regions: [us-east] }
+";
+    let table = service_table(network, &[]);
+    assert_eq!(names(&table, &unlocated("192.0.2.1")), ["us-east"]);
+    assert_eq!(names(&table, &unlocated("198.51.100.1")), ["us-east"]);
+}
+
+#[test]
+fn unlocated_says_what_clients_without_a_location_get() {
+    let with = |setting: &str| format!("{SOVEREIGN}    unlocated: {setting}\n");
+    let any = service_table(&with("any"), &[]);
+    assert_eq!(
+        names(&any, &unlocated("192.0.2.1")),
+        ["us-east"],
+        "the first listed"
+    );
+    assert_eq!(
+        names(&any, &european("192.0.2.1")),
+        ["eu-west"],
+        "rules still apply"
+    );
+    for (setting, expected) in [
+        ("refuse", FailClosed::Refuse),
+        ("servfail", FailClosed::ServFail),
+        ("nodata", FailClosed::NoData),
+    ] {
+        let table = service_table(&with(setting), &[]);
+        let decision = decide(&table, &unlocated("192.0.2.1"));
+        assert!(
+            matches!(decision, Decision::FailClosed { how, .. } if how == expected),
+            "{setting}: {decision:?}"
+        );
+        assert_eq!(names(&table, &american("198.51.100.1")), ["us-east"]);
+    }
+    // Without rules that restrict, nothing changes for them.
+    let open = service_table("    regions: [ap-northeast, us-east]\n", &[]);
+    assert_eq!(names(&open, &unlocated("10.0.0.1")), ["ap-northeast"]);
+    let text = format!("{ZONE}  api:\n{}", with("everywhere"));
+    let errors = config::parse(Path::new("t.yaml"), &text, 1).expect_err("refused");
+    let wanted = "unlocated must be restricted, any, refuse, servfail or nodata, got 'everywhere'";
+    assert!(
+        errors.iter().any(|e| e.to_string().contains(wanted)),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn when_none_chooses_the_fail_closed_answer() {
     for (setting, expected) in [

@@ -125,6 +125,98 @@ impl Checker<'_> {
         found
     }
 
+    /// The service's rules, and last the one its `unlocated` setting adds for clients with no
+    /// usable location.
+    fn rules(&mut self, service: &ServiceContext, raw: &raw::Service) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = raw
+            .rules
+            .iter()
+            .filter_map(|r| self.rule(service, r))
+            .collect();
+        rules.extend(self.unlocated(raw.unlocated.as_ref(), &rules));
+        rules
+    }
+
+    /// The rule for clients with no usable location that no rule matched: by default
+    /// (`restricted`) only the regions every rule with `allow` allows, failing closed as they
+    /// do; none (every region) with `any` or when no rule restricts; none allowed with
+    /// `refuse`, `servfail` or `nodata`. An unreadable GeoIP record must never let a client
+    /// out of its jurisdiction.
+    fn unlocated(&mut self, setting: Option<&raw::Text>, rules: &[Rule]) -> Option<Rule> {
+        let restricting: Vec<&Rule> = rules.iter().filter(|r| r.allow.is_some()).collect();
+        let written = setting.map_or("restricted", |t| t.value.trim());
+        let (regions, when_none, description) = match written {
+            "any" => return None,
+            "restricted" => {
+                let first = restricting.first()?;
+                let regions = first.allow.as_ref().map_or(Vec::new(), |a| {
+                    a.regions
+                        .iter()
+                        .copied()
+                        .filter(|r| {
+                            restricting.iter().all(|rule| {
+                                rule.allow.as_ref().is_some_and(|a| a.regions.contains(r))
+                            })
+                        })
+                        .collect()
+                });
+                let same = restricting.iter().all(|r| r.when_none == first.when_none);
+                let when_none = if same {
+                    first.when_none
+                } else {
+                    FailClosed::Refuse
+                };
+                let allowed: Vec<&str> = restricting
+                    .iter()
+                    .filter_map(|r| Some(r.allow.as_ref()?.description.as_str()))
+                    .collect();
+                (
+                    regions,
+                    when_none,
+                    format!("what every rule allows ({})", allowed.join("; ")),
+                )
+            }
+            "refuse" => (
+                Vec::new(),
+                FailClosed::Refuse,
+                "no region (unlocated: refuse)".into(),
+            ),
+            "servfail" => (
+                Vec::new(),
+                FailClosed::ServFail,
+                "no region (unlocated: servfail)".into(),
+            ),
+            "nodata" => (
+                Vec::new(),
+                FailClosed::NoData,
+                "no region (unlocated: nodata)".into(),
+            ),
+            other => {
+                if let Some(text) = setting {
+                    self.error(
+                        text.at,
+                        format!(
+                            "unlocated must be restricted, any, refuse, servfail or nodata, got '{other}'"
+                        ),
+                    );
+                }
+                return None;
+            }
+        };
+        Some(Rule {
+            matcher: Matcher {
+                unlocated: true,
+                ..Matcher::default()
+            },
+            allow: Some(Allow {
+                regions,
+                description,
+            }),
+            when_none,
+            prefer: Vec::new(),
+        })
+    }
+
     fn rule(&mut self, service: &ServiceContext, rule: &At<raw::Rule>) -> Option<Rule> {
         let raw = &rule.value;
         let errors_before = self.errors.len();
@@ -345,11 +437,7 @@ impl Checker<'_> {
                     .as_ref()
                     .and_then(|c| self.canary(&context, c)),
                 load: self.load_target(&context, service),
-                rules: service
-                    .rules
-                    .iter()
-                    .filter_map(|r| self.rule(&context, r))
-                    .collect(),
+                rules: self.rules(&context, service),
                 regions,
             });
         }
