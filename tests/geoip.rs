@@ -208,3 +208,76 @@ fn a_database_that_locates_no_well_known_address_is_reported_at_start() {
         server.log()
     );
 }
+
+/// US and EU regions; EU clients may only go to EU regions. us-east is listed first, so a
+/// client no rule held would get it.
+const SOVEREIGN_ZONE: &str = r#"
+origin: llm.example.com.
+soa: { primary: ns1, contact: hostmaster@example.com }
+ns: [ns1]
+records:
+  ns1: { A: [198.51.100.53] }
+regions:
+  us-east: { location: { lat: 37.4, lon: -79.1 }, addresses: [203.0.113.10], jurisdiction: us }
+  eu-west: { location: { lat: 53.3, lon: -6.3 }, addresses: [203.0.113.20], jurisdiction: eu }
+services:
+  api:
+    regions: [us-east, eu-west]
+    rules:
+      - match: { continent: [EU] }
+        allow: { jurisdiction: [eu] }
+"#;
+
+#[test]
+fn a_client_whose_geoip_record_cannot_be_read_stays_in_the_jurisdiction() {
+    let dir = zone_dir(SOVEREIGN_ZONE);
+    let mut networks = fixture_networks();
+    // Types a GeoIP record never has: the server cannot read it.
+    networks.push((
+        "5.5.5.0/24",
+        json!({"country": {"iso_code": 7}, "location": {"latitude": "north"}}),
+    ));
+    write_mmdb(&dir.path().join("geo.mmdb"), &networks);
+    let server = Server::start_in(dir, &[]);
+    assert!(server.log().contains("undecodable"), "{}", server.log());
+    let unreadable = udp(server.addr, &query(API, RecordType::A, Some("5.5.5.0/24")));
+    assert_eq!(addresses(&unreadable), DUBLIN, "never us-east");
+    let american = udp(server.addr, &query(API, RecordType::A, Some("8.8.8.0/24")));
+    assert_eq!(addresses(&american), ["203.0.113.10"]);
+    let (_, metrics) = common::http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    assert!(metrics.contains("result=\"undecodable\""), "{metrics}");
+    // Said otherwise by the operator, the same client goes to the first region listed.
+    let open = format!("{SOVEREIGN_ZONE}    unlocated: any\n");
+    std::fs::write(server.dir.path().join("zones/llm.yaml"), open).expect("edit");
+    until_answered(
+        &server,
+        "5.5.5.0/24",
+        &["203.0.113.10"],
+        Duration::from_secs(5),
+    )
+    .expect("unlocated: any");
+}
+
+#[test]
+fn a_new_database_with_many_unreadable_records_is_refused_and_the_old_one_serves() {
+    let server = Server::start_in(zone_dir(SOVEREIGN_ZONE), &[]);
+    assert_eq!(
+        addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))),
+        DUBLIN
+    );
+    let mut networks = fixture_networks();
+    networks.push(("5.5.5.0/24", json!({"location": {"latitude": "north"}})));
+    let next = server.dir.path().join("next.mmdb");
+    write_mmdb(&next, &networks);
+    std::fs::rename(&next, server.dir.path().join("geo.mmdb")).expect("rename");
+    until_logged(&server, "GeoIP reload (", 1);
+    let log = server.log();
+    assert!(
+        log.contains("refused") && log.contains("have a record regiondns cannot read"),
+        "{log}"
+    );
+    assert_eq!(
+        addresses(&udp(server.addr, &query(API, RecordType::A, Some(UK)))),
+        DUBLIN
+    );
+}

@@ -74,8 +74,8 @@ pub struct Compiled {
 }
 
 /// Walks every database of `geo` once and builds one map per classifier. The walk is split
-/// in parts (the two halves of IPv4, then IPv6) that run on every core; the classifiers are
-/// shared behind a lock, asked once per distinct record and part.
+/// in parts (IPv6, then IPv4 in eighths) that the available cores take in turn; the
+/// classifiers are shared behind a lock, asked once per distinct record and part.
 pub fn compile(
     geo: &GeoIp,
     classifiers: Vec<&mut dyn Classifier>,
@@ -89,7 +89,7 @@ pub fn compile(
                 .unwrap_or_default()
         })
         .collect();
-    // IPv4 holds most networks, unevenly: eighths keep both cores busy to the end.
+    // IPv4 holds most networks, unevenly: eighths keep every core busy to the end.
     let eighths =
         (0..IPV4_PARTS).map(|i| Part::new(Family::V4, i << (32 - IPV4_SPLIT), IPV4_SPLIT));
     let parts: Vec<Part> = std::iter::once(Part::new(Family::V6, 0, 0))
@@ -190,6 +190,12 @@ impl Part {
                 builder.piece(start, len, class, classes, classifier);
             }
         })?;
+        if builders.iter().any(|b| b.beyond_limit) {
+            return Err(MaxMindDbError::invalid_input(format!(
+                "a service's rules and regions make more than {MAX_LEAVES} distinct places, more \
+                 than the network map holds apart: fewer regions or rules per service"
+            )));
+        }
         Ok(Walked {
             subtrees: builders.into_iter().map(|b| b.finish(self.len)).collect(),
             networks,
@@ -659,6 +665,9 @@ struct Builder {
     /// Complete subtrees not yet joined with their siblings, with their depths.
     stack: Vec<(u8, Sub)>,
     inner: Vec<[Sub; 2]>,
+    /// A classifier gave a leaf id of [`MAX_LEAVES`] or more: the map cannot hold its places
+    /// apart, and the walk fails rather than merge them.
+    beyond_limit: bool,
 }
 
 impl Builder {
@@ -683,6 +692,7 @@ impl Builder {
             bounded: HashMap::default(),
             stack: Vec::new(),
             inner: Vec::new(),
+            beyond_limit: false,
         }
     }
 
@@ -711,7 +721,8 @@ impl Builder {
                 id: {
                     let unknown = Located::Unknown { prefix_len: len };
                     let first = self.family.address(start);
-                    ask(classifier, &unknown, LookupResult::Undecodable, first).id
+                    let leaf = ask(classifier, &unknown, LookupResult::Undecodable, first);
+                    self.within_limit(leaf.id)
                 },
                 mergeable: false,
                 decision: None,
@@ -724,13 +735,22 @@ impl Builder {
             class => {
                 let leaf = self.leaf(start, end, class, classes, classifier);
                 Sub::Leaf {
-                    id: leaf.id.min(MAX_LEAVES - 1),
+                    id: self.within_limit(leaf.id),
                     mergeable: true,
                     decision: Some(leaf.decision),
                 }
             }
         };
         self.push(len, sub);
+    }
+
+    /// `id`, if the map can hold it; else the walk is marked failed.
+    fn within_limit(&mut self, id: u32) -> u32 {
+        if id < MAX_LEAVES {
+            return id;
+        }
+        self.beyond_limit = true;
+        0
     }
 
     /// The classifier's leaf for a network of `class`, asked once per class and set of
@@ -1074,6 +1094,32 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    /// Gives every network a leaf id past what a map holds.
+    struct BeyondTheLimit;
+
+    impl Classifier for BeyondTheLimit {
+        fn boundaries(&self) -> &[ipnet::IpNet] {
+            &[]
+        }
+
+        fn classify(&mut self, _: &Located, _: LookupResult, _: IpAddr) -> Leaf {
+            Leaf {
+                id: MAX_LEAVES,
+                decision: 0,
+            }
+        }
+    }
+
+    #[test]
+    fn a_leaf_id_the_map_cannot_hold_fails_the_compilation_instead_of_merging_places() {
+        let geo = geoip(&[(
+            IpVersion::V6,
+            &[("192.0.2.0/24", at("FR", "EU", 48.9, 2.4))],
+        )]);
+        let error = compile(&geo, vec![&mut BeyondTheLimit]).expect_err("refused");
+        assert!(error.to_string().contains("distinct places"), "{error}");
     }
 
     #[test]

@@ -223,11 +223,36 @@ pub enum GeoError {
     #[error("cannot walk the GeoIP databases' networks: {error}")]
     Walk { error: MaxMindDbError },
     #[error(
+        "{undecodable} of {networks} networks have a record regiondns cannot read (more than \
+         1 in {MAX_UNDECODABLE_ONE_IN}): their clients would have no usable location"
+    )]
+    Undecodable { undecodable: u64, networks: u64 },
+    #[error(
         "{path}: the GeoIP database was written in place since it was accepted; it is not read \
          again until the GeoIP reloader accepts a database (replace the file by renaming a new one \
          onto it)"
     )]
     Changed { path: PathBuf },
+}
+
+/// A new database may leave at most one network in this many unreadable: the databases as
+/// they ship leave none, and a client whose record cannot be read gets only what every rule
+/// allows (`unlocated`), so many of them would be many clients served worse.
+pub const MAX_UNDECODABLE_ONE_IN: u64 = 1000;
+
+/// Refuses what a compilation walked when too many of its records could not be read.
+pub fn check_undecodable(compiled: Compiled) -> Result<(), GeoError> {
+    let Compiled {
+        networks,
+        undecodable,
+    } = compiled;
+    if undecodable.saturating_mul(MAX_UNDECODABLE_ONE_IN) > networks {
+        return Err(GeoError::Undecodable {
+            undecodable,
+            networks,
+        });
+    }
+    Ok(())
 }
 
 /// Well-known public addresses that any GeoIP database worth serving with locates: checked at
@@ -795,6 +820,22 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+
+    #[test]
+    fn a_database_with_more_than_one_unreadable_network_in_a_thousand_is_refused() {
+        let figures = |networks, undecodable| Compiled {
+            networks,
+            undecodable,
+        };
+        assert!(check_undecodable(figures(1_000_000, 0)).is_ok());
+        assert!(check_undecodable(figures(1_000_000, 1_000)).is_ok());
+        let error = check_undecodable(figures(1_000_000, 1_001)).expect_err("refused");
+        assert!(
+            error.to_string().starts_with("1001 of 1000000 networks"),
+            "{error}"
+        );
+        assert!(check_undecodable(figures(7, 1)).is_err());
+    }
 
     const TOKYO: Coordinates = Coordinates {
         lat: 35.7,

@@ -209,10 +209,14 @@ impl Plan {
         })
     }
 
-    /// This plan with its places compiled against `geo` (new GeoIP databases).
+    /// This plan with its places compiled against `geo` (new GeoIP databases), unless too
+    /// many of their records cannot be read.
     pub fn relocated(&self, geo: &GeoIp) -> Result<Plan, GeoError> {
         let geo = GeoSource::Opened(geo);
         let (atlas, compiled) = Atlas::default().for_zones(&self.zones, geo)?;
+        if let Some(compiled) = &compiled {
+            geo::check_undecodable(compiled.figures)?;
+        }
         Ok(Plan {
             zones: self.zones.clone(),
             atlas,

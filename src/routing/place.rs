@@ -289,7 +289,8 @@ impl geo::Classifier for PlaceClassifier<'_> {
         let id = match self.leaves.get(&place) {
             Some(&id) => id,
             None => {
-                let id = (self.places.len() as u32).min(geo::MAX_LEAVES - 1);
+                // The map refuses ids from MAX_LEAVES on: places are never merged.
+                let id = u32::try_from(self.places.len()).unwrap_or(u32::MAX);
                 self.places.push(place);
                 self.leaves.insert(place, id);
                 id
