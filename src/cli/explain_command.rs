@@ -3,7 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
-use crate::routing::{Loads, load::ShiftKey};
+use crate::routing::{Loads, load_control::ShiftKey};
 
 /// `regiondns explain`: the decision for one client, from the same code the server runs.
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {

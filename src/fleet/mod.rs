@@ -239,7 +239,7 @@ impl PeerState {
                     region: r.region.clone(),
                 };
                 let load = r.load.filter(|figure| {
-                    let valid = crate::health::load::checked(*figure).is_ok();
+                    let valid = crate::health::load_report::checked(*figure).is_ok();
                     bad_load |= !valid;
                     valid
                 });

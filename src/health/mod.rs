@@ -6,7 +6,7 @@
 //! changes and reports a prober that died. This module decides a region's health from probe
 //! results; it never builds routing tables or touches the query path.
 
-pub mod load;
+pub mod load_report;
 mod probe;
 mod tracker;
 
@@ -23,7 +23,7 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use load::LoadMeter;
+use load_report::LoadMeter;
 pub use probe::{MAX_BODY, Probe, describe as describe_http_error, user_agent};
 pub use tracker::{Health, Outcome, ProbeResult, Tracker, Transition};
 

@@ -8,7 +8,7 @@ use reqwest::{StatusCode, header::RETRY_AFTER};
 use tokio::{net::TcpStream, time::Instant};
 
 use super::{
-    load::{self, LoadReading},
+    load_report::{self, LoadReading},
     tracker::{Outcome, ProbeResult},
 };
 use crate::config::{Check, CheckTarget, HttpCheck, LoadSource, Secrets};
@@ -156,7 +156,7 @@ async fn http_outcome(
             *load = check
                 .load
                 .as_ref()
-                .map(|s| load::read(s, response.headers(), None));
+                .map(|s| load_report::read(s, response.headers(), None));
         }
         return unexpected(status, response.headers().contains_key(RETRY_AFTER));
     }
@@ -178,7 +178,7 @@ async fn http_outcome(
     *load = check
         .load
         .as_ref()
-        .map(|s| load::read(s, &headers, Some(&body)));
+        .map(|s| load_report::read(s, &headers, Some(&body)));
     match &check.body_contains {
         Some(needle) if !String::from_utf8_lossy(&body).contains(needle.as_str()) => {
             Outcome::Failure(format!(

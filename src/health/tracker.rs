@@ -10,7 +10,7 @@
 
 use std::{collections::VecDeque, fmt, time::Duration};
 
-use super::load::LoadReading;
+use super::load_report::LoadReading;
 use crate::config::Thresholds;
 
 /// What the probes say about a region.

@@ -5,11 +5,11 @@
 use super::{Publisher, RegionStatus};
 use crate::{
     events::Notice,
-    health::load::smoothing_weight,
+    health::load_report::smoothing_weight,
     region::{RegionKey, State},
     routing::{
         Loads, ServicePlan, WeighedCounters,
-        load::{Reading, ShiftKey},
+        load_control::{Reading, ShiftKey},
     },
     timeline::{LoadShift, StateChange},
 };

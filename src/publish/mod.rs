@@ -29,7 +29,7 @@ use crate::{
     region::{RegionKey, State},
     routing::{
         Loads, Plan, RoutingTable,
-        load::{Controller, ShiftKey},
+        load_control::{Controller, ShiftKey},
     },
     timeline::{StateChange, Timeline},
 };

@@ -7,7 +7,7 @@
 //! health of every region into a table, which is published with arc-swap. The query path only
 //! reads a snapshot: nothing here does I/O, takes a lock or allocates while answering.
 
-pub mod load;
+pub mod load_control;
 mod place;
 mod policy;
 mod set;
@@ -28,7 +28,7 @@ use hickory_proto::rr::{
     rdata::{A, AAAA},
 };
 
-pub use load::{Loads, RegionLoad};
+pub use load_control::{Loads, RegionLoad};
 pub use place::{Geography, NEAREST_KEPT, Place, Places};
 pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks, Weighed};
 use policy::{Draws, MOVED};
@@ -606,7 +606,7 @@ fn region_loads(plan: &ServicePlan, loads: &Loads) -> Box<[RegionLoad]> {
         return Box::default();
     };
     let region_load = |region: &Arc<RegionRoute>| {
-        let shift = load::ShiftKey {
+        let shift = load_control::ShiftKey {
             region: region.key.clone(),
             service: plan.name.to_string(),
         };

@@ -718,7 +718,7 @@ fn load_table(service: &str, loads: &[(&str, f64, f64)]) -> RoutingTable {
     let mut figures = Loads::default();
     for &(region, load, kept) in loads {
         figures.load.insert(key(region), load);
-        let shift = load::ShiftKey {
+        let shift = load_control::ShiftKey {
             region: key(region),
             service: "api.llm.example.com.".into(),
         };

@@ -18,7 +18,7 @@ use regiondns::{
     metrics::Metrics,
     publish::Publisher,
     region::{RegionKey, States},
-    routing::{Loads, Plan, RoutingTable, load::ShiftKey},
+    routing::{Loads, Plan, RoutingTable, load_control::ShiftKey},
 };
 
 /// The repository's root: this crate's, or the one above it for the fuzz targets.

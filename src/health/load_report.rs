@@ -2,7 +2,7 @@
 //! JSON pointer into the body, a fraction of capacity or a percentage), and [`LoadMeter`], which
 //! smooths the figures over the check's window. Pure: the probe hands it what it read.
 //!
-//! What to do about a load is routing's business ([`crate::routing::load`]); this module only
+//! What to do about a load is routing's business ([`crate::routing::load_control`]); this module only
 //! says what the load is, or that it is unknown.
 
 use reqwest::header::HeaderMap;
