@@ -519,9 +519,9 @@ impl LoadAlternatives {
     /// The picks of the subnet of `ip`, and how it was weighed.
     fn draw(&self, ip: IpAddr, kept: Picks) -> (Picks, Option<Weighed>) {
         let (keep, spread) = policy::load_draws(ip, self.point.seed);
-        if keep < self.point.kept {
+        if self.point.keeps(keep) {
             (kept, None)
-        } else if spread() < self.point.split {
+        } else if self.point.goes_first(spread()) {
             self.moved[0]
         } else {
             self.moved[1]
@@ -756,8 +756,8 @@ impl ServiceRoutes {
             None => (decided.picks, None, client.scope),
             Some(load) => {
                 let (picks, weighed) = load.draw(client.ip, decided.picks);
-                let subnet = policy::subnet_prefix(client.ip.is_ipv4());
-                (picks, weighed, client.scope.max(subnet))
+                let scope = policy::subnet_scope(client.scope, client.ip.is_ipv4());
+                (picks, weighed, scope)
             }
         };
         Decision::Regions {

@@ -181,6 +181,18 @@ pub(super) struct LoadPoint {
     pub split: f64,
 }
 
+impl LoadPoint {
+    /// Whether a subnet whose keep draw is `keep` stays at the weighed region.
+    pub(super) fn keeps(&self, keep: f64) -> bool {
+        keep < self.kept
+    }
+
+    /// Whether a moved subnet whose spread draw is `spread` goes to the first destination.
+    pub(super) fn goes_first(&self, spread: f64) -> bool {
+        spread < self.split
+    }
+}
+
 /// [`decide`], drawing for load from `draws`; and what the subnet was hashed for.
 pub(super) fn decide_drawing<'t, E: Explain>(
     service: &'t ServiceRoutes,
@@ -509,7 +521,7 @@ impl<E: Explain> Walk<'_, '_, E> {
                 load.kept * 100.0
             )
         };
-        if keep_draw < load.kept {
+        if point.keeps(keep_draw) {
             self.explain
                 .step(&|| format!("{}; this client's subnet is kept", figures()));
             return Weighing::Kept;
@@ -545,7 +557,7 @@ impl<E: Explain> Walk<'_, '_, E> {
             [(first, a), (second, b), ..] => {
                 point.split = a / (a + b);
                 self.scope.hashed.load = Some(point);
-                if spread_draw.unwrap_or_else(|| fraction(subnet, SPREAD_SEED)) < point.split {
+                if point.goes_first(spread_draw.unwrap_or_else(|| fraction(subnet, SPREAD_SEED))) {
                     *first
                 } else {
                     *second
@@ -636,12 +648,18 @@ impl Scope {
     }
 
     fn narrowed_to_subnet(&mut self) {
-        self.prefix = self.prefix.max(subnet_prefix(self.ipv4));
+        self.prefix = subnet_scope(self.prefix, self.ipv4);
     }
 }
 
+/// `prefix`, narrowed to the client's subnet once a subnet hash decided (load weighing
+/// included): a decision made in advance for a place narrows its scope the same way.
+pub(super) fn subnet_scope(prefix: u8, ipv4: bool) -> u8 {
+    prefix.max(subnet_prefix(ipv4))
+}
+
 /// The prefix of the client's subnet that hashing decides for: /24 or /56.
-pub(super) fn subnet_prefix(ipv4: bool) -> u8 {
+fn subnet_prefix(ipv4: bool) -> u8 {
     if ipv4 { 24 } else { 56 }
 }
 
