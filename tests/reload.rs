@@ -253,6 +253,15 @@ fn a_zone_reload_compiles_only_from_the_geoip_the_reloader_accepted() {
         "{}",
         server.log()
     );
+    // A good database written in place is accepted, and the reload that waited applies.
+    common::write_mmdb(&geo, &common::fixture_networks());
+    until_answered(&server, UK, &["203.0.113.21"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("the waiting reload applied: {}", server.log()));
+    assert!(
+        server
+            .log()
+            .contains("applying the zone reload that waited")
+    );
 }
 
 /// 1,000 regions spread over the map, each checked over TCP at `check` every second, all
