@@ -48,7 +48,7 @@ pub struct Answer<'t> {
     /// How many leading bits of the client address the answer depends on (the ECS scope).
     pub scope: u8,
     /// The counters this answer adds one to; none: count it by rcode.
-    pub counters: [Option<&'t QueryCounter>; 2],
+    pub counters: [Option<&'t QueryCounter>; 3],
     /// The answer-share cell it adds one to: its first region and the client's continent.
     pub share: Option<(&'t Arc<AnswerShares>, usize)>,
     /// The GeoIP lookup the service's decision made, and whether more were made (for the
@@ -102,7 +102,7 @@ impl<'t> Answer<'t> {
             additional: ArrayVec::new(),
             additional_required: false,
             scope: 0,
-            counters: [None, None],
+            counters: [None, None, None],
             share: None,
             lookup: None,
             other_lookups: false,
@@ -118,7 +118,7 @@ impl<'t> Answer<'t> {
     pub fn made(records: Vec<Record>, counter: &'t QueryCounter, scope: u8) -> Answer<'t> {
         Answer {
             made: records,
-            counters: [Some(counter), None],
+            counters: [Some(counter), None, None],
             scope,
             ..Answer::new(Rcode::NoError, true)
         }
@@ -330,7 +330,7 @@ fn counted<'t>(answer: &mut Answer<'t>, zone: &'t ZoneRoutes) {
         Rcode::NxDomain => &zone.counters.nxdomain,
         _ => &zone.counters.noerror,
     };
-    answer.counters = [Some(counter), None];
+    answer.counters = [Some(counter), None, None];
 }
 
 fn owner_is(set: &RRset, name: &[u8]) -> bool {
@@ -393,15 +393,20 @@ fn add_decision<'t>(
             // A client weighed for load is never answered in fail-open mode.
             let load = weighed.and_then(|w| {
                 let counters = service.region(usize::from(w.region))?.weighed.as_ref()?;
-                Some(if w.moved {
-                    &counters.moved
-                } else {
-                    &counters.stuck
+                Some(match w.moved_to {
+                    Some(_) => &counters.moved,
+                    None => &counters.stuck,
                 })
             });
+            // The region it was moved to counts a guest: its controller admits fewer of them
+            // before it moves any client of its own.
+            let guest = weighed
+                .and_then(|w| service.region(usize::from(w.moved_to?)))
+                .and_then(|to| Some(&to.weighed.as_ref()?.moved_in));
             answer.counters = [
                 first.and_then(|i| service.region(i)).map(|r| &r.answered),
                 fail_open.then_some(&plan.fail_open).or(load),
+                guest,
             ];
             answer.share = first.map(|i| (&plan.shares, AnswerShares::cell(i, continent)));
             answer.scope = scope;
@@ -415,7 +420,7 @@ fn add_decision<'t>(
             if how == FailClosed::NoData {
                 answer.authority = negative_soa;
             }
-            answer.counters = [Some(&plan.fail_closed), None];
+            answer.counters = [Some(&plan.fail_closed), None, None];
             answer.extended_error = Some(ExtendedError {
                 code: EDE_OTHER,
                 text: reason,
@@ -424,7 +429,7 @@ fn add_decision<'t>(
         }
         Decision::ServFail { scope } => {
             (answer.rcode, answer.authoritative) = (Rcode::ServFail, false);
-            answer.counters = [Some(&plan.servfail), None];
+            answer.counters = [Some(&plan.servfail), None, None];
             answer.scope = scope;
         }
     }

@@ -335,7 +335,7 @@ impl Metrics {
         let load_weighed = Family::<WeighedLabels, QueryCounter>::default();
         registry.register(
             "load_weighed_answers",
-            "Answers to clients of a region over its load target that are not in the share it keeps: moved to another region (outcome=\"moved\"), or stuck there because no region they may go to had headroom (outcome=\"stuck\")",
+            "Answers to clients of a region over its load target that are not in the share it keeps: moved to another region (outcome=\"moved\"), or stuck there because no region they may go to admitted them (outcome=\"stuck\"); and answers to clients another region moved to this one (outcome=\"moved_in\")",
             load_weighed.clone(),
         );
         // Both results from the start: an alert on `increase(...{result="error"})` then sees

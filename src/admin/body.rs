@@ -43,6 +43,9 @@ pub struct RegionBody {
     /// Per service with a load target (its name): the share of the region's clients it keeps.
     #[serde(default)]
     pub kept: BTreeMap<String, f64>,
+    /// And the share of the clients other regions move to it that it takes.
+    #[serde(default)]
+    pub admits: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -329,24 +329,28 @@ async fn regions(AxumState(admin): AxumState<Admin>) -> Json<Regions> {
         .map(|(key, status)| {
             let location = markers.iter().find(|m| &m.key == key).map(|m| m.location);
             let mut body = region_body(key, status, location);
-            body.kept = kept_shares(&table, key);
+            (body.kept, body.admits) = load_shares(&table, key);
             body
         })
         .collect();
     Json(Regions { regions })
 }
 
-/// Per service with a load target, the share of `key`'s clients it keeps in this snapshot.
-fn kept_shares(table: &RoutingTable, key: &RegionKey) -> BTreeMap<String, f64> {
+/// Per service with a load target, the share of `key`'s clients it keeps in this snapshot,
+/// and the share of clients moved to it that it takes.
+fn load_shares(table: &RoutingTable, key: &RegionKey) -> LoadShares {
     let services = table.zones().iter().flat_map(|z| z.services());
     services
         .filter_map(|service| {
             let i = service.plan.regions.iter().position(|r| &r.key == key)?;
             let load = service.loads.get(i)?;
-            Some((service.plan.name.to_string(), load.kept))
+            Some((service.plan.name.to_string(), load.kept, load.admits))
         })
-        .collect()
+        .map(|(name, kept, admits)| ((name.clone(), kept), (name, admits)))
+        .unzip()
 }
+
+type LoadShares = (BTreeMap<String, f64>, BTreeMap<String, f64>);
 
 fn region_body(
     key: &RegionKey,
@@ -380,6 +384,7 @@ fn region_body(
         load: status.load,
         load_note: status.load_note.clone(),
         kept: BTreeMap::new(),
+        admits: BTreeMap::new(),
     }
 }
 

@@ -3,7 +3,10 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
-use crate::routing::{Loads, load_control::ShiftKey};
+use crate::routing::{
+    Loads,
+    load_control::{Controller, ShiftKey},
+};
 
 /// `regiondns explain`: the decision for one client, from the same code the server runs.
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
@@ -95,11 +98,14 @@ async fn health_from_admin(
         status.drained = region.drained;
         status.health = region.health;
         for (service, kept) in region.kept {
+            let admits = region.admits.get(&service).copied().unwrap_or(1.0);
             let shift = ShiftKey {
                 region: key.clone(),
                 service,
             };
-            loads.kept.insert(shift, kept);
+            loads
+                .shares
+                .insert(shift, Controller::with_shares(kept, admits));
         }
         if let Some(load) = region.load {
             loads.load.insert(key, load);

@@ -303,7 +303,7 @@ impl Responder {
     /// and in its region's share of the client's continent.
     fn count(&self, answer: &Answer<'_>) {
         match answer.counters {
-            [None, _] => {
+            [None, ..] => {
                 self.errors.for_rcode(answer.rcode).inc();
             }
             counters => counters.iter().flatten().for_each(|c| {
@@ -380,7 +380,11 @@ impl Responder {
         };
         cache.put(hash, snapshot, source, out, opt_at, |tally| {
             tally.counters = match answer.counters {
-                [None, _] => [Some(self.errors.for_rcode(answer.rcode).clone()), None],
+                [None, ..] => [
+                    Some(self.errors.for_rcode(answer.rcode).clone()),
+                    None,
+                    None,
+                ],
                 counters => counters.map(|c| c.cloned()),
             };
             tally.share = answer

@@ -8,8 +8,8 @@ use crate::{
     health::load_report::smoothing_weight,
     region::{RegionKey, State},
     routing::{
-        Loads, ServicePlan, WeighedCounters,
-        load_control::{Reading, ShiftKey},
+        Loads, RegionLoad, ServicePlan, WeighedCounters,
+        load_control::{Admission, Reading, ShiftKey},
     },
     timeline::{LoadShift, StateChange},
 };
@@ -24,16 +24,21 @@ pub(super) struct Shifted {
     pub(super) started_or_stopped: Vec<(LoadShift, String)>,
 }
 
-/// Of the answers to a region's clients outside its kept share since the counts were last
-/// taken (`counted`, updated), the share that had to stay.
-pub(super) fn stuck_since(counted: &mut [u64; 2], counters: Option<&WeighedCounters>) -> f64 {
-    let now = counters.map_or([0, 0], |c| [c.moved.get(), c.stuck.get()]);
-    let [moved, stuck] = [0, 1].map(|i| now[i].saturating_sub(counted[i]));
+/// Since the counts were last taken (`counted`, updated): of the answers to a region's clients
+/// outside its kept share, the share that had to stay; and whether it answered clients other
+/// regions moved to it.
+pub(super) fn weighed_since(
+    counted: &mut [u64; 3],
+    counters: Option<&WeighedCounters>,
+) -> (f64, bool) {
+    let now = counters.map_or([0; 3], |c| [c.moved.get(), c.stuck.get(), c.moved_in.get()]);
+    let [moved, stuck, moved_in] = [0, 1, 2].map(|i| now[i].saturating_sub(counted[i]));
     *counted = now;
-    match moved + stuck {
+    let stuck = match moved + stuck {
         0 => 0.0,
         asked => stuck as f64 / asked as f64,
-    }
+    };
+    (stuck, moved_in > 0)
 }
 
 /// "load 92% above the target 80%: keeps 87% of its clients".
@@ -74,20 +79,23 @@ impl Publisher {
                 region: region.clone(),
                 service: service.name.to_string(),
             };
-            let elsewhere = self.headroom_elsewhere(service, key, target.target);
+            let elsewhere = self.admitted_elsewhere(service, key);
             let (controller, counted) = self.shifts.entry(shift_key(key)).or_default();
             let region = service.regions.iter().find(|r| &r.key == key);
+            let (stuck, guests) = weighed_since(counted, region.and_then(|r| r.weighed.as_ref()));
             let reading = Reading {
                 load: status.load,
                 fresh,
                 weight,
                 elsewhere,
-                stuck: stuck_since(counted, region.and_then(|r| r.weighed.as_ref())),
+                stuck,
+                guests,
             };
-            let (before, was_moving) = (controller.kept, controller.moving());
+            let before = *controller;
+            let was_moving = controller.moving();
             let kept = controller.update(reading, target);
             let moving = controller.moving();
-            shifted.republish |= kept != before;
+            shifted.republish |= *controller != before;
             let moved = Some(1.0 - kept);
             (self.metrics).set_load_moved(&key.zone, &service.name, &key.region, moved);
             let any_moving = service.regions.iter().any(|r| {
@@ -108,19 +116,21 @@ impl Publisher {
         shifted
     }
 
-    /// Whether a region of `service` other than `key` is up and below `target`.
-    pub(super) fn headroom_elsewhere(
-        &self,
-        service: &ServicePlan,
-        key: &RegionKey,
-        target: f64,
-    ) -> bool {
-        let others = service.regions.iter().filter(|r| &r.key != key);
-        others
-            .filter_map(|r| self.health.get(&r.key))
-            .any(|status| {
-                status.state() == State::Up && status.load.is_some_and(|load| load < target)
-            })
+    /// Whether a region of `service` other than `key` is up and takes clients moved for load.
+    pub(super) fn admitted_elsewhere(&self, service: &ServicePlan, key: &RegionKey) -> bool {
+        let mut others = service.regions.iter().filter(|r| &r.key != key);
+        others.any(|r| {
+            let Some(status) = self.health.get(&r.key) else {
+                return false;
+            };
+            let shift = ShiftKey {
+                region: r.key.clone(),
+                service: service.name.to_string(),
+            };
+            let shares = self.shifts.get(&shift).map(|(c, _)| *c).unwrap_or_default();
+            let admission = RegionLoad::new(status.load, shares).admission();
+            status.state() == State::Up && admission != Admission::Closed
+        })
     }
 
     /// Drops the kept shares of service regions the plan no longer moves clients of.
@@ -175,17 +185,14 @@ impl Publisher {
             .store(Arc::new(self.timeline.clone()));
     }
 
-    /// What routing needs of load: each region's smoothed load and each kept share.
+    /// What routing needs of load: each region's smoothed load and each controller's shares.
     pub(super) fn loads(&self) -> Loads {
         let load = self.health.iter();
         let load = load.filter_map(|(key, s)| Some((key.clone(), s.load?)));
-        let kept = self
-            .shifts
-            .iter()
-            .map(|(key, (c, _))| (key.clone(), c.kept));
+        let shares = self.shifts.iter().map(|(key, (c, _))| (key.clone(), *c));
         Loads {
             load: load.collect(),
-            kept: kept.collect(),
+            shares: shares.collect(),
         }
     }
 }

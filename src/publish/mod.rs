@@ -131,7 +131,7 @@ pub struct Publisher {
     fleet: FleetState,
     /// Per service region with a load target: the share of its clients it keeps, and its
     /// counts of moved and stuck answers at the last probe.
-    shifts: BTreeMap<ShiftKey, (Controller, [u64; 2])>,
+    shifts: BTreeMap<ShiftKey, (Controller, [u64; 3])>,
 }
 
 /// A probe that changes no state reaches the board within this time: copying the board for

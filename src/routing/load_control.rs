@@ -7,6 +7,13 @@
 //! kept over the same window (both averaged alike, so a lagging average of the load is not
 //! taken for a lasting overload), and keeps target / demand of it, changing the share by at
 //! most `load_step` per probe. Within [`DEADBAND`] of the target the share holds.
+//!
+//! The same controller says how much of the clients moved to its region from others it admits
+//! ([`Controller::admits`]). Moved clients fill the nearest region of their order up to that
+//! share before any go farther, so the admitted share is what holds a region that takes
+//! guests at its target: over it, with guests, the region admits fewer (by its distance from
+//! the target, at most `load_step` per probe) before it moves any client of its own; under
+//! it, its own clients come back first, then it admits more.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +35,9 @@ pub struct ShiftKey {
 pub struct Controller {
     /// The share kept now: 1 keeps every client.
     pub kept: f64,
+    /// The share of the clients moved to this region by others that it takes now; the rest go
+    /// farther.
+    pub admits: f64,
     /// The kept share averaged as the load is, over the probes that reported a figure.
     in_force: f64,
 }
@@ -36,6 +46,7 @@ impl Default for Controller {
     fn default() -> Controller {
         Controller {
             kept: 1.0,
+            admits: 1.0,
             in_force: 1.0,
         }
     }
@@ -55,11 +66,31 @@ pub struct Reading {
     /// Of the region's clients outside its kept share that asked since the last probe, the
     /// share that had to stay (no region they may go to had headroom): 0 when none asked.
     pub stuck: f64,
+    /// Whether clients moved here by other regions were answered since the last probe.
+    pub guests: bool,
 }
 
 impl Controller {
-    /// The kept share after one probe of the region.
+    /// A controller whose shares are `kept` and `admits`, as a snapshot showed them (for
+    /// `explain` from a running server's figures).
+    pub fn with_shares(kept: f64, admits: f64) -> Controller {
+        Controller {
+            kept,
+            admits,
+            in_force: kept,
+        }
+    }
+
+    /// The kept share after one probe of the region (and the admitted share).
     pub fn update(&mut self, reading: Reading, target: LoadTarget) -> f64 {
+        if let Some(load) = reading.load.filter(|_| reading.fresh)
+            && self.kept >= 1.0
+            && self.admit(load, reading.guests, target)
+        {
+            // Guests leave first; the region's own clients stay while they do.
+            self.in_force += reading.weight * (1.0 - self.in_force);
+            return self.kept;
+        }
         if reading.fresh {
             // The figure just read was made with the share in force until now: the kept
             // share and the clients that could not move.
@@ -85,7 +116,33 @@ impl Controller {
             _ => 0.0,
         };
         self.kept = stepped.max(floor).clamp(0.0, 1.0);
+        if self.kept < 1.0 || reading.load.is_none() {
+            // Moving clients of its own, it takes none of others'; unknown, it is asked last.
+            self.admits = if self.kept < 1.0 { 0.0 } else { 1.0 };
+        }
         self.kept
+    }
+
+    /// Moves the admitted share toward the target for `load`, while every own client is kept:
+    /// over the target it falls in proportion (target / load, and to none below half a step),
+    /// under it, it rises by the distance (at most a step). Whether the kept share must wait:
+    /// guests are still admitted over the target.
+    fn admit(&mut self, load: f64, guests: bool, target: LoadTarget) -> bool {
+        let distance = target.target - load;
+        if distance.abs() <= DEADBAND {
+            return false;
+        }
+        if distance > 0.0 {
+            self.admits = (self.admits + distance.min(target.step)).min(1.0);
+            return true;
+        }
+        let admits = self.admits * target.target / load;
+        self.admits = if admits < target.step / 2.0 {
+            0.0
+        } else {
+            admits
+        };
+        guests && self.admits > 0.0
     }
 
     pub fn moving(&self) -> bool {
@@ -93,12 +150,12 @@ impl Controller {
     }
 }
 
-/// What routing needs of load: each region's smoothed load, and each service region's kept
-/// share (absent: keeps all).
+/// What routing needs of load: each region's smoothed load, and each service region's
+/// controller (absent: keeps all its clients, admits all moved to it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loads {
     pub load: BTreeMap<RegionKey, f64>,
-    pub kept: BTreeMap<ShiftKey, f64>,
+    pub shares: BTreeMap<ShiftKey, Controller>,
 }
 
 /// A region of a service as the decision sees load in one snapshot.
@@ -108,17 +165,35 @@ pub struct RegionLoad {
     pub load: Option<f64>,
     /// The share of its clients it keeps (1: all).
     pub kept: f64,
-    /// How far its load is below the service's target; 0 when not below or unknown: it takes
-    /// no clients moved for load.
-    pub headroom: f64,
+    /// The share of the clients moved to it that it takes.
+    pub admits: f64,
+}
+
+/// How a region takes clients another region moves for load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Admission {
+    /// It reports its load and takes this share of them (above 0).
+    Reported(f64),
+    /// Its load is unknown: it takes them, after every region that reports room.
+    Unreported,
+    /// It takes none.
+    Closed,
 }
 
 impl RegionLoad {
-    pub fn new(load: Option<f64>, kept: f64, target: f64) -> RegionLoad {
+    pub fn new(load: Option<f64>, shares: Controller) -> RegionLoad {
         RegionLoad {
             load,
-            kept,
-            headroom: load.map_or(0.0, |load| (target - load).max(0.0)),
+            kept: shares.kept,
+            admits: shares.admits,
+        }
+    }
+
+    pub fn admission(&self) -> Admission {
+        match self.load {
+            None => Admission::Unreported,
+            Some(_) if self.admits > 0.0 && self.kept >= 1.0 => Admission::Reported(self.admits),
+            Some(_) => Admission::Closed,
         }
     }
 }
@@ -139,6 +214,7 @@ mod tests {
             weight: 0.5,
             elsewhere: true,
             stuck: 0.0,
+            guests: false,
         }
     }
 
@@ -191,6 +267,7 @@ mod tests {
     fn clients_come_back_step_by_step_when_demand_falls() {
         let mut controller = Controller {
             kept: 0.5,
+            admits: 0.0,
             in_force: 0.5,
         };
         let kept = controller.update(reading(0.3), TARGET);
@@ -201,6 +278,7 @@ mod tests {
     fn with_nowhere_to_go_or_an_unknown_load_clients_return() {
         let mut controller = Controller {
             kept: 0.5,
+            admits: 0.0,
             in_force: 0.5,
         };
         let nowhere = Reading {
@@ -251,9 +329,61 @@ mod tests {
     }
 
     #[test]
-    fn headroom_is_what_is_left_below_the_target() {
-        assert!((RegionLoad::new(Some(0.5), 1.0, 0.8).headroom - 0.3).abs() < 1e-9);
-        assert_eq!(RegionLoad::new(Some(0.9), 1.0, 0.8).headroom, 0.0);
-        assert_eq!(RegionLoad::new(None, 1.0, 0.8).headroom, 0.0);
+    fn over_its_target_a_region_with_guests_admits_fewer_before_moving_its_own_clients() {
+        let mut controller = Controller::default();
+        let with_guests = |load| Reading {
+            guests: true,
+            ..reading(load)
+        };
+        controller.update(with_guests(1.0), TARGET);
+        assert_eq!(
+            (controller.kept, controller.admits),
+            (1.0, 0.8),
+            "target / load"
+        );
+        controller.update(with_guests(0.85), TARGET);
+        assert!((controller.admits - 0.8 * 0.8 / 0.85).abs() < 1e-9);
+        let held = controller.admits;
+        controller.update(with_guests(0.81), TARGET);
+        assert_eq!(controller.admits, held, "within the deadband: holds");
+        controller.update(with_guests(0.6), TARGET);
+        assert!(
+            (controller.admits - held - 0.1).abs() < 1e-9,
+            "under: a step more"
+        );
+        // Far over, it soon admits none, and then its own clients move.
+        for _ in 0..6 {
+            controller.update(with_guests(1.6), TARGET);
+        }
+        assert_eq!(controller.admits, 0.0);
+        assert!(controller.kept < 1.0);
+        // Without guests, its own clients move, and then it admits none.
+        controller.update(reading(1.2), TARGET);
+        assert!(controller.kept < 1.0);
+        assert_eq!(controller.admits, 0.0);
+        let shares = RegionLoad::new(Some(1.2), controller);
+        assert_eq!(shares.admission(), Admission::Closed);
+        // Under the target again, its own clients come back before it admits any guest.
+        for _ in 0..20 {
+            controller.update(reading(0.5), TARGET);
+            if controller.kept < 1.0 {
+                assert_eq!(controller.admits, 0.0);
+            }
+        }
+        assert_eq!((controller.kept, controller.admits), (1.0, 1.0));
+    }
+
+    #[test]
+    fn regions_that_report_no_load_are_asked_after_those_that_do() {
+        let unknown = RegionLoad::new(None, Controller::default());
+        assert_eq!(unknown.admission(), Admission::Unreported);
+        let half = Controller {
+            admits: 0.5,
+            ..Controller::default()
+        };
+        assert_eq!(
+            RegionLoad::new(Some(0.8), half).admission(),
+            Admission::Reported(0.5)
+        );
     }
 }

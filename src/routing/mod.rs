@@ -167,11 +167,12 @@ pub struct RegionRoute {
 }
 
 /// Answers to the clients a region moves for load: moved, or stuck (no region they may go to
-/// had headroom).
+/// admitted them); and answers to clients other regions moved to it.
 #[derive(Debug)]
 pub struct WeighedCounters {
     pub moved: QueryCounter,
     pub stuck: QueryCounter,
+    pub moved_in: QueryCounter,
 }
 
 impl Plan {
@@ -447,6 +448,12 @@ impl RegionRoute {
             weighed: service.load.map(|_| WeighedCounters {
                 moved: metrics.load_weighed_counter(zone, &service_name, &region.name, "moved"),
                 stuck: metrics.load_weighed_counter(zone, &service_name, &region.name, "stuck"),
+                moved_in: metrics.load_weighed_counter(
+                    zone,
+                    &service_name,
+                    &region.name,
+                    "moved_in",
+                ),
             }),
         }
     }
@@ -511,8 +518,11 @@ struct Decided {
 #[derive(Debug, Clone)]
 struct LoadAlternatives {
     point: policy::LoadPoint,
-    /// Moved to the first destination, and to the second (or stuck, both alike).
-    moved: [(Picks, Option<Weighed>); 2],
+    /// Moved to the first destination, to the second, and stuck (as [`LoadPoint::destination`]
+    /// numbers them).
+    ///
+    /// [`LoadPoint::destination`]: policy::LoadPoint::destination
+    moved: [(Picks, Option<Weighed>); 3],
 }
 
 impl LoadAlternatives {
@@ -521,10 +531,8 @@ impl LoadAlternatives {
         let (keep, spread) = policy::load_draws(ip, self.point.seed);
         if self.point.keeps(keep) {
             (kept, None)
-        } else if self.point.goes_first(spread()) {
-            self.moved[0]
         } else {
-            self.moved[1]
+            self.moved[self.point.destination(spread())]
         }
     }
 }
@@ -602,16 +610,16 @@ impl ZoneRoutes {
 
 /// Each region's load and kept share for `plan`'s service, when it has a load target.
 fn region_loads(plan: &ServicePlan, loads: &Loads) -> Box<[RegionLoad]> {
-    let Some(target) = plan.load else {
+    if plan.load.is_none() {
         return Box::default();
-    };
+    }
     let region_load = |region: &Arc<RegionRoute>| {
         let shift = load_control::ShiftKey {
             region: region.key.clone(),
             service: plan.name.to_string(),
         };
-        let kept = loads.kept.get(&shift).copied().unwrap_or(1.0);
-        RegionLoad::new(loads.load.get(&region.key).copied(), kept, target.target)
+        let shares = loads.shares.get(&shift).copied().unwrap_or_default();
+        RegionLoad::new(loads.load.get(&region.key).copied(), shares)
     };
     plan.regions.iter().map(region_load).collect()
 }
@@ -688,8 +696,13 @@ impl ServiceRoutes {
                     // A moved subnet's draw knows where it may go: the split is its.
                     let (first, _, first_weighed, point) = drawing(MOVED, 0.0)?;
                     let point = point?;
-                    let (second, _, second_weighed, _) = drawing(MOVED, MOVED)?;
-                    let moved = [(first, first_weighed), (second, second_weighed)];
+                    let (second, _, second_weighed, _) = drawing(MOVED, point.split)?;
+                    let (stuck, _, stuck_weighed, _) = drawing(MOVED, MOVED)?;
+                    let moved = [
+                        (first, first_weighed),
+                        (second, second_weighed),
+                        (stuck, stuck_weighed),
+                    ];
                     Some(Box::new(LoadAlternatives { point, moved }))
                 }
             };

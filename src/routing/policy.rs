@@ -17,7 +17,10 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use arrayvec::ArrayVec;
 
-use super::{RegionRoute, RulePlan, ServiceRoutes, place::Place, set::RegionSet};
+use super::{
+    RegionLoad, RegionRoute, RulePlan, ServiceRoutes, load_control::Admission, place::Place,
+    set::RegionSet,
+};
 use crate::{
     config::{FailClosed, Policy, WhenAllDown},
     geo::Coordinates,
@@ -80,12 +83,12 @@ pub enum Decision<'t> {
     ServFail { scope: u8 },
 }
 
-/// A subnet weighed for the load of the region at `region` (its position): moved to another,
-/// or stuck there (no region it may go to had headroom).
+/// A subnet weighed for the load of the region at `region` (its position): moved to another
+/// (`moved_to`), or stuck there (no region it may go to admitted it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Weighed {
     pub region: u16,
-    pub moved: bool,
+    pub moved_to: Option<u16>,
 }
 
 /// Up to [`MAX_ANSWERS`] region indexes, without allocating.
@@ -172,13 +175,14 @@ pub(super) struct Hashed {
 }
 
 /// Where load weighing decided, for one place: the region weighed, the seed of its keep draw
-/// and the share it keeps, and below which spread draw a moved subnet goes to the first of its
-/// destinations.
+/// and the share it keeps, below which spread draw a moved subnet goes to the first of its
+/// destinations, and below which to the second (at or above it, it stays).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct LoadPoint {
     pub seed: u64,
     pub kept: f64,
     pub split: f64,
+    pub rest: f64,
 }
 
 impl LoadPoint {
@@ -187,9 +191,16 @@ impl LoadPoint {
         keep < self.kept
     }
 
-    /// Whether a moved subnet whose spread draw is `spread` goes to the first destination.
-    pub(super) fn goes_first(&self, spread: f64) -> bool {
-        spread < self.split
+    /// Where a moved subnet whose spread draw is `spread` goes: to the first destination
+    /// (0), the second (1), or nowhere (2: it stays).
+    pub(super) fn destination(&self, spread: f64) -> usize {
+        if spread < self.split {
+            0
+        } else if spread < self.rest {
+            1
+        } else {
+            2
+        }
     }
 }
 
@@ -437,17 +448,17 @@ impl<E: Explain> Walk<'_, '_, E> {
             let moves = service.loads.get(region).is_some_and(|l| l.kept < 1.0);
             if !fail_open && !weighed_once && moves {
                 weighed_once = true;
-                let weighing = |moved| {
+                let weighing = |moved_to: Option<usize>| {
                     Some(Weighed {
                         region: region as u16,
-                        moved,
+                        moved_to: moved_to.map(|to| to as u16),
                     })
                 };
                 match self.weigh_load(region, order.clone(), rest.partial) {
                     Weighing::Kept => {}
-                    Weighing::Stuck => weighed = weighing(false),
+                    Weighing::Stuck => weighed = weighing(None),
                     Weighing::Moved(to) => {
-                        weighed = weighing(true);
+                        weighed = weighing(Some(to));
                         shed.push(region as u16);
                         picks.push(to);
                         moved_to = Some(to);
@@ -480,7 +491,8 @@ enum Weighing {
     LookFurther,
 }
 
-/// Moved clients spread over this many of the next regions with headroom, in proportion to it.
+/// Moved clients go to at most this many of the next regions that admit them, the nearest
+/// first, up to the share each admits.
 const SPREAD: usize = 2;
 const SPREAD_SEED: u64 = 0x7370_7265_6164; // "spread"
 
@@ -509,6 +521,7 @@ impl<E: Explain> Walk<'_, '_, E> {
             seed,
             kept: load.kept,
             split: 1.0,
+            rest: 1.0,
         };
         self.scope.hashed.load = Some(point);
         let name = &plan.regions[region].key.region;
@@ -526,53 +539,81 @@ impl<E: Explain> Walk<'_, '_, E> {
                 .step(&|| format!("{}; this client's subnet is kept", figures()));
             return Weighing::Kept;
         }
-        let mut open: ArrayVec<(usize, f64), SPREAD> = ArrayVec::new();
-        let headroom = |r: usize| match service.states[r] {
-            State::Up => service.loads.get(r).map_or(0.0, |l| l.headroom),
-            _ => 0.0,
-        };
-        for r in ahead.filter(|&r| r != region) {
-            if headroom(r) > 0.0 {
-                open.push((r, headroom(r)));
-                if open.is_full() {
-                    break;
-                }
-            }
-        }
-        if partial && !open.is_full() {
+        let Some(open) = admitting(service, region, ahead, partial) else {
             return Weighing::LookFurther;
-        }
-        let to = match open.as_slice() {
-            [] => {
-                self.explain.step(&|| {
-                    format!(
-                        "{}; this client's subnet would move, but no region it may go to has \
-                         headroom: it stays",
-                        figures()
-                    )
-                });
-                return Weighing::Stuck;
-            }
-            [(only, _)] => *only,
-            [(first, a), (second, b), ..] => {
-                point.split = a / (a + b);
-                self.scope.hashed.load = Some(point);
-                if point.goes_first(spread_draw.unwrap_or_else(|| fraction(subnet, SPREAD_SEED))) {
-                    *first
-                } else {
-                    *second
-                }
-            }
+        };
+        let share = |at: usize| open.get(at).map_or(0.0, |&(_, share)| share);
+        point.split = share(0);
+        point.rest = point.split + (1.0 - point.split) * share(1);
+        self.scope.hashed.load = Some(point);
+        let spread = spread_draw.unwrap_or_else(|| fraction(subnet, SPREAD_SEED));
+        let Some(&(to, _)) = open.get(point.destination(spread)) else {
+            let why = if open.is_empty() {
+                "no region it may go to admits clients"
+            } else {
+                "the regions it may go to admit no more"
+            };
+            self.explain.step(&|| {
+                format!(
+                    "{}; this client's subnet would move, but {why}: it stays",
+                    figures()
+                )
+            });
+            return Weighing::Stuck;
         };
         let destination = &plan.regions[to].key.region;
         self.explain.step(&|| {
+            let admitted = match service.loads.get(to).map(RegionLoad::admission) {
+                Some(Admission::Reported(share)) if share < 1.0 => {
+                    format!(
+                        " (it admits {:.0}% of the clients moved to it)",
+                        share * 100.0
+                    )
+                }
+                Some(Admission::Unreported) => " (it reports no load)".to_owned(),
+                _ => String::new(),
+            };
             format!(
-                "{}; this client's subnet is moved to {destination}",
+                "{}; this client's subnet is moved to {destination}{admitted}",
                 figures()
             )
         });
         Weighing::Moved(to)
     }
+}
+
+/// The regions of `ahead` (the client's order after `region`) that take clients `region`
+/// moves for load, at most [`SPREAD`], each with the share it takes: the nearest that report
+/// their load and admit some, then those that report none (they take all that reaches them).
+/// `None` when the order is partial and may hide a nearer one that reports.
+fn admitting(
+    service: &ServiceRoutes,
+    region: usize,
+    ahead: impl Iterator<Item = usize>,
+    partial: bool,
+) -> Option<ArrayVec<(usize, f64), SPREAD>> {
+    let mut reporting: ArrayVec<(usize, f64), SPREAD> = ArrayVec::new();
+    let mut silent: ArrayVec<(usize, f64), SPREAD> = ArrayVec::new();
+    let up = ahead.filter(|&r| r != region && service.states[r] == State::Up);
+    for r in up {
+        match service.loads.get(r).map(RegionLoad::admission) {
+            Some(Admission::Reported(share)) => reporting.push((r, share)),
+            Some(Admission::Unreported) if !silent.is_full() => silent.push((r, 1.0)),
+            _ => {}
+        }
+        if reporting.is_full() {
+            return Some(reporting);
+        }
+    }
+    if partial {
+        return None;
+    }
+    for taker in silent {
+        if reporting.try_push(taker).is_err() {
+            break;
+        }
+    }
+    Some(reporting)
 }
 
 /// "load target 80%: eu-west 92% (keeps 87%), eu-north 40%, us-east unknown".

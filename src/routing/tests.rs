@@ -702,8 +702,9 @@ fn a_rebuilt_plan_keeps_the_zones_of_the_same_file_reading_and_compiles_the_rest
     assert!(!after.has_data(&org_zone.data));
 }
 
-/// The test zone with every region's check reading `X-Load`, and `service` as api.
-fn load_table(service: &str, loads: &[(&str, f64, f64)]) -> RoutingTable {
+/// The test zone with every region's check reading `X-Load`, and `service` as api; per region
+/// its load, the share it keeps and the share of moved clients it admits.
+fn load_table(service: &str, loads: &[(&str, f64, f64, f64)]) -> RoutingTable {
     let check = ", check: { http: \"http://127.0.0.1:9/\", load: { header: X-Load } } }";
     let zone = ZONE.replace("weight: 200 }", &format!("weight: 200{check}"));
     let zone = zone.replace("weight: 100 }", &format!("weight: 100{check}"));
@@ -716,13 +717,14 @@ fn load_table(service: &str, loads: &[(&str, f64, f64)]) -> RoutingTable {
         region: region.into(),
     };
     let mut figures = Loads::default();
-    for &(region, load, kept) in loads {
+    for &(region, load, kept, admits) in loads {
         figures.load.insert(key(region), load);
         let shift = load_control::ShiftKey {
             region: key(region),
             service: "api.llm.example.com.".into(),
         };
-        figures.kept.insert(shift, kept);
+        let shares = load_control::Controller::with_shares(kept, admits);
+        figures.shares.insert(shift, shares);
     }
     RoutingTable::build(&plan, &States::new(), &figures)
 }
@@ -744,29 +746,50 @@ fn share(counts: &BTreeMap<Vec<String>, usize>, region: &str) -> f64 {
     counts.get(&vec![region.to_owned()]).copied().unwrap_or(0) as f64 / 10_000.0
 }
 
+fn near(counts: &BTreeMap<Vec<String>, usize>, region: &str, expected: f64) {
+    let got = share(counts, region);
+    assert!(
+        (got - expected).abs() < 0.02,
+        "{region} {got}, not {expected}: {counts:?}"
+    );
+}
+
 #[test]
-fn a_region_over_its_target_keeps_its_share_and_moves_the_rest_by_headroom() {
-    // eu-west keeps 60%; eu-north (headroom 40 points) and us-east (10) take the rest 4:1.
+fn moved_clients_fill_the_nearest_region_up_to_what_it_admits_before_going_farther() {
+    // eu-west keeps 60%. From London, eu-north is next, then us-east.
     let loads = [
-        ("eu-west", 1.0, 0.6),
-        ("eu-north", 0.4, 1.0),
-        ("us-east", 0.7, 1.0),
+        ("eu-west", 1.0, 0.6, 0.0),
+        ("eu-north", 0.2, 1.0, 1.0),
+        ("us-east", 0.7, 1.0, 1.0),
     ];
     let table = load_table(LOAD_TARGET, &loads);
     let counts = spread(&table);
-    assert!((share(&counts, "eu-west") - 0.6).abs() < 0.02, "{counts:?}");
-    assert!(
-        (share(&counts, "eu-north") - 0.32).abs() < 0.02,
-        "{counts:?}"
+    near(&counts, "eu-west", 0.6);
+    near(&counts, "eu-north", 0.4);
+    assert_eq!(
+        share(&counts, "us-east"),
+        0.0,
+        "nothing goes farther: {counts:?}"
     );
-    assert!(
-        (share(&counts, "us-east") - 0.08).abs() < 0.02,
-        "{counts:?}"
-    );
+
+    // eu-north admits three quarters of them: the rest go on to us-east.
+    let filling = [loads[0], ("eu-north", 0.8, 1.0, 0.75), loads[2]];
+    let counts = spread(&load_table(LOAD_TARGET, &filling));
+    near(&counts, "eu-north", 0.3);
+    near(&counts, "us-east", 0.1);
+    // us-east admits half of what reaches it: the last 5% stay.
+    let full = [loads[0], filling[1], ("us-east", 0.8, 1.0, 0.5)];
+    let counts = spread(&load_table(LOAD_TARGET, &full));
+    near(&counts, "eu-north", 0.3);
+    near(&counts, "us-east", 0.05);
+    near(&counts, "eu-west", 0.65);
 
     // The subnets that move are those with the highest hash: keeping less moves more of them,
     // and every subnet moved before is still moved.
-    let less = load_table(LOAD_TARGET, &[("eu-west", 1.0, 0.5), loads[1], loads[2]]);
+    let less = load_table(
+        LOAD_TARGET,
+        &[("eu-west", 1.0, 0.5, 0.0), loads[1], loads[2]],
+    );
     for i in 0..2_000 {
         let who = european(&subnet(i));
         if names(&table, &who) != ["eu-west"] {
@@ -777,11 +800,30 @@ fn a_region_over_its_target_keeps_its_share_and_moves_the_rest_by_headroom() {
 }
 
 #[test]
+fn a_region_that_reports_no_load_takes_moved_clients_after_those_that_do() {
+    // From London eu-north is nearer than us-east, but it reports no load: us-east, which
+    // does, takes what it admits first, and eu-north the rest.
+    let silent_north = [("eu-west", 1.0, 0.6, 0.0), ("us-east", 0.5, 1.0, 0.5)];
+    let counts = spread(&load_table(LOAD_TARGET, &silent_north));
+    near(&counts, "us-east", 0.2);
+    near(&counts, "eu-north", 0.2);
+    // Reporting room, eu-north is asked in its own place: first.
+    let reporting = [
+        silent_north[0],
+        silent_north[1],
+        ("eu-north", 0.5, 1.0, 1.0),
+    ];
+    let counts = spread(&load_table(LOAD_TARGET, &reporting));
+    near(&counts, "eu-north", 0.4);
+    assert_eq!(share(&counts, "us-east"), 0.0, "{counts:?}");
+}
+
+#[test]
 fn below_the_target_no_client_moves_and_nothing_is_hashed() {
     let loads = [
-        ("eu-west", 0.79, 1.0),
-        ("eu-north", 0.4, 1.0),
-        ("us-east", 0.7, 1.0),
+        ("eu-west", 0.79, 1.0, 1.0),
+        ("eu-north", 0.4, 1.0, 1.0),
+        ("us-east", 0.7, 1.0, 1.0),
     ];
     let counts = spread(&load_table(LOAD_TARGET, &loads));
     assert_eq!(share(&counts, "eu-west"), 1.0, "{counts:?}");
@@ -795,11 +837,11 @@ fn below_the_target_no_client_moves_and_nothing_is_hashed() {
 }
 
 #[test]
-fn with_no_headroom_anywhere_each_region_keeps_its_clients() {
+fn with_no_room_anywhere_each_region_keeps_its_clients() {
     let loads = [
-        ("eu-west", 1.0, 0.6),
-        ("eu-north", 0.9, 1.0),
-        ("us-east", 0.85, 1.0),
+        ("eu-west", 1.0, 0.6, 0.0),
+        ("eu-north", 0.9, 1.0, 0.0),
+        ("us-east", 0.85, 0.9, 1.0),
     ];
     let counts = spread(&load_table(LOAD_TARGET, &loads));
     assert_eq!(share(&counts, "eu-west"), 1.0, "{counts:?}");
@@ -813,34 +855,31 @@ fn load_never_sends_a_client_outside_its_rule() {
         &SOVEREIGN[SOVEREIGN.find("    rules").expect("rules")..]
     );
     let loads = [
-        ("eu-west", 1.2, 0.5),
-        ("eu-north", 0.95, 0.8),
-        ("us-east", 0.1, 1.0),
+        ("eu-west", 1.2, 0.5, 0.0),
+        ("eu-north", 0.95, 0.8, 0.0),
+        ("us-east", 0.1, 1.0, 1.0),
     ];
     let table = load_table(&service, &loads);
     let counts = spread(&table);
     assert_eq!(share(&counts, "us-east"), 0.0, "{counts:?}");
-    // With headroom in eu-north, eu-west's moved clients go there, and only there.
-    let table = load_table(&service, &[loads[0], ("eu-north", 0.5, 1.0), loads[2]]);
+    // With room in eu-north, eu-west's moved clients go there, and only there.
+    let table = load_table(&service, &[loads[0], ("eu-north", 0.5, 1.0, 1.0), loads[2]]);
     let counts = spread(&table);
     assert_eq!(share(&counts, "us-east"), 0.0, "{counts:?}");
-    assert!(
-        (share(&counts, "eu-north") - 0.5).abs() < 0.02,
-        "{counts:?}"
-    );
+    near(&counts, "eu-north", 0.5);
 }
 
 #[test]
 fn a_moved_or_kept_answer_holds_for_the_subnet_and_explain_says_why() {
     let loads = [
-        ("eu-west", 0.92, 0.87),
-        ("eu-north", 0.4, 1.0),
-        ("us-east", 0.9, 1.0),
+        ("eu-west", 0.92, 0.87, 0.0),
+        ("eu-north", 0.85, 1.0, 0.8),
+        ("us-east", 0.9, 1.0, 0.0),
     ];
     let table = load_table(LOAD_TARGET, &loads);
     let service = api(&table);
     let mut said = BTreeMap::new();
-    for i in 0..200 {
+    for i in 0..400 {
         let client = european(&subnet(i)).at(service);
         let Decision::Regions { scope, .. } = service.decision_for(&client) else {
             panic!("regions");
@@ -851,43 +890,49 @@ fn a_moved_or_kept_answer_holds_for_the_subnet_and_explain_says_why() {
         let line = lines.0.iter().find(|l| l.starts_with("eu-west load"));
         *said.entry(line.cloned().unwrap_or_default()).or_insert(0) += 1;
     }
-    let moved = "eu-west load 92% (target 80%): keeps 87% of its clients; this client's subnet is moved to eu-north";
-    let kept =
-        "eu-west load 92% (target 80%): keeps 87% of its clients; this client's subnet is kept";
-    assert!(said.get(moved).is_some_and(|&n| n > 5), "{said:?}");
-    assert!(said.get(kept).is_some_and(|&n| n > 100), "{said:?}");
-    assert_eq!(said.len(), 2, "{said:?}");
+    let figures = "eu-west load 92% (target 80%): keeps 87% of its clients";
+    let moved = format!(
+        "{figures}; this client's subnet is moved to eu-north (it admits 80% of the clients moved to it)"
+    );
+    let stuck = format!(
+        "{figures}; this client's subnet would move, but the regions it may go to admit no more: it stays"
+    );
+    let kept = format!("{figures}; this client's subnet is kept");
+    assert!(said.get(&moved).is_some_and(|&n| n > 5), "{said:?}");
+    assert!(said.get(&stuck).is_some_and(|&n| n > 0), "{said:?}");
+    assert!(said.get(&kept).is_some_and(|&n| n > 200), "{said:?}");
+    assert_eq!(said.len(), 3, "{said:?}");
 }
 
 #[test]
 fn a_load_decision_made_in_advance_equals_the_one_made_per_query() {
-    // Tokyo's nearest of these is eu-north, which keeps half; the others share the rest.
-    // The loads, and how many different answers Tokyo's subnets get: kept and two
-    // destinations; all stuck; all moved to two destinations.
+    // Tokyo's nearest of these is eu-north, which keeps half (or none); the others take what
+    // they admit. How many different first answers Tokyo's subnets get: kept and two
+    // destinations; all stuck; two destinations and stuck.
     let cases = [
         (
             [
-                ("eu-north", 1.0, 0.5),
-                ("eu-west", 0.4, 1.0),
-                ("us-east", 0.7, 1.0),
+                ("eu-north", 1.0, 0.5, 0.0),
+                ("eu-west", 0.4, 1.0, 0.6),
+                ("us-east", 0.7, 1.0, 1.0),
             ],
             3,
         ),
         (
             [
-                ("eu-north", 1.0, 0.5),
-                ("eu-west", 0.9, 1.0),
-                ("us-east", 0.9, 1.0),
+                ("eu-north", 1.0, 0.5, 0.0),
+                ("eu-west", 0.9, 1.0, 0.0),
+                ("us-east", 0.9, 1.0, 0.0),
             ],
             1,
         ),
         (
             [
-                ("eu-north", 1.0, 0.0),
-                ("eu-west", 0.2, 1.0),
-                ("us-east", 0.6, 1.0),
+                ("eu-north", 1.0, 0.0, 0.0),
+                ("eu-west", 0.2, 1.0, 0.5),
+                ("us-east", 0.6, 1.0, 0.5),
             ],
-            2,
+            3,
         ),
     ];
     for (loads, answered) in cases {

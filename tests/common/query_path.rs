@@ -18,7 +18,10 @@ use regiondns::{
     metrics::Metrics,
     publish::Publisher,
     region::{RegionKey, States},
-    routing::{Loads, Plan, RoutingTable, load_control::ShiftKey},
+    routing::{
+        Loads, Plan, RoutingTable,
+        load_control::{Controller, ShiftKey},
+    },
 };
 
 /// The repository's root: this crate's, or the one above it for the fuzz targets.
@@ -75,7 +78,9 @@ pub fn responder_with_load(kept: f64) -> Responder {
         region: key("ap-northeast"),
         service: "api.llm.example.com.".into(),
     };
-    loads.kept.insert(shift, kept);
+    loads
+        .shares
+        .insert(shift, Controller::with_shares(kept, 1.0));
     let table = RoutingTable::build(&plan, &States::new(), &loads);
     Responder::new(Arc::new(ArcSwap::from_pointee(table)), &metrics, 1232, None)
 }
