@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use crate::common::{Server, ZONE, http, query, tcp, udp};
+use crate::common::{self, Server, ZONE, http, query, tcp, udp};
 use hickory_proto::{
     op::{Message, ResponseCode},
     rr::RecordType,
@@ -164,4 +164,159 @@ fn exempt_networks_and_a_rate_of_zero_are_not_limited() {
     let server = Server::start_with(ZONE, &["--rrl-rate", "0", "--udp-workers", "1"]);
     let outcome = flood(&bound("127.0.0.1"), server.addr, 200);
     assert_eq!(outcome.answered, 200, "{outcome:?}");
+}
+
+/// What a paced flood got back, and the bytes both ways.
+#[derive(Debug, Default)]
+struct Traffic {
+    sent: usize,
+    sent_bytes: usize,
+    answered: usize,
+    truncated: usize,
+    received_bytes: usize,
+}
+
+/// Sends `count` queries from a socket of its own on `source` at `rate` per second, the `n`th
+/// made by `make(n)`; counts what comes back until half a second after the last.
+fn paced(
+    server: SocketAddr,
+    source: &str,
+    count: usize,
+    rate: usize,
+    make: impl Fn(usize) -> Vec<u8>,
+) -> Traffic {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
+    socket.set_recv_buffer_size(8 << 20).expect("buffer");
+    let address: SocketAddr = format!("{source}:0").parse().expect("source");
+    socket
+        .bind(&address.into())
+        .expect("bind the source address");
+    let socket: UdpSocket = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let counts: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+    let receiving = {
+        let (socket, counts) = (socket.try_clone().expect("clone"), Arc::clone(&counts));
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                let response = Message::from_vec(&buffer[..n]).expect("a DNS response");
+                let which = usize::from(response.metadata.truncation);
+                counts[which].fetch_add(1, Ordering::Relaxed);
+                counts[2].fetch_add(n, Ordering::Relaxed);
+            }
+        })
+    };
+    let start = std::time::Instant::now();
+    let mut traffic = Traffic::default();
+    for n in 0..count {
+        let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let bytes = make(n);
+        socket.send_to(&bytes, server).expect("send");
+        traffic.sent += 1;
+        traffic.sent_bytes += bytes.len();
+    }
+    receiving.join().expect("receiver");
+    traffic.answered = counts[0].load(Ordering::Relaxed);
+    traffic.truncated = counts[1].load(Ordering::Relaxed);
+    traffic.received_bytes = counts[2].load(Ordering::Relaxed);
+    println!(
+        "{count} at {rate}/s: {traffic:?}, {:.2} bytes back per byte sent",
+        traffic.received_bytes as f64 / traffic.sent_bytes as f64
+    );
+    traffic
+}
+
+/// A query for api.llm.example.com A with id `n`, for the client network `subnet` (none
+/// without), with DO when `dnssec`.
+fn asking(n: usize, subnet: Option<&str>, dnssec: bool) -> Vec<u8> {
+    let mut message = query("api.llm.example.com.", RecordType::A, subnet);
+    message.metadata.id = (n % 65_536) as u16;
+    if let Some(edns) = message.edns.as_mut() {
+        edns.set_dnssec_ok(dnssec);
+    }
+    message.to_vec().expect("encode")
+}
+
+/// The /24 of client `n`, a different one for each of 65,536.
+fn client_network(n: usize) -> String {
+    format!("10.{}.{}.0/24", (n >> 8) % 256, n % 256)
+}
+
+#[test]
+fn a_big_resolver_asking_for_each_of_its_clients_is_answered_whole() {
+    let server = Server::start(ZONE);
+    // One resolver site, one source /24, 5,000 queries a second for one name, each for
+    // another client /24: the default limit (1,000 a second) lets them all through.
+    let traffic = paced(server.addr, "127.0.10.1", 10_000, 5_000, |n| {
+        asking(n, Some(&client_network(n)), false)
+    });
+    assert!(
+        traffic.answered * 1_000 >= traffic.sent * 999,
+        "answered whole over UDP: {traffic:?}"
+    );
+    assert_eq!(traffic.truncated, 0, "{traffic:?}");
+}
+
+#[test]
+fn a_forged_flood_for_one_client_network_is_limited_as_ever() {
+    let server = Server::start(ZONE);
+    for (source, subnet) in [("127.0.11.1", Some("192.0.2.0/24")), ("127.0.12.1", None)] {
+        let traffic = paced(server.addr, source, 20_000, 20_000, |n| {
+            asking(n, subnet, false)
+        });
+        assert!(traffic.answered <= 3_000, "{subnet:?}: {traffic:?}");
+        assert!(
+            traffic.truncated > 1_000,
+            "{subnet:?}: slipped: {traffic:?}"
+        );
+    }
+}
+
+#[test]
+fn a_forged_flood_with_another_client_network_each_time_amplifies_at_most_twice() {
+    // Signed, so that DO brings signatures: answers much larger than the queries.
+    let dir = common::zone_dir(&format!("{ZONE}dnssec: {{ key: k.pem }}\n"));
+    let keygen = common::run(
+        &[
+            "dnssec",
+            "keygen",
+            "--zone",
+            "llm.example.com.",
+            "--out",
+            "k.pem",
+        ],
+        &dir.path().join("zones"),
+    );
+    assert!(keygen.status.success(), "{keygen:?}");
+    let server = Server::start_in(dir, &[]);
+    // Each UDP worker keeps its own budget: a burst each.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let burst = workers * 64 * 1024;
+    for (source, dnssec) in [("127.0.13.1", false), ("127.0.14.1", true)] {
+        let traffic = paced(server.addr, source, 20_000, 20_000, |n| {
+            asking(n, Some(&client_network(n)), dnssec)
+        });
+        assert!(
+            traffic.received_bytes <= 2 * traffic.sent_bytes + burst,
+            "DO {dnssec}: {traffic:?}"
+        );
+        if dnssec {
+            assert!(traffic.truncated > 1_000, "limited: {traffic:?}");
+        } else {
+            assert_eq!(
+                traffic.truncated, 0,
+                "small answers are not held back: {traffic:?}"
+            );
+        }
+    }
 }

@@ -88,6 +88,8 @@ pub struct Tally {
     pub class: ResponseClass,
     /// The name the rate limit counts it for.
     pub name: Vec<u8>,
+    /// The client network it answers for (the query's ECS), as the rate limit counts it.
+    pub client: Option<[u8; 8]>,
 }
 
 impl Default for Tally {
@@ -98,6 +100,7 @@ impl Default for Tally {
             lookup: None,
             class: ResponseClass::Error,
             name: Vec::new(),
+            client: None,
         }
     }
 }

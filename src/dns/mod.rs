@@ -24,7 +24,7 @@ use crate::counter;
 
 pub use cache::ResponseCache;
 pub use respond::{DEFAULT_MAX_UDP_PAYLOAD, Responder, Transport};
-pub use rrl::{RateLimiter, ResponseClass, RrlCounters, RrlSettings, Verdict};
+pub use rrl::{RateKey, RateLimiter, ResponseClass, RrlCounters, RrlSettings, Verdict};
 pub use tcp::TcpLimits;
 
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use arc_swap::{ArcSwap, Guard};
 use hickory_proto::rr::RecordType;
 
 use super::{
-    RateLimiter, ResponseClass, Verdict,
+    RateKey, RateLimiter, ResponseClass, Verdict,
     cache::{ResponseCache, SourceNetwork},
 };
 use crate::{
@@ -166,7 +166,13 @@ impl Responder {
             self.lookups.count(lookup);
         }
         self.remembered.inc();
-        let Some(slip) = admit(limiter, source, || (tally.class, &tally.name[..])) else {
+        let mut limiter = limiter;
+        let key = || RateKey {
+            class: tally.class,
+            name: &tally.name[..],
+            client: tally.client,
+        };
+        let Some(slip) = admit(limiter.as_deref_mut(), source, packet.len(), key) else {
             return false;
         };
         if !slip {
@@ -178,6 +184,7 @@ impl Responder {
             }
         }
         hit.write(packet, slip, out);
+        charge(limiter, out.len());
         true
     }
 
@@ -194,6 +201,8 @@ impl Responder {
         remember: Option<Remember<'_>>,
         out: &mut Vec<u8>,
     ) -> bool {
+        let mut limiter = limiter;
+        let asked = packet.len();
         let (remember, loaded) = match remember {
             Some(Remember {
                 cache,
@@ -215,7 +224,8 @@ impl Responder {
                 question,
                 edns,
             }) => {
-                let Some(slip) = admit(limiter, source, || (ResponseClass::Error, &[])) else {
+                let error = || RateKey::error();
+                let Some(slip) = admit(limiter.as_deref_mut(), source, asked, error) else {
                     return false;
                 };
                 if !slip {
@@ -226,11 +236,13 @@ impl Responder {
                 let opt_room = edns.as_ref().map_or(0, opt_len);
                 let writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
                 writer.finish(rcode, false, slip, edns.as_ref());
+                charge(limiter, out.len());
                 return true;
             }
         };
         if let Some(rcode) = refused_before_lookup(&request) {
-            let Some(slip) = admit(limiter, source, || (ResponseClass::Error, &[])) else {
+            let error = || RateKey::error();
+            let Some(slip) = admit(limiter.as_deref_mut(), source, asked, error) else {
                 return false;
             };
             if !slip {
@@ -245,6 +257,7 @@ impl Responder {
                 slip,
             };
             self.write(out, &request, transport, &body, edns.as_ref());
+            charge(limiter, out.len());
             return true;
         }
         let mut name_buf = NameBuf::new();
@@ -252,13 +265,23 @@ impl Responder {
         let table = loaded.unwrap_or_else(|| self.table.load());
         let mut answer = Answer::unanswered();
         self.decide(&mut answer, &table, &request, name, source);
-        let Some(slip) = admit(limiter, source, || rate_class(&answer, name)) else {
+        let key = || {
+            let (class, name) = rate_class(&answer, name);
+            let client = client_network(&request);
+            RateKey {
+                class,
+                name,
+                client,
+            }
+        };
+        let Some(slip) = admit(limiter.as_deref_mut(), source, asked, key) else {
             return false;
         };
         if !slip {
             self.count(&answer);
         }
         let opt_at = self.write_answer(out, &request, transport, &answer, name, slip);
+        charge(limiter, out.len());
         if let Some((cache, hash)) = remember
             && !slip
         {
@@ -395,6 +418,7 @@ impl Responder {
             tally.class = class;
             tally.name.clear();
             tally.name.extend_from_slice(name);
+            tally.client = client_network(request);
         });
     }
 
@@ -455,22 +479,37 @@ impl Responder {
     }
 }
 
-/// Whether a response goes out under the rate limit (None: it is dropped) and whether it
-/// slips (goes out truncated). `class` is asked only when there is a limit.
+/// Whether a response to a query of `asked` bytes goes out under the rate limit (None: it is
+/// dropped) and whether it slips (goes out truncated). `key` is asked only when there is a
+/// limit.
 fn admit<'a>(
     limiter: Option<&mut RateLimiter>,
     source: IpAddr,
-    class: impl FnOnce() -> (ResponseClass, &'a [u8]),
+    asked: usize,
+    key: impl FnOnce() -> RateKey<'a>,
 ) -> Option<bool> {
     let Some(limiter) = limiter else {
         return Some(false);
     };
-    let (class, name) = class();
-    match limiter.check(source, class, name) {
+    match limiter.check(source, key(), asked) {
         Verdict::Send => Some(false),
         Verdict::Slip => Some(true),
         Verdict::Drop => None,
     }
+}
+
+/// Charges the response written (`bytes`) to the source's budget.
+fn charge(limiter: Option<&mut RateLimiter>, bytes: usize) {
+    if let Some(limiter) = limiter {
+        limiter.sent(bytes);
+    }
+}
+
+/// The client network a query asks for (its ECS address's /24 or /56), as the rate limit
+/// counts it.
+fn client_network(request: &Request<'_>) -> Option<[u8; 8]> {
+    let subnet = request.edns?.client_subnet?;
+    (subnet.source_prefix > 0).then(|| super::network_of(subnet.address))
 }
 
 /// What the rate limit counts a response as, and the name it counts it for: the question's,

@@ -4,9 +4,16 @@
 //! a real resolver behind that address retries over TCP while a forged address is no longer a
 //! reflector: an attacker spoofing a victim's address gains nothing from us.
 //!
+//! A response is counted for the client network it answers for too (the ECS address's /24 or
+//! /56): a big resolver asks our name from a few networks of its own once per TTL for each of
+//! its clients' networks, and each of those is a different response, which the rate must not
+//! hold back. What bounds a flood of forged queries whose ECS changes at every query is the
+//! source's byte budget: what it is sent stays within [`AMPLIFICATION`] times what it sent
+//! (past a burst of [`BURST_BYTES`]), so a forged source is never a reflector that amplifies.
+//!
 //! Each UDP worker owns its [`RateLimiter`], so the query path writes no shared memory; as the
 //! kernel spreads a network's datagrams over the workers by source port, each worker allows
-//! its share of the rate. The table is fixed in size and set-associative: a flood from forged
+//! its share of the rate. The tables are fixed in size and set-associative: a flood from forged
 //! random sources evicts the least limited entries, never the network being limited.
 //! This module only decides; it neither sends nor parses.
 
@@ -29,6 +36,12 @@ const SETS: usize = 16_384;
 const BURST: Duration = Duration::from_secs(1);
 /// Limiting is logged at most this often per worker, with a count of what was not logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// A source network may be sent at most this many times the bytes it sent us.
+pub const AMPLIFICATION: i64 = 2;
+/// Past its queries' allowance, a source network may be sent this many bytes at once.
+pub const BURST_BYTES: i64 = 64 * 1024;
+/// Sets of the byte budgets per worker (4 * 4,096 source networks).
+const BUDGET_SETS: usize = 4_096;
 
 /// What the operator asks for.
 #[derive(Debug, Clone)]
@@ -64,6 +77,26 @@ impl ResponseClass {
     }
 }
 
+/// What one response is counted as: its class, the name it is counted for, and the client
+/// network it answers for (an ECS address's /24 or /56, when the query gave one).
+#[derive(Debug, Clone, Copy)]
+pub struct RateKey<'a> {
+    pub class: ResponseClass,
+    pub name: &'a [u8],
+    pub client: Option<[u8; 8]>,
+}
+
+impl RateKey<'_> {
+    /// An error response: counted per network only.
+    pub fn error() -> RateKey<'static> {
+        RateKey {
+            class: ResponseClass::Error,
+            name: &[],
+            client: None,
+        }
+    }
+}
+
 /// What to do with one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -76,6 +109,10 @@ pub enum Verdict {
 /// One worker's table of recent responses per (network, class, name).
 pub struct RateLimiter {
     sets: Box<[[Entry; WAYS]]>,
+    /// Per source network, the bytes it may still be sent.
+    budgets: Box<[[Budget; WAYS]]>,
+    /// The budget the response being answered is charged to, once its size is known.
+    pending: Option<(usize, usize)>,
     hasher: foldhash::fast::RandomState,
     /// Nanoseconds one response costs a key at this worker's share of the rate.
     interval: u64,
@@ -103,6 +140,14 @@ struct Entry {
     due: u64,
 }
 
+/// A source network's bytes: `credit` grows by [`AMPLIFICATION`] times each query's size, up
+/// to [`BURST_BYTES`], and shrinks by each response's. `tag` 0 is an empty entry.
+#[derive(Debug, Clone, Copy, Default)]
+struct Budget {
+    tag: u64,
+    credit: i64,
+}
+
 impl RateLimiter {
     /// A limiter for one of `workers` workers; `None` when RRL is off.
     pub fn new(
@@ -114,7 +159,9 @@ impl RateLimiter {
             return None;
         }
         Some(RateLimiter {
-            sets: zeroed_sets(),
+            sets: zeroed_sets(SETS),
+            budgets: zeroed_sets(BUDGET_SETS),
+            pending: None,
             hasher: foldhash::fast::RandomState::default(),
             interval: (nanos(Duration::from_secs(1)) * workers.max(1) as u64
                 / u64::from(settings.rate))
@@ -134,13 +181,77 @@ impl RateLimiter {
         self.now = nanos(now.saturating_duration_since(self.epoch));
     }
 
-    /// Whether the response of `class` for `name` to `source` goes out, counting it if so.
-    pub fn check(&mut self, source: IpAddr, class: ResponseClass, name: &[u8]) -> Verdict {
+    /// Whether the response `key` to a query of `asked` bytes from `source` goes out, counting
+    /// it if so. The response's size is charged to the source by [`RateLimiter::sent`].
+    pub fn check(&mut self, source: IpAddr, key: RateKey<'_>, asked: usize) -> Verdict {
         let source = source.to_canonical();
+        self.pending = None;
         if self.exempt.iter().any(|net| net.contains(&source)) {
             return Verdict::Send;
         }
-        let tag = self.hasher.hash_one((network_of(source), class, name)) | 1;
+        let network = network_of(source);
+        let within_budget = self.credit(network, asked);
+        if within_budget && self.within_rate(network, key) {
+            return Verdict::Send;
+        }
+        self.log.limited(self.now, source, key.class);
+        self.limited_since_slip += 1;
+        if self.slip > 0 && self.limited_since_slip >= self.slip {
+            self.limited_since_slip = 0;
+            self.counters.slipped.inc();
+            Verdict::Slip
+        } else {
+            self.counters.dropped.inc();
+            Verdict::Drop
+        }
+    }
+
+    /// Charges a response of `bytes` that goes out to the source last checked.
+    pub fn sent(&mut self, bytes: usize) {
+        if let Some((set, way)) = self.pending.take() {
+            let budget = &mut self.budgets[set][way];
+            budget.credit -= i64::try_from(bytes).unwrap_or(i64::MAX);
+        }
+    }
+
+    /// Adds a query of `asked` bytes to the budget of `network`: whether it may be sent more.
+    fn credit(&mut self, network: [u8; 8], asked: usize) -> bool {
+        let tag = self.hasher.hash_one(network) | 1;
+        let index = (tag >> 32) as usize % BUDGET_SETS;
+        let set = &mut self.budgets[index];
+        let way = match set.iter().position(|b| b.tag == tag) {
+            Some(way) => way,
+            None => {
+                // The fullest budget is the one that matters least: a source being limited
+                // keeps its entry.
+                let (way, _) = set
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, b)| if b.tag == 0 { i64::MAX } else { b.credit })
+                    .expect("a set has WAYS entries");
+                set[way] = Budget {
+                    tag,
+                    credit: BURST_BYTES,
+                };
+                way
+            }
+        };
+        let budget = &mut set[way];
+        let asked = i64::try_from(asked).unwrap_or(i64::MAX);
+        budget.credit = budget
+            .credit
+            .saturating_add(AMPLIFICATION.saturating_mul(asked))
+            .min(BURST_BYTES);
+        self.pending = Some((index, way));
+        budget.credit > 0
+    }
+
+    /// Whether `key` to `network` is within the rate, counting it if so.
+    fn within_rate(&mut self, network: [u8; 8], key: RateKey<'_>) -> bool {
+        let tag = self
+            .hasher
+            .hash_one((network, key.class, key.name, key.client))
+            | 1;
         let now = self.now;
         let set = &mut self.sets[(tag >> 32) as usize % SETS];
         let entry = match set.iter().position(|e| e.tag == tag) {
@@ -156,27 +267,23 @@ impl RateLimiter {
         let due = entry.due.max(now);
         if due - now < nanos(BURST) {
             entry.due = due + self.interval;
-            return Verdict::Send;
+            return true;
         }
-        self.log.limited(now, source, class);
-        self.limited_since_slip += 1;
-        if self.slip > 0 && self.limited_since_slip >= self.slip {
-            self.limited_since_slip = 0;
-            self.counters.slipped.inc();
-            Verdict::Slip
-        } else {
-            self.counters.dropped.inc();
-            Verdict::Drop
-        }
+        false
     }
 }
 
-/// The table, all entries empty, in memory the system hands out zeroed: pages no network has
-/// touched cost nothing.
-fn zeroed_sets() -> Box<[[Entry; WAYS]]> {
-    // SAFETY: an Entry is two integers; all zeroes is a valid (empty) one.
-    unsafe { Box::new_zeroed_slice(SETS).assume_init() }
+/// A table of `sets` sets, all entries empty, in memory the system hands out zeroed: pages no
+/// network has touched cost nothing.
+fn zeroed_sets<T: Zeroed>(sets: usize) -> Box<[[T; WAYS]]> {
+    // SAFETY: `Zeroed` types are plain integers, for which all zeroes is a valid (empty) value.
+    unsafe { Box::new_zeroed_slice(sets).assume_init() }
 }
+
+/// Entries whose all-zero bytes are a valid empty entry.
+trait Zeroed {}
+impl Zeroed for Entry {}
+impl Zeroed for Budget {}
 
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
@@ -230,10 +337,25 @@ mod tests {
         text.parse().expect("ip")
     }
 
+    fn key(class: ResponseClass, name: &[u8]) -> RateKey<'_> {
+        RateKey {
+            class,
+            name,
+            client: None,
+        }
+    }
+
+    /// The verdict on a response of 60 bytes to a query of 50, charged as it goes out.
+    fn answered(limiter: &mut RateLimiter, source: &str, key: RateKey<'_>) -> Verdict {
+        let verdict = limiter.check(ip(source), key, 50);
+        limiter.sent(60);
+        verdict
+    }
+
     /// How many of `n` responses at the current time are sent whole.
     fn sent(limiter: &mut RateLimiter, source: &str, class: ResponseClass, n: usize) -> usize {
         (0..n)
-            .filter(|_| limiter.check(ip(source), class, b"\x03api") == Verdict::Send)
+            .filter(|_| answered(limiter, source, key(class, b"\x03api")) == Verdict::Send)
             .count()
     }
 
@@ -284,7 +406,11 @@ mod tests {
             sent(&mut limiter, "198.51.100.7", ResponseClass::NxDomain, 50),
             10
         );
-        let other_name = limiter.check(ip("198.51.100.7"), ResponseClass::Positive, b"\x03www");
+        let other_name = answered(
+            &mut limiter,
+            "198.51.100.7",
+            key(ResponseClass::Positive, b"\x03www"),
+        );
         assert_eq!(other_name, Verdict::Send);
         // An IPv6 /56 is one network.
         assert_eq!(
@@ -302,12 +428,83 @@ mod tests {
         let mut limiter = limiter(1, 3, 1);
         limiter.set_now(Instant::now());
         let verdicts: Vec<Verdict> = (0..7)
-            .map(|_| limiter.check(ip("198.51.100.7"), ResponseClass::Positive, b""))
+            .map(|_| {
+                answered(
+                    &mut limiter,
+                    "198.51.100.7",
+                    key(ResponseClass::Positive, b""),
+                )
+            })
             .collect();
         use Verdict::{Drop, Send, Slip};
         assert_eq!(verdicts, [Send, Drop, Drop, Slip, Drop, Drop, Slip]);
         assert_eq!(limiter.counters.slipped.get(), 2);
         assert_eq!(limiter.counters.dropped.get(), 4);
+    }
+
+    #[test]
+    fn a_resolver_asking_for_each_of_its_clients_networks_is_not_held_back() {
+        let mut limiter = limiter(10, 2, 1);
+        limiter.set_now(Instant::now());
+        let client = |n: u32| {
+            let mut network = [0; 8];
+            network[..4].copy_from_slice(&n.to_be_bytes());
+            RateKey {
+                client: Some(network),
+                ..key(ResponseClass::Positive, b"\x03api")
+            }
+        };
+        let whole = (0..5_000)
+            .filter(|&n| answered(&mut limiter, "198.51.100.7", client(n)) == Verdict::Send)
+            .count();
+        assert_eq!(whole, 5_000, "5,000 client networks, each asked once");
+        // One client network asked again and again is limited as ever.
+        let one = (0..50)
+            .filter(|_| answered(&mut limiter, "198.51.100.7", client(7)) == Verdict::Send)
+            .count();
+        assert_eq!(one, 9, "the rate of 10, one spent already");
+    }
+
+    #[test]
+    fn a_source_is_sent_at_most_twice_its_bytes_past_a_burst() {
+        let mut flooded = limiter(1_000_000, 1, 1);
+        flooded.set_now(Instant::now());
+        let (mut asked, mut sent) = (0, 0);
+        for n in 0..20_000u32 {
+            let mut network = [0; 8];
+            network[..4].copy_from_slice(&n.to_be_bytes());
+            let key = RateKey {
+                client: Some(network),
+                ..key(ResponseClass::Positive, b"\x03api")
+            };
+            // Queries of 80 bytes, answers of 300 (signed); a slip is the query's size.
+            let verdict = flooded.check(ip("198.51.100.7"), key, 80);
+            let bytes = match verdict {
+                Verdict::Send => 300,
+                Verdict::Slip => 80,
+                Verdict::Drop => 0,
+            };
+            flooded.sent(bytes);
+            asked += 80;
+            sent += bytes;
+        }
+        let burst = usize::try_from(BURST_BYTES).expect("burst");
+        // A response goes out while any credit is left: one may overdraw it.
+        assert!(sent <= 2 * asked + burst + 300, "sent {sent} for {asked}");
+        assert!(sent >= 2 * asked - 300, "and no less: {sent} for {asked}");
+        // Answers smaller than twice their queries are never held back for their bytes.
+        let mut small = limiter(1_000_000, 1, 1);
+        small.set_now(Instant::now());
+        for n in 0..20_000u32 {
+            let mut network = [0; 8];
+            network[..4].copy_from_slice(&n.to_be_bytes());
+            let key = RateKey {
+                client: Some(network),
+                ..key(ResponseClass::Positive, b"\x03api")
+            };
+            assert_eq!(small.check(ip("198.51.100.7"), key, 80), Verdict::Send);
+            small.sent(110);
+        }
     }
 
     #[test]
@@ -335,7 +532,7 @@ mod tests {
         // Ten times as many one-off sources as the table has entries.
         for n in 0..(SETS * WAYS * 10) as u32 {
             let source = IpAddr::from((0x0A00_0000 + (n << 8)).to_be_bytes());
-            limiter.check(source, ResponseClass::Positive, b"\x03api");
+            limiter.check(source, key(ResponseClass::Positive, b"\x03api"), 50);
         }
         assert_eq!(
             sent(&mut limiter, "198.51.100.7", ResponseClass::Positive, 20),
