@@ -86,6 +86,7 @@ pub struct Metrics {
     dropped: QueryCounter,
     rate_limited: Family<ActionLabels, QueryCounter>,
     remembered: QueryCounter,
+    cookies: Family<ReasonLabels, QueryCounter>,
     events: Family<EventLabels, Counter>,
     shares: Arc<SharesCollector>,
     generation: Gauge,
@@ -258,6 +259,12 @@ impl Metrics {
             "UDP responses copied from a worker's memory of responses to the same request under the same routing and GeoIP snapshots",
             remembered.clone(),
         );
+        let cookies = Family::<ReasonLabels, QueryCounter>::default();
+        registry.register(
+            "cookies",
+            "Queries with a DNS cookie: reason=\"valid\" (it returned a server cookie we made for its address within the hour: spared the rate limit), \"new\" (a client cookie alone) or \"invalid\" (a server cookie we did not make for it, or too old)",
+            cookies.clone(),
+        );
         let rate_limited = Family::<ActionLabels, QueryCounter>::default();
         registry.register(
             "rate_limited_responses",
@@ -373,6 +380,7 @@ impl Metrics {
             dropped,
             rate_limited,
             remembered,
+            cookies,
             events,
             shares,
             generation,
@@ -565,6 +573,11 @@ impl Metrics {
         self.rate_limited.get_or_create_owned(&ActionLabels {
             action: action.into(),
         })
+    }
+
+    /// The counter of queries whose cookie is `reason`: valid, new or invalid.
+    pub fn cookie_counter(&self, reason: &'static str) -> QueryCounter {
+        self.cookies.get_or_create_owned(&ReasonLabels { reason })
     }
 
     /// The counter of packets given no answer.

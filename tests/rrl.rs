@@ -320,3 +320,87 @@ fn a_forged_flood_with_another_client_network_each_time_amplifies_at_most_twice(
         }
     }
 }
+
+/// `asking`'s query with a COOKIE option: the client cookie, and `server` (none at first).
+fn with_cookie(n: usize, subnet: Option<&str>, client: [u8; 8], server: &[u8]) -> Vec<u8> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let mut message = query("api.llm.example.com.", RecordType::A, subnet);
+    message.metadata.id = (n % 65_536) as u16;
+    let cookie = [client.as_slice(), server].concat();
+    if let Some(edns) = message.edns.as_mut() {
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(u16::from(EdnsCode::Cookie), cookie));
+    }
+    message.to_vec().expect("encode")
+}
+
+/// The COOKIE option of a response: client cookie, then server cookie.
+fn cookie_of(response: &Message) -> Vec<u8> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let option = response
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Cookie));
+    match option {
+        Some(EdnsOption::Unknown(_, bytes)) => bytes.clone(),
+        other => panic!("no cookie: {other:?}"),
+    }
+}
+
+#[test]
+fn a_client_that_returns_our_server_cookie_is_not_rate_limited() {
+    let server = Server::start(ZONE);
+    // dig sends a client cookie, and checks the one that comes back with ours.
+    let said = common::dig(server.addr, &["+cookie", "api.llm.example.com", "A"]);
+    let line = said.lines().find(|l| l.starts_with("; COOKIE:"));
+    let line = line.unwrap_or_else(|| panic!("no cookie: {said}"));
+    assert!(line.ends_with("(good)"), "{line}");
+    let returned = line.split_whitespace().nth(2).expect("the cookie's hex");
+    assert_eq!(returned.len(), 2 * (8 + 16), "{line}");
+    let again = common::dig(
+        server.addr,
+        &[&format!("+cookie={returned}"), "api.llm.example.com"],
+    );
+    assert!(again.contains("(good)"), "{again}");
+
+    // One source, one client network, 20,000 a second: with the server cookie we made for it,
+    // every query is answered; with a forged one, or none, it is limited as any flood.
+    let client = [7; 8];
+    let first = udp_raw(
+        server.addr,
+        "127.0.15.1",
+        &with_cookie(0, Some("192.0.2.0/24"), client, &[]),
+    );
+    let ours = cookie_of(&first);
+    assert_eq!(&ours[..8], &client, "our client cookie echoed");
+    let server_cookie = ours[8..].to_vec();
+    let traffic = paced(server.addr, "127.0.15.1", 20_000, 20_000, |n| {
+        with_cookie(n, Some("192.0.2.0/24"), client, &server_cookie)
+    });
+    assert_eq!(traffic.answered, 20_000, "{traffic:?}");
+    let mut forged = server_cookie.clone();
+    forged[15] ^= 1;
+    let traffic = paced(server.addr, "127.0.15.1", 20_000, 20_000, |n| {
+        with_cookie(n, Some("192.0.2.0/24"), client, &forged)
+    });
+    assert!(traffic.answered <= 3_000, "{traffic:?}");
+    // Another address cannot use it.
+    let elsewhere = paced(server.addr, "127.0.16.1", 20_000, 20_000, |n| {
+        with_cookie(n, Some("192.0.2.0/24"), client, &server_cookie)
+    });
+    assert!(elsewhere.answered <= 3_000, "{elsewhere:?}");
+    let valid = r#"regiondns_cookies_total{reason="valid"}"#;
+    assert!(metric(&server, valid) >= 20_000);
+}
+
+/// One query from a socket on `source`, and its response.
+fn udp_raw(server: SocketAddr, source: &str, bytes: &[u8]) -> Message {
+    let socket = bound(source);
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    socket.send_to(bytes, server).expect("send");
+    let mut buffer = [0; 4096];
+    let n = socket.recv(&mut buffer).expect("a response");
+    Message::from_vec(&buffer[..n]).expect("a DNS response")
+}

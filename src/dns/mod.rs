@@ -6,6 +6,7 @@
 //! here reads files or blocks; the wire format itself is [`crate::wire`]'s.
 
 mod cache;
+mod cookie;
 mod respond;
 mod rrl;
 mod tcp;

@@ -13,6 +13,7 @@ use hickory_proto::rr::RecordType;
 use super::{
     RateKey, RateLimiter, ResponseClass, Verdict,
     cache::{ResponseCache, SourceNetwork},
+    cookie::{self, ServerCookies},
 };
 use crate::{
     answer::{AddressSource, Answer, ClientAddress, resolve_into},
@@ -49,6 +50,10 @@ pub struct Responder {
     /// Responses copied from a worker's [`ResponseCache`].
     remembered: QueryCounter,
     lookups: LookupCounters,
+    /// Server cookies (RFC 7873, 9018); none when the system gave no random secret.
+    cookies: Option<ServerCookies>,
+    /// Queries with a cookie: valid, new (a client cookie alone), invalid.
+    cookie_counters: [QueryCounter; 3],
 }
 
 /// Where to remember a response: a worker's cache, under the key made for the request, and
@@ -105,6 +110,10 @@ impl Responder {
             },
             remembered: metrics.remembered_responses_counter(),
             lookups: metrics.geoip_lookup_counters(),
+            cookies: ServerCookies::random()
+                .inspect_err(|_| tracing::error!("no random secret for DNS cookies: none are sent"))
+                .ok(),
+            cookie_counters: ["valid", "new", "invalid"].map(|r| metrics.cookie_counter(r)),
         }
     }
 
@@ -232,7 +241,7 @@ impl Responder {
                     self.errors.for_rcode(rcode).inc();
                 }
                 let max_len = self.max_len(transport, edns.as_ref());
-                let edns = edns.map(|e| self.edns(&e, None));
+                let edns = edns.map(|e| self.edns(&e, None, source));
                 let opt_room = edns.as_ref().map_or(0, opt_len);
                 let writer = ResponseWriter::new(out, id, flags, question, max_len, opt_room);
                 writer.finish(rcode, false, slip, edns.as_ref());
@@ -240,6 +249,10 @@ impl Responder {
                 return true;
             }
         };
+        if self.cookie_valid(&request, source) {
+            // It receives what we send to its address: not a forged source.
+            limiter = None;
+        }
         if let Some(rcode) = refused_before_lookup(&request) {
             let error = || RateKey::error();
             let Some(slip) = admit(limiter.as_deref_mut(), source, asked, error) else {
@@ -248,7 +261,7 @@ impl Responder {
             if !slip {
                 self.errors.for_rcode(rcode).inc();
             }
-            let edns = request.edns.map(|e| self.edns(&e, None));
+            let edns = request.edns.map(|e| self.edns(&e, None, source));
             let body = Body {
                 answer: None,
                 proof: None,
@@ -280,7 +293,7 @@ impl Responder {
         if !slip {
             self.count(&answer);
         }
-        let opt_at = self.write_answer(out, &request, transport, &answer, name, slip);
+        let opt_at = self.write_answer(out, &request, source, transport, &answer, name, slip);
         charge(limiter, out.len());
         if let Some((cache, hash)) = remember
             && !slip
@@ -338,18 +351,20 @@ impl Responder {
         }
     }
 
-    /// Writes the response with its denial proof and signatures as the request asks; where its
-    /// OPT record starts, if it has one.
+    /// Writes the response to `source` with its denial proof and signatures as the request
+    /// asks; where its OPT record starts, if it has one.
+    #[allow(clippy::too_many_arguments)]
     fn write_answer(
         &self,
         out: &mut Vec<u8>,
         request: &Request<'_>,
+        source: IpAddr,
         transport: Transport,
         answer: &Answer<'_>,
         name: &[u8],
         slip: bool,
     ) -> Option<usize> {
-        let edns = request.edns.map(|e| self.edns(&e, Some(answer)));
+        let edns = request.edns.map(|e| self.edns(&e, Some(answer), source));
         let dnssec_ok = request.edns.is_some_and(|e| e.dnssec_ok);
         let proof = answer.denial.filter(|_| dnssec_ok).and_then(|denial| {
             let denied = denial.target.unwrap_or(name);
@@ -392,7 +407,8 @@ impl Responder {
         out: &[u8],
         opt_at: Option<usize>,
     ) {
-        if !answer.made.is_empty() || answer.other_lookups {
+        // A cookie is answered with a server cookie made for that query.
+        if !answer.made.is_empty() || answer.other_lookups || has_cookie(request) {
             return;
         }
         // Without an ECS address the source's own decided, as far as the scope says.
@@ -423,9 +439,23 @@ impl Responder {
     }
 
     /// The response's OPT record for a request that had one.
-    fn edns<'a>(&'a self, request: &EdnsRequest, answer: Option<&Answer<'a>>) -> EdnsResponse<'a> {
+    fn edns<'a>(
+        &'a self,
+        request: &EdnsRequest,
+        answer: Option<&Answer<'a>>,
+        source: IpAddr,
+    ) -> EdnsResponse<'a> {
         let scope = answer.map_or(0, |a| a.scope);
+        // Every response to a query with a cookie carries ours, made anew (RFC 7873 5.2).
+        let cookie = request
+            .cookie
+            .zip(self.cookies.as_ref())
+            .map(|(cookie, cookies)| {
+                let server = cookies.make(cookie.client, source, cookie::now_secs());
+                (cookie.client, server)
+            });
         EdnsResponse {
+            cookie,
             payload: self.max_udp_payload,
             dnssec_ok: request.dnssec_ok,
             client_subnet: request.client_subnet.map(|subnet| {
@@ -435,6 +465,23 @@ impl Responder {
             nsid: self.nsid.as_deref().filter(|_| request.nsid),
             extended_error: answer.and_then(|a| a.extended_error),
         }
+    }
+
+    /// Whether the request returns a server cookie we made for `source` within the hour
+    /// (counted by what its cookie is).
+    fn cookie_valid(&self, request: &Request<'_>, source: IpAddr) -> bool {
+        let (Some(cookie), Some(cookies)) = (request.edns.and_then(|e| e.cookie), &self.cookies)
+        else {
+            return false;
+        };
+        let valid = cookies.valid(&cookie, source, cookie::now_secs());
+        let which = match (valid, cookie.server().is_empty()) {
+            (true, _) => 0,
+            (false, true) => 1,
+            (false, false) => 2,
+        };
+        self.cookie_counters[which].inc();
+        valid
     }
 
     /// The size limit: over UDP the client's EDNS payload size within ours (RFC 6891 6.2.5),
@@ -496,6 +543,10 @@ fn admit<'a>(
         Verdict::Slip => Some(true),
         Verdict::Drop => None,
     }
+}
+
+fn has_cookie(request: &Request<'_>) -> bool {
+    request.edns.is_some_and(|e| e.cookie.is_some())
 }
 
 /// Charges the response written (`bytes`) to the source's budget.

@@ -12,7 +12,9 @@ mod request;
 mod response;
 
 pub use name::NameKey;
-pub use request::{ClientSubnet, EdnsRequest, Malformed, NameBuf, Question, Request, parse};
+pub use request::{
+    ClientSubnet, Cookie, EdnsRequest, Malformed, NameBuf, Question, Request, parse,
+};
 pub use response::{
     EdnsResponse, ExtendedError, Full, ResponseWriter, WireRRset, encode_rrset,
     encode_signed_rrset, opt_len,
@@ -30,6 +32,7 @@ pub const MAX_LABEL_LEN: usize = 63;
 pub mod option {
     pub const NSID: u16 = 3;
     pub const CLIENT_SUBNET: u16 = 8;
+    pub const COOKIE: u16 = 10;
     pub const EXTENDED_ERROR: u16 = 15;
 }
 

@@ -54,6 +54,36 @@ pub struct EdnsRequest {
     pub dnssec_ok: bool,
     pub client_subnet: Option<ClientSubnet>,
     pub nsid: bool,
+    pub cookie: Option<Cookie>,
+}
+
+/// A COOKIE option (RFC 7873 4): the client cookie, and the server cookie it returns (empty
+/// on its first query to us).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cookie {
+    pub client: [u8; 8],
+    server: [u8; 32],
+    server_len: u8,
+}
+
+impl Cookie {
+    /// A client cookie and a server cookie of 0 or 8 to 32 bytes (RFC 7873 4); none otherwise.
+    pub fn new(client: [u8; 8], server: &[u8]) -> Option<Cookie> {
+        if !(server.is_empty() || (8..=32).contains(&server.len())) {
+            return None;
+        }
+        let mut cookie = Cookie {
+            client,
+            server: [0; 32],
+            server_len: server.len() as u8,
+        };
+        cookie.server[..server.len()].copy_from_slice(server);
+        Some(cookie)
+    }
+
+    pub fn server(&self) -> &[u8] {
+        &self.server[..usize::from(self.server_len)]
+    }
 }
 
 /// An EDNS Client Subnet option (RFC 7871 6), validated.
@@ -253,6 +283,7 @@ fn opt_header(record: &RawRecord<'_>) -> EdnsRequest {
         dnssec_ok: record.ttl & 0x8000 != 0,
         client_subnet: None,
         nsid: false,
+        cookie: None,
     }
 }
 
@@ -272,6 +303,13 @@ fn read_options(mut edns: EdnsRequest, mut rdata: &[u8]) -> Result<EdnsRequest, 
             }
             option::CLIENT_SUBNET => return Err(()),
             option::NSID => edns.nsid = true,
+            // A malformed or repeated cookie is FORMERR (RFC 7873 5.2.2).
+            option::COOKIE if edns.cookie.is_none() => {
+                let (client, server) = data.split_at_checked(8).ok_or(())?;
+                let client = client.try_into().map_err(|_| ())?;
+                edns.cookie = Some(Cookie::new(client, server).ok_or(())?);
+            }
+            option::COOKIE => return Err(()),
             _ => {}
         }
         rdata = &rest[len..];

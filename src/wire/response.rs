@@ -215,6 +215,8 @@ pub struct EdnsResponse<'a> {
     /// The request's subnet, echoed with this scope (RFC 7871 7.2.1).
     pub client_subnet: Option<(ClientSubnet, u8)>,
     pub nsid: Option<&'a [u8]>,
+    /// The client's cookie and our server cookie for it (RFC 7873 5.2).
+    pub cookie: Option<([u8; 8], [u8; 16])>,
     pub extended_error: Option<ExtendedError<'a>>,
 }
 
@@ -231,8 +233,9 @@ pub fn opt_len(edns: &EdnsResponse<'_>) -> usize {
         .client_subnet
         .map_or(0, |(subnet, _)| 8 + subnet.address_octets().1);
     let nsid = edns.nsid.map_or(0, |nsid| 4 + nsid.len());
+    let cookie = edns.cookie.map_or(0, |_| 4 + 8 + 16);
     let extended = edns.extended_error.map_or(0, |e| 6 + e.text.len());
-    11 + subnet + nsid + extended
+    11 + subnet + nsid + cookie + extended
 }
 
 /// The message did not fit: the section being written is left as it was.
@@ -543,6 +546,11 @@ fn write_opt(buf: &mut Vec<u8>, rcode: Rcode, edns: &EdnsResponse<'_>) {
     if let Some(nsid) = edns.nsid {
         put_option_header(buf, option::NSID, nsid.len());
         buf.extend_from_slice(nsid);
+    }
+    if let Some((client, server)) = edns.cookie {
+        put_option_header(buf, option::COOKIE, client.len() + server.len());
+        buf.extend_from_slice(&client);
+        buf.extend_from_slice(&server);
     }
     if let Some(error) = edns.extended_error {
         put_option_header(buf, option::EXTENDED_ERROR, 2 + error.text.len());

@@ -326,6 +326,7 @@ fn opt_carries_the_subnet_scope_do_nsid_and_extended_error() {
         dnssec_ok: true,
         client_subnet: Some((subnet, 48)),
         nsid: Some(b"ns-7"),
+        cookie: Some(([1, 2, 3, 4, 5, 6, 7, 8], [9; 16])),
         extended_error: Some(ExtendedError { code: 20, text: "" }),
     };
     let bytes = respond(&packet, &[], &[], Some(edns));
@@ -338,11 +339,15 @@ fn opt_carries_the_subnet_scope_do_nsid_and_extended_error() {
         Some(EdnsOption::Subnet(s)) => assert_eq!((s.source_prefix(), s.scope_prefix()), (56, 48)),
         other => panic!("no subnet: {other:?}"),
     }
-    let raw = &bytes[bytes.len() - 14..];
-    assert_eq!(
-        raw,
-        &[0, 3, 0, 4, b'n', b's', b'-', b'7', 0, 15, 0, 2, 0, 20]
-    );
+    let raw = &bytes[bytes.len() - 42..];
+    let cookie = [[0, 10, 0, 24, 1, 2, 3, 4, 5, 6, 7, 8].as_slice(), &[9; 16]].concat();
+    let expected = [
+        [0, 3, 0, 4, b'n', b's', b'-', b'7'].as_slice(),
+        &cookie,
+        &[0, 15, 0, 2, 0, 20],
+    ]
+    .concat();
+    assert_eq!(raw, &expected[..]);
 }
 
 #[test]
@@ -382,4 +387,26 @@ fn skip_name_stops_at_pointers_and_rejects_runaway_names() {
     assert_eq!(skip_name(b"\x01a\xC0\x00", 0), Some(4));
     assert_eq!(skip_name(b"\x01a", 0), None);
     assert_eq!(skip_name(b"\x41", 0), None);
+}
+
+#[test]
+fn a_cookie_is_a_client_cookie_and_perhaps_a_server_cookie_else_formerr() {
+    let client = [1, 2, 3, 4, 5, 6, 7, 8];
+    let alone = query_with_option(option::COOKIE, &client);
+    let cookie = parse(&alone).expect("valid").edns.and_then(|e| e.cookie);
+    let cookie = cookie.expect("a cookie");
+    assert_eq!((cookie.client, cookie.server()), (client, &[][..]));
+    let both = query_with_option(option::COOKIE, &[client.as_slice(), &[9; 16]].concat());
+    let cookie = parse(&both).expect("valid").edns.and_then(|e| e.cookie);
+    assert_eq!(cookie.expect("a cookie").server(), &[9; 16]);
+    // RFC 7873 5.2.2: a client cookie of another length, or a server cookie under 8 or over 32
+    // bytes, is FORMERR.
+    for length in [0, 5, 9, 15, 41] {
+        let packet = query_with_option(option::COOKIE, &vec![7; length]);
+        assert_eq!(
+            rcode_of(parse(&packet)),
+            Some(Rcode::FormErr),
+            "{length} bytes"
+        );
+    }
 }
