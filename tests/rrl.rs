@@ -404,3 +404,83 @@ fn udp_raw(server: SocketAddr, source: &str, bytes: &[u8]) -> Message {
     let n = socket.recv(&mut buffer).expect("a response");
     Message::from_vec(&buffer[..n]).expect("a DNS response")
 }
+
+#[test]
+fn bind_as_a_resolver_returns_our_server_cookie_and_it_is_valid() {
+    let server = Server::start(ZONE);
+    let dir = tempfile::tempdir().expect("named's directory");
+    // named listens only on addresses an interface has: 127.0.0.1, on a port free now.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let conf = dir.path().join("named.conf");
+    let path = dir.path().display();
+    std::fs::write(
+        &conf,
+        format!(
+            r#"options {{
+  directory "{path}";
+  pid-file "{path}/named.pid";
+  session-keyfile "{path}/session.key";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion yes;
+  allow-query {{ any; }};
+  dnssec-validation no;
+}};
+controls {{ }};
+zone "." {{
+  type forward;
+  forward only;
+  forwarders {{ {ip} port {server_port}; }};
+}};
+"#,
+            ip = server.addr.ip(),
+            server_port = server.addr.port()
+        ),
+    )
+    .expect("named.conf");
+    let named = std::process::Command::new("named")
+        .args(["-g", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("named (from the bind9 package) runs");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _named = Stop(named);
+    let resolver: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    // Each name is asked upstream once: from the second on, BIND returns our server cookie.
+    let start = std::time::Instant::now();
+    while !common::dig(resolver, &["api.llm.example.com", "A"]).contains("203.0.113.") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "named did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every name goes to our server alone (the root is forwarded there): nothing leaves
+    // loopback. Names in our zone only, so that no answer points elsewhere.
+    for name in [
+        "api.llm.example.com AAAA",
+        "ns1.llm.example.com A",
+        "ns2.llm.example.com A",
+    ] {
+        let args: Vec<&str> = name.split(' ').collect();
+        let said = common::dig(resolver, &args);
+        assert!(said.contains("status: NOERROR"), "{name}: {said}");
+    }
+    let valid = metric(&server, r#"regiondns_cookies_total{reason="valid"}"#);
+    assert!(valid >= 1, "BIND's queries returned no valid server cookie");
+    assert_eq!(
+        metric(&server, r#"regiondns_cookies_total{reason="invalid"}"#),
+        0
+    );
+}
