@@ -345,6 +345,16 @@ mod tests {
         }
     }
 
+    /// An answer for the client network numbered `n`.
+    fn for_client(n: u32) -> RateKey<'static> {
+        let mut network = [0; 8];
+        network[..4].copy_from_slice(&n.to_be_bytes());
+        RateKey {
+            client: Some(network),
+            ..key(ResponseClass::Positive, b"\x03api")
+        }
+    }
+
     /// The verdict on a response of 60 bytes to a query of 50, charged as it goes out.
     fn answered(limiter: &mut RateLimiter, source: &str, key: RateKey<'_>) -> Verdict {
         let verdict = limiter.check(ip(source), key, 50);
@@ -446,14 +456,7 @@ mod tests {
     fn a_resolver_asking_for_each_of_its_clients_networks_is_not_held_back() {
         let mut limiter = limiter(10, 2, 1);
         limiter.set_now(Instant::now());
-        let client = |n: u32| {
-            let mut network = [0; 8];
-            network[..4].copy_from_slice(&n.to_be_bytes());
-            RateKey {
-                client: Some(network),
-                ..key(ResponseClass::Positive, b"\x03api")
-            }
-        };
+        let client = for_client;
         let whole = (0..5_000)
             .filter(|&n| answered(&mut limiter, "198.51.100.7", client(n)) == Verdict::Send)
             .count();
@@ -471,12 +474,7 @@ mod tests {
         flooded.set_now(Instant::now());
         let (mut asked, mut sent) = (0, 0);
         for n in 0..20_000u32 {
-            let mut network = [0; 8];
-            network[..4].copy_from_slice(&n.to_be_bytes());
-            let key = RateKey {
-                client: Some(network),
-                ..key(ResponseClass::Positive, b"\x03api")
-            };
+            let key = for_client(n);
             // Queries of 80 bytes, answers of 300 (signed); a slip is the query's size.
             let verdict = flooded.check(ip("198.51.100.7"), key, 80);
             let bytes = match verdict {
@@ -496,12 +494,7 @@ mod tests {
         let mut small = limiter(1_000_000, 1, 1);
         small.set_now(Instant::now());
         for n in 0..20_000u32 {
-            let mut network = [0; 8];
-            network[..4].copy_from_slice(&n.to_be_bytes());
-            let key = RateKey {
-                client: Some(network),
-                ..key(ResponseClass::Positive, b"\x03api")
-            };
+            let key = for_client(n);
             assert_eq!(small.check(ip("198.51.100.7"), key, 80), Verdict::Send);
             small.sent(110);
         }

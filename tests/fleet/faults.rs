@@ -28,6 +28,34 @@ fn checked_zone(endpoint: &Endpoint) -> String {
     )
 }
 
+/// Three instances on the checked zone, every one answering eu-west.
+struct Fleet {
+    _endpoint: Endpoint,
+    _secrets: tempfile::TempDir,
+    zone: String,
+    members: Vec<Member>,
+    servers: Vec<Server>,
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let endpoint = Endpoint::start();
+        let zone = checked_zone(&endpoint);
+        let secrets = secrets();
+        let members = members();
+        let servers = start_fleet(&members, &zone, secrets.path());
+        let all: Vec<&Server> = servers.iter().collect();
+        until_all_answer(&all, EU_WEST, Duration::from_secs(5));
+        Fleet {
+            _endpoint: endpoint,
+            _secrets: secrets,
+            zone,
+            members,
+            servers,
+        }
+    }
+}
+
 /// Drains (or undrains) eu-west at `server`: the status and the reply's JSON.
 fn try_drain(server: &Server, action: &str) -> (u16, serde_json::Value) {
     let bearer = format!("Bearer {ADMIN_TOKEN}");
@@ -208,13 +236,9 @@ fn a_clock_two_hours_ahead_is_refused_and_a_restart_keeps_the_fleet_consistent()
 
 #[test]
 fn a_zone_reload_during_a_drain_keeps_the_drain_on_every_instance() {
-    let endpoint = Endpoint::start();
-    let zone = checked_zone(&endpoint);
-    let secrets = secrets();
-    let m = members();
-    let servers = start_fleet(&m, &zone, secrets.path());
+    let fleet = Fleet::start();
+    let (zone, servers) = (&fleet.zone, &fleet.servers);
     let all: Vec<&Server> = servers.iter().collect();
-    until_all_answer(&all, EU_WEST, Duration::from_secs(5));
     let (status, reply) = try_drain(&servers[0], "drain");
     assert_eq!(
         (status, reply["applied"].as_str()),
@@ -224,20 +248,20 @@ fn a_zone_reload_during_a_drain_keeps_the_drain_on_every_instance() {
 
     // eu-west's check changes: its health starts afresh, its drain must not.
     let edited = zone.replace("/health\"", "/health?v=2\"");
-    assert_ne!(edited, zone);
-    for server in &servers {
+    assert_ne!(&edited, zone);
+    for server in servers {
         std::fs::write(server.dir.path().join("zones/llm.yaml"), &edited).expect("edit");
     }
-    for server in &servers {
+    for server in servers {
         until_logged(server, "reloaded (", 1);
     }
     for _ in 0..10 {
-        for server in &servers {
+        for server in servers {
             assert_eq!(answer(server), [US_EAST], "{}", server.log());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    for server in &servers {
+    for server in servers {
         let (status, body) = http(server.admin.expect("admin"), "GET", "/regions", &[]);
         assert_eq!(status, 200);
         let regions: serde_json::Value = serde_json::from_str(&body).expect("regions");
@@ -253,13 +277,9 @@ fn a_zone_reload_during_a_drain_keeps_the_drain_on_every_instance() {
 /// Two instances drain and undrain at the same moment: the later record wins everywhere.
 #[test]
 fn drains_taken_at_two_instances_at_once_end_in_the_later_one_everywhere() {
-    let endpoint = Endpoint::start();
-    let zone = checked_zone(&endpoint);
-    let secrets = secrets();
-    let m = members();
-    let servers = start_fleet(&m, &zone, secrets.path());
+    let fleet = Fleet::start();
+    let (m, servers) = (&fleet.members, &fleet.servers);
     let all: Vec<&Server> = servers.iter().collect();
-    until_all_answer(&all, EU_WEST, Duration::from_secs(5));
     for round in 0..3 {
         let barrier = Barrier::new(2);
         let (a, b) = std::thread::scope(|scope| {
