@@ -38,7 +38,8 @@ pub fn txt_answer<'t>(
     let zone = table.zone_for(qname).filter(|zone| zone.explain)?;
     let service = zone.service_named(parent(qname)?)?;
     let name = Name::read(&mut BinDecoder::new(qname)).ok()?;
-    let records = service_lines(zone, service, None, client, RecordType::A)
+    let geo = table.explain_geo.as_deref();
+    let records = service_lines(zone, service, geo, client, RecordType::A)
         .iter()
         .map(|line| {
             let text = TXT::new(character_strings(line));

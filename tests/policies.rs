@@ -331,7 +331,10 @@ fn explain_names_the_rule_and_the_reason_from_the_cli_and_from_dig() {
         ],
     );
     assert!(
-        out.contains("client 81.2.69.0 (from the EDNS Client Subnet): continent EU, located"),
+        out.contains(
+            "client 81.2.69.0 (from the EDNS Client Subnet): country GB, continent EU, at \
+             51.51,-0.09, GeoIP network /24"
+        ),
         "{out}"
     );
     assert!(
@@ -344,6 +347,67 @@ fn explain_names_the_rule_and_the_reason_from_the_cli_and_from_dig() {
         ),
         "{out}"
     );
+}
+
+/// The lines of `_explain` TXT answers as `dig +short` prints them: one a record, its
+/// character-strings joined.
+fn txt_lines(printed: &str) -> Vec<String> {
+    let lines = printed.lines().map(|line| {
+        let line = line.trim().trim_start_matches('"').trim_end_matches('"');
+        line.replace("\" \"", "")
+    });
+    lines.collect()
+}
+
+#[test]
+fn explain_over_dns_says_what_the_cli_says_for_the_same_client() {
+    let (us, west, north) = endpoints();
+    let server = Server::start(&zone(&us, &west, &north, SOVEREIGN));
+    north.set(Mode::Fail);
+    wait_state(&server, "eu-north", "down");
+    let zones = path_arg(&server.dir.path().join("zones"));
+    let geoip = path_arg(&server.dir.path().join("geo.mmdb"));
+    let admin = format!("http://{}", server.admin.expect("admin"));
+    for client in ["81.2.69.7", "133.242.1.1", "2a02:cf40::7"] {
+        let out = run(
+            &[
+                "explain",
+                "--zones",
+                &zones,
+                "--geoip",
+                &geoip,
+                "--admin",
+                &admin,
+                "--client",
+                client,
+                "api.llm.example.com",
+            ],
+            server.dir.path(),
+        );
+        let cli: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().replace(" (given with --client)", ""))
+            .filter(|l| !l.is_empty())
+            .collect();
+        let prefix = if client.contains(':') { 128 } else { 32 };
+        let subnet = format!("+subnet={client}/{prefix}");
+        let printed = dig(
+            server.addr,
+            &["_explain.api.llm.example.com", "TXT", &subnet, "+short"],
+        );
+        let dns: Vec<String> = txt_lines(&printed)
+            .iter()
+            .map(|l| l.replace(" (from the EDNS Client Subnet)", ""))
+            .collect();
+        assert!(
+            cli[0].contains(" at ") && cli[0].contains("country"),
+            "{cli:?}"
+        );
+        assert!(cli.iter().any(|l| l.contains(" km")), "distances: {cli:?}");
+        for line in &cli {
+            assert!(dns.contains(line), "{client}: {line:?} is not in\n{dns:#?}");
+        }
+    }
 }
 
 #[test]

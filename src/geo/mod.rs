@@ -306,6 +306,12 @@ pub struct GeoIp {
     databases: Vec<Database>,
 }
 
+impl fmt::Debug for GeoIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.paths()).finish()
+    }
+}
+
 struct Database {
     path: PathBuf,
     /// The file as it was read and accepted, and a digest of what was read.

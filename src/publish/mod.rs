@@ -145,8 +145,10 @@ impl Publisher {
         geo: GeoIp,
         metrics: Arc<Metrics>,
     ) -> Result<Publisher, GeoError> {
-        let plan = Arc::new(Plan::new(zones, &metrics, &geo)?);
+        let plan = Plan::new(zones, &metrics, &geo)?;
         let accepted = geo.accepted();
+        let builds = geo.builds();
+        let plan = Arc::new(plan.keeping_geo(Some(Arc::new(geo))));
         log_compilation(plan.compiled, "start");
         let health = initial_health(zones);
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
@@ -170,12 +172,11 @@ impl Publisher {
             })),
             board: Arc::default(),
             config_hash: config_hash(zones),
-            geoip_build: geo.builds(),
+            geoip_build: builds,
             alone: None,
             impaired: false,
             clock_skewed: false,
         };
-        drop(geo);
         Ok(Publisher {
             plan,
             geo: accepted,

@@ -89,11 +89,24 @@ impl Publisher {
             self.geo.clone(),
             Arc::clone(&self.metrics),
         );
-        self.compiling.spawn_blocking(move || Compiled {
-            plan: from.rebuilt(&zones, &metrics, GeoSource::Accepted(&geo)),
-            from,
-            change: Change::Zones(zones),
-            done,
+        self.compiling.spawn_blocking(move || {
+            // `_explain` reads the databases this plan keeps, or the accepted files again.
+            let plan = from
+                .rebuilt(&zones, &metrics, GeoSource::Accepted(&geo))
+                .and_then(|plan| {
+                    let open = match (plan.explains(), from.explain_geo()) {
+                        (false, _) => None,
+                        (true, Some(open)) => Some(Arc::clone(open)),
+                        (true, None) => Some(Arc::new(GeoIp::reopen(&geo)?)),
+                    };
+                    Ok(plan.keeping_geo(open))
+                });
+            Compiled {
+                plan,
+                from,
+                change: Change::Zones(zones),
+                done,
+            }
         });
     }
 
@@ -151,7 +164,7 @@ impl Publisher {
                 self.fleet.geoip_build = geo.builds();
                 self.geo = geo.accepted();
                 log_compilation(plan.compiled, "GeoIP reload");
-                self.plan = Arc::new(plan);
+                self.plan = Arc::new(plan.keeping_geo(Some(Arc::new(geo))));
                 self.publish();
                 if let Some(zones) = self.waiting.take() {
                     info!("applying the zone reload that waited for a GeoIP database");

@@ -54,6 +54,9 @@ pub struct Plan {
     atlas: Atlas,
     /// What the last compilation of places did, if this plan made one.
     pub compiled: Option<Compilation>,
+    /// The GeoIP databases, kept open while a zone answers `_explain`: its lines say what the
+    /// client's own record says (the compiled places keep no country or coordinates).
+    explain_geo: Option<Arc<GeoIp>>,
 }
 
 /// Every geography of a plan compiled against the GeoIP databases.
@@ -207,7 +210,24 @@ impl Plan {
             zones,
             atlas,
             compiled,
+            explain_geo: None,
         })
+    }
+
+    /// Whether a zone of this plan answers `_explain`.
+    pub fn explains(&self) -> bool {
+        self.zones.iter().any(|zone| zone.explain)
+    }
+
+    /// This plan keeping `geo` for `_explain` when a zone answers it (letting it go else).
+    pub fn keeping_geo(mut self, geo: Option<Arc<GeoIp>>) -> Plan {
+        self.explain_geo = geo.filter(|_| self.explains());
+        self
+    }
+
+    /// The databases `_explain` reads, when this plan keeps them.
+    pub fn explain_geo(&self) -> Option<&Arc<GeoIp>> {
+        self.explain_geo.as_ref()
     }
 
     /// This plan with its places compiled against `geo` (new GeoIP databases), unless too
@@ -222,6 +242,7 @@ impl Plan {
             zones: self.zones.clone(),
             atlas,
             compiled,
+            explain_geo: None,
         })
     }
 
@@ -237,6 +258,7 @@ impl Plan {
             zones: Vec::new(),
             atlas: Atlas::default(),
             compiled: None,
+            explain_geo: None,
         };
         empty.rebuilt(zones, metrics, GeoSource::Opened(geo))
     }
@@ -474,6 +496,8 @@ pub struct RoutingTable {
     /// Unique in this process: names the snapshot in per-worker memories of responses.
     pub id: u64,
     zones: Vec<ZoneRoutes>,
+    /// The plan's GeoIP databases, while a zone answers `_explain`.
+    pub explain_geo: Option<Arc<GeoIp>>,
 }
 
 #[derive(Debug)]
@@ -562,6 +586,7 @@ impl RoutingTable {
         RoutingTable {
             id: TABLES.fetch_add(1, Ordering::Relaxed),
             zones,
+            explain_geo: plan.explain_geo.clone(),
         }
     }
 
