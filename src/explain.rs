@@ -13,11 +13,9 @@ use hickory_proto::{
 use crate::{
     answer::{Answer, ClientAddress, decision_answer},
     config::{Matcher, character_strings},
-    geo::{GeoIp, Located, LookupResult},
+    geo::{GeoIp, Located},
     region::State,
-    routing::{
-        Client, Decision, Explain, RegionRoute, RoutingTable, RulePlan, ServiceRoutes, ZoneRoutes,
-    },
+    routing::{Decision, Explain, RegionRoute, RoutingTable, RulePlan, ServiceRoutes, ZoneRoutes},
     wire::name::{first_label, parent},
 };
 
@@ -38,7 +36,8 @@ pub fn txt_answer<'t>(
     let zone = table.zone_for(qname).filter(|zone| zone.explain)?;
     let service = zone.service_named(parent(qname)?)?;
     let name = Name::read(&mut BinDecoder::new(qname)).ok()?;
-    let geo = table.explain_geo.as_deref();
+    // A plan keeps the databases open while a zone answers `_explain`.
+    let geo = table.explain_geo.as_deref()?;
     let records = service_lines(zone, service, geo, client, RecordType::A)
         .iter()
         .map(|line| {
@@ -52,23 +51,19 @@ pub fn txt_answer<'t>(
 }
 
 /// Lines describing how `service` answers `qtype` for `client`. The decision is the server's
-/// own, from the compiled places; `geo`, when the databases are open (`regiondns explain`),
-/// adds what the address's record says and the distances.
+/// own, from the compiled places; `geo` says what the address's record holds, and the
+/// distances.
 pub fn service_lines(
     zone: &ZoneRoutes,
     service: &ServiceRoutes,
-    geo: Option<&GeoIp>,
+    geo: &GeoIp,
     client: ClientAddress,
     qtype: RecordType,
 ) -> Vec<String> {
     let (mut found, _) = service.client(client.ip);
-    let first = match geo.map(|geo| geo.locate(client.ip)) {
-        Some(located) => {
-            found.coordinates = located.coordinates();
-            client_line(client, &located)
-        }
-        None => place_line(client, &found),
-    };
+    let located = geo.locate(client.ip);
+    found.coordinates = located.coordinates();
+    let first = client_line(client, &located);
     let mut report = Report {
         lines: vec![first],
         has_rules: !service.plan.rules.is_empty(),
@@ -123,25 +118,6 @@ fn client_line(client: ClientAddress, located: &Located) -> String {
             format!("client {ip}: not in the GeoIP databases (network /{prefix_len})")
         }
     }
-}
-
-/// The client as the compiled map places it (no coordinates are kept there).
-fn place_line(client: ClientAddress, found: &Client) -> String {
-    let ip = format!("{} ({})", client.ip, client.source.describe());
-    let continent = found.place.continent.map_or("?", |c| c.code());
-    let nearest = match found.place.nearest() {
-        [] => String::new(),
-        _ => ", nearest regions known".into(),
-    };
-    format!(
-        "client {ip}: continent {continent}, {}{nearest}, a place that holds for /{}",
-        match found.place.lookup {
-            LookupResult::Located => "located",
-            LookupResult::Unknown => "not in the GeoIP databases",
-            LookupResult::Undecodable => "its GeoIP record cannot be read",
-        },
-        found.scope
-    )
 }
 
 struct Report {

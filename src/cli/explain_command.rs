@@ -46,7 +46,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     };
     match zone.service_named(key.wire()) {
         Some(service) => {
-            for line in explain::service_lines(zone, service, Some(&geo), client, qtype) {
+            for line in explain::service_lines(zone, service, &geo, client, qtype) {
                 println!("{line}");
             }
         }

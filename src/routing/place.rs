@@ -46,41 +46,50 @@ struct MatcherKey {
     unlocated: bool,
 }
 
-/// A client's place: everything its network tells the decision, and what is only counted.
+/// A client's place: what its network tells the decision, and what is only counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Place {
-    /// The first rule that matches, by position.
-    pub rule: Option<u16>,
-    nearest: [u16; NEAREST_KEPT],
-    nearest_len: u8,
+    /// All the decision reads of the place.
+    pub decisive: Decisive,
     /// Only counted (the answer shares): never part of the decision, never narrows a scope.
     pub continent: Option<Continent>,
     /// What the GeoIP lookup found, for `geoip_lookups_total`.
     pub lookup: LookupResult,
 }
 
-impl Place {
-    /// The place of a client no database knows, where no rule matches.
-    pub const UNKNOWN: Place = Place {
-        rule: None,
-        nearest: [0; NEAREST_KEPT],
-        nearest_len: 0,
-        continent: None,
-        lookup: LookupResult::Unknown,
-    };
+/// What a place's decision depends on, and all it reads of the place: the rule that matched
+/// and the regions nearest first. Places with equal ones decide alike in every state of health,
+/// so it is the key their decisions are numbered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decisive {
+    /// The first rule that matches, by position.
+    pub rule: Option<u16>,
+    nearest: [u16; NEAREST_KEPT],
+    nearest_len: u8,
+}
 
-    /// The allowed regions nearest first, at most [`NEAREST_KEPT`]; empty when the client has
-    /// no coordinates or the service does not order by distance (list order then applies).
-    /// The regions after them are ordered by their distance from the first of them.
+impl Decisive {
+    /// The allowed regions nearest first, at most [`NEAREST_KEPT`]; empty when the order is
+    /// the list's (the service does not order by distance, or the client has no coordinates
+    /// and more regions are allowed than this holds). The regions after them are ordered by
+    /// their distance from the first of them.
     pub fn nearest(&self) -> &[u16] {
         &self.nearest[..usize::from(self.nearest_len)]
     }
 }
 
-/// What a place's decision depends on: the rule, the regions in the order they are tried (up to
-/// [`NEAREST_KEPT`]), and, when more regions are allowed, whether the rest follow by distance or
-/// in list order. Places with equal keys decide alike in every state of health.
-type DecisionKey = (Option<u16>, Vec<u16>, bool);
+impl Place {
+    /// The place of a client no database knows, where no rule matches.
+    pub const UNKNOWN: Place = Place {
+        decisive: Decisive {
+            rule: None,
+            nearest: [0; NEAREST_KEPT],
+            nearest_len: 0,
+        },
+        continent: None,
+        lookup: LookupResult::Unknown,
+    };
+}
 
 impl Geography {
     /// `directions` by region position (only used when `by_distance`), and the rules in
@@ -123,46 +132,40 @@ impl Geography {
         let allowed = rule
             .and_then(|r| self.rules.get(r))
             .and_then(|r| r.allowed.as_deref());
-        let mut nearest = [0; NEAREST_KEPT];
-        let mut nearest_len = 0;
-        if let Some(v) = located.direction().filter(|_| !self.directions.is_empty()) {
-            let mut keyed: Vec<(f64, u16)> = match allowed {
-                Some(allowed) => allowed.iter().map(|&r| (self.closeness(r, v), r)).collect(),
-                None => (0..self.directions.len() as u16)
-                    .map(|r| (self.closeness(r, v), r))
-                    .collect(),
-            };
-            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            for (slot, (_, region)) in nearest.iter_mut().zip(&keyed) {
-                *slot = *region;
-                nearest_len += 1;
+        let candidates: Vec<u16> = match allowed {
+            Some(allowed) => allowed.to_vec(),
+            None => (0..self.directions.len() as u16).collect(),
+        };
+        let order: Vec<u16> = match located.direction() {
+            _ if self.directions.is_empty() => Vec::new(),
+            Some(v) => {
+                let mut keyed: Vec<(f64, u16)> = candidates
+                    .iter()
+                    .map(|&r| (self.closeness(r, v), r))
+                    .collect();
+                keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                keyed.into_iter().map(|(_, r)| r).collect()
             }
+            // Without coordinates the list's order applies: when it holds all the allowed
+            // regions, the client decides as a located one whose nearest are the first
+            // listed, so the two share a decision (and a scope).
+            None if candidates.len() <= NEAREST_KEPT => candidates,
+            None => Vec::new(),
+        };
+        let mut decisive = Decisive {
+            rule: rule.map(|r| r as u16),
+            nearest: [0; NEAREST_KEPT],
+            nearest_len: 0,
+        };
+        for (slot, region) in decisive.nearest.iter_mut().zip(order) {
+            *slot = region;
+            decisive.nearest_len += 1;
         }
         Place {
-            rule: rule.map(|r| r as u16),
-            nearest,
-            nearest_len,
+            decisive,
             continent: located.continent(),
             lookup,
         }
-    }
-
-    /// The key of `place`'s decision. A client without coordinates is served in list order,
-    /// so it decides as a located one whose nearest regions are the first listed, as long as
-    /// those are all the allowed regions.
-    fn decision_key(&self, place: &Place) -> DecisionKey {
-        let allowed = place
-            .rule
-            .and_then(|r| self.rules.get(usize::from(r)))
-            .and_then(|r| r.allowed.as_deref());
-        let count = allowed.map_or(self.directions.len(), <[u16]>::len);
-        let by_distance = !place.nearest().is_empty();
-        let order: Vec<u16> = match (by_distance, allowed) {
-            (true, _) => place.nearest().to_vec(),
-            (false, Some(allowed)) => allowed.iter().copied().take(NEAREST_KEPT).collect(),
-            (false, None) => (0..count as u16).take(NEAREST_KEPT).collect(),
-        };
-        (place.rule, order, count > NEAREST_KEPT && by_distance)
     }
 
     /// Minus the cosine of the angle between region `r` and the point `v`: smaller is nearer.
@@ -261,7 +264,7 @@ struct PlaceClassifier<'g> {
     networks: Vec<ipnet::IpNet>,
     places: Vec<Place>,
     leaves: HashMap<Place, u32>,
-    decisions: HashMap<DecisionKey, u32>,
+    decisions: HashMap<Decisive, u32>,
 }
 
 impl<'g> PlaceClassifier<'g> {
@@ -284,8 +287,7 @@ impl geo::Classifier for PlaceClassifier<'_> {
     fn classify(&mut self, located: &Located, lookup: LookupResult, first: IpAddr) -> Leaf {
         let place = self.geography.place(located, first, lookup);
         let next = self.decisions.len() as u32;
-        let key = self.geography.decision_key(&place);
-        let decision = *self.decisions.entry(key).or_insert(next);
+        let decision = *self.decisions.entry(place.decisive).or_insert(next);
         let id = match self.leaves.get(&place) {
             Some(&id) => id,
             None => {

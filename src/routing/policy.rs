@@ -219,6 +219,7 @@ pub(super) fn decide_drawing<'t, E: Explain>(
     };
     let rule = client
         .place
+        .decisive
         .rule
         .and_then(|r| Some((usize::from(r), plan.rules.get(usize::from(r))?)));
     explain.rule(rule);
@@ -337,7 +338,7 @@ impl Rest {
         let order = &mut self.order;
         order.clear();
         self.partial = false;
-        let nearest = client.place.nearest();
+        let nearest = client.place.decisive.nearest();
         match (plan.policy, nearest.first()) {
             (Policy::Nearest, Some(&first)) => {
                 order.extend(nearest.iter().copied().filter(|&r| wanted(&usize::from(r))));

@@ -556,7 +556,7 @@ fn the_compiled_place_is_the_place_of_the_address() {
         Some(Continent::Africa),
         "counted as Africa"
     );
-    assert_eq!(morocco.place.rule, Some(0));
+    assert_eq!(morocco.place.decisive.rule, Some(0));
 }
 
 struct Lines(Vec<String>);
