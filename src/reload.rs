@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     sync::{mpsc, oneshot},
 };
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,9 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     /// When the files were last read, and so signed zones last signed.
     last_read: Instant,
+    /// SIGHUP, caught from start: before the task first runs, its default would end the
+    /// process.
+    hangup: Signal,
 }
 
 impl Reloader {
@@ -69,6 +72,7 @@ impl Reloader {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Reloader> {
         let (watcher, changes) = watch(&[dir.to_owned()], |_| true)?;
+        let hangup = signal(SignalKind::hangup())?;
         probers.reconcile(&zones)?;
         let files = zones.into_iter().map(|z| (z.source.clone(), z)).collect();
         Ok(Reloader {
@@ -84,6 +88,7 @@ impl Reloader {
             events,
             metrics,
             last_read: Instant::now(),
+            hangup,
         })
     }
 
@@ -98,7 +103,6 @@ impl Reloader {
     /// Reloads on every change under the zone directory and on SIGHUP until `shutdown`; the
     /// probers stop with it. Fails when a prober dies.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut hangup = signal(SignalKind::hangup())?;
         loop {
             let due = self.signatures_due();
             let signatures_due = async {
@@ -113,7 +117,7 @@ impl Reloader {
                 () = shutdown.cancelled() => return Ok(()),
                 failure = self.probers.failure() => anyhow::bail!(failure),
                 Some(()) = self.changes.recv() => "zone files changed",
-                Some(()) = hangup.recv() => "SIGHUP",
+                Some(()) = self.hangup.recv() => "SIGHUP",
                 else => anyhow::bail!("the zone directory watcher stopped"),
             };
             self.reload(why).await;
@@ -377,6 +381,8 @@ pub struct GeoipReloader {
     _watcher: Watcher,
     changes: mpsc::Receiver<()>,
     loaded: Vec<Option<FileStamp>>,
+    /// SIGHUP, caught from start (as the zone reloader's).
+    hangup: Signal,
 }
 
 impl GeoipReloader {
@@ -407,6 +413,7 @@ impl GeoipReloader {
                 .is_some_and(|name| names.iter().any(|n| n == name))
         })?;
         Ok(GeoipReloader {
+            hangup: signal(SignalKind::hangup())?,
             loaded: paths.iter().map(|p| stamp(p)).collect(),
             paths,
             located,
@@ -419,12 +426,11 @@ impl GeoipReloader {
 
     /// Reloads on every change to a GeoIP file and on SIGHUP, until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut hangup = signal(SignalKind::hangup())?;
         loop {
             let why = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 Some(()) = self.changes.recv() => "GeoIP file changed",
-                Some(()) = hangup.recv() => "SIGHUP",
+                Some(()) = self.hangup.recv() => "SIGHUP",
                 else => anyhow::bail!("the GeoIP file watcher stopped"),
             };
             self.reload(why).await;

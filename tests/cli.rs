@@ -156,6 +156,8 @@ fn several_geoip_files_and_listen_addresses() {
         "from the IPv6 file"
     );
     if ipv6_loopback {
+        // Each address is logged as it is served: the second may follow the first.
+        common::until_logged(&server, "listening on [", 1);
         let log = server.log();
         let v6_addr = log
             .lines()
