@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// How many of a place's nearest allowed regions it keeps. Past them, the remaining regions
-/// follow by their distance from the nearest one (see [`Decisive::nearest`]).
+/// follow by their distance from the nearest one (see `Decisive::nearest`).
 pub const NEAREST_KEPT: usize = 4;
 
 /// What a service's places depend on: its regions' positions (for the nearest policy) and
