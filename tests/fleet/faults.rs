@@ -502,17 +502,20 @@ fn a_peers_input_is_checked_for_identity_region_load_and_size() {
     let ns1 = Server::start_with(&zone, &flags);
     let ns2 = start(&m[1], &[&m[0]], &zone, secrets.path());
     let twin = start(&m[2], &[&m[0]], &zone, secrets.path());
-    until_fleet(&ns1, Duration::from_secs(5), |f| {
+    let peer_errors = |f: &serde_json::Value| -> Vec<String> {
         let peers = f["peers"].as_array().cloned().unwrap_or_default();
-        peers.iter().filter(|p| p["reachable"] == true).count() == 2
+        peers
+            .iter()
+            .filter_map(|p| p["error"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // The twin may start listening after ns1's first poll: wait for what it says of each peer.
+    until_fleet(&ns1, Duration::from_secs(5), |f| {
+        let errors = peer_errors(f);
+        errors.len() == 2 && !errors.iter().any(|e| e.contains("Connection refused"))
     });
     let fleet = fleet_json(&ns1);
-    let errors: Vec<String> = fleet["peers"]
-        .as_array()
-        .expect("peers")
-        .iter()
-        .filter_map(|p| p["error"].as_str().map(str::to_owned))
-        .collect();
+    let errors = peer_errors(&fleet);
     assert_eq!(errors.len(), 2, "{fleet}");
     assert!(
         errors.iter().any(|e| e.contains("names this instance")),
