@@ -48,7 +48,7 @@ impl ServerCookies {
     }
 
     /// Whether `cookie` holds a server cookie we made for `ip`, still valid at `now`.
-    pub fn valid(&self, cookie: &Cookie, ip: IpAddr, now: u32) -> bool {
+    pub fn valid(&self, cookie: &Cookie<'_>, ip: IpAddr, now: u32) -> bool {
         let Ok(server) = <&[u8; SERVER_COOKIE_LEN]>::try_from(cookie.server()) else {
             return false;
         };
@@ -59,7 +59,7 @@ impl ServerCookies {
         // Serial number arithmetic (RFC 1982): the clock wraps in 2106.
         let age = now.wrapping_sub(stamped);
         let fresh = age <= LIFETIME_SECS || age.wrapping_neg() <= AHEAD_SECS;
-        fresh && self.hash(cookie.client, &server[..8], ip) == server[8..]
+        fresh && self.hash(cookie.client(), &server[..8], ip) == server[8..]
     }
 
     fn hash(&self, client: [u8; 8], header: &[u8], ip: IpAddr) -> [u8; 8] {
@@ -90,8 +90,13 @@ mod tests {
         ServerCookies { secret: [7; 16] }
     }
 
-    fn returned(client: [u8; 8], server: &[u8]) -> Cookie {
-        Cookie::new(client, server).expect("a cookie")
+    fn returned(client: [u8; 8], server: &[u8]) -> Vec<u8> {
+        [&client[..], server].concat()
+    }
+
+    fn valid(cookies: &ServerCookies, option: &[u8], ip: IpAddr, now: u32) -> bool {
+        let cookie = Cookie::new(option).expect("a cookie option");
+        cookies.valid(&cookie, ip, now)
     }
 
     #[test]
@@ -101,37 +106,45 @@ mod tests {
         let server = cookies().make(client, ip, NOW);
         assert_eq!(&server[..8], &[1, 0, 0, 0, 0x6b, 0x49, 0xd2, 0x00]);
         let cookie = returned(client, &server);
-        assert!(cookies().valid(&cookie, ip, NOW));
-        assert!(cookies().valid(&cookie, ip, NOW + 3600));
-        assert!(!cookies().valid(&cookie, ip, NOW + 3601), "an hour old");
+        assert!(valid(&cookies(), &cookie, ip, NOW));
+        assert!(valid(&cookies(), &cookie, ip, NOW + 3600));
+        assert!(!valid(&cookies(), &cookie, ip, NOW + 3601), "an hour old");
         assert!(
-            cookies().valid(&cookie, ip, NOW - 300),
+            valid(&cookies(), &cookie, ip, NOW - 300),
             "our clock a little behind"
         );
-        assert!(!cookies().valid(&cookie, ip, NOW - 301));
+        assert!(!valid(&cookies(), &cookie, ip, NOW - 301));
         let elsewhere: IpAddr = "198.51.100.8".parse().expect("ip");
-        assert!(!cookies().valid(&cookie, elsewhere, NOW), "another address");
+        assert!(
+            !valid(&cookies(), &cookie, elsewhere, NOW),
+            "another address"
+        );
         let other_client = returned([9; 8], &server);
         assert!(
-            !cookies().valid(&other_client, ip, NOW),
+            !valid(&cookies(), &other_client, ip, NOW),
             "another client cookie"
         );
         let other_secret = ServerCookies { secret: [8; 16] };
-        assert!(!other_secret.valid(&cookie, ip, NOW), "another server's");
+        assert!(!valid(&other_secret, &cookie, ip, NOW), "another server's");
     }
 
     #[test]
     fn a_client_cookie_alone_or_a_forged_server_cookie_is_not_valid() {
         let ip: IpAddr = "2001:db8::1".parse().expect("ip");
         let client = [1; 8];
-        assert!(!cookies().valid(&returned(client, &[]), ip, NOW));
+        assert!(!valid(&cookies(), &returned(client, &[]), ip, NOW));
         let mut forged = cookies().make(client, ip, NOW);
         forged[15] ^= 1;
-        assert!(!cookies().valid(&returned(client, &forged), ip, NOW));
+        assert!(!valid(&cookies(), &returned(client, &forged), ip, NOW));
         let mut other_version = cookies().make(client, ip, NOW);
         other_version[0] = 2;
-        assert!(!cookies().valid(&returned(client, &other_version), ip, NOW));
+        assert!(!valid(
+            &cookies(),
+            &returned(client, &other_version),
+            ip,
+            NOW
+        ));
         let long = [0; 32];
-        assert!(!cookies().valid(&returned(client, &long), ip, NOW));
+        assert!(!valid(&cookies(), &returned(client, &long), ip, NOW));
     }
 }

@@ -441,7 +441,7 @@ impl Responder {
     /// The response's OPT record for a request that had one.
     fn edns<'a>(
         &'a self,
-        request: &EdnsRequest,
+        request: &EdnsRequest<'_>,
         answer: Option<&Answer<'a>>,
         source: IpAddr,
     ) -> EdnsResponse<'a> {
@@ -451,8 +451,8 @@ impl Responder {
             .cookie
             .zip(self.cookies.as_ref())
             .map(|(cookie, cookies)| {
-                let server = cookies.make(cookie.client, source, cookie::now_secs());
-                (cookie.client, server)
+                let client = cookie.client();
+                (client, cookies.make(client, source, cookie::now_secs()))
             });
         EdnsResponse {
             cookie,
@@ -486,7 +486,7 @@ impl Responder {
 
     /// The size limit: over UDP the client's EDNS payload size within ours (RFC 6891 6.2.5),
     /// 512 without EDNS.
-    fn max_len(&self, transport: Transport, edns: Option<&EdnsRequest>) -> usize {
+    fn max_len(&self, transport: Transport, edns: Option<&EdnsRequest<'_>>) -> usize {
         let offered = edns.map_or(CLASSIC_UDP_PAYLOAD, |e| e.payload);
         match transport {
             Transport::Tcp => usize::from(u16::MAX),

@@ -395,7 +395,7 @@ fn a_cookie_is_a_client_cookie_and_perhaps_a_server_cookie_else_formerr() {
     let alone = query_with_option(option::COOKIE, &client);
     let cookie = parse(&alone).expect("valid").edns.and_then(|e| e.cookie);
     let cookie = cookie.expect("a cookie");
-    assert_eq!((cookie.client, cookie.server()), (client, &[][..]));
+    assert_eq!((cookie.client(), cookie.server()), (client, &[][..]));
     let both = query_with_option(option::COOKIE, &[client.as_slice(), &[9; 16]].concat());
     let cookie = parse(&both).expect("valid").edns.and_then(|e| e.cookie);
     assert_eq!(cookie.expect("a cookie").server(), &[9; 16]);
