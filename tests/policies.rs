@@ -265,24 +265,7 @@ fn explain_names_the_rule_and_the_reason_from_the_cli_and_from_dig() {
     wait_state(&server, "eu-west", "down");
     wait_state(&server, "eu-north", "down");
 
-    let zones = path_arg(&server.dir.path().join("zones"));
-    let geoip = path_arg(&server.dir.path().join("geo.mmdb"));
-    let admin = format!("http://{}", server.admin.expect("admin"));
-    let out = run(
-        &[
-            "explain",
-            "--zones",
-            &zones,
-            "--geoip",
-            &geoip,
-            "--admin",
-            &admin,
-            "--client",
-            "81.2.69.7",
-            "api.llm.example.com",
-        ],
-        server.dir.path(),
-    );
+    let out = explain_cli(&server, "81.2.69.7", Health::FromAdmin);
     assert!(
         out.status.success(),
         "{}",
@@ -301,19 +284,7 @@ fn explain_names_the_rule_and_the_reason_from_the_cli_and_from_dig() {
         assert!(text.contains(expected), "expected {expected:?} in:\n{text}");
     }
 
-    let out = run(
-        &[
-            "explain",
-            "--zones",
-            &zones,
-            "--geoip",
-            &geoip,
-            "--client",
-            "8.8.8.8",
-            "api.llm.example.com",
-        ],
-        server.dir.path(),
-    );
+    let out = explain_cli(&server, "8.8.8.8", Health::AllUp);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("rule: none matched"), "{text}");
     assert!(
@@ -349,6 +320,27 @@ fn explain_names_the_rule_and_the_reason_from_the_cli_and_from_dig() {
     );
 }
 
+/// Where `regiondns explain` takes the regions' health from.
+enum Health {
+    /// The running server's admin API.
+    FromAdmin,
+    /// None: every region up.
+    AllUp,
+}
+
+/// `regiondns explain` for `client` and api.llm.example.com, on `server`'s zones and GeoIP.
+fn explain_cli(server: &Server, client: &str, health: Health) -> std::process::Output {
+    let zones = path_arg(&server.dir.path().join("zones"));
+    let geoip = path_arg(&server.dir.path().join("geo.mmdb"));
+    let mut args = vec!["explain", "--zones", &zones, "--geoip", &geoip];
+    let admin = format!("http://{}", server.admin.expect("admin"));
+    if let Health::FromAdmin = health {
+        args.extend(["--admin", &admin]);
+    }
+    args.extend(["--client", client, "api.llm.example.com"]);
+    run(&args, server.dir.path())
+}
+
 /// The lines of `_explain` TXT answers as `dig +short` prints them: one a record, its
 /// character-strings joined.
 fn txt_lines(printed: &str) -> Vec<String> {
@@ -365,25 +357,8 @@ fn explain_over_dns_says_what_the_cli_says_for_the_same_client() {
     let server = Server::start(&zone(&us, &west, &north, SOVEREIGN));
     north.set(Mode::Fail);
     wait_state(&server, "eu-north", "down");
-    let zones = path_arg(&server.dir.path().join("zones"));
-    let geoip = path_arg(&server.dir.path().join("geo.mmdb"));
-    let admin = format!("http://{}", server.admin.expect("admin"));
     for client in ["81.2.69.7", "133.242.1.1", "2a02:cf40::7"] {
-        let out = run(
-            &[
-                "explain",
-                "--zones",
-                &zones,
-                "--geoip",
-                &geoip,
-                "--admin",
-                &admin,
-                "--client",
-                client,
-                "api.llm.example.com",
-            ],
-            server.dir.path(),
-        );
+        let out = explain_cli(&server, client, Health::FromAdmin);
         let cli: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| l.trim().replace(" (given with --client)", ""))
