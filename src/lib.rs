@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod history;
+pub mod latency;
 pub mod memory;
 pub mod metrics;
 pub mod publish;

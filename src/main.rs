@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::Schema => cli::schema(),
         Command::Dnssec(command) => cli::dnssec(command),
         Command::Drill(args) => cli::drill(args),
+        Command::Latency(command) => cli::latency(command),
     };
     result.unwrap_or_else(|error| {
         eprintln!("regiondns: {error:#}");

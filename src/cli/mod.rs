@@ -36,6 +36,7 @@ mod check;
 mod dnssec_keys;
 mod drill_command;
 mod explain_command;
+mod latency_command;
 mod limits;
 mod serve;
 mod signals;
@@ -44,6 +45,7 @@ pub use check::{check, schema};
 pub use dnssec_keys::dnssec;
 pub use drill_command::drill;
 pub use explain_command::explain;
+pub use latency_command::latency;
 pub use serve::{admin_token, bind, load_zones, nsid, open_geoip, server_config};
 pub use signals::until_stopped;
 
@@ -88,6 +90,42 @@ pub enum Command {
     /// Rehearse a failover against a running server: drain a region, wait until clients'
     /// answers move, undrain it, wait until they come back; print the times.
     Drill(DrillArgs),
+    /// Latency tables from the regions' gateway logs.
+    #[command(subcommand)]
+    Latency(LatencyCommand),
+}
+
+#[derive(Subcommand)]
+pub enum LatencyCommand {
+    /// Read gateway access logs (client address, then TCP round trip in microseconds) and
+    /// write the latency table: per client /24 and /48, the median round trip to each region.
+    Build(LatencyBuildArgs),
+}
+
+#[derive(Args)]
+pub struct LatencyBuildArgs {
+    /// A region's gateway log, as REGION=FILE; repeat for each region.
+    #[arg(long = "log", required = true, value_parser = region_log)]
+    pub logs: Vec<(String, PathBuf)>,
+    /// The table the last build wrote: its measurements are kept, weighed down where new
+    /// ones arrive.
+    #[arg(long)]
+    pub previous: Option<PathBuf>,
+    /// GeoIP databases: networks they do not locate are left out (nothing could borrow them).
+    #[arg(long)]
+    pub geoip: Vec<PathBuf>,
+    /// Where to write the table (replaced by a rename, as the servers watching it expect).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn region_log(text: &str) -> std::result::Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((region, file)) if !region.is_empty() && !file.is_empty() => {
+            Ok((region.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("expected REGION=FILE, got '{text}'")),
+    }
 }
 
 #[derive(Args)]

@@ -1,0 +1,300 @@
+//! A client network's regions by expected round trip: the pure arithmetic, with no table, map
+//! or health in sight. The evidence comes in levels, most specific first (the network's own
+//! measurements, then those of its location, nearby, its country); the order leaves the
+//! distance order only where a measured gain is clear, so noise never flaps answers.
+
+use arrayvec::ArrayVec;
+
+/// A gain smaller than this is noise, whatever `better_by` says.
+pub const MIN_GAIN_MS: f64 = 5.0;
+
+/// How far a region's estimate may be from the best and still be explored.
+pub const EXPLORE_WITHIN: f64 = 2.0;
+
+/// What distance alone predicts: light in fibre covers about 100 km of great circle per
+/// millisecond of round trip, and paths run about twice the great circle.
+pub fn prior_rtt_ms(distance_km: f64) -> f64 {
+    5.0 + 2.0 * distance_km / 100.0
+}
+
+/// A service's `latency:` settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// Share of subnets sent to another candidate, so that its round trip is measured.
+    pub explore: f64,
+    /// Samples a region needs, at one level, for its estimate to count.
+    pub min_samples: u32,
+    /// The least relative gain that leaves the distance order.
+    pub better_by: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            explore: 0.01,
+            min_samples: 20,
+            better_by: 0.10,
+        }
+    }
+}
+
+/// Round trips measured to one region, summed over networks.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tally {
+    /// Sum of each network's figure times its samples.
+    pub weighted_ms: f64,
+    pub samples: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, rtt_ms: f64, samples: u32) {
+        self.weighted_ms += rtt_ms * f64::from(samples);
+        self.samples += u64::from(samples);
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.weighted_ms += other.weighted_ms;
+        self.samples += other.samples;
+    }
+
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.samples > 0).then(|| self.weighted_ms / self.samples as f64)
+    }
+}
+
+/// Where an estimate was borrowed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    /// The client's own network.
+    Network,
+    /// Networks GeoIP places at the same location.
+    Location,
+    /// Networks GeoIP places within a few hundred kilometres.
+    Nearby,
+    /// Networks of the same country.
+    Country,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [
+        Level::Network,
+        Level::Location,
+        Level::Nearby,
+        Level::Country,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Level::Network => "this network",
+            Level::Location => "same location",
+            Level::Nearby => "nearby",
+            Level::Country => "same country",
+        }
+    }
+}
+
+/// What the order rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Basis {
+    /// Measurements, at the level they were compared.
+    Measured(Level),
+    /// Too little measured: the distance order.
+    Distance,
+}
+
+/// One candidate region, in the distance order, with its evidence per level.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    /// The region's position in its service.
+    pub region: u16,
+    pub distance_km: f64,
+    /// By [`Level`], most specific first.
+    pub tallies: [Tally; 4],
+}
+
+/// Regions a service holds at most, as the routing table's orders do.
+const MAX: usize = 64;
+
+/// A client network's regions by expected round trip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub order: ArrayVec<u16, MAX>,
+    pub basis: Basis,
+    /// The region this network's explored subnets go to, when one is worth measuring.
+    pub explore: Option<u16>,
+}
+
+/// Ranks `candidates` (given nearest first). The comparison level is the most specific at which
+/// the nearest region and at least one other have `min_samples`; there, a region goes before
+/// the next in distance order only when it is faster by `better_by` and [`MIN_GAIN_MS`].
+pub fn rank(candidates: &[Candidate], settings: &Settings) -> Ranked {
+    let min = u64::from(settings.min_samples.max(1));
+    let measured = |c: &Candidate, level: usize| {
+        let tally = c.tallies[level];
+        (tally.samples >= min).then(|| tally.mean_ms()).flatten()
+    };
+    let level = (0..Level::ALL.len()).find(|&level| {
+        let nearest = candidates.first().and_then(|c| measured(c, level));
+        let others = candidates[1.min(candidates.len())..]
+            .iter()
+            .filter(|c| measured(c, level).is_some())
+            .count();
+        nearest.is_some() && others > 0
+    });
+    let mut order: ArrayVec<u16, MAX> = ArrayVec::new();
+    let mut left: ArrayVec<&Candidate, MAX> = candidates.iter().take(MAX).collect();
+    while let Some(&next) = left.first() {
+        let chosen = level
+            .and_then(|level| {
+                let next_ms = measured(next, level)?;
+                let (at, best_ms) = left
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(at, c)| Some((at, measured(c, level)?)))
+                    .min_by(|a, b| a.1.total_cmp(&b.1))?;
+                let gain = next_ms - best_ms;
+                (gain >= MIN_GAIN_MS && gain >= settings.better_by * next_ms).then_some(at)
+            })
+            .unwrap_or(0);
+        order.push(left.remove(chosen).region);
+    }
+    let basis = level.map_or(Basis::Distance, |l| Basis::Measured(Level::ALL[l]));
+    let explore = (settings.explore > 0.0)
+        .then(|| explored(candidates, &order, level, &measured))
+        .flatten();
+    Ranked {
+        order,
+        basis,
+        explore,
+    }
+}
+
+/// The candidate least measured for this network (fewest samples at the most specific level
+/// it has any), among those whose estimate is within [`EXPLORE_WITHIN`] of the best; not the
+/// first of `order`, which its clients measure already.
+fn explored(
+    candidates: &[Candidate],
+    order: &[u16],
+    level: Option<usize>,
+    measured: &impl Fn(&Candidate, usize) -> Option<f64>,
+) -> Option<u16> {
+    let estimate = |c: &Candidate| {
+        level
+            .and_then(|level| measured(c, level))
+            .unwrap_or_else(|| prior_rtt_ms(c.distance_km))
+    };
+    let first = *order.first()?;
+    let best = candidates.iter().map(estimate).min_by(f64::total_cmp)?;
+    let samples = |c: &Candidate| {
+        let known = c.tallies.iter().find(|t| t.samples > 0);
+        known.map_or(0, |t| t.samples)
+    };
+    candidates
+        .iter()
+        .filter(|c| c.region != first && estimate(c) <= EXPLORE_WITHIN * best)
+        .min_by_key(|c| samples(c))
+        .map(|c| c.region)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(rtt_ms: f64, samples: u32) -> Tally {
+        let mut t = Tally::default();
+        t.add(rtt_ms, samples);
+        t
+    }
+
+    /// Regions 0, 1, 2 at 500, 1000, 3000 km; `measures` per region at one level.
+    fn candidates(level: Level, measures: [Option<(f64, u32)>; 3]) -> Vec<Candidate> {
+        [500.0, 1000.0, 3000.0]
+            .into_iter()
+            .zip(measures)
+            .enumerate()
+            .map(|(region, (distance_km, m))| {
+                let mut tallies = [Tally::default(); 4];
+                if let Some((rtt, n)) = m {
+                    for t in &mut tallies[level as usize..] {
+                        t.merge(&tally(rtt, n));
+                    }
+                }
+                Candidate {
+                    region: region as u16,
+                    distance_km,
+                    tallies,
+                }
+            })
+            .collect()
+    }
+
+    const QUIET: Settings = Settings {
+        explore: 0.0,
+        min_samples: 20,
+        better_by: 0.10,
+    };
+
+    #[test]
+    fn a_clearly_faster_region_goes_first_and_noise_does_not_move_the_order() {
+        let faster = candidates(Level::Network, [Some((60.0, 30)), Some((41.0, 30)), None]);
+        let ranked = rank(&faster, &QUIET);
+        assert_eq!(ranked.order.as_slice(), [1, 0, 2]);
+        assert_eq!(ranked.basis, Basis::Measured(Level::Network));
+        // 9% better: under better_by.
+        let close = candidates(Level::Network, [Some((60.0, 30)), Some((55.0, 30)), None]);
+        assert_eq!(rank(&close, &QUIET).order.as_slice(), [0, 1, 2]);
+        // 12% but 4 ms: under the 5 ms floor.
+        let small = candidates(Level::Network, [Some((30.0, 30)), Some((26.0, 30)), None]);
+        assert_eq!(rank(&small, &QUIET).order.as_slice(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn too_few_samples_on_either_side_keep_the_distance_order() {
+        for measures in [
+            [Some((60.0, 19)), Some((30.0, 100)), None],
+            [Some((60.0, 100)), Some((30.0, 19)), None],
+            [None, Some((30.0, 100)), Some((20.0, 100))],
+        ] {
+            let ranked = rank(&candidates(Level::Network, measures), &QUIET);
+            assert_eq!(ranked.order.as_slice(), [0, 1, 2], "{measures:?}");
+            assert_eq!(ranked.basis, Basis::Distance);
+        }
+    }
+
+    #[test]
+    fn a_network_with_too_few_samples_borrows_from_the_first_level_that_has_them() {
+        let mut by_country =
+            candidates(Level::Country, [Some((90.0, 500)), Some((50.0, 400)), None]);
+        // Its own network measured only the nearest region, and too little.
+        by_country[0].tallies[0] = tally(80.0, 5);
+        let ranked = rank(&by_country, &QUIET);
+        assert_eq!(ranked.basis, Basis::Measured(Level::Country));
+        assert_eq!(ranked.order.as_slice(), [1, 0, 2]);
+        let by_location = candidates(Level::Location, [Some((90.0, 50)), Some((50.0, 40)), None]);
+        assert_eq!(
+            rank(&by_location, &QUIET).basis,
+            Basis::Measured(Level::Location)
+        );
+    }
+
+    #[test]
+    fn exploration_goes_to_the_least_measured_region_within_twice_the_best() {
+        let explore = Settings {
+            explore: 0.05,
+            ..QUIET
+        };
+        // Region 2 (3000 km, prior 65 ms) is within 2x of region 0's 60 ms, and never measured.
+        let some = candidates(Level::Network, [Some((60.0, 30)), Some((58.0, 30)), None]);
+        assert_eq!(rank(&some, &explore).explore, Some(2));
+        // Nothing measured: priors 15, 25, 65 ms; region 2 is beyond twice the best.
+        let none = candidates(Level::Network, [None, None, None]);
+        assert_eq!(rank(&none, &explore).explore, Some(1));
+        assert_eq!(rank(&none, &QUIET).explore, None, "explore 0: none");
+    }
+
+    #[test]
+    fn the_prior_grows_with_distance() {
+        assert!(prior_rtt_ms(0.0) < prior_rtt_ms(1000.0));
+        assert_eq!(prior_rtt_ms(1000.0), 25.0);
+    }
+}
