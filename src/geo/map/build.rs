@@ -37,26 +37,19 @@ impl Sub {
     }
 }
 
-/// Builds one classifier's map from the networks in address order: siblings with equal leaves
-/// merge as soon as both are complete, so the tree never holds more than the merged result.
-pub(super) struct Builder {
-    pub(super) family: Family,
-    pub(super) boundaries: Vec<(u128, u128)>,
-    /// Leaves already asked of the classifier, by class, for networks in no boundary.
-    pub(super) plain: Vec<Option<Leaf>>,
-    /// And by class and the boundaries a network is in.
-    pub(super) bounded: HashMap<(u32, u64), Leaf>,
-    /// Complete subtrees not yet joined with their siblings, with their depths.
-    pub(super) stack: Vec<(u8, Sub)>,
-    pub(super) inner: Vec<[Sub; 2]>,
-    /// A classifier gave a leaf id of [`MAX_LEAVES`] or more: the map cannot hold its places
-    /// apart, and the walk fails rather than merge them.
-    pub(super) beyond_limit: bool,
+/// A classifier's boundaries of one family, as ranges of numbers sorted by start (a network
+/// before the networks inside it), each with the position of the innermost one holding it.
+/// Networks nest or are apart, so those holding a network are one chain: the innermost names
+/// them all. Millions of boundaries (a latency table's networks) are searched, never scanned.
+#[derive(Debug, Default)]
+pub(super) struct Boundaries {
+    ranges: Vec<(u128, u128)>,
+    parents: Vec<Option<u32>>,
 }
 
-impl Builder {
-    pub(super) fn new(family: Family, boundaries: &[ipnet::IpNet]) -> Builder {
-        let boundaries = boundaries
+impl Boundaries {
+    pub(super) fn new(family: Family, networks: &[ipnet::IpNet]) -> Boundaries {
+        let mut ranges: Vec<(u128, u128)> = networks
             .iter()
             .filter_map(|net| match (family, net) {
                 (Family::V4, ipnet::IpNet::V4(v4)) => {
@@ -69,6 +62,65 @@ impl Builder {
                 _ => None,
             })
             .collect();
+        ranges.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        ranges.dedup();
+        let mut parents = Vec::with_capacity(ranges.len());
+        let mut open: Vec<u32> = Vec::new();
+        for (at, &(first, _)) in ranges.iter().enumerate() {
+            while let Some(&top) = open.last() {
+                if ranges[top as usize].1 >= first {
+                    break;
+                }
+                open.pop();
+            }
+            parents.push(open.last().copied());
+            open.push(at as u32);
+        }
+        Boundaries { ranges, parents }
+    }
+
+    /// Whether a boundary lies inside `start..=end` without being all of it.
+    fn cut(&self, start: u128, end: u128) -> bool {
+        let from = self.ranges.partition_point(|&(first, _)| first < start);
+        self.ranges[from..]
+            .iter()
+            .take_while(|&&(first, _)| first <= end)
+            .any(|&(first, last)| first > start || last < end)
+    }
+
+    /// The innermost boundary holding all of `start..=end`.
+    fn innermost(&self, start: u128, end: u128) -> Option<u32> {
+        let upto = self.ranges.partition_point(|&(first, _)| first <= start);
+        let mut at = upto.checked_sub(1).map(|at| at as u32);
+        while let Some(i) = at {
+            if self.ranges[i as usize].1 >= end {
+                return Some(i);
+            }
+            at = self.parents[i as usize];
+        }
+        None
+    }
+}
+
+/// Builds one classifier's map from the networks in address order: siblings with equal leaves
+/// merge as soon as both are complete, so the tree never holds more than the merged result.
+pub(super) struct Builder<'b> {
+    pub(super) family: Family,
+    pub(super) boundaries: &'b Boundaries,
+    /// Leaves already asked of the classifier, by class, for networks in no boundary.
+    pub(super) plain: Vec<Option<Leaf>>,
+    /// And by class and the innermost boundary a network is in.
+    pub(super) bounded: HashMap<(u32, u32), Leaf>,
+    /// Complete subtrees not yet joined with their siblings, with their depths.
+    pub(super) stack: Vec<(u8, Sub)>,
+    pub(super) inner: Vec<[Sub; 2]>,
+    /// A classifier gave a leaf id of [`MAX_LEAVES`] or more: the map cannot hold its places
+    /// apart, and the walk fails rather than merge them.
+    pub(super) beyond_limit: bool,
+}
+
+impl<'b> Builder<'b> {
+    pub(super) fn new(family: Family, boundaries: &'b Boundaries) -> Builder<'b> {
         Builder {
             family,
             boundaries,
@@ -90,11 +142,7 @@ impl Builder {
         classifier: &Mutex<&mut dyn Classifier>,
     ) {
         let end = start | self.family.last().checked_shr(u32::from(len)).unwrap_or(0);
-        let straddles = self.boundaries.iter().any(|&(first, last)| {
-            let overlaps = first <= end && last >= start;
-            overlaps && !(first <= start && last >= end)
-        });
-        if straddles && len < self.family.width() {
+        if len < self.family.width() && self.boundaries.cut(start, end) {
             let half = 1u128 << (self.family.width() - len - 1);
             self.piece(start, len + 1, class, classes, classifier);
             self.piece(start + half, len + 1, class, classes, classifier);
@@ -155,13 +203,8 @@ impl Builder {
             };
             ask(classifier, &located, lookup, self.family.address(start))
         };
-        let inside = self.boundaries.iter().enumerate();
-        let mut inside = inside.filter(|(_, (first, last))| *first <= start && *last >= end);
-        let mask = inside.try_fold(0u64, |mask, (i, _)| {
-            Some(mask | 1u64.checked_shl(i as u32)?)
-        });
-        match mask {
-            Some(0) => {
+        match self.boundaries.innermost(start, end) {
+            None => {
                 let at = class as usize;
                 if let Some(Some(leaf)) = self.plain.get(at) {
                     return *leaf;
@@ -173,9 +216,7 @@ impl Builder {
                 self.plain[at] = Some(leaf);
                 leaf
             }
-            Some(mask) => *self.bounded.entry((class, mask)).or_insert_with(ask),
-            // More than 64 boundaries hold it: asked every time.
-            None => ask(),
+            Some(boundary) => *self.bounded.entry((class, boundary)).or_insert_with(ask),
         }
     }
 
@@ -295,5 +336,58 @@ impl Subtree {
         inner.extend(high.inner.iter().map(|pair| pair.map(moved)));
         let root = join(low.root, moved(high.root), &mut inner);
         Subtree { root, inner }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().expect("network")).collect()
+    }
+
+    fn range(net: &str) -> (u128, u128) {
+        let net: ipnet::Ipv4Net = net.parse().expect("network");
+        let (a, b) = (u32::from(net.network()), u32::from(net.broadcast()));
+        (u128::from(a), u128::from(b))
+    }
+
+    #[test]
+    fn nested_boundaries_cut_what_holds_them_and_name_the_innermost() {
+        let boundaries = Boundaries::new(
+            Family::V4,
+            &nets(&[
+                "10.0.0.0/8",
+                "10.1.0.0/16",
+                "10.1.2.0/24",
+                "10.3.0.0/16",
+                "10.1.2.0/24",
+                "::/0",
+            ]),
+        );
+        assert_eq!(boundaries.ranges.len(), 4, "deduplicated, IPv4 only");
+        let cut = |net| {
+            let (a, b) = range(net);
+            boundaries.cut(a, b)
+        };
+        assert!(cut("0.0.0.0/0") && cut("10.0.0.0/8") && cut("10.1.0.0/16"));
+        assert!(cut("10.0.0.0/14"), "holds 10.1/16 and 10.3/16");
+        assert!(!cut("10.1.2.0/24") && !cut("10.1.2.128/25") && !cut("10.2.0.0/16"));
+        let innermost = |net| {
+            let (a, b) = range(net);
+            boundaries
+                .innermost(a, b)
+                .map(|i| boundaries.ranges[i as usize])
+        };
+        assert_eq!(innermost("10.1.2.128/25"), Some(range("10.1.2.0/24")));
+        assert_eq!(innermost("10.1.3.0/24"), Some(range("10.1.0.0/16")));
+        assert_eq!(
+            innermost("10.2.0.0/16"),
+            Some(range("10.0.0.0/8")),
+            "past a sibling"
+        );
+        assert_eq!(innermost("10.4.0.0/24"), Some(range("10.0.0.0/8")));
+        assert_eq!(innermost("11.0.0.0/8"), None);
     }
 }

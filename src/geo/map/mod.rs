@@ -30,7 +30,7 @@ mod trie;
 #[cfg(test)]
 mod tests;
 
-use build::{Builder, Subtree};
+use build::{Boundaries, Builder, Subtree};
 use overlay::{ALIAS_BASE, Classes, overlay};
 use trie::Trie;
 
@@ -96,12 +96,12 @@ pub fn compile(
     classifiers: Vec<&mut dyn Classifier>,
 ) -> Result<(Vec<NetworkMap>, Compiled), MaxMindDbError> {
     let shared: Vec<Mutex<&mut dyn Classifier>> = classifiers.into_iter().map(Mutex::new).collect();
-    let boundaries: Vec<Vec<ipnet::IpNet>> = shared
+    let boundaries: Vec<[Boundaries; 2]> = shared
         .iter()
         .map(|c| {
-            c.lock()
-                .map(|c| c.boundaries().to_vec())
-                .unwrap_or_default()
+            let c = c.lock().unwrap_or_else(|e| e.into_inner());
+            let networks = c.boundaries();
+            [Family::V4, Family::V6].map(|family| Boundaries::new(family, networks))
         })
         .collect();
     // IPv4 holds most networks, unevenly: eighths keep every core busy to the end.
@@ -191,12 +191,12 @@ impl Part {
         &self,
         geo: &GeoIp,
         classifiers: &[Mutex<&mut dyn Classifier>],
-        boundaries: &[Vec<ipnet::IpNet>],
+        boundaries: &[[Boundaries; 2]],
     ) -> Result<Walked, MaxMindDbError> {
         let mut classes = Classes::new(geo.databases.len());
         let mut builders: Vec<Builder> = boundaries
             .iter()
-            .map(|b| Builder::new(self.family, b))
+            .map(|b| Builder::new(self.family, &b[usize::from(self.family == Family::V6)]))
             .collect();
         let mut networks = 0;
         overlay(geo, *self, &mut classes, |start, len, class, classes| {
