@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or_else(Command::default_serve) {
         Command::Serve(args) => tokio::runtime::Runtime::new()
             .context("cannot start the async runtime")
-            .and_then(|runtime| runtime.block_on(serve(args)))
+            .and_then(|runtime| runtime.block_on(serve(*args)))
             .map(|()| ExitCode::SUCCESS),
         Command::Check(args) => cli::check(args),
         Command::Explain(args) => cli::explain(args),

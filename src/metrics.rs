@@ -81,6 +81,7 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     geoip_lookups: Family<ResultLabels, QueryCounter>,
     geoip_reloads: Family<ResultLabels, Counter>,
+    latency_reloads: Family<ResultLabels, Counter>,
     tcp_refused: Family<LimitLabels, Counter>,
     probes_not_made: Family<RegionLabels, Counter>,
     dropped: QueryCounter,
@@ -235,6 +236,12 @@ impl Metrics {
             "GeoIP file reloads: ok, or error when a new file was refused (the old one kept serving)",
             geoip_reloads.clone(),
         );
+        let latency_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "latency_reloads",
+            "Latency table reloads: ok, or error when a new table was refused (the old one kept serving)",
+            latency_reloads.clone(),
+        );
         let tcp_refused = Family::<LimitLabels, Counter>::default();
         registry.register(
             "tcp_refused",
@@ -353,6 +360,7 @@ impl Metrics {
             };
             drop(reloads.get_or_create(&labels));
             drop(geoip_reloads.get_or_create(&labels));
+            drop(latency_reloads.get_or_create(&labels));
         }
         Metrics {
             load_weighed,
@@ -375,6 +383,7 @@ impl Metrics {
             reloads,
             geoip_lookups,
             geoip_reloads,
+            latency_reloads,
             tcp_refused,
             probes_not_made,
             dropped,
@@ -482,6 +491,10 @@ impl Metrics {
 
     pub fn count_geoip_reload(&self, ok: bool) {
         count_result(&self.geoip_reloads, ok);
+    }
+
+    pub fn count_latency_reload(&self, ok: bool) {
+        count_result(&self.latency_reloads, ok);
     }
 
     pub fn count_reload(&self, ok: bool) {

@@ -30,9 +30,10 @@ use crate::{
     geo::GeoIp,
     health::{Probers, panic_message},
     history::{self, History},
+    latency::LatencyTable,
     metrics::Metrics,
     publish::{FleetSetup, Publisher},
-    reload::{GeoipReloader, Reloader},
+    reload::{GeoipReloader, LatencyReloader, Reloader},
 };
 
 /// How many events (probe reports, reloads, drains) may wait for the publisher.
@@ -43,6 +44,8 @@ pub struct Config {
     pub zones_dir: PathBuf,
     pub zones: Vec<ZoneConfig>,
     pub geo: GeoIp,
+    /// The latency table (`--latency`), read and checked against the zones.
+    pub latency: Option<LatencyTable>,
     /// The registry the GeoIP lookup counters of `geo` already belong to.
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
@@ -109,7 +112,9 @@ pub async fn run(
     let located = config.geo.sample_located();
     let geo_files: Vec<PathBuf> = config.geo.paths().map(PathBuf::from).collect();
     let fleet = config.fleet;
-    let publisher = Publisher::new(&config.zones, config.geo, Arc::clone(&metrics))
+    let latency_file = config.latency.as_ref().map(|t| t.summary.file.clone());
+    let latency = config.latency.map(Arc::new);
+    let publisher = Publisher::new(&config.zones, config.geo, latency, Arc::clone(&metrics))
         .map_err(|e| start_error("the routing plan", e.into()))?
         .notifying(notices)
         .in_fleet(FleetSetup {
@@ -160,6 +165,10 @@ pub async fn run(
     let geoip_reloader =
         GeoipReloader::start(geo_files, located, events.clone(), Arc::clone(&metrics))
             .map_err(|e| start_error("GeoIP reload", e))?;
+    let latency_reloader = latency_file
+        .map(|file| LatencyReloader::start(file, events.clone(), Arc::clone(&metrics)))
+        .transpose()
+        .map_err(|e| start_error("latency table reload", e))?;
     let nsid = config.nsid.as_deref();
     let responder = Responder::new(Arc::clone(&table), &metrics, config.max_udp_payload, nsid);
 
@@ -185,6 +194,9 @@ pub async fn run(
     );
     tasks.spawn("history", sampling);
     tasks.spawn("GeoIP reload", geoip_reloader.run(finish.clone()));
+    if let Some(reloader) = latency_reloader {
+        tasks.spawn("latency table reload", reloader.run(finish.clone()));
+    }
     // Everything that feeds the publisher runs: say where the server listens.
     if let Some(addr) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
         info!("admin API listening on http://{addr}");

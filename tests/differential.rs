@@ -165,7 +165,8 @@ fn differential(files: &[&str], addresses: usize) {
     let paths: Vec<_> = files.iter().map(|f| dir.join(f)).collect();
     let geo = GeoIp::open(&paths).expect("the database opens");
     let zone = config::parse(Path::new("llm.yaml"), &zone(), 1).expect("valid zone");
-    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &geo).expect("compiled");
+    let plan =
+        Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &geo, None).expect("compiled");
     let (every, some) = tables(&plan);
     let mut random = Random(0x5eed);
     let (mut located, mut scopes_checked) = (0, 0);

@@ -77,7 +77,7 @@ services:
 fn start(zone: &ZoneConfig, script: &Script) -> Arc<ArcSwap<RoutingTable>> {
     let zones = std::slice::from_ref(zone);
     let geo = crate::common::query_path::bundled_geoip();
-    let publisher = Publisher::new(zones, geo, Arc::new(Metrics::new())).expect("compiled");
+    let publisher = Publisher::new(zones, geo, None, Arc::new(Metrics::new())).expect("compiled");
     let table = publisher.table();
     let (_events, event_queue) = mpsc::channel(16);
     let (reports, report_queue) = mpsc::channel(16);

@@ -33,7 +33,12 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
         runtime.block_on(health_from_admin(url, &mut health, &mut loads))?;
     }
-    let plan = Plan::new(&zones, &Metrics::new(), &geo)?;
+    let latency = args
+        .latency
+        .as_deref()
+        .map(|path| load_latency(path, &zones).map(Arc::new))
+        .transpose()?;
+    let plan = Plan::new(&zones, &Metrics::new(), &geo, latency)?;
     let table = RoutingTable::build(&plan, &publish::states(&health), &loads);
 
     let Some(zone) = table.zone_for(key.wire()) else {

@@ -25,6 +25,7 @@ use crate::{
     drill::Drill,
     explain,
     geo::{self, GeoIp, Located},
+    latency::LatencyTable,
     metrics::Metrics,
     publish::{self, initial_health},
     routing::{Plan, RoutingTable},
@@ -46,7 +47,7 @@ pub use dnssec_keys::dnssec;
 pub use drill_command::drill;
 pub use explain_command::explain;
 pub use latency_command::latency;
-pub use serve::{admin_token, bind, load_zones, nsid, open_geoip, server_config};
+pub use serve::{admin_token, bind, load_latency, load_zones, nsid, open_geoip, server_config};
 pub use signals::until_stopped;
 
 /// Environment variable holding the admin token when no --admin-token-file is given.
@@ -77,7 +78,7 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Answer DNS queries for the zones in --zones.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate every zone file and print a summary of each; exit 1 on any error.
     Check(CheckArgs),
     /// Show how a name is answered for a client, step by step, from the server's own code.
@@ -190,7 +191,7 @@ impl Command {
             #[command(flatten)]
             serve: ServeArgs,
         }
-        Command::Serve(Defaults::parse_from(["regiondns"]).serve)
+        Command::Serve(Box::new(Defaults::parse_from(["regiondns"]).serve))
     }
 }
 
@@ -202,6 +203,10 @@ pub struct ServeArgs {
     /// GeoIP database (.mmdb); repeat for several (e.g. an IPv4 and an IPv6 file), tried in order.
     #[arg(long, default_value = "geoip/dbip-country.mmdb")]
     pub geoip: Vec<PathBuf>,
+    /// Latency table (CSV: network,region,rtt_ms,samples) for `policy: latency` services;
+    /// reloaded when replaced and on SIGHUP. Made by `regiondns latency build`.
+    #[arg(long)]
+    pub latency: Option<PathBuf>,
     /// Address to answer on, over UDP and TCP; repeat for several. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:5353")]
     pub listen: Vec<SocketAddr>,
@@ -306,6 +311,9 @@ pub struct ExplainArgs {
     /// GeoIP database (.mmdb); repeat for several, tried in order.
     #[arg(long, default_value = "geoip/dbip-country.mmdb")]
     pub geoip: Vec<PathBuf>,
+    /// Latency table, as `serve` takes it.
+    #[arg(long)]
+    pub latency: Option<PathBuf>,
     /// The client's address: the ECS address a resolver sends, else the resolver's own.
     #[arg(long)]
     pub client: std::net::IpAddr,

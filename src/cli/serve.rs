@@ -16,6 +16,32 @@ pub fn open_geoip(paths: &[PathBuf]) -> Result<GeoIp> {
     Ok(geo)
 }
 
+/// The latency table at `path`, which must name only regions that `zones` serve.
+pub fn load_latency(path: &Path, zones: &[ZoneConfig]) -> Result<LatencyTable> {
+    let table = LatencyTable::read(path)?;
+    let served: Vec<&str> = zones
+        .iter()
+        .flat_map(|z| z.regions.iter().map(|r| r.name.as_str()))
+        .collect();
+    let unknown = table.unknown_regions(&served);
+    if !unknown.is_empty() {
+        bail!(
+            "{}: regions no zone serves: {}",
+            path.display(),
+            unknown.join(", ")
+        );
+    }
+    info!(
+        "latency table {}: {} rows, {} networks, {} regions, sha256 {}",
+        path.display(),
+        table.summary.rows,
+        table.summary.networks,
+        table.summary.regions,
+        table.summary.sha256
+    );
+    Ok(table)
+}
+
 /// Everything `serve` needs, loaded and validated: zones, GeoIP, admin token, settings.
 pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
     let max_zone_file = args.max_zone_file_mib << 20;
@@ -31,10 +57,16 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
     });
     let (zones, unloaded) = zones?;
     let geo = geo?;
+    let latency = args
+        .latency
+        .as_deref()
+        .map(|path| load_latency(path, &zones))
+        .transpose()?;
     Ok(server::Config {
         zones_dir: args.zones.clone(),
         zones,
         geo,
+        latency,
         metrics,
         admin_token: admin_token(args.admin_token_file.as_deref())?,
         max_udp_payload: args.edns_udp_size,

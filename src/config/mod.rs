@@ -215,6 +215,8 @@ pub struct Service {
     pub load: Option<LoadTarget>,
     /// Matched in order; the first match applies.
     pub rules: Vec<Rule>,
+    /// How `policy: latency` weighs measurements; `None` for the other policies.
+    pub latency: Option<crate::latency::estimate::Settings>,
 }
 
 /// A service's load target: the load its regions should stay at or below, and how fast the
@@ -236,6 +238,8 @@ pub enum Policy {
     Priority,
     /// By weight, stable per client subnet.
     Weighted,
+    /// By the round trips the latency table measured, else by distance.
+    Latency,
 }
 
 /// A region that takes a fixed share of client subnets while it is up.

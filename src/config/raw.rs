@@ -382,8 +382,9 @@ pub struct Service {
     /// When every region is down: `nearest` (default: answer as if all were up) or `servfail`.
     #[schemars(with = "Option<String>")]
     pub when_all_down: Option<Text>,
-    /// How eligible regions are ordered: `nearest` (default), `priority` (list order) or
-    /// `weighted` (by weight, stable per client subnet).
+    /// How eligible regions are ordered: `nearest` (default), `priority` (list order),
+    /// `weighted` (by weight, stable per client subnet) or `latency` (by the round trips the
+    /// latency table measured, else by distance).
     #[schemars(with = "Option<String>")]
     pub policy: Option<Text>,
     /// How many regions' addresses an answer carries, best first (1 to 8, default 1).
@@ -415,6 +416,26 @@ pub struct Service {
     /// `refuse`, `servfail` or `nodata`.
     #[schemars(with = "Option<String>")]
     pub unlocated: Option<Text>,
+    /// How `policy: latency` weighs measurements.
+    #[schemars(with = "Option<Latency>")]
+    pub latency: Option<At<Latency>>,
+}
+
+/// The settings of `policy: latency`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    /// Share of client subnets sent to another candidate region so that its round trip gets
+    /// measured: `1%` (default) or `0.01`; `0` turns exploration off.
+    #[schemars(with = "Option<Share>")]
+    pub explore: Option<Text>,
+    /// Samples a region needs (at one level: the network, its location, nearby, its country)
+    /// for its measurement to count (default 20).
+    #[schemars(with = "Option<u32>")]
+    pub min_samples: Option<At<u32>>,
+    /// The least gain that leaves the distance order: `10%` (default), and never under 5 ms.
+    #[schemars(with = "Option<Share>")]
+    pub better_by: Option<Text>,
 }
 
 /// A canary region and its share of client subnets.

@@ -25,6 +25,7 @@ use crate::{
     },
     geo::{Accepted, GeoError, GeoIp},
     health::ProbeReport,
+    latency::LatencyTable,
     metrics::Metrics,
     region::{RegionKey, State},
     routing::{
@@ -52,7 +53,7 @@ use board::NOT_PROBED_YET;
 pub use board::{HealthMap, RegionStatus, initial_health, states};
 pub use drains::{DrainOutcome, describe as describe_drain};
 use fleet::{FleetState, config_hash};
-use plan::{Compiled, RegionSettings, log_compilation, region_settings};
+use plan::{Compiled, RegionSettings, Reply, log_compilation, region_settings};
 
 /// What the publisher is told, besides probe reports.
 pub enum Event {
@@ -68,6 +69,12 @@ pub enum Event {
     Geo {
         geo: GeoIp,
         done: oneshot::Sender<Result<(), GeoError>>,
+    },
+    /// A new latency table: the latency services' places are compiled with it; `done` is
+    /// told once the snapshot that uses it is published, or why it could not be.
+    Latency {
+        table: Arc<LatencyTable>,
+        done: oneshot::Sender<Result<(), String>>,
     },
     /// The operator's switch; `done` is told what became of it, once the snapshot that
     /// applies it is published.
@@ -139,13 +146,14 @@ pub struct Publisher {
 const BOARD_EVERY: Duration = Duration::from_millis(250);
 
 impl Publisher {
-    /// Compiles the plan of `zones` against `geo`.
+    /// Compiles the plan of `zones` against `geo` (and `latency`, for latency services).
     pub fn new(
         zones: &[ZoneConfig],
         geo: GeoIp,
+        latency: Option<Arc<LatencyTable>>,
         metrics: Arc<Metrics>,
     ) -> Result<Publisher, GeoError> {
-        let plan = Plan::new(zones, &metrics, &geo)?;
+        let plan = Plan::new(zones, &metrics, &geo, latency)?;
         let accepted = geo.accepted();
         let builds = geo.builds();
         let plan = Arc::new(plan.keeping_geo(Some(Arc::new(geo))));
@@ -297,8 +305,9 @@ impl Publisher {
 
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Reload { zones, done } => self.reload(zones, done),
-            Event::Geo { geo, done } => self.relocate(geo, done),
+            Event::Reload { zones, done } => self.reload(zones, Reply::Geo(done)),
+            Event::Geo { geo, done } => self.relocate(geo, Reply::Geo(done)),
+            Event::Latency { table, done } => self.take_latency(table, done),
             Event::SetDrained { key, drained, done } => {
                 let outcome = self.set_drained(&key, drained);
                 let _ = done.send(outcome);

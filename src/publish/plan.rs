@@ -12,6 +12,7 @@ use crate::{
     config::{Check, ZoneConfig},
     events::Notice,
     geo::{GeoError, GeoIp},
+    latency::LatencyTable,
     region::{RegionKey, State},
     routing::{Compilation, GeoSource, Plan},
 };
@@ -26,7 +27,24 @@ pub(super) struct Compiled {
     from: Arc<Plan>,
     plan: Result<Plan, GeoError>,
     change: Change,
-    done: oneshot::Sender<Result<(), GeoError>>,
+    done: Reply,
+}
+
+/// Who waits for a compilation's outcome.
+pub(super) enum Reply {
+    /// The zone or GeoIP reloader.
+    Geo(oneshot::Sender<Result<(), GeoError>>),
+    /// The latency reloader, told why in words.
+    Said(oneshot::Sender<Result<(), String>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<(), GeoError>) {
+        match self {
+            Reply::Geo(done) => drop(done.send(result)),
+            Reply::Said(done) => drop(done.send(result.map_err(|e| e.to_string()))),
+        }
+    }
 }
 
 /// What a compilation applies.
@@ -35,6 +53,8 @@ enum Change {
     Zones(Vec<ZoneConfig>),
     /// New GeoIP databases, accepted by the GeoIP reloader.
     Geo(GeoIp),
+    /// A new latency table, read and checked by the latency reloader.
+    Latency(Arc<LatencyTable>),
 }
 
 /// A region's health-related configuration.
@@ -78,11 +98,7 @@ impl Publisher {
     /// Compiles the plan of a new configuration on a blocking thread (new geographies from the
     /// accepted databases); it applies when done ([`Publisher::compiled`]). The reloader sends
     /// one configuration at a time: it waits for `done`.
-    pub(super) fn reload(
-        &mut self,
-        zones: Vec<ZoneConfig>,
-        done: oneshot::Sender<Result<(), GeoError>>,
-    ) {
+    pub(super) fn reload(&mut self, zones: Vec<ZoneConfig>, done: Reply) {
         self.waiting = None;
         let (from, geo, metrics) = (
             Arc::clone(&self.plan),
@@ -111,12 +127,43 @@ impl Publisher {
     }
 
     /// Compiles the places of the current plan against `geo` on a blocking thread.
-    pub(super) fn relocate(&mut self, geo: GeoIp, done: oneshot::Sender<Result<(), GeoError>>) {
+    pub(super) fn relocate(&mut self, geo: GeoIp, done: Reply) {
         let from = Arc::clone(&self.plan);
         self.compiling.spawn_blocking(move || Compiled {
             plan: from.relocated(&geo),
             from,
             change: Change::Geo(geo),
+            done,
+        });
+    }
+
+    /// Compiles the latency services' places of the current plan with `table`, unless it names
+    /// a region no zone serves.
+    pub(super) fn take_latency(
+        &mut self,
+        table: Arc<LatencyTable>,
+        done: oneshot::Sender<Result<(), String>>,
+    ) {
+        let served: Vec<&str> = self.settings.keys().map(|k| k.region.as_str()).collect();
+        let unknown = table.unknown_regions(&served);
+        if !unknown.is_empty() {
+            let file = table.summary.file.display();
+            let _ = done.send(Err(format!(
+                "{file}: regions no zone serves: {} (served: {})",
+                unknown.join(", "),
+                served.join(", ")
+            )));
+            return;
+        }
+        self.compile_latency(table, Reply::Said(done));
+    }
+
+    fn compile_latency(&mut self, table: Arc<LatencyTable>, done: Reply) {
+        let (from, geo) = (Arc::clone(&self.plan), self.geo.clone());
+        self.compiling.spawn_blocking(move || Compiled {
+            plan: from.with_latency(Some(Arc::clone(&table)), GeoSource::Accepted(&geo)),
+            from,
+            change: Change::Latency(table),
             done,
         });
     }
@@ -133,6 +180,7 @@ impl Publisher {
             return match change {
                 Change::Zones(zones) => self.reload(zones, done),
                 Change::Geo(geo) => self.relocate(geo, done),
+                Change::Latency(table) => self.compile_latency(table, done),
             };
         }
         drop(from);
@@ -149,9 +197,10 @@ impl Publisher {
                         "zone reload"
                     }
                     Change::Geo(_) => "GeoIP reload",
+                    Change::Latency(_) => "latency table reload",
                 };
                 tracing::error!("{what} not applied: {error}");
-                let _ = done.send(Err(error));
+                done.send(Err(error));
                 return;
             }
         };
@@ -168,11 +217,16 @@ impl Publisher {
                 self.publish();
                 if let Some(zones) = self.waiting.take() {
                     info!("applying the zone reload that waited for a GeoIP database");
-                    self.reload(zones, oneshot::channel().0);
+                    self.reload(zones, Reply::Geo(oneshot::channel().0));
                 }
             }
+            (plan, Change::Latency(_)) => {
+                log_compilation(plan.compiled, "latency table reload");
+                self.plan = Arc::new(plan);
+                self.publish();
+            }
         }
-        let _ = done.send(Ok(()));
+        done.send(Ok(()));
         release_freed_memory();
     }
 

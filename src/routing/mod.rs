@@ -7,6 +7,7 @@
 //! health of every region into a table, which is published with arc-swap. The query path only
 //! reads a snapshot: nothing here does I/O, takes a lock or allocates while answering.
 
+mod evidence;
 pub mod load_control;
 mod place;
 mod policy;
@@ -23,11 +24,13 @@ use std::{
 };
 
 use crate::counter::QueryCounter;
+use crate::latency::{LatencyTable, estimate::Settings as LatencySettings};
 use hickory_proto::rr::{
     RData, Record, RecordType,
     rdata::{A, AAAA},
 };
 
+pub use evidence::Evidence;
 pub use load_control::{Loads, RegionLoad};
 pub use place::{Geography, NEAREST_KEPT, Place, Places};
 pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks, Weighed};
@@ -57,12 +60,16 @@ pub struct Plan {
     /// The GeoIP databases, kept open while a zone answers `_explain`: its lines say what the
     /// client's own record says (the compiled places keep no country or coordinates).
     explain_geo: Option<Arc<GeoIp>>,
+    /// The latency table in force, which latency services' places are compiled with.
+    latency: Option<Arc<LatencyTable>>,
 }
 
 /// Every geography of a plan compiled against the GeoIP databases.
 #[derive(Default)]
 struct Atlas {
     places: HashMap<Arc<Geography>, Arc<Places>>,
+    /// The latency table located by the same databases, when a latency service has places.
+    evidence: Option<Arc<Evidence>>,
 }
 
 /// Where a plan's places are compiled from: databases open, or the files accepted (read again
@@ -107,6 +114,8 @@ pub struct ServicePlan {
     pub name: Arc<str>,
     pub when_all_down: WhenAllDown,
     pub policy: Policy,
+    /// How `policy: latency` weighs measurements and explores.
+    pub latency: Option<LatencySettings>,
     pub answers: usize,
     pub shed: f64,
     /// Clients moved away from regions above this load.
@@ -205,13 +214,36 @@ impl Plan {
                 _ => ZonePlan::new(zone, metrics),
             })
             .collect();
-        let (atlas, compiled) = self.atlas.for_zones(&zones, geo)?;
+        let (atlas, compiled) = self.atlas.for_zones(&zones, geo, self.latency.as_ref())?;
         Ok(Plan {
             zones,
             atlas,
             compiled,
             explain_geo: None,
+            latency: self.latency.clone(),
         })
+    }
+
+    /// This plan with latency services' places compiled with `table` (from `geo`, the
+    /// databases in force); the other places are kept.
+    pub fn with_latency(
+        &self,
+        table: Option<Arc<LatencyTable>>,
+        geo: GeoSource<'_>,
+    ) -> Result<Plan, GeoError> {
+        let (atlas, compiled) = self.atlas.for_zones(&self.zones, geo, table.as_ref())?;
+        Ok(Plan {
+            zones: self.zones.clone(),
+            atlas,
+            compiled,
+            explain_geo: self.explain_geo.clone(),
+            latency: table,
+        })
+    }
+
+    /// The latency table in force.
+    pub fn latency(&self) -> Option<&Arc<LatencyTable>> {
+        self.latency.as_ref()
     }
 
     /// Whether a zone of this plan answers `_explain`.
@@ -234,7 +266,8 @@ impl Plan {
     /// many of their records cannot be read.
     pub fn relocated(&self, geo: &GeoIp) -> Result<Plan, GeoError> {
         let geo = GeoSource::Opened(geo);
-        let (atlas, compiled) = Atlas::default().for_zones(&self.zones, geo)?;
+        let (atlas, compiled) =
+            Atlas::default().for_zones(&self.zones, geo, self.latency.as_ref())?;
         if let Some(compiled) = &compiled {
             geo::check_undecodable(compiled.figures)?;
         }
@@ -243,6 +276,7 @@ impl Plan {
             atlas,
             compiled,
             explain_geo: None,
+            latency: self.latency.clone(),
         })
     }
 
@@ -253,12 +287,20 @@ impl Plan {
             .flat_map(|z| z.services.iter().map(|s| &**s))
     }
 
-    pub fn new(zones: &[ZoneConfig], metrics: &Metrics, geo: &GeoIp) -> Result<Plan, GeoError> {
+    /// The plan of `zones`, its places compiled from `geo` (and `latency`, for latency
+    /// services).
+    pub fn new(
+        zones: &[ZoneConfig],
+        metrics: &Metrics,
+        geo: &GeoIp,
+        latency: Option<Arc<LatencyTable>>,
+    ) -> Result<Plan, GeoError> {
         let empty = Plan {
             zones: Vec::new(),
             atlas: Atlas::default(),
             compiled: None,
             explain_geo: None,
+            latency,
         };
         empty.rebuilt(zones, metrics, GeoSource::Opened(geo))
     }
@@ -267,11 +309,18 @@ impl Plan {
 impl Atlas {
     /// The places of every service of `zones`: those this atlas has, the others compiled now
     /// from `geo`.
+    /// A latency geography's places are compiled again when `table` is another table.
     fn for_zones(
         &self,
         zones: &[ZonePlan],
         geo: GeoSource<'_>,
+        table: Option<&Arc<LatencyTable>>,
     ) -> Result<(Atlas, Option<Compilation>), GeoError> {
+        let same_table = match (&self.evidence, table) {
+            (Some(evidence), Some(table)) => Arc::ptr_eq(&evidence.table, table),
+            (None, None) => true,
+            _ => false,
+        };
         let mut places = HashMap::new();
         let mut missing: Vec<Arc<Geography>> = Vec::new();
         let services = zones.iter().flat_map(|z| &z.services);
@@ -279,7 +328,8 @@ impl Atlas {
             if places.contains_key(&**geography) || missing.contains(geography) {
                 continue;
             }
-            match self.places.get(&**geography) {
+            let kept = self.places.get(&**geography);
+            match kept.filter(|_| same_table || !geography.follows_latency()) {
                 Some(compiled) => {
                     places.insert(Arc::clone(geography), Arc::clone(compiled));
                 }
@@ -287,6 +337,7 @@ impl Atlas {
             }
         }
         let mut compilation = None;
+        let mut evidence = self.evidence.clone().filter(|_| same_table);
         if !missing.is_empty() {
             let started = Instant::now();
             let opened;
@@ -297,8 +348,12 @@ impl Atlas {
                     &opened
                 }
             };
-            let (compiled, figures) =
-                place::compile(geo, &missing).map_err(|error| GeoError::Walk { error })?;
+            let measured = table.filter(|_| missing.iter().any(|g| g.follows_latency()));
+            if let (Some(table), None) = (measured, &evidence) {
+                evidence = Some(Arc::new(Evidence::prepare(Arc::clone(table), geo)));
+            }
+            let (compiled, figures) = place::compile(geo, &missing, evidence.as_ref())
+                .map_err(|error| GeoError::Walk { error })?;
             let sizes = compiled.iter().map(Places::size);
             let (count, bytes) = sizes.fold((0, 0), |(p, b), (pp, bb)| (p + pp, b + bb));
             compilation = Some(Compilation {
@@ -312,7 +367,7 @@ impl Atlas {
                 places.insert(geography, Arc::new(compiled));
             }
         }
-        Ok((Atlas { places }, compilation))
+        Ok((Atlas { places, evidence }, compilation))
     }
 }
 
@@ -377,16 +432,23 @@ impl ServicePlan {
             let allow = rule.allow.as_ref()?;
             Some(allow.regions.iter().map(|r| r as u16).collect())
         };
+        let by_distance = matches!(service.policy, Policy::Nearest | Policy::Latency);
+        let latency = service.latency.map(|settings| {
+            let names = regions.iter().map(|r| r.name.clone()).collect();
+            (settings, names)
+        });
         let geography = Geography::new(
             regions.iter().map(|r| r.location.unit_vector()),
-            service.policy == Policy::Nearest && regions.len() > 1,
+            by_distance && regions.len() > 1,
             rules.iter().map(|rule| (&rule.matcher, allowed(rule))),
+            latency,
         );
         static PLANNED: AtomicU64 = AtomicU64::new(0);
         ServicePlan {
             id: PLANNED.fetch_add(1, Ordering::Relaxed),
             when_all_down: service.when_all_down,
             policy: service.policy,
+            latency: service.latency,
             answers: service.answers,
             shed: service.shed,
             load: service.load,
@@ -770,7 +832,11 @@ impl ServiceRoutes {
         }
         Client {
             ip,
-            place: self.plan.geography.place(located, ip, lookup),
+            place: {
+                let measured = self.places.measured(&self.plan.geography);
+                let geography = &self.plan.geography;
+                geography.place(located, ip, lookup, measured.as_ref())
+            },
             leaf: None,
             scope: located.prefix_len(),
             coordinates: located.coordinates(),

@@ -12,9 +12,11 @@ use std::{net::IpAddr, sync::Arc};
 /// fields come from our own configuration and the databases, not from clients.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
+use super::evidence::Evidence;
 use crate::{
     config::Matcher,
     geo::{self, Continent, GeoIp, Hit, Leaf, Located, LookupResult, NetworkMap},
+    latency::estimate::{self, Basis, Candidate, Settings, Tally},
 };
 
 /// How many of a place's nearest allowed regions it keeps. Past them, the remaining regions
@@ -28,6 +30,34 @@ pub struct Geography {
     /// The regions' unit vectors as bits, by position; empty when no order is by distance.
     directions: Vec<[u64; 3]>,
     rules: Vec<RuleTest>,
+    /// For `policy: latency`: orders by measured round trips (distance where unmeasured).
+    latency: Option<LatencyRanking>,
+}
+
+/// What a latency order depends on, besides the table: the settings and the regions' names
+/// (as the table names them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LatencyRanking {
+    /// `explore` and `better_by` as bits, then `min_samples`.
+    settings: [u64; 3],
+    regions: Vec<String>,
+}
+
+impl LatencyRanking {
+    fn settings(&self) -> Settings {
+        Settings {
+            explore: f64::from_bits(self.settings[0]),
+            better_by: f64::from_bits(self.settings[1]),
+            min_samples: self.settings[2] as u32,
+        }
+    }
+}
+
+/// A latency table's evidence as one geography reads it: its regions by the table's positions.
+pub struct LatencyInput<'e> {
+    evidence: &'e Evidence,
+    /// By region position: the table's position of the region, if it measured it.
+    regions: Vec<Option<usize>>,
 }
 
 /// A rule as a place sees it: what it matches and the regions it allows.
@@ -53,6 +83,8 @@ pub struct Place {
     pub decisive: Decisive,
     /// Only counted (the answer shares): never part of the decision, never narrows a scope.
     pub continent: Option<Continent>,
+    /// For `policy: latency`: what the order rests on (only counted).
+    pub basis: Option<Basis>,
     /// What the GeoIP lookup found, for `geoip_lookups_total`.
     pub lookup: LookupResult,
 }
@@ -66,9 +98,25 @@ pub struct Decisive {
     pub rule: Option<u16>,
     nearest: [u16; NEAREST_KEPT],
     nearest_len: u8,
+    /// For `policy: latency`: the region this place's explored subnets go to.
+    pub explore: Option<u16>,
 }
 
 impl Decisive {
+    fn new(rule: Option<usize>, order: &[u16], explore: Option<u16>) -> Decisive {
+        let mut decisive = Decisive {
+            rule: rule.map(|r| r as u16),
+            nearest: [0; NEAREST_KEPT],
+            nearest_len: 0,
+            explore,
+        };
+        for (slot, &region) in decisive.nearest.iter_mut().zip(order) {
+            *slot = region;
+            decisive.nearest_len += 1;
+        }
+        decisive
+    }
+
     /// The allowed regions nearest first, at most [`NEAREST_KEPT`]; empty when the order is
     /// the list's (the service does not order by distance, or the client has no coordinates
     /// and more regions are allowed than this holds). The regions after them are ordered by
@@ -85,8 +133,10 @@ impl Place {
             rule: None,
             nearest: [0; NEAREST_KEPT],
             nearest_len: 0,
+            explore: None,
         },
         continent: None,
+        basis: None,
         lookup: LookupResult::Unknown,
     };
 }
@@ -94,10 +144,12 @@ impl Place {
 impl Geography {
     /// `directions` by region position (only used when `by_distance`), and the rules in
     /// order with the positions of the regions each allows.
+    /// `latency`: the settings and the regions' names, for `policy: latency`.
     pub fn new<'r>(
         directions: impl Iterator<Item = [f64; 3]>,
         by_distance: bool,
         rules: impl Iterator<Item = (&'r Matcher, Option<Vec<u16>>)>,
+        latency: Option<(Settings, Vec<String>)>,
     ) -> Geography {
         let directions = match by_distance {
             true => directions.map(|d| d.map(f64::to_bits)).collect(),
@@ -114,7 +166,36 @@ impl Geography {
                 allowed,
             })
             .collect();
-        Geography { directions, rules }
+        let latency = latency.map(|(settings, regions)| LatencyRanking {
+            settings: [
+                settings.explore.to_bits(),
+                settings.better_by.to_bits(),
+                u64::from(settings.min_samples),
+            ],
+            regions,
+        });
+        Geography {
+            directions,
+            rules,
+            latency,
+        }
+    }
+
+    /// Whether its places follow a latency table.
+    pub fn follows_latency(&self) -> bool {
+        self.latency.is_some()
+    }
+
+    /// `evidence` as this geography reads it; `None` unless it follows latency.
+    pub fn latency_input<'e>(&self, evidence: &'e Evidence) -> Option<LatencyInput<'e>> {
+        let latency = self.latency.as_ref()?;
+        let table = &evidence.table.regions;
+        let regions = latency
+            .regions
+            .iter()
+            .map(|name| table.iter().position(|t| t == name))
+            .collect();
+        Some(LatencyInput { evidence, regions })
     }
 
     /// The networks of the rules: a place is the same all over a network the map keeps.
@@ -123,8 +204,15 @@ impl Geography {
         networks.copied().collect()
     }
 
-    /// The place of a client at `ip`, located as `located` says.
-    pub fn place(&self, located: &Located, ip: IpAddr, lookup: LookupResult) -> Place {
+    /// The place of a client at `ip`, located as `located` says; a latency geography reads
+    /// `measured` (without it, nothing is measured).
+    pub fn place(
+        &self,
+        located: &Located,
+        ip: IpAddr,
+        lookup: LookupResult,
+        measured: Option<&LatencyInput<'_>>,
+    ) -> Place {
         let rule = self
             .rules
             .iter()
@@ -136,6 +224,9 @@ impl Geography {
             Some(allowed) => allowed.to_vec(),
             None => (0..self.directions.len() as u16).collect(),
         };
+        if let Some(latency) = &self.latency {
+            return self.latency_place(latency, located, ip, lookup, rule, &candidates, measured);
+        }
         let order: Vec<u16> = match located.direction() {
             _ if self.directions.is_empty() => Vec::new(),
             Some(v) => {
@@ -152,18 +243,53 @@ impl Geography {
             None if candidates.len() <= NEAREST_KEPT => candidates,
             None => Vec::new(),
         };
-        let mut decisive = Decisive {
-            rule: rule.map(|r| r as u16),
-            nearest: [0; NEAREST_KEPT],
-            nearest_len: 0,
-        };
-        for (slot, region) in decisive.nearest.iter_mut().zip(order) {
-            *slot = region;
-            decisive.nearest_len += 1;
-        }
         Place {
-            decisive,
+            decisive: Decisive::new(rule, &order, None),
             continent: located.continent(),
+            basis: None,
+            lookup,
+        }
+    }
+
+    /// A latency geography's place: the candidates nearest first, with what was measured of
+    /// each, ranked ([`estimate::rank`]).
+    #[allow(clippy::too_many_arguments)]
+    fn latency_place(
+        &self,
+        latency: &LatencyRanking,
+        located: &Located,
+        ip: IpAddr,
+        lookup: LookupResult,
+        rule: Option<usize>,
+        candidates: &[u16],
+        measured: Option<&LatencyInput<'_>>,
+    ) -> Place {
+        let tallies = |region: u16| {
+            let input = measured.and_then(|m| Some((m, (*m.regions.get(usize::from(region))?)?)));
+            input.map_or([Tally::default(); 4], |(m, at)| {
+                m.evidence.tallies(ip, located, at)
+            })
+        };
+        let mut ranked: Vec<Candidate> = candidates
+            .iter()
+            .map(|&region| Candidate {
+                region,
+                distance_km: located
+                    .direction()
+                    .map_or(0.0, |v| angle_km(-self.closeness(region, v))),
+                tallies: tallies(region),
+            })
+            .collect();
+        ranked.sort_by(|a, b| {
+            a.distance_km
+                .total_cmp(&b.distance_km)
+                .then(a.region.cmp(&b.region))
+        });
+        let ranked = estimate::rank(&ranked, &latency.settings());
+        Place {
+            decisive: Decisive::new(rule, &ranked.order, ranked.explore),
+            continent: located.continent(),
+            basis: Some(ranked.basis),
             lookup,
         }
     }
@@ -176,6 +302,12 @@ impl Geography {
             .map_or([0.0; 3], |d| d.map(f64::from_bits));
         -(d[0] * v[0] + d[1] * v[1] + d[2] * v[2])
     }
+}
+
+/// The great-circle distance of an angle given by its cosine.
+fn angle_km(cosine: f64) -> f64 {
+    const EARTH_RADIUS_KM: f64 = 6371.0;
+    EARTH_RADIUS_KM * cosine.clamp(-1.0, 1.0).acos()
 }
 
 impl MatcherKey {
@@ -209,6 +341,8 @@ impl MatcherKey {
 pub struct Places {
     map: NetworkMap,
     places: Vec<Place>,
+    /// The latency table it was compiled with, for a latency geography.
+    evidence: Option<Arc<Evidence>>,
 }
 
 impl Places {
@@ -220,6 +354,16 @@ impl Places {
             // A map compiled without databases has no places: everyone is nowhere.
             None => (None, Place::UNKNOWN, 0),
         }
+    }
+
+    /// Seeds the draw of explored subnets: the table's, so that each table explores others.
+    pub fn explore_seed(&self) -> u64 {
+        self.evidence.as_ref().map_or(0, |e| e.seed)
+    }
+
+    /// The latency table's evidence as `geography` reads it, for a place found afresh.
+    pub fn measured<'p>(&'p self, geography: &Geography) -> Option<LatencyInput<'p>> {
+        geography.latency_input(self.evidence.as_deref()?)
     }
 
     /// Every place of the map, by position.
@@ -234,13 +378,15 @@ impl Places {
 }
 
 /// Compiles `geographies` against `geo`, walking the databases once for all of them.
+/// A latency geography's networks are split at the table's, so that each is measured alike.
 pub fn compile(
     geo: &GeoIp,
     geographies: &[Arc<Geography>],
+    evidence: Option<&Arc<Evidence>>,
 ) -> Result<(Vec<Places>, geo::Compiled), maxminddb::MaxMindDbError> {
     let mut classifiers: Vec<PlaceClassifier> = geographies
         .iter()
-        .map(|g| PlaceClassifier::new(g))
+        .map(|g| PlaceClassifier::new(g, evidence.map(|e| &**e)))
         .collect();
     let dyns: Vec<&mut dyn geo::Classifier> = classifiers
         .iter_mut()
@@ -253,6 +399,7 @@ pub fn compile(
         .map(|(map, classifier)| Places {
             map,
             places: classifier.places,
+            evidence: classifier.measured.and(evidence).cloned(),
         })
         .collect();
     Ok((places, compiled))
@@ -261,6 +408,7 @@ pub fn compile(
 /// Gives each distinct place a leaf id and each distinct decision its own number.
 struct PlaceClassifier<'g> {
     geography: &'g Geography,
+    measured: Option<LatencyInput<'g>>,
     networks: Vec<ipnet::IpNet>,
     places: Vec<Place>,
     leaves: HashMap<Place, u32>,
@@ -268,10 +416,16 @@ struct PlaceClassifier<'g> {
 }
 
 impl<'g> PlaceClassifier<'g> {
-    fn new(geography: &'g Geography) -> PlaceClassifier<'g> {
+    fn new(geography: &'g Geography, evidence: Option<&'g Evidence>) -> PlaceClassifier<'g> {
+        let measured = evidence.and_then(|e| geography.latency_input(e));
+        let mut networks = geography.networks();
+        if let Some(measured) = &measured {
+            networks.extend(measured.evidence.table.networks().map(|(net, _)| net));
+        }
         PlaceClassifier {
             geography,
-            networks: geography.networks(),
+            measured,
+            networks,
             places: Vec::new(),
             leaves: HashMap::default(),
             decisions: HashMap::default(),
@@ -285,7 +439,9 @@ impl geo::Classifier for PlaceClassifier<'_> {
     }
 
     fn classify(&mut self, located: &Located, lookup: LookupResult, first: IpAddr) -> Leaf {
-        let place = self.geography.place(located, first, lookup);
+        let place = self
+            .geography
+            .place(located, first, lookup, self.measured.as_ref());
         let next = self.decisions.len() as u32;
         let decision = *self.decisions.entry(place.decisive).or_insert(next);
         let id = match self.leaves.get(&place) {

@@ -292,7 +292,9 @@ pub(super) fn decide_drawing<'t, E: Explain>(
         explain,
         draws,
     };
-    let canary = walk.drawn_canary(candidates);
+    let canary = walk
+        .drawn_canary(candidates)
+        .or_else(|| walk.explored(candidates, &preferred));
     let (picks, weighed) = match walk.pick(&preferred, &rest, canary) {
         Some(picked) => picked,
         None => {
@@ -340,7 +342,7 @@ impl Rest {
         self.partial = false;
         let nearest = client.place.decisive.nearest();
         match (plan.policy, nearest.first()) {
-            (Policy::Nearest, Some(&first)) => {
+            (Policy::Nearest | Policy::Latency, Some(&first)) => {
                 order.extend(nearest.iter().copied().filter(|&r| wanted(&usize::from(r))));
                 let listed = order.len();
                 if whole {
@@ -392,6 +394,38 @@ impl<E: Explain> Walk<'_, '_, E> {
             Some(canary.region)
         } else {
             let line = || format!("canary {name}: this subnet is outside its {share:.1}% share");
+            self.explain.step(&line);
+            None
+        }
+    }
+
+    /// The region this client's subnet explores (`policy: latency`), when its subnet is in the
+    /// explored share. Exploration stays within the rule, health and drains: only a region
+    /// that is up and allowed, never over a preferred one or when failing open.
+    fn explored(&mut self, candidates: RegionSet, preferred: &Order) -> Option<usize> {
+        let (service, plan) = (self.service, &self.service.plan);
+        let share = plan.latency.map_or(0.0, |l| l.explore);
+        let region = usize::from(self.client.place.decisive.explore?);
+        let up = service.states.get(region) == Some(&State::Up);
+        if share <= 0.0
+            || self.fail_open
+            || !preferred.is_empty()
+            || !candidates.contains(region)
+            || !up
+        {
+            return None;
+        }
+        self.scope.hashed();
+        let seed = service.places.explore_seed() ^ EXPLORE_SEED;
+        let name = &plan.regions[region].key.region;
+        let percent = share * 100.0;
+        if fraction(subnet_key(self.client.ip), seed) < share {
+            let line = || format!("explore {name}: this subnet is in the {percent:.1}% explored");
+            self.explain.step(&line);
+            Some(region)
+        } else {
+            let line =
+                || format!("explore {name}: this subnet is outside the {percent:.1}% explored");
             self.explain.step(&line);
             None
         }
@@ -715,6 +749,7 @@ pub(super) fn load_draws(ip: IpAddr, seed: u64) -> (f64, impl Fn() -> f64) {
 }
 
 const CANARY_SEED: u64 = 0x6361_6e61_7279; // "canary"
+const EXPLORE_SEED: u64 = 0x6578_706c_6f72; // "explor"
 
 /// The client's /24 (IPv4) or /56 (IPv6): one resolver's clients share one choice.
 fn subnet_key(ip: IpAddr) -> [u8; 8] {

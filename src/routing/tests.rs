@@ -62,7 +62,13 @@ fn cities() -> GeoIp {
 fn service_table(service: &str, states: &[(&str, State)]) -> RoutingTable {
     let text = format!("{ZONE}  api:\n{service}");
     let zone = config::parse(Path::new("t.yaml"), &text, 1).expect("valid zone");
-    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &cities()).expect("plan");
+    let plan = Plan::new(
+        std::slice::from_ref(&zone),
+        &Metrics::new(),
+        &cities(),
+        None,
+    )
+    .expect("plan");
     let states: States = states
         .iter()
         .map(|(region, state)| {
@@ -649,7 +655,13 @@ fn large_service(count: usize, seed: u64) -> RoutingTable {
         names.join(", ")
     );
     let zone = config::parse(Path::new("big.yaml"), &text, 1).expect("valid zone");
-    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &cities()).expect("plan");
+    let plan = Plan::new(
+        std::slice::from_ref(&zone),
+        &Metrics::new(),
+        &cities(),
+        None,
+    )
+    .expect("plan");
     RoutingTable::build(&plan, &states, &Loads::default())
 }
 
@@ -685,7 +697,8 @@ fn a_rebuilt_plan_keeps_the_zones_of_the_same_file_reading_and_compiles_the_rest
     let metrics = Metrics::new();
     let (com_zone, org_zone) = (read(&com), read(&org));
     let geo = cities();
-    let before = Plan::new(&[com_zone.clone(), org_zone.clone()], &metrics, &geo).expect("plan");
+    let before =
+        Plan::new(&[com_zone.clone(), org_zone.clone()], &metrics, &geo, None).expect("plan");
     // llm.example.com. as it was read (its data shared); llm.example.org. read again.
     let org_again = read(&org);
     let after = before
@@ -711,7 +724,13 @@ fn load_table(service: &str, loads: &[(&str, f64, f64, f64)]) -> RoutingTable {
     let zone = zone.replace("jurisdiction: jp }", &format!("jurisdiction: jp{check}"));
     let text = format!("{zone}  api:\n{service}");
     let zone = config::parse(Path::new("t.yaml"), &text, 1).expect("valid zone");
-    let plan = Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &cities()).expect("plan");
+    let plan = Plan::new(
+        std::slice::from_ref(&zone),
+        &Metrics::new(),
+        &cities(),
+        None,
+    )
+    .expect("plan");
     let key = |region: &str| RegionKey {
         zone: "llm.example.com.".into(),
         region: region.into(),

@@ -38,7 +38,7 @@ pub fn zone_checked(text: &str) {
         Ok(zone) => {
             let zones = [zone];
             let geo = super::query_path::bundled_geoip();
-            let plan = Plan::new(&zones, &Metrics::new(), &geo).expect("compiled");
+            let plan = Plan::new(&zones, &Metrics::new(), &geo, None).expect("compiled");
             let health = publish::initial_health(&zones);
             let _ = RoutingTable::build(&plan, &publish::states(&health), &Default::default());
         }

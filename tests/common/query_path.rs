@@ -49,7 +49,7 @@ pub fn responder_counted(metrics: &Metrics) -> Responder {
     let (zones, errors) = config::load_dir(&root().join("zones"), config::DEFAULT_MAX_ZONE_FILE);
     assert!(errors.is_empty(), "the example zone: {errors:?}");
     let geo = bundled_geoip();
-    let publisher = Publisher::new(&zones, geo, Arc::new(Metrics::new())).expect("compiled");
+    let publisher = Publisher::new(&zones, geo, None, Arc::new(Metrics::new())).expect("compiled");
     Responder::new(publisher.table(), metrics, 1232, None)
 }
 
@@ -65,7 +65,13 @@ pub fn responder_with_load(kept: f64) -> Responder {
     }
     let zone = config::parse(Path::new("llm.yaml"), &text, 1).expect("the example zone, loaded");
     let metrics = Metrics::new();
-    let plan = Plan::new(std::slice::from_ref(&zone), &metrics, &bundled_geoip()).expect("plan");
+    let plan = Plan::new(
+        std::slice::from_ref(&zone),
+        &metrics,
+        &bundled_geoip(),
+        None,
+    )
+    .expect("plan");
     let key = |region: &str| RegionKey {
         zone: "llm.example.com.".into(),
         region: region.into(),

@@ -12,6 +12,7 @@ use crate::config::{
     RecordSet, Rule, Service, WhenAllDown, raw,
 };
 use crate::geo::{Continent, CountryCode};
+use crate::latency::estimate::Settings as LatencySettings;
 
 /// How far a region's moved share may change per probe interval, unless `load_step` says.
 const DEFAULT_LOAD_STEP: f64 = 0.1;
@@ -25,14 +26,46 @@ impl Checker<'_> {
             "nearest" => Policy::Nearest,
             "priority" => Policy::Priority,
             "weighted" => Policy::Weighted,
+            "latency" => Policy::Latency,
             other => {
                 self.error(
                     text.at,
-                    format!("policy must be nearest, priority or weighted, got '{other}'"),
+                    format!("policy must be nearest, priority, weighted or latency, got '{other}'"),
                 );
                 Policy::Nearest
             }
         }
+    }
+
+    /// The `latency:` settings of a `policy: latency` service (defaults where unsaid).
+    fn latency(
+        &mut self,
+        policy: Policy,
+        written: Option<&At<raw::Latency>>,
+    ) -> Option<LatencySettings> {
+        if policy != Policy::Latency {
+            if let Some(written) = written {
+                self.error(written.at, "latency settings need policy: latency");
+            }
+            return None;
+        }
+        let mut settings = LatencySettings::default();
+        let Some(At { value: raw, .. }) = written else {
+            return Some(settings);
+        };
+        if let Some(explore) = &raw.explore {
+            settings.explore = self.share("explore", explore);
+        }
+        if let Some(better_by) = &raw.better_by {
+            settings.better_by = self.share("better_by", better_by);
+        }
+        if let Some(min) = &raw.min_samples {
+            if min.value == 0 {
+                self.error(min.at, "min_samples must be 1 or more");
+            }
+            settings.min_samples = min.value.max(1);
+        }
+        Some(settings)
     }
 
     fn answers(&mut self, answers: Option<&At<u32>>) -> usize {
@@ -423,13 +456,15 @@ impl Checker<'_> {
                 raw_regions,
             };
             let service = &service.value;
+            let policy = self.policy(service.policy.as_ref());
             out.push(Service {
                 name,
                 ttl: self
                     .ttl(service.ttl.as_ref())
                     .unwrap_or(DEFAULT_SERVICE_TTL),
                 when_all_down,
-                policy: self.policy(service.policy.as_ref()),
+                policy,
+                latency: self.latency(policy, service.latency.as_ref()),
                 answers: self.answers(service.answers.as_ref()),
                 shed: service.shed.as_ref().map_or(1.0, |t| self.share("shed", t)),
                 canary: service
@@ -530,7 +565,19 @@ mod tests {
         let cases = [
             (
                 "    policy: random\n",
-                "zones/t.yaml:16:13: service 'api': policy must be nearest, priority or weighted, got 'random'",
+                "zones/t.yaml:16:13: service 'api': policy must be nearest, priority, weighted or latency, got 'random'",
+            ),
+            (
+                "    latency: { explore: 5% }\n",
+                "zones/t.yaml:16:14: service 'api': latency settings need policy: latency",
+            ),
+            (
+                "    policy: latency\n    latency: { explore: 5%, min_samples: 0 }\n",
+                "zones/t.yaml:17:42: service 'api': min_samples must be 1 or more",
+            ),
+            (
+                "    policy: latency\n    latency: { better_by: 2 }\n",
+                "zones/t.yaml:17:27: service 'api': better_by must be a share like 5% or 0.05 (0 to 100%), got '2'",
             ),
             (
                 "    answers: 9\n",

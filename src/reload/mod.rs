@@ -28,11 +28,16 @@ use tracing::{error, info};
 
 use crate::{
     config::{self, ZoneConfig},
-    geo::{self, GeoIp},
     health::Probers,
     metrics::Metrics,
     publish::Event,
 };
+
+mod geoip;
+mod latency;
+
+pub use geoip::GeoipReloader;
+pub use latency::LatencyReloader;
 
 /// Changes closer together than this are taken as one (an editor's write, rename and chmod).
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -322,11 +327,11 @@ fn log_config_error(e: &config::ConfigError) {
     error!(file = %e.path.display(), line, column, "{e}");
 }
 
-type Watcher = Debouncer<RecommendedWatcher, RecommendedCache>;
+pub(crate) type Watcher = Debouncer<RecommendedWatcher, RecommendedCache>;
 
 /// Watches `dirs` (not below them); each change to a path that `wanted` accepts sends one
 /// wake-up. Reading a file is an event too (access): only changes count.
-fn watch(
+pub(crate) fn watch(
     dirs: &[PathBuf],
     wanted: impl Fn(&Path) -> bool + Send + 'static,
 ) -> notify::Result<(Watcher, mpsc::Receiver<()>)> {
@@ -350,17 +355,40 @@ fn watch(
     Ok((watcher, changes))
 }
 
+/// Watches the directories of `paths` for changes to those files (a replacement by rename
+/// included).
+pub(crate) fn watch_files(paths: &[PathBuf]) -> notify::Result<(Watcher, mpsc::Receiver<()>)> {
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| match p.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let names: Vec<std::ffi::OsString> = paths
+        .iter()
+        .filter_map(|p| p.file_name().map(ToOwned::to_owned))
+        .collect();
+    watch(&dirs, move |changed| {
+        changed
+            .file_name()
+            .is_some_and(|name| names.iter().any(|n| n == name))
+    })
+}
+
 /// Which version of a file is on disk: a file replaced by rename has a new inode, one
 /// rewritten in place a new size or modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     inode: u64,
     len: u64,
     modified: i64,
     modified_nanos: i64,
 }
 
-fn stamp(path: &Path) -> Option<FileStamp> {
+pub(crate) fn stamp(path: &Path) -> Option<FileStamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some(FileStamp {
         inode: meta.ino(),
@@ -368,126 +396,6 @@ fn stamp(path: &Path) -> Option<FileStamp> {
         modified: meta.mtime(),
         modified_nanos: meta.mtime_nsec(),
     })
-}
-
-/// Watches the GeoIP files (and SIGHUP) and hands new [`GeoIp`] databases to the publisher,
-/// which compiles them into every service's places, when they change.
-pub struct GeoipReloader {
-    paths: Vec<PathBuf>,
-    /// How many sample addresses the databases in use locate.
-    located: usize,
-    events: mpsc::Sender<Event>,
-    metrics: Arc<Metrics>,
-    _watcher: Watcher,
-    changes: mpsc::Receiver<()>,
-    loaded: Vec<Option<FileStamp>>,
-    /// SIGHUP, caught from start (as the zone reloader's).
-    hangup: Signal,
-}
-
-impl GeoipReloader {
-    /// Starts watching the directories of `paths`, the files in use, which locate `located`
-    /// of the [`geo::SAMPLE`] addresses.
-    pub fn start(
-        paths: Vec<PathBuf>,
-        located: usize,
-        events: mpsc::Sender<Event>,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<GeoipReloader> {
-        let mut dirs: Vec<PathBuf> = paths
-            .iter()
-            .map(|p| match p.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-                _ => PathBuf::from("."),
-            })
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        let names: Vec<std::ffi::OsString> = paths
-            .iter()
-            .filter_map(|p| p.file_name().map(ToOwned::to_owned))
-            .collect();
-        let (watcher, changes) = watch(&dirs, move |changed| {
-            changed
-                .file_name()
-                .is_some_and(|name| names.iter().any(|n| n == name))
-        })?;
-        Ok(GeoipReloader {
-            hangup: signal(SignalKind::hangup())?,
-            loaded: paths.iter().map(|p| stamp(p)).collect(),
-            paths,
-            located,
-            events,
-            metrics,
-            _watcher: watcher,
-            changes,
-        })
-    }
-
-    /// Reloads on every change to a GeoIP file and on SIGHUP, until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        loop {
-            let why = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                Some(()) = self.changes.recv() => "GeoIP file changed",
-                Some(()) = self.hangup.recv() => "SIGHUP",
-                else => anyhow::bail!("the GeoIP file watcher stopped"),
-            };
-            self.reload(why).await;
-        }
-    }
-
-    async fn reload(&mut self, why: &'static str) {
-        let stamps: Vec<Option<FileStamp>> = self.paths.iter().map(|p| stamp(p)).collect();
-        if stamps == self.loaded && why != "SIGHUP" {
-            return;
-        }
-        let paths = self.paths.clone();
-        let opened = tokio::task::spawn_blocking(move || GeoIp::open(&paths)).await;
-        let next = match opened {
-            Ok(Ok(next)) => next,
-            Ok(Err(e)) => return self.refuse(why, &e.to_string()),
-            Err(e) => return self.refuse(why, &e.to_string()),
-        };
-        let (before, after) = (self.located, next.sample_located());
-        if after == 0 && before > 0 {
-            return self.refuse(why, &geo::sample_warning(&next));
-        }
-        let described = next.describe().join(", ");
-        let (done, compiled) = oneshot::channel();
-        if self
-            .events
-            .send(Event::Geo { geo: next, done })
-            .await
-            .is_err()
-        {
-            return; // The publisher has stopped: the server is stopping.
-        }
-        match compiled.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return self.refuse(why, &e.to_string()),
-            Err(_) => return self.refuse(why, "the compilation of the new databases stopped"),
-        }
-        // Logged once queries read the new databases, so the line can be waited for.
-        info!(
-            reason = why,
-            "GeoIP reloaded ({why}): {described}; locates {after} of {} well-known addresses",
-            geo::SAMPLE.len()
-        );
-        // The old file's bytes (megabytes) go back to the system, not to a malloc arena.
-        crate::memory::release_freed_memory();
-        self.loaded = stamps;
-        self.located = after;
-        self.metrics.count_geoip_reload(true);
-    }
-
-    fn refuse(&mut self, why: &str, reason: &str) {
-        error!(
-            reason = why,
-            "GeoIP reload ({why}) refused, the databases already open keep serving: {reason}"
-        );
-        self.metrics.count_geoip_reload(false);
-    }
 }
 
 /// When signed zones must be signed again, `last_read` being when they were last signed: the
