@@ -16,9 +16,9 @@ use hickory_proto::rr::{Record, RecordType};
 
 use crate::{
     config::FailClosed,
-    geo::{Continent, LookupResult},
+    geo::LookupResult,
     metrics::AnswerShares,
-    routing::{Decision, MAX_ANSWERS, Picks, RoutingTable, ServiceRoutes, ZoneRoutes},
+    routing::{Decision, MAX_ANSWERS, Picks, Place, RoutingTable, ServiceRoutes, ZoneRoutes},
     wire::{ExtendedError, Rcode, name::is_within},
     zone::{Additional, Lookup, RRset, ZoneData},
 };
@@ -48,7 +48,7 @@ pub struct Answer<'t> {
     /// How many leading bits of the client address the answer depends on (the ECS scope).
     pub scope: u8,
     /// The counters this answer adds one to; none: count it by rcode.
-    pub counters: [Option<&'t QueryCounter>; 3],
+    pub counters: [Option<&'t QueryCounter>; 4],
     /// The answer-share cell it adds one to: its first region and the client's continent.
     pub share: Option<(&'t Arc<AnswerShares>, usize)>,
     /// The GeoIP lookup the service's decision made, and whether more were made (for the
@@ -102,7 +102,7 @@ impl<'t> Answer<'t> {
             additional: ArrayVec::new(),
             additional_required: false,
             scope: 0,
-            counters: [None, None, None],
+            counters: [None; 4],
             share: None,
             lookup: None,
             other_lookups: false,
@@ -118,7 +118,7 @@ impl<'t> Answer<'t> {
     pub fn made(records: Vec<Record>, counter: &'t QueryCounter, scope: u8) -> Answer<'t> {
         Answer {
             made: records,
-            counters: [Some(counter), None, None],
+            counters: [Some(counter), None, None, None],
             scope,
             ..Answer::new(Rcode::NoError, true)
         }
@@ -269,8 +269,7 @@ pub fn resolve_into<'t>(
                 let (client, lookup) = service.client(client.ip);
                 chain.lookup = lookup;
                 let decision = service.decision_for(&client);
-                let continent = client.place.continent;
-                add_decision(chain, zone, service, decision, qtype, continent);
+                add_decision(chain, zone, service, decision, qtype, Some(&client.place));
                 let nodata = chain
                     .authority
                     .is_some_and(|soa| std::ptr::eq(soa, data.negative_soa()));
@@ -330,7 +329,7 @@ fn counted<'t>(answer: &mut Answer<'t>, zone: &'t ZoneRoutes) {
         Rcode::NxDomain => &zone.counters.nxdomain,
         _ => &zone.counters.noerror,
     };
-    answer.counters = [Some(counter), None, None];
+    answer.counters = [Some(counter), None, None, None];
 }
 
 fn owner_is(set: &RRset, name: &[u8]) -> bool {
@@ -354,15 +353,17 @@ pub fn decision_answer<'t>(
 /// Completes `answer` (empty, or the CNAMEs that led to the service) with a routing decision:
 /// its records follow the chain, and its rcode, authority and scope are the response's (RFC
 /// 1034 4.3.2, RFC 6604). Built in place: an answer is large to move. The answer counts toward
-/// its first region's share of clients from `continent`.
+/// its first region's share of clients from the `place`'s continent, and (`policy: latency`)
+/// to what its order rested on.
 fn add_decision<'t>(
     answer: &mut Answer<'t>,
     zone: &'t ZoneRoutes,
     service: &'t ServiceRoutes,
     decision: Decision<'t>,
     qtype: RecordType,
-    continent: Option<Continent>,
+    place: Option<&Place>,
 ) {
+    let continent = place.and_then(|p| p.continent);
     let negative_soa = Some(zone.data.negative_soa());
     let plan = &service.plan;
     match decision {
@@ -371,6 +372,7 @@ fn add_decision<'t>(
             fail_open,
             scope,
             weighed,
+            explored,
         } => {
             let chained = answer.answer_len();
             let regions = picks.iter().filter_map(|i| service.region(i));
@@ -407,6 +409,10 @@ fn add_decision<'t>(
                 first.and_then(|i| service.region(i)).map(|r| &r.answered),
                 fail_open.then_some(&plan.fail_open).or(load),
                 guest,
+                plan.latency_answers.as_ref().map(|counters| {
+                    let basis = place.and_then(|p| p.basis);
+                    counters.of(explored, basis)
+                }),
             ];
             answer.share = first.map(|i| (&plan.shares, AnswerShares::cell(i, continent)));
             answer.scope = scope;
@@ -420,7 +426,7 @@ fn add_decision<'t>(
             if how == FailClosed::NoData {
                 answer.authority = negative_soa;
             }
-            answer.counters = [Some(&plan.fail_closed), None, None];
+            answer.counters = [Some(&plan.fail_closed), None, None, None];
             answer.extended_error = Some(ExtendedError {
                 code: EDE_OTHER,
                 text: reason,
@@ -429,7 +435,7 @@ fn add_decision<'t>(
         }
         Decision::ServFail { scope } => {
             (answer.rcode, answer.authoritative) = (Rcode::ServFail, false);
-            answer.counters = [Some(&plan.servfail), None, None];
+            answer.counters = [Some(&plan.servfail), None, None, None];
             answer.scope = scope;
         }
     }

@@ -69,6 +69,9 @@ pub fn service_lines(
         has_rules: !service.plan.rules.is_empty(),
     };
     let decision = service.decide(&found, &mut report);
+    if let Some(line) = service.latency_line(client.ip, &located) {
+        report.lines.push(line);
+    }
     let names = match decision {
         Decision::Regions { picks, .. } => picks
             .iter()

@@ -70,6 +70,13 @@ struct ServiceLabels {
     service: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BasisLabels {
+    zone: String,
+    service: String,
+    basis: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     queries: Family<QueryLabels, QueryCounter>,
@@ -82,6 +89,7 @@ pub struct Metrics {
     geoip_lookups: Family<ResultLabels, QueryCounter>,
     geoip_reloads: Family<ResultLabels, Counter>,
     latency_reloads: Family<ResultLabels, Counter>,
+    latency_answers: Family<BasisLabels, QueryCounter>,
     tcp_refused: Family<LimitLabels, Counter>,
     probes_not_made: Family<RegionLabels, Counter>,
     dropped: QueryCounter,
@@ -236,6 +244,12 @@ impl Metrics {
             "GeoIP file reloads: ok, or error when a new file was refused (the old one kept serving)",
             geoip_reloads.clone(),
         );
+        let latency_answers = Family::<BasisLabels, QueryCounter>::default();
+        registry.register(
+            "latency_answers",
+            "Answers of policy: latency services by what they rest on: measured round trips, distance (too little measured), or explore (a subnet sent to measure another region)",
+            latency_answers.clone(),
+        );
         let latency_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "latency_reloads",
@@ -384,6 +398,7 @@ impl Metrics {
             geoip_lookups,
             geoip_reloads,
             latency_reloads,
+            latency_answers,
             tcp_refused,
             probes_not_made,
             dropped,
@@ -458,6 +473,15 @@ impl Metrics {
         self.fail_open.get_or_create_owned(&ServiceLabels {
             zone: zone.into(),
             service: service.into(),
+        })
+    }
+
+    /// The counter of a latency service's answers resting on `basis`.
+    pub fn latency_answers_counter(&self, zone: &str, service: &str, basis: &str) -> QueryCounter {
+        self.latency_answers.get_or_create_owned(&BasisLabels {
+            zone: zone.into(),
+            service: service.into(),
+            basis: basis.into(),
         })
     }
 

@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod geoip;
 mod health;
 mod health_timing;
+mod latency;
 mod load;
 mod malformed;
 mod module_graph;

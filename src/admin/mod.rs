@@ -110,6 +110,7 @@ impl Admin {
             .route("/shares", get(shares))
             .route("/history", get(history))
             .route("/fleet", get(fleet))
+            .route("/latency", get(latency))
             .route("/regions/{zone}/{region}/drain", post(drain))
             .route("/regions/{zone}/{region}/undrain", post(undrain))
             .with_state(self)
@@ -301,6 +302,14 @@ async fn history(AxumState(admin): AxumState<Admin>) -> Json<Value> {
 }
 
 /// The fleet as this instance sees it: its peers, and the agreement on every region.
+/// The latency table in force: its file, SHA-256, rows, networks, regions and when it was
+/// loaded; `null` when none is.
+async fn latency(AxumState(admin): AxumState<Admin>) -> Json<Value> {
+    let table = admin.table.load();
+    let summary = table.latency.as_ref().map(|t| &t.summary);
+    Json(json!({ "table": summary }))
+}
+
 async fn fleet(AxumState(admin): AxumState<Admin>) -> Json<FleetBoard> {
     Json(FleetBoard::clone(&admin.fleet.load()))
 }

@@ -423,6 +423,7 @@ impl Responder {
                     Some(self.errors.for_rcode(answer.rcode).clone()),
                     None,
                     None,
+                    None,
                 ],
                 counters => counters.map(|c| c.cloned()),
             };

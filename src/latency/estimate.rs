@@ -122,35 +122,30 @@ pub struct Ranked {
     pub basis: Basis,
     /// The region this network's explored subnets go to, when one is worth measuring.
     pub explore: Option<u16>,
+    /// By candidate (in the order given): its estimate and the level it was compared at.
+    pub estimates: ArrayVec<Option<(f64, Level)>, MAX>,
 }
 
-/// Ranks `candidates` (given nearest first). The comparison level is the most specific at which
-/// the nearest region and at least one other have `min_samples`; there, a region goes before
-/// the next in distance order only when it is faster by `better_by` and [`MIN_GAIN_MS`].
+/// Ranks `candidates` (given nearest first). Each region is compared with the nearest at the
+/// most specific level where both have `min_samples` (so that networks measured to one region
+/// and not the other do not bias the gap), and its estimate is the nearest's own figure plus
+/// that gap. A region goes before the next in distance order only when it is faster by
+/// `better_by` and [`MIN_GAIN_MS`].
 pub fn rank(candidates: &[Candidate], settings: &Settings) -> Ranked {
-    let min = u64::from(settings.min_samples.max(1));
-    let measured = |c: &Candidate, level: usize| {
-        let tally = c.tallies[level];
-        (tally.samples >= min).then(|| tally.mean_ms()).flatten()
+    let estimates = estimates(candidates, settings.min_samples);
+    let estimate = |c: &Candidate| {
+        let at = candidates.iter().position(|x| x.region == c.region)?;
+        estimates.get(at).copied().flatten().map(|(ms, _)| ms)
     };
-    let level = (0..Level::ALL.len()).find(|&level| {
-        let nearest = candidates.first().and_then(|c| measured(c, level));
-        let others = candidates[1.min(candidates.len())..]
-            .iter()
-            .filter(|c| measured(c, level).is_some())
-            .count();
-        nearest.is_some() && others > 0
-    });
     let mut order: ArrayVec<u16, MAX> = ArrayVec::new();
     let mut left: ArrayVec<&Candidate, MAX> = candidates.iter().take(MAX).collect();
     while let Some(&next) = left.first() {
-        let chosen = level
-            .and_then(|level| {
-                let next_ms = measured(next, level)?;
+        let chosen = estimate(next)
+            .and_then(|next_ms| {
                 let (at, best_ms) = left
                     .iter()
                     .enumerate()
-                    .filter_map(|(at, c)| Some((at, measured(c, level)?)))
+                    .filter_map(|(at, c)| Some((at, estimate(c)?)))
                     .min_by(|a, b| a.1.total_cmp(&b.1))?;
                 let gain = next_ms - best_ms;
                 (gain >= MIN_GAIN_MS && gain >= settings.better_by * next_ms).then_some(at)
@@ -158,31 +153,60 @@ pub fn rank(candidates: &[Candidate], settings: &Settings) -> Ranked {
             .unwrap_or(0);
         order.push(left.remove(chosen).region);
     }
-    let basis = level.map_or(Basis::Distance, |l| Basis::Measured(Level::ALL[l]));
+    let compared = estimates
+        .iter()
+        .skip(1)
+        .flatten()
+        .map(|&(_, level)| level)
+        .min();
+    let basis = compared.map_or(Basis::Distance, |l| Basis::Measured(Level::ALL[l]));
     let explore = (settings.explore > 0.0)
-        .then(|| explored(candidates, &order, level, &measured))
+        .then(|| explored(candidates, &order, &estimate))
         .flatten();
     Ranked {
         order,
         basis,
         explore,
+        estimates: estimates
+            .iter()
+            .map(|e| e.map(|(ms, level)| (ms, Level::ALL[level])))
+            .collect(),
     }
 }
 
+/// By candidate: its estimate in the nearest's frame, and the level it was compared at; `None`
+/// where no level has `min_samples` of both.
+fn estimates(candidates: &[Candidate], min_samples: u32) -> ArrayVec<Option<(f64, usize)>, MAX> {
+    let min = u64::from(min_samples.max(1));
+    let measured = |c: &Candidate, level: usize| {
+        let tally = c.tallies[level];
+        (tally.samples >= min).then(|| tally.mean_ms()).flatten()
+    };
+    let levels = 0..Level::ALL.len();
+    let nearest = candidates.first();
+    let own = nearest.and_then(|n| levels.clone().find_map(|l| Some((measured(n, l)?, l))));
+    let compared = |c: &Candidate| {
+        let (nearest, (own_ms, own_level)) = (nearest?, own?);
+        if c.region == nearest.region {
+            return Some((own_ms, own_level));
+        }
+        levels.clone().find_map(|l| {
+            let gap = measured(c, l)? - measured(nearest, l)?;
+            Some((own_ms + gap, l))
+        })
+    };
+    candidates.iter().take(MAX).map(compared).collect()
+}
+
 /// The candidate least measured for this network (fewest samples at the most specific level
-/// it has any), among those whose estimate is within [`EXPLORE_WITHIN`] of the best; not the
-/// first of `order`, which its clients measure already.
+/// it has any), among those whose estimate (measured, else by distance) is within
+/// [`EXPLORE_WITHIN`] of the best; not the first of `order`, which its clients measure already.
 fn explored(
     candidates: &[Candidate],
     order: &[u16],
-    level: Option<usize>,
-    measured: &impl Fn(&Candidate, usize) -> Option<f64>,
+    measured: &impl Fn(&Candidate) -> Option<f64>,
 ) -> Option<u16> {
-    let estimate = |c: &Candidate| {
-        level
-            .and_then(|level| measured(c, level))
-            .unwrap_or_else(|| prior_rtt_ms(c.distance_km))
-    };
+    let estimate = |c: &Candidate| measured(c).unwrap_or_else(|| prior_rtt_ms(c.distance_km));
     let first = *order.first()?;
     let best = candidates.iter().map(estimate).min_by(f64::total_cmp)?;
     let samples = |c: &Candidate| {
@@ -275,6 +299,18 @@ mod tests {
             rank(&by_location, &QUIET).basis,
             Basis::Measured(Level::Location)
         );
+    }
+
+    #[test]
+    fn each_region_is_compared_at_the_most_specific_level_it_shares_with_the_nearest() {
+        // The location measured the nearest and region 1; only the country measured region 2,
+        // the fastest.
+        let mut mixed = candidates(Level::Location, [Some((60.0, 40)), Some((58.0, 40)), None]);
+        mixed[2].tallies[Level::Country as usize] = tally(30.0, 200);
+        mixed[0].tallies[Level::Country as usize] = tally(70.0, 400);
+        let ranked = rank(&mixed, &QUIET);
+        assert_eq!(ranked.order.as_slice(), [2, 0, 1]);
+        assert_eq!(ranked.basis, Basis::Measured(Level::Location));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct LatencyTable {
     pub regions: Vec<String>,
     /// Sorted by (family, first address, prefix length): supernets before their subnets.
     networks: Vec<(IpNet, Range<u32>)>,
+    /// By position in `networks`: the innermost network holding it.
+    parents: Vec<Option<u32>>,
     measures: Vec<Measure>,
     pub summary: TableSummary,
 }
@@ -163,6 +165,7 @@ impl LatencyTable {
                 samples,
             });
         }
+        table.parents = parents(&table.networks);
         table.summary = TableSummary {
             file: PathBuf::new(),
             sha256: data_encoding::HEXLOWER
@@ -192,19 +195,18 @@ impl LatencyTable {
         let upto = self
             .networks
             .partition_point(|(net, _)| order(net, &key).is_le());
-        // Of the networks starting at or before `ip`, the last that holds it is the most
-        // specific: a network's subnets sort after it.
-        self.networks[..upto]
-            .iter()
-            .rev()
-            .take_while(|(net, _)| same_family(net, &key))
-            .find(|(net, _)| net.contains(&ip))
-            .map(|(net, range)| {
-                (
-                    *net,
-                    &self.measures[range.start as usize..range.end as usize],
-                )
-            })
+        // The last network starting at or before `ip` holds it, or one of the networks that
+        // hold that one does: networks nest or are apart.
+        let mut at = upto.checked_sub(1).map(|at| at as u32);
+        while let Some(i) = at {
+            let (net, range) = &self.networks[i as usize];
+            if net.contains(&ip) {
+                let measures = &self.measures[range.start as usize..range.end as usize];
+                return Some((*net, measures));
+            }
+            at = self.parents[i as usize];
+        }
+        None
     }
 
     /// The table's regions that `known` does not hold.
@@ -223,11 +225,21 @@ fn order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
     key(a).cmp(&key(b))
 }
 
-fn same_family(a: &IpNet, b: &IpNet) -> bool {
-    matches!(
-        (a, b),
-        (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
-    )
+/// By position in `networks` (sorted by [`order`]): the innermost network holding each.
+fn parents(networks: &[(IpNet, Range<u32>)]) -> Vec<Option<u32>> {
+    let mut parents = Vec::with_capacity(networks.len());
+    let mut open: Vec<u32> = Vec::new();
+    for (at, (net, _)) in networks.iter().enumerate() {
+        while let Some(&top) = open.last() {
+            if networks[top as usize].0.contains(net) {
+                break;
+            }
+            open.pop();
+        }
+        parents.push(open.last().copied());
+        open.push(at as u32);
+    }
+    parents
 }
 
 /// One row, checked.

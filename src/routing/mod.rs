@@ -24,7 +24,10 @@ use std::{
 };
 
 use crate::counter::QueryCounter;
-use crate::latency::{LatencyTable, estimate::Settings as LatencySettings};
+use crate::latency::{
+    LatencyTable,
+    estimate::{Basis, Settings as LatencySettings},
+};
 use hickory_proto::rr::{
     RData, Record, RecordType,
     rdata::{A, AAAA},
@@ -116,6 +119,8 @@ pub struct ServicePlan {
     pub policy: Policy,
     /// How `policy: latency` weighs measurements and explores.
     pub latency: Option<LatencySettings>,
+    /// A latency service's answers by what they rest on.
+    pub latency_answers: Option<LatencyAnswers>,
     pub answers: usize,
     pub shed: f64,
     /// Clients moved away from regions above this load.
@@ -133,6 +138,25 @@ pub struct ServicePlan {
     pub geography: Arc<Geography>,
     /// The zone's signer, when it is signed: for answers of several regions at once.
     signer: Option<RrsetSigner>,
+}
+
+/// A latency service's answers: by measured round trips, by distance, or explored.
+#[derive(Debug)]
+pub struct LatencyAnswers {
+    measured: QueryCounter,
+    distance: QueryCounter,
+    explore: QueryCounter,
+}
+
+impl LatencyAnswers {
+    /// The counter of an answer that `explored`, or whose order rested on `basis`.
+    pub fn of(&self, explored: bool, basis: Option<Basis>) -> &QueryCounter {
+        match (explored, basis) {
+            (true, _) => &self.explore,
+            (false, Some(Basis::Measured(_))) => &self.measured,
+            (false, _) => &self.distance,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -449,6 +473,11 @@ impl ServicePlan {
             when_all_down: service.when_all_down,
             policy: service.policy,
             latency: service.latency,
+            latency_answers: service.latency.map(|_| LatencyAnswers {
+                measured: metrics.latency_answers_counter(zone, &name, "measured"),
+                distance: metrics.latency_answers_counter(zone, &name, "distance"),
+                explore: metrics.latency_answers_counter(zone, &name, "explore"),
+            }),
             answers: service.answers,
             shed: service.shed,
             load: service.load,
@@ -560,6 +589,8 @@ pub struct RoutingTable {
     zones: Vec<ZoneRoutes>,
     /// The plan's GeoIP databases, while a zone answers `_explain`.
     pub explain_geo: Option<Arc<GeoIp>>,
+    /// The latency table in force.
+    pub latency: Option<Arc<LatencyTable>>,
 }
 
 #[derive(Debug)]
@@ -649,6 +680,7 @@ impl RoutingTable {
             id: TABLES.fetch_add(1, Ordering::Relaxed),
             zones,
             explain_geo: plan.explain_geo.clone(),
+            latency: plan.latency.clone(),
         }
     }
 
@@ -843,6 +875,46 @@ impl ServiceRoutes {
         }
     }
 
+    /// For `explain`: what the latency table says of the client at `ip` (located as
+    /// `located`), e.g. "latency: eu-central 41 ms (1204 samples, this network) < ap-south
+    /// 63 ms (380 samples, same location); distance order ap-south, eu-central; answered by
+    /// latency". `None` unless the service follows latency.
+    pub fn latency_line(&self, ip: IpAddr, located: &Located) -> Option<String> {
+        let measured = self.places.measured(&self.plan.geography);
+        let geography = &self.plan.geography;
+        let (candidates, ranked) = geography.latency_ranking(located, ip, measured.as_ref())?;
+        let name = |r: u16| self.plan.regions[usize::from(r)].key.region.as_str();
+        let mut figures: Vec<(f64, String)> = candidates
+            .iter()
+            .zip(&ranked.estimates)
+            .filter_map(|(c, e)| {
+                let (ms, level) = (*e)?;
+                let samples = c.tallies[level as usize].samples;
+                let text = format!(
+                    "{} {ms:.0} ms ({samples} samples, {})",
+                    name(c.region),
+                    level.describe()
+                );
+                Some((ms, text))
+            })
+            .collect();
+        figures.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let figures: Vec<String> = figures.into_iter().map(|(_, text)| text).collect();
+        let distance: Vec<&str> = candidates.iter().map(|c| name(c.region)).collect();
+        let by = match (ranked.order.first(), candidates.first()) {
+            (Some(a), Some(b)) if *a != b.region => "latency",
+            _ => "distance",
+        };
+        let measured = match figures.is_empty() {
+            true => "nothing measured".to_owned(),
+            false => figures.join(" < "),
+        };
+        Some(format!(
+            "latency: {measured}; distance order {}; answered by {by}",
+            distance.join(", ")
+        ))
+    }
+
     /// Which regions answer `client`, reporting each step to `explain`.
     pub fn decide<E: Explain>(&self, client: &Client, explain: &mut E) -> Decision<'_> {
         policy::decide(self, client, explain)
@@ -869,6 +941,7 @@ impl ServiceRoutes {
             fail_open: decided.fail_open,
             scope,
             weighed,
+            explored: false,
         }
     }
 

@@ -264,13 +264,31 @@ impl Geography {
         candidates: &[u16],
         measured: Option<&LatencyInput<'_>>,
     ) -> Place {
+        let candidates = self.measured_candidates(located, ip, candidates, measured);
+        let ranked = estimate::rank(&candidates, &latency.settings());
+        Place {
+            decisive: Decisive::new(rule, &ranked.order, ranked.explore),
+            continent: located.continent(),
+            basis: Some(ranked.basis),
+            lookup,
+        }
+    }
+
+    /// `candidates` nearest first, each with what `measured` says of it for the client.
+    fn measured_candidates(
+        &self,
+        located: &Located,
+        ip: IpAddr,
+        candidates: &[u16],
+        measured: Option<&LatencyInput<'_>>,
+    ) -> Vec<Candidate> {
         let tallies = |region: u16| {
             let input = measured.and_then(|m| Some((m, (*m.regions.get(usize::from(region))?)?)));
             input.map_or([Tally::default(); 4], |(m, at)| {
                 m.evidence.tallies(ip, located, at)
             })
         };
-        let mut ranked: Vec<Candidate> = candidates
+        let mut measured: Vec<Candidate> = candidates
             .iter()
             .map(|&region| Candidate {
                 region,
@@ -280,18 +298,33 @@ impl Geography {
                 tallies: tallies(region),
             })
             .collect();
-        ranked.sort_by(|a, b| {
+        measured.sort_by(|a, b| {
             a.distance_km
                 .total_cmp(&b.distance_km)
                 .then(a.region.cmp(&b.region))
         });
-        let ranked = estimate::rank(&ranked, &latency.settings());
-        Place {
-            decisive: Decisive::new(rule, &ranked.order, ranked.explore),
-            continent: located.continent(),
-            basis: Some(ranked.basis),
-            lookup,
-        }
+        measured
+    }
+
+    /// For `explain`: a latency geography's candidates for the client, nearest first, and
+    /// their ranking; `None` for other geographies.
+    pub fn latency_ranking(
+        &self,
+        located: &Located,
+        ip: IpAddr,
+        measured: Option<&LatencyInput<'_>>,
+    ) -> Option<(Vec<Candidate>, estimate::Ranked)> {
+        let latency = self.latency.as_ref()?;
+        let rule = self
+            .rules
+            .iter()
+            .position(|r| r.matcher.matches(located, ip));
+        let allowed = rule.and_then(|r| self.rules.get(r)?.allowed.clone());
+        let everyone = || (0..self.directions.len() as u16).collect();
+        let candidates =
+            self.measured_candidates(located, ip, &allowed.unwrap_or_else(everyone), measured);
+        let ranked = estimate::rank(&candidates, &latency.settings());
+        Some((candidates, ranked))
     }
 
     /// Minus the cosine of the angle between region `r` and the point `v`: smaller is nearer.

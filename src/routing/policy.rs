@@ -72,6 +72,8 @@ pub enum Decision<'t> {
         /// When the client's subnet was weighed for a region's load: that region, and whether
         /// the subnet moved or had to stay.
         weighed: Option<Weighed>,
+        /// Its subnet was sent to a region to measure it (`policy: latency`).
+        explored: bool,
     },
     /// A rule allows no region that can serve: fail closed, saying why.
     FailClosed {
@@ -292,15 +294,18 @@ pub(super) fn decide_drawing<'t, E: Explain>(
         explain,
         draws,
     };
-    let canary = walk
-        .drawn_canary(candidates)
-        .or_else(|| walk.explored(candidates, &preferred));
-    let (picks, weighed) = match walk.pick(&preferred, &rest, canary) {
+    let canary = walk.drawn_canary(candidates);
+    let explored = canary
+        .is_none()
+        .then(|| walk.explored(candidates, &preferred))
+        .flatten();
+    let first = canary.or(explored);
+    let (picks, weighed) = match walk.pick(&preferred, &rest, first) {
         Some(picked) => picked,
         None => {
             // The place's nearest regions are not enough: order them all.
             rest.fill(service, client, candidates, &preferred, true);
-            walk.pick(&preferred, &rest, canary).unwrap_or_default()
+            walk.pick(&preferred, &rest, first).unwrap_or_default()
         }
     };
     let decision = Decision::Regions {
@@ -308,6 +313,7 @@ pub(super) fn decide_drawing<'t, E: Explain>(
         fail_open,
         scope: scope.prefix,
         weighed,
+        explored: explored.is_some(),
     };
     (decision, scope.hashed)
 }
