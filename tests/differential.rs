@@ -11,6 +11,7 @@ use std::{net::IpAddr, path::Path};
 use regiondns::{
     config,
     geo::GeoIp,
+    latency::LatencyTable,
     metrics::Metrics,
     region::{RegionKey, State, States},
     routing::{Decision, Plan, RoutingTable, ServiceRoutes},
@@ -42,6 +43,9 @@ fn zone() -> String {
     text += "services:\n  api:\n    regions: [us-east, eu-west, ap-northeast]\n    rules:\n\
              \x20     - match: { continent: [EU] }\n        allow: { jurisdiction: [eu] }\n\
              \x20     - match: { network: [100.64.0.0/10, \"2001:db8::/32\"] }\n        prefer: [ap-northeast]\n";
+    text += "  fast:\n    regions: [us-east, eu-west, ap-northeast]\n    policy: latency\n    \
+             latency: { explore: 5%, min_samples: 5 }\n    rules:\n\
+             \x20     - match: { continent: [EU] }\n        allow: { jurisdiction: [eu, us] }\n";
     text += &format!(
         "  many:\n    answers: 2\n    regions: [{}]\n    rules:\n\
          \x20     - match: {{ country: [JP, KR] }}\n        allow: {{ jurisdiction: [jp] }}\n",
@@ -160,13 +164,56 @@ fn inside(ip: IpAddr, scope: u8, random: &mut Random) -> IpAddr {
     }
 }
 
+/// A latency table over the three regions: 2,000 random /16s, /24s inside them and /48s, some
+/// regions measured better than distance says, some with too few samples.
+fn latency_table() -> LatencyTable {
+    let mut random = Random(0x7ab1e);
+    let mut text = String::from("network,region,rtt_ms,samples\n");
+    let mut row = |network: String, random: &mut Random| {
+        for region in ["us-east", "eu-west", "ap-northeast"] {
+            if random.next().is_multiple_of(4) {
+                continue;
+            }
+            let rtt = 5 + random.next() % 300;
+            let samples = 1 + random.next() % 40;
+            text += &format!("{network},{region},{rtt},{samples}\n");
+        }
+    };
+    for _ in 0..2_000 {
+        let v4 = random.next() as u32 & 0xffff_0000;
+        let [a, b, ..] = v4.to_be_bytes();
+        row(format!("{a}.{b}.0.0/16"), &mut random);
+        for _ in 0..4 {
+            let c = random.next() % 256;
+            row(format!("{a}.{b}.{c}.0/24"), &mut random);
+        }
+        let v6 = std::net::Ipv6Addr::from(
+            ((0x2a00 + random.next() % 0x600) as u128) << 112
+                | u128::from(random.next() as u32) << 80,
+        );
+        row(format!("{v6}/48"), &mut random);
+    }
+    // Random /24s may repeat: keep the first of each network and region.
+    let mut seen = std::collections::HashSet::new();
+    let text: String = text
+        .lines()
+        .filter(|line| {
+            let key: Vec<&str> = line.split(',').take(2).collect();
+            seen.insert(key.join(","))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    LatencyTable::parse(text.as_bytes()).expect("a valid table")
+}
+
 fn differential(files: &[&str], addresses: usize) {
     let dir = real_geoip();
     let paths: Vec<_> = files.iter().map(|f| dir.join(f)).collect();
     let geo = GeoIp::open(&paths).expect("the database opens");
     let zone = config::parse(Path::new("llm.yaml"), &zone(), 1).expect("valid zone");
+    let table = Some(std::sync::Arc::new(latency_table()));
     let plan =
-        Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &geo, None).expect("compiled");
+        Plan::new(std::slice::from_ref(&zone), &Metrics::new(), &geo, table).expect("compiled");
     let (every, some) = tables(&plan);
     let mut random = Random(0x5eed);
     let (mut located, mut scopes_checked) = (0, 0);
@@ -207,6 +254,32 @@ fn differential(files: &[&str], addresses: usize) {
                     scopes_checked += 1;
                 }
             }
+        }
+        // The latency service, whose map is split at the table's networks.
+        let table = if n % 100 == 0 {
+            &every[n % 81]
+        } else {
+            &every[0]
+        };
+        let fast = service(table, "fast");
+        let (compiled, _) = fast.client(ip);
+        let plain = fast.client_located(ip, &location, lookup);
+        assert_eq!(compiled.place, plain.place, "{ip}, latency: {files:?}");
+        let answer = picks(fast.decision_for(&compiled));
+        assert_eq!(
+            answer,
+            picks(fast.decide(&plain, &mut ())),
+            "{ip}, latency: {files:?}"
+        );
+        if let (0, Decision::Regions { scope, .. }) = (n % 50, fast.decision_for(&compiled)) {
+            let other = inside(ip, scope, &mut random);
+            let (location, lookup) = geo.locate_counted(other);
+            let plain = fast.client_located(other, &location, lookup);
+            let theirs = picks(fast.decide(&plain, &mut ()));
+            assert_eq!(
+                theirs, answer,
+                "{other} in {ip}/{scope}, latency: {files:?}"
+            );
         }
         // The thirty regions, in one of their random states.
         let many = service(&some[n % some.len()], "many");

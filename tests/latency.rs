@@ -374,3 +374,80 @@ fn answers_converge_on_the_fastest_region_of_a_model_the_server_never_sees() {
     let base = clients.iter().map(|c| c.base_ms).sum::<f64>() / clients.len() as f64;
     eprintln!("mean last mile and offset {base:.1} ms");
 }
+
+/// A zone of the eight regions, its service by latency, on the fixture GeoIP database.
+fn fixture_server(table: &str) -> Server {
+    let dir = common::zone_dir(&zone());
+    let path = dir.path().join("latency.csv");
+    std::fs::write(&path, table).expect("table");
+    let arg = common::path_arg(&path);
+    Server::start_in(dir, &["--latency", &arg])
+}
+
+fn reloads(server: &Server, result: &str) -> usize {
+    let (_, text) = http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    let series = format!("regiondns_latency_reloads_total{{result=\"{result}\"}} ");
+    let line = text.lines().find(|l| l.starts_with(&series));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_broken_table_is_refused_with_its_line_and_reason_and_the_last_good_one_stays() {
+    let good = "network,region,rtt_ms,samples\n81.2.69.0/24,eu-west,12,30\n";
+    let server = fixture_server(good);
+    let path = server.dir.path().join("latency.csv");
+    let in_force = table_sha(&server);
+    assert_eq!(in_force.len(), 64, "the table at start is in force");
+    let broken = [
+        (
+            "81.2.69.0/24,eu-west,-3,30\n",
+            "latency.csv:2: rtt_ms must be",
+        ),
+        ("81.2.69.0/24,eu-west,12\n", "latency.csv:2: unreadable row"),
+        (
+            "81.2.69.0/24,eu-west,12,30\n81.2.69.0/24,eu-west,13,30\n",
+            "given twice",
+        ),
+        ("81.2.69.0/24,mars,12,30\n", "regions no zone serves: mars"),
+        ("81.2.69.0/24,eu-west,12,3", "cut short"),
+    ];
+    for (n, (rows, reason)) in broken.iter().enumerate() {
+        // Replaced as the builder does: written beside, renamed over.
+        let beside = server.dir.path().join("latency.csv.new");
+        std::fs::write(&beside, format!("network,region,rtt_ms,samples\n{rows}")).expect("write");
+        std::fs::rename(&beside, &path).expect("rename");
+        common::until_logged(
+            &server,
+            "latency table reload (latency table changed) refused",
+            n + 1,
+        );
+        let log = server.log();
+        let refusal = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("refused"))
+            .unwrap_or_default();
+        assert!(refusal.contains(reason), "{rows:?}: {refusal}");
+        assert_eq!(
+            table_sha(&server),
+            in_force,
+            "{rows:?}: the last good table stays"
+        );
+        assert_eq!(reloads(&server, "error"), n + 1);
+    }
+    std::fs::write(
+        &path,
+        "network,region,rtt_ms,samples\n81.2.69.0/24,eu-west,11,30\n",
+    )
+    .expect("write");
+    let waited = std::time::Instant::now();
+    while table_sha(&server) == in_force {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the good table is taken"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reloads(&server, "ok"), 1);
+}
