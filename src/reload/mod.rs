@@ -1,12 +1,14 @@
-//! Hot reload: watches the zone directory and the GeoIP files (and SIGHUP), re-reads them, and
-//! swaps in what is new and valid: a zone configuration goes to the publisher, a GeoIP snapshot
-//! straight into the [`GeoIp`] swap that queries read.
+//! Hot reload: watches the zone directory, the GeoIP files and the latency table (and SIGHUP),
+//! re-reads them, and hands what is new and valid to the publisher: a zone configuration, GeoIP
+//! databases ([`GeoipReloader`]) or a latency table ([`LatencyReloader`]), which it compiles into the routing
+//! plan.
 //!
 //! A file that fails validation is logged as `FILE:LINE:COL: reason` and counted, and its last
 //! good version keeps serving; a file removed stops its zone, one added starts it. A GeoIP file
 //! that cannot be opened, or that locates none of the well-known sample addresses when the one
-//! serving does, is refused the same way. This module owns the prober tasks, so checks follow
-//! the configuration: unchanged ones keep running.
+//! serving does, is refused the same way, and so is a latency table that does not read. This
+//! module owns the prober tasks, so checks follow the configuration: unchanged ones keep
+//! running.
 
 use std::{
     collections::BTreeMap,

@@ -627,9 +627,19 @@ pub struct ServiceRoutes {
 struct Decided {
     picks: Picks,
     fail_open: bool,
+    /// For `policy: latency`: the answer of the place's explored subnets.
+    explore: Option<Explored>,
     /// When the place's answer weighs the subnet for a region's load: the draw that decides,
     /// and the answers of a moved subnet (`picks` is a kept one's).
     load: Option<Box<LoadAlternatives>>,
+}
+
+/// The explored subnets of a place: those whose draw falls in `share`, and their answer.
+#[derive(Debug, Clone, Copy)]
+struct Explored {
+    share: f64,
+    seed: u64,
+    picks: Picks,
 }
 
 #[derive(Debug, Clone)]
@@ -793,8 +803,12 @@ impl ServiceRoutes {
                 place: *place,
                 ..Client::unlocated(anyone)
             };
-            let drawing = |keep, spread| {
-                let draws = Draws::Fixed { keep, spread };
+            let drawn = |keep, spread, explore| {
+                let draws = Draws::Fixed {
+                    keep,
+                    spread,
+                    explore,
+                };
                 match policy::decide_drawing(self, &client, &mut (), draws) {
                     (
                         Decision::Regions {
@@ -804,11 +818,32 @@ impl ServiceRoutes {
                             ..
                         },
                         hashed,
-                    ) if !hashed.other => Some((picks, fail_open, weighed, hashed.load)),
+                    ) if !hashed.other => Some((picks, fail_open, weighed, hashed)),
                     _ => None,
                 }
             };
-            let (picks, fail_open, _, weighs) = drawing(0.0, 0.0)?;
+            let drawing = |keep, spread| {
+                let (picks, fail_open, weighed, hashed) = drawn(keep, spread, false)?;
+                Some((picks, fail_open, weighed, hashed.load))
+            };
+            let (picks, fail_open, _, hashed) = drawn(0.0, 0.0, false)?;
+            let weighs = hashed.load;
+            let explore = match hashed.explore {
+                None => None,
+                // A place both explored and weighed for load is decided per query.
+                Some(_) if weighs.is_some() => return None,
+                Some((share, seed)) => {
+                    let (explored, _, _, hashed) = drawn(0.0, 0.0, true)?;
+                    if hashed.load.is_some() {
+                        return None;
+                    }
+                    Some(Explored {
+                        share,
+                        seed,
+                        picks: explored,
+                    })
+                }
+            };
             let load = match weighs {
                 None => None,
                 Some(_) => {
@@ -828,6 +863,7 @@ impl ServiceRoutes {
             Some(Decided {
                 picks,
                 fail_open,
+                explore,
                 load,
             })
         };
@@ -928,20 +964,24 @@ impl ServiceRoutes {
         let Some(Some(decided)) = decided else {
             return self.decide(client, &mut ());
         };
-        let (picks, weighed, scope) = match &decided.load {
-            None => (decided.picks, None, client.scope),
-            Some(load) => {
+        let subnet_scope = || policy::subnet_scope(client.scope, client.ip.is_ipv4());
+        let (picks, weighed, scope, explored) = match (&decided.load, &decided.explore) {
+            (Some(load), _) => {
                 let (picks, weighed) = load.draw(client.ip, decided.picks);
-                let scope = policy::subnet_scope(client.scope, client.ip.is_ipv4());
-                (picks, weighed, scope)
+                (picks, weighed, subnet_scope(), false)
             }
+            (None, Some(e)) if policy::explores(client.ip, e.share, e.seed) => {
+                (e.picks, None, subnet_scope(), true)
+            }
+            (None, Some(_)) => (decided.picks, None, subnet_scope(), false),
+            (None, None) => (decided.picks, None, client.scope, false),
         };
         Decision::Regions {
             picks,
             fail_open: decided.fail_open,
             scope,
             weighed,
-            explored: false,
+            explored,
         }
     }
 

@@ -161,7 +161,11 @@ pub fn decide<'t, E: Explain>(
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Draws {
     Subnet,
-    Fixed { keep: f64, spread: f64 },
+    Fixed {
+        keep: f64,
+        spread: f64,
+        explore: bool,
+    },
 }
 
 /// The largest draw below 1: moved, whatever share is kept below all.
@@ -174,6 +178,8 @@ pub(super) struct Hashed {
     pub other: bool,
     /// Load weighing, and how it drew.
     pub load: Option<LoadPoint>,
+    /// Exploration: its share and seed (`policy: latency`).
+    pub explore: Option<(f64, u64)>,
 }
 
 /// Where load weighing decided, for one place: the region weighed, the seed of its keep draw
@@ -421,11 +427,15 @@ impl<E: Explain> Walk<'_, '_, E> {
         {
             return None;
         }
-        self.scope.hashed();
         let seed = service.places.explore_seed() ^ EXPLORE_SEED;
+        self.scope.hashed_for_explore(share, seed);
         let name = &plan.regions[region].key.region;
         let percent = share * 100.0;
-        if fraction(subnet_key(self.client.ip), seed) < share {
+        let drawn = match self.draws {
+            Draws::Subnet => explores(self.client.ip, share, seed),
+            Draws::Fixed { explore, .. } => explore,
+        };
+        if drawn {
             let line = || format!("explore {name}: this subnet is in the {percent:.1}% explored");
             self.explain.step(&line);
             Some(region)
@@ -556,7 +566,7 @@ impl<E: Explain> Walk<'_, '_, E> {
         let subnet = subnet_key(self.client.ip);
         let (keep_draw, spread_draw) = match self.draws {
             Draws::Subnet => (fraction(subnet, seed), None),
-            Draws::Fixed { keep, spread } => (keep, Some(spread)),
+            Draws::Fixed { keep, spread, .. } => (keep, Some(spread)),
         };
         let mut point = LoadPoint {
             seed,
@@ -724,6 +734,12 @@ impl Scope {
         self.narrowed_to_subnet();
     }
 
+    /// As [`Scope::hashed`], for exploration, with its share and seed.
+    fn hashed_for_explore(&mut self, share: f64, seed: u64) {
+        self.hashed.explore = Some((share, seed));
+        self.narrowed_to_subnet();
+    }
+
     /// As [`Scope::hashed`], for load weighing.
     fn hashed_for_load(&mut self) {
         self.narrowed_to_subnet();
@@ -752,6 +768,11 @@ pub(super) fn load_draws(ip: IpAddr, seed: u64) -> (f64, impl Fn() -> f64) {
     (fraction(subnet, seed), move || {
         fraction(subnet, SPREAD_SEED)
     })
+}
+
+/// Whether the subnet of `ip` is in the explored `share` (drawn with `seed`).
+pub(super) fn explores(ip: IpAddr, share: f64, seed: u64) -> bool {
+    fraction(subnet_key(ip), seed) < share
 }
 
 const CANARY_SEED: u64 = 0x6361_6e61_7279; // "canary"
