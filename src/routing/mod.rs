@@ -901,9 +901,11 @@ impl ServiceRoutes {
         Client {
             ip,
             place: {
+                // Rules' networks and the latency table see the address the map classified.
+                let mapped = self.places.mapped_address(ip);
                 let measured = self.places.measured(&self.plan.geography);
                 let geography = &self.plan.geography;
-                geography.place(located, ip, lookup, measured.as_ref())
+                geography.place(located, mapped, lookup, measured.as_ref())
             },
             leaf: None,
             scope: located.prefix_len(),

@@ -389,6 +389,12 @@ impl Places {
         }
     }
 
+    /// The address the map classifies `ip` by (an IPv6 address the databases store in their
+    /// IPv4 tree is its IPv4 address there).
+    pub fn mapped_address(&self, ip: IpAddr) -> IpAddr {
+        self.map.mapped_address(ip)
+    }
+
     /// Seeds the draw of explored subnets: the table's, so that each table explores others.
     pub fn explore_seed(&self) -> u64 {
         self.evidence.as_ref().map_or(0, |e| e.seed)

@@ -243,6 +243,22 @@ impl NetworkMap {
         }
     }
 
+    /// The address a lookup of `ip` classifies by: the IPv4 address embedded in an IPv6
+    /// network the database stores as its IPv4 tree (::/96, 6to4, Teredo), else `ip`.
+    pub fn mapped_address(&self, ip: IpAddr) -> IpAddr {
+        let IpAddr::V6(v6) = ip.to_canonical() else {
+            return ip.to_canonical();
+        };
+        let bits = u128::from(v6);
+        match self.v6.walk(bits).leaf.checked_sub(ALIAS_BASE) {
+            Some(at) if at < 128 => {
+                let v4 = (bits.checked_shl(at).unwrap_or(0) >> 96) as u32;
+                IpAddr::V4(v4.into())
+            }
+            _ => IpAddr::V6(v6),
+        }
+    }
+
     /// Bytes held, for the log.
     pub fn size(&self) -> usize {
         (self.v4.entries.len() + self.v6.entries.len()) * std::mem::size_of::<u32>()
