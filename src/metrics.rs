@@ -90,6 +90,7 @@ pub struct Metrics {
     geoip_reloads: Family<ResultLabels, Counter>,
     latency_reloads: Family<ResultLabels, Counter>,
     latency_answers: Family<BasisLabels, QueryCounter>,
+    latency_table_loaded: Gauge,
     tcp_refused: Family<LimitLabels, Counter>,
     probes_not_made: Family<RegionLabels, Counter>,
     dropped: QueryCounter,
@@ -250,6 +251,12 @@ impl Metrics {
             "Answers of policy: latency services by what they rest on: measured round trips, distance (too little measured), or explore (a subnet sent to measure another region)",
             latency_answers.clone(),
         );
+        let latency_table_loaded = Gauge::default();
+        registry.register(
+            "latency_table_loaded_seconds",
+            "When the latency table in force was read, in seconds since the epoch (0: none); its age is time() minus this",
+            latency_table_loaded.clone(),
+        );
         let latency_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "latency_reloads",
@@ -399,6 +406,7 @@ impl Metrics {
             geoip_reloads,
             latency_reloads,
             latency_answers,
+            latency_table_loaded,
             tcp_refused,
             probes_not_made,
             dropped,
@@ -515,6 +523,12 @@ impl Metrics {
 
     pub fn count_geoip_reload(&self, ok: bool) {
         count_result(&self.geoip_reloads, ok);
+    }
+
+    /// When the latency table in force was read (seconds since the epoch; 0: none).
+    pub fn set_latency_table_loaded(&self, at: u64) {
+        self.latency_table_loaded
+            .set(i64::try_from(at).unwrap_or(i64::MAX));
     }
 
     pub fn count_latency_reload(&self, ok: bool) {
@@ -662,8 +676,8 @@ impl Metrics {
         self.fleet_clock_offset.set(seconds);
     }
 
-    pub fn set_fleet_mismatches(&self, config: usize, geoip: usize) {
-        for (what, count) in [("config", config), ("geoip", geoip)] {
+    pub fn set_fleet_mismatches(&self, config: usize, geoip: usize, latency: usize) {
+        for (what, count) in [("config", config), ("geoip", geoip), ("latency", latency)] {
             let labels = MismatchLabels { what: what.into() };
             let count = i64::try_from(count).unwrap_or(i64::MAX);
             self.fleet_mismatches.get_or_create(&labels).set(count);

@@ -305,7 +305,7 @@ fn fleet(board: &FleetBoard) -> String {
             ""
         }
     );
-    html.push_str("<table id=\"peers\">\n<tr><th>peer</th><th>instance</th><th>state</th><th>view age</th><th>zone files</th><th>GeoIP build</th></tr>\n");
+    html.push_str("<table id=\"peers\">\n<tr><th>peer</th><th>instance</th><th>state</th><th>view age</th><th>zone files</th><th>GeoIP build</th><th>latency table</th></tr>\n");
     for peer in &board.peers {
         let state = if peer.reachable { "up" } else { "down" };
         let said = if peer.reachable {
@@ -319,7 +319,7 @@ fn fleet(board: &FleetBoard) -> String {
         let mark = |matches: bool| if matches { "" } else { " (differs)" };
         let _ = writeln!(
             html,
-            "<tr class=\"{state}\"><td>{url}</td><td>{instance}</td><td class=\"state\">{said}</td><td>{age}</td><td>{config}{config_mark}</td><td>{geoip}{geoip_mark}</td></tr>",
+            "<tr class=\"{state}\"><td>{url}</td><td>{instance}</td><td class=\"state\">{said}</td><td>{age}</td><td>{config}{config_mark}</td><td>{geoip}{geoip_mark}</td><td>{latency}{latency_mark}</td></tr>",
             url = text(&peer.url),
             instance = text(peer.instance.as_deref().unwrap_or("?")),
             said = text(&said),
@@ -330,6 +330,12 @@ fn fleet(board: &FleetBoard) -> String {
             config_mark = mark(peer.config_matches),
             geoip = text(peer.geoip_build.as_deref().unwrap_or("-")),
             geoip_mark = mark(peer.geoip_matches),
+            latency = text(
+                peer.latency_table
+                    .as_deref()
+                    .map_or("-", |sha| sha.get(..12).unwrap_or("none"))
+            ),
+            latency_mark = mark(peer.latency_matches),
         );
     }
     html.push_str("</table>\n<table id=\"agreement\">\n<tr><th>zone</th><th>region</th><th>probes here</th><th>fleet</th><th>votes</th></tr>\n");

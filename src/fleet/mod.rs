@@ -32,6 +32,9 @@ pub struct View {
     pub config_hash: String,
     /// The build dates of its GeoIP databases, in lookup order.
     pub geoip_build: String,
+    /// The SHA-256 of its latency table; empty without one.
+    #[serde(default)]
+    pub latency_table: String,
     pub regions: Vec<ProbedRegion>,
     pub drains: Vec<DrainRecord>,
     /// The instance's clock when it served the view (NTP64), so that peers see a skew before
@@ -143,6 +146,9 @@ pub struct FleetBoard {
     pub instance: String,
     pub config_hash: String,
     pub geoip_build: String,
+    /// The SHA-256 of its latency table; empty without one.
+    #[serde(default)]
+    pub latency_table: String,
     /// No peer's view is fresh: this instance's probes alone decide.
     pub deciding_alone: bool,
     /// Its probes see several regions down that most of the fleet sees up.
@@ -170,6 +176,10 @@ pub struct PeerSummary {
     pub config_matches: bool,
     pub geoip_build: Option<String>,
     pub geoip_matches: bool,
+    #[serde(default)]
+    pub latency_table: Option<String>,
+    #[serde(default)]
+    pub latency_matches: bool,
 }
 
 /// A region: what this instance's probes say, and what the fleet agreed.

@@ -34,6 +34,8 @@ pub(super) struct FleetState {
     pub(super) board: Arc<ArcSwap<FleetBoard>>,
     pub(super) config_hash: String,
     pub(super) geoip_build: String,
+    /// The SHA-256 of the latency table in force; empty without one.
+    pub(super) latency_table: String,
     /// Whether this instance decided alone at the last agreement (logged when it changes).
     pub(super) alone: Option<bool>,
     pub(super) impaired: bool,
@@ -288,6 +290,7 @@ impl Publisher {
             instance: self.fleet.instance.clone(),
             config_hash: self.fleet.config_hash.clone(),
             geoip_build: self.fleet.geoip_build.clone(),
+            latency_table: self.fleet.latency_table.clone(),
             regions: regions.collect(),
             drains: self.fleet.ledger.drains().records().cloned().collect(),
             // Read as the view is served (`OwnView::now`).
@@ -302,6 +305,7 @@ impl Publisher {
         self.metrics.set_fleet_mismatches(
             differing(|p| !p.config_matches),
             differing(|p| !p.geoip_matches),
+            differing(|p| !p.latency_matches),
         );
         let reachable = board.peers.iter().filter(|p| p.reachable).count();
         self.metrics
@@ -332,6 +336,8 @@ impl Publisher {
                 config_matches: view.is_none_or(|v| v.config_hash == own.config_hash),
                 geoip_build: view.map(|v| v.geoip_build.clone()),
                 geoip_matches: view.is_none_or(|v| v.geoip_build == own.geoip_build),
+                latency_table: view.map(|v| v.latency_table.clone()),
+                latency_matches: view.is_none_or(|v| v.latency_table == own.latency_table),
             }
         });
         let regions = self.health.iter().filter(|(_, s)| s.checked);
@@ -355,6 +361,7 @@ impl Publisher {
             instance: own.instance.clone(),
             config_hash: own.config_hash.clone(),
             geoip_build: own.geoip_build.clone(),
+            latency_table: own.latency_table.clone(),
             deciding_alone: self.health.values().all(|s| s.fleet.is_none()),
             vantage_impaired: self.fleet.impaired,
             clock_offset_s: self.clock_offset(),

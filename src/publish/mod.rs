@@ -145,6 +145,13 @@ pub struct Publisher {
 /// every probe cost a third of the server's CPU with 1,000 regions probed every second.
 const BOARD_EVERY: Duration = Duration::from_millis(250);
 
+/// The SHA-256 of `plan`'s latency table, as the fleet compares them; empty without one.
+fn latency_sha(plan: &Plan) -> String {
+    plan.latency()
+        .map(|t| t.summary.sha256.clone())
+        .unwrap_or_default()
+}
+
 impl Publisher {
     /// Compiles the plan of `zones` against `geo` (and `latency`, for latency services).
     pub fn new(
@@ -158,6 +165,7 @@ impl Publisher {
         let builds = geo.builds();
         let plan = Arc::new(plan.keeping_geo(Some(Arc::new(geo))));
         log_compilation(plan.compiled, "start");
+        metrics.set_latency_table_loaded(plan.latency().map_or(0, |t| t.summary.loaded_at));
         let health = initial_health(zones);
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
             &plan,
@@ -181,6 +189,7 @@ impl Publisher {
             board: Arc::default(),
             config_hash: config_hash(zones),
             geoip_build: builds,
+            latency_table: latency_sha(&plan),
             alone: None,
             impaired: false,
             clock_skewed: false,

@@ -220,7 +220,10 @@ impl Publisher {
                     self.reload(zones, Reply::Geo(oneshot::channel().0));
                 }
             }
-            (plan, Change::Latency(_)) => {
+            (plan, Change::Latency(table)) => {
+                self.fleet.latency_table = table.summary.sha256.clone();
+                self.metrics
+                    .set_latency_table_loaded(table.summary.loaded_at);
                 log_compilation(plan.compiled, "latency table reload");
                 self.plan = Arc::new(plan);
                 self.publish();
