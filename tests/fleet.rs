@@ -499,3 +499,59 @@ services:
     }
     assert!(seen_moving, "over the target: clients move");
 }
+
+#[test]
+fn a_peer_with_another_latency_table_is_shown_as_a_mismatch() {
+    let secrets = secrets();
+    let m = members();
+    let table = |name: &str, rtt: u32| {
+        let path = secrets.path().join(name);
+        let text = format!("network,region,rtt_ms,samples\n81.2.69.0/24,eu-west,{rtt},30\n");
+        std::fs::write(&path, text).expect("table");
+        path_arg(&path)
+    };
+    let (mine, theirs) = (table("mine.csv", 12), table("theirs.csv", 13));
+    let zone = crate::common::ZONE;
+    let ns1 = start_with(
+        &m[0],
+        &[&m[1]],
+        "http",
+        zone,
+        secrets.path(),
+        &["--latency", &mine],
+    );
+    let ns2 = start_with(
+        &m[1],
+        &[&m[0]],
+        "http",
+        zone,
+        secrets.path(),
+        &["--latency", &theirs],
+    );
+    until_peers_reachable(&ns1, 1);
+    let sha = |server: &Server| {
+        fleet_json(server)["latency_table"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (own, other) = (sha(&ns1).expect("a table"), sha(&ns2).expect("a table"));
+    assert_eq!(own.len(), 64);
+    assert_ne!(own, other);
+    let fleet = fleet_json(&ns1);
+    let peer = &fleet["peers"][0];
+    assert_eq!(
+        peer["latency_table"].as_str(),
+        Some(other.as_str()),
+        "{fleet}"
+    );
+    assert_eq!(peer["latency_matches"], false, "{fleet}");
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = http(ns1.admin.expect("admin"), "GET", "/metrics", &[]);
+        if metrics.contains("regiondns_fleet_mismatches{what=\"latency\"} 1") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
