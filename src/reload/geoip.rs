@@ -3,14 +3,11 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
-    sync::{mpsc, oneshot},
-};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{FileStamp, Watcher, stamp, watch_files};
+use super::{FileStamp, FileWatch, stamp};
 use crate::{
     geo::{self, GeoIp},
     metrics::Metrics,
@@ -25,11 +22,8 @@ pub struct GeoipReloader {
     located: usize,
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
-    _watcher: Watcher,
-    changes: mpsc::Receiver<()>,
+    watch: FileWatch,
     loaded: Vec<Option<FileStamp>>,
-    /// SIGHUP, caught from start (as the zone reloader's).
-    hangup: Signal,
 }
 
 impl GeoipReloader {
@@ -41,30 +35,22 @@ impl GeoipReloader {
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<GeoipReloader> {
-        let (watcher, changes) = watch_files(&paths)?;
         Ok(GeoipReloader {
-            hangup: signal(SignalKind::hangup())?,
+            watch: FileWatch::start(&paths)?,
             loaded: paths.iter().map(|p| stamp(p)).collect(),
             paths,
             located,
             events,
             metrics,
-            _watcher: watcher,
-            changes,
         })
     }
 
     /// Reloads on every change to a GeoIP file and on SIGHUP, until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        loop {
-            let why = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                Some(()) = self.changes.recv() => "GeoIP file changed",
-                Some(()) = self.hangup.recv() => "SIGHUP",
-                else => anyhow::bail!("the GeoIP file watcher stopped"),
-            };
+        while let Some(why) = self.watch.next(&shutdown, "GeoIP file changed").await? {
             self.reload(why).await;
         }
+        Ok(())
     }
 
     async fn reload(&mut self, why: &'static str) {

@@ -4,25 +4,19 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
-    sync::{mpsc, oneshot},
-};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{FileStamp, Watcher, stamp, watch_files};
+use super::{FileStamp, FileWatch, stamp};
 use crate::{latency::LatencyTable, metrics::Metrics, publish::Event};
 
 pub struct LatencyReloader {
     path: PathBuf,
     events: mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
-    _watcher: Watcher,
-    changes: mpsc::Receiver<()>,
+    watch: FileWatch,
     loaded: Option<FileStamp>,
-    /// SIGHUP, caught from start (as the zone reloader's).
-    hangup: Signal,
 }
 
 impl LatencyReloader {
@@ -32,29 +26,21 @@ impl LatencyReloader {
         events: mpsc::Sender<Event>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<LatencyReloader> {
-        let (watcher, changes) = watch_files(std::slice::from_ref(&path))?;
         Ok(LatencyReloader {
-            hangup: signal(SignalKind::hangup())?,
+            watch: FileWatch::start(std::slice::from_ref(&path))?,
             loaded: stamp(&path),
             path,
             events,
             metrics,
-            _watcher: watcher,
-            changes,
         })
     }
 
     /// Reloads on every change to the table and on SIGHUP, until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        loop {
-            let why = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                Some(()) = self.changes.recv() => "latency table changed",
-                Some(()) = self.hangup.recv() => "SIGHUP",
-                else => anyhow::bail!("the latency table watcher stopped"),
-            };
+        while let Some(why) = self.watch.next(&shutdown, "latency table changed").await? {
             self.reload(why).await;
         }
+        Ok(())
     }
 
     async fn reload(&mut self, why: &'static str) {

@@ -380,6 +380,40 @@ pub(crate) fn watch_files(paths: &[PathBuf]) -> notify::Result<(Watcher, mpsc::R
     })
 }
 
+/// Files watched for replacement, and SIGHUP: what wakes the GeoIP and latency reloaders.
+pub(crate) struct FileWatch {
+    /// Watches the files' directories; it stops watching when dropped.
+    _watcher: Watcher,
+    changes: mpsc::Receiver<()>,
+    /// SIGHUP, caught from start (as the zone reloader's).
+    hangup: Signal,
+}
+
+impl FileWatch {
+    pub(crate) fn start(paths: &[PathBuf]) -> anyhow::Result<FileWatch> {
+        let (watcher, changes) = watch_files(paths)?;
+        Ok(FileWatch {
+            _watcher: watcher,
+            changes,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Why to reload next: `changed` when a file changed, or SIGHUP; `None` at `shutdown`.
+    pub(crate) async fn next(
+        &mut self,
+        shutdown: &CancellationToken,
+        changed: &'static str,
+    ) -> anyhow::Result<Option<&'static str>> {
+        Ok(Some(tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            Some(()) = self.changes.recv() => changed,
+            Some(()) = self.hangup.recv() => "SIGHUP",
+            else => anyhow::bail!("the watcher of {changed} stopped"),
+        }))
+    }
+}
+
 /// Which version of a file is on disk: a file replaced by rename has a new inode, one
 /// rewritten in place a new size or modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
