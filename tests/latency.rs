@@ -399,6 +399,12 @@ fn a_broken_table_is_refused_with_its_line_and_reason_and_the_last_good_one_stay
     let path = server.dir.path().join("latency.csv");
     let in_force = table_sha(&server);
     assert_eq!(in_force.len(), 64, "the table at start is in force");
+    let (_, page) = http(server.admin.expect("admin"), "GET", "/", &[]);
+    assert!(
+        page.contains("median measured round trip: us-east not measured, us-west not measured")
+            && page.contains("eu-west 12 ms"),
+        "the status page: {page}"
+    );
     let broken = [
         (
             "81.2.69.0/24,eu-west,-3,30\n",

@@ -18,7 +18,7 @@ use crate::{
     metrics::{CONTINENT_SLOTS, continent_label},
     publish::HealthMap,
     region::{RegionKey, State},
-    routing::RoutingTable,
+    routing::{RoutingTable, ServiceRoutes},
     timeline::Timeline,
 };
 
@@ -238,9 +238,34 @@ fn regions(view: &View<'_>) -> String {
                 );
             }
             html.push_str("</table>\n");
+            if let Some(line) = latency_line(view, service) {
+                html.push_str(&line);
+            }
         }
     }
     html
+}
+
+/// For a `policy: latency` service: each region's median measured round trip, and its answers
+/// by what they rested on.
+fn latency_line(view: &View<'_>, service: &ServiceRoutes) -> Option<String> {
+    let counts = service.plan.latency_answers.as_ref()?.counts();
+    let medians = view.table.latency.as_ref().map(|t| &t.summary.medians);
+    let regions = service.plan.regions.iter().map(|r| {
+        let median = medians.and_then(|m| m.get(&r.key.region));
+        let shown = median.map_or("not measured".into(), |ms| format!("{ms:.0} ms"));
+        format!("{} {shown}", text(&r.key.region))
+    });
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    let share = |n: u64| n as f64 / total * 100.0;
+    Some(format!(
+        "<p class=\"latency\">median measured round trip: {}; answers by measured round trips \
+         {:.1}%, by distance {:.1}%, explored {:.1}%</p>\n",
+        regions.collect::<Vec<_>>().join(", "),
+        share(counts[0]),
+        share(counts[1]),
+        share(counts[2])
+    ))
 }
 
 /// A small line of `value` over the points, scaled to its own maximum, and the last value.

@@ -39,7 +39,7 @@ pub struct LatencyTable {
 }
 
 /// What `GET /latency` and the fleet say of a table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct TableSummary {
     pub file: PathBuf,
     pub sha256: String,
@@ -48,6 +48,8 @@ pub struct TableSummary {
     pub regions: usize,
     /// Seconds since the epoch when it was read.
     pub loaded_at: u64,
+    /// Per region, the median of its networks' figures (ms).
+    pub medians: std::collections::BTreeMap<String, f64>,
 }
 
 /// Why a table was refused: the file, the line (1 is the header) and the reason.
@@ -166,6 +168,19 @@ impl LatencyTable {
             });
         }
         table.parents = parents(&table.networks);
+        let mut by_region: Vec<Vec<f32>> = vec![Vec::new(); table.regions.len()];
+        for m in &table.measures {
+            by_region[usize::from(m.region)].push(m.rtt_ms);
+        }
+        let medians = table
+            .regions
+            .iter()
+            .zip(&mut by_region)
+            .map(|(name, rtts)| {
+                rtts.sort_by(f32::total_cmp);
+                (name.clone(), f64::from(rtts[rtts.len() / 2]))
+            });
+        let medians = medians.collect();
         table.summary = TableSummary {
             file: PathBuf::new(),
             sha256: data_encoding::HEXLOWER
@@ -173,6 +188,7 @@ impl LatencyTable {
             rows: rows.len(),
             networks: table.networks.len(),
             regions: table.regions.len(),
+            medians,
             loaded_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

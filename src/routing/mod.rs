@@ -149,6 +149,11 @@ pub struct LatencyAnswers {
 }
 
 impl LatencyAnswers {
+    /// Answers so far: measured, distance, explore.
+    pub fn counts(&self) -> [u64; 3] {
+        [&self.measured, &self.distance, &self.explore].map(QueryCounter::get)
+    }
+
     /// The counter of an answer that `explored`, or whose order rested on `basis`.
     pub fn of(&self, explored: bool, basis: Option<Basis>) -> &QueryCounter {
         match (explored, basis) {
