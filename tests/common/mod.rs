@@ -263,8 +263,10 @@ impl Server {
             dir,
             log,
         };
-        // The sockets are bound; the server answers once it says where it listens.
-        until_logged(&server, "listening on", 1);
+        // The sockets are bound; the server answers once it says where it listens, after the
+        // GeoIP map is compiled (a real City database on the debug build, two tests at a time
+        // on CI's two cores, takes more than 5 s).
+        until_logged_within(&server, "listening on", 1, Duration::from_secs(60));
         server
     }
 
@@ -735,10 +737,15 @@ pub fn region_load(server: &Server, region: &str) -> (Option<f64>, f64) {
 
 /// Waits up to 5 s until the server's log holds `text` at least `times` times.
 pub fn until_logged(server: &Server, text: &str, times: usize) {
+    until_logged_within(server, text, times, Duration::from_secs(5));
+}
+
+/// As [`until_logged`], waiting up to `limit`.
+pub fn until_logged_within(server: &Server, text: &str, times: usize, limit: Duration) {
     let start = Instant::now();
     while server.log().matches(text).count() < times {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < limit,
             "never logged {text:?} {times} time(s):\n{}",
             server.log()
         );
