@@ -447,23 +447,23 @@ impl<E: Explain> Walk<'_, '_, E> {
         }
     }
 
-    /// Walks the canary, the preferred regions and the rest, and picks the service's number
-    /// of answers; a degraded region sheds its share of subnets to the ones after it, and a
-    /// region over its load target moves its share to the next with headroom. `None` when a
-    /// partial order ran out before the picks were made.
+    /// Walks `first` (the canary, or the region a subnet explores), the preferred regions and
+    /// the rest, and picks the service's number of answers; a degraded region sheds its share
+    /// of subnets to the ones after it, and a region over its load target moves its share to
+    /// the next with headroom. `None` when a partial order ran out before the picks were made.
     fn pick(
         &mut self,
         preferred: &Order,
         rest: &Rest,
-        canary: Option<usize>,
+        first: Option<usize>,
     ) -> Option<(Picks, Option<Weighed>)> {
         let (service, client, fail_open) = (self.service, self.client, self.fail_open);
         let plan = &service.plan;
-        let mut order = canary
+        let mut order = first
             .into_iter()
             .chain(preferred.iter().chain(&rest.order).map(|&r| usize::from(r)))
             .enumerate()
-            .filter(|&(at, r)| at == 0 || Some(r) != canary)
+            .filter(|&(at, r)| at == 0 || Some(r) != first)
             .map(|(_, r)| r);
         let mut picks = Picks::default();
         let mut shed = Order::new();

@@ -975,3 +975,46 @@ fn a_load_decision_made_in_advance_equals_the_one_made_per_query() {
         }
     }
 }
+
+/// A client in Hamburg: nearer Stockholm (eu-north) than Dublin (eu-west), both within twice
+/// the other's round trip by distance.
+fn hamburg() -> Who {
+    client("192.0.2.7", "DE", Continent::Europe, 53.55, 10.0)
+}
+
+#[test]
+fn exploration_stays_within_the_rule_and_health() {
+    let service = |explore: &str| {
+        format!(
+            "    regions: [us-east, eu-west, eu-north, ap-northeast]\n    policy: latency\n    \
+             latency: {{ explore: {explore} }}\n    rules:\n      - match: {{ continent: [EU] }}\n        \
+             allow: {{ jurisdiction: [eu] }}\n"
+        )
+    };
+    let explored = |table: &RoutingTable, who: &Who| match decide(table, who) {
+        Decision::Regions { explored, .. } => explored,
+        _ => false,
+    };
+    // Every subnet explores: the Hamburg client measures eu-west, the other allowed region.
+    let all_up = service_table(&service("100%"), &[]);
+    assert_eq!(names(&all_up, &hamburg()), ["eu-west"]);
+    assert!(explored(&all_up, &hamburg()));
+    // Never a region the rule forbids, nor one down or drained.
+    for state in [State::Down, State::Drained] {
+        let table = service_table(&service("100%"), &[("eu-west", state)]);
+        assert_eq!(names(&table, &hamburg()), ["eu-north"], "eu-west {state:?}");
+        assert!(!explored(&table, &hamburg()));
+    }
+    let none = service_table(
+        &service("100%"),
+        &[("eu-west", State::Down), ("eu-north", State::Down)],
+    );
+    assert!(
+        matches!(decide(&none, &hamburg()), Decision::FailClosed { .. }),
+        "fails closed, explores nothing outside the EU"
+    );
+    // Without exploration: the nearest, as `nearest` answers when nothing is measured.
+    let quiet = service_table(&service("0%"), &[]);
+    assert_eq!(names(&quiet, &hamburg()), ["eu-north"]);
+    assert!(!explored(&quiet, &hamburg()));
+}
