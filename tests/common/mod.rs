@@ -519,10 +519,13 @@ pub fn udp_exchange_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
-    socket.send_to(bytes, addr).expect("send");
+    // Connected, so that a late answer another test's server sent to this port, when it was
+    // another socket's, is not taken for this one (CI saw one).
+    socket.connect(addr).expect("connect udp");
+    socket.send(bytes).expect("send");
     let mut buffer = vec![0; 65_535];
-    match socket.recv_from(&mut buffer) {
-        Ok((n, _)) => Some(buffer[..n].to_vec()),
+    match socket.recv(&mut buffer) {
+        Ok(n) => Some(buffer[..n].to_vec()),
         Err(_) => None,
     }
 }
