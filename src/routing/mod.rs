@@ -925,7 +925,9 @@ impl ServiceRoutes {
     pub fn latency_line(&self, ip: IpAddr, located: &Located) -> Option<String> {
         let measured = self.places.measured(&self.plan.geography);
         let geography = &self.plan.geography;
-        let (candidates, ranked) = geography.latency_ranking(located, ip, measured.as_ref())?;
+        // The address the map classified, as `client_located` sees it.
+        let mapped = self.places.mapped_address(ip);
+        let (candidates, ranked) = geography.latency_ranking(located, mapped, measured.as_ref())?;
         let name = |r: u16| self.plan.regions[usize::from(r)].key.region.as_str();
         let mut figures: Vec<(f64, String)> = candidates
             .iter()

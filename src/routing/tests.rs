@@ -58,17 +58,16 @@ fn cities() -> GeoIp {
     ])
 }
 
+/// The plan of `zone` on [`cities`], without a latency table.
+fn city_plan(zone: &config::ZoneConfig) -> Plan {
+    Plan::new(std::slice::from_ref(zone), &Metrics::new(), &cities(), None).expect("plan")
+}
+
 /// A table for `service` (YAML of one service named api) with the given region states.
 fn service_table(service: &str, states: &[(&str, State)]) -> RoutingTable {
     let text = format!("{ZONE}  api:\n{service}");
     let zone = config::parse(Path::new("t.yaml"), &text, 1).expect("valid zone");
-    let plan = Plan::new(
-        std::slice::from_ref(&zone),
-        &Metrics::new(),
-        &cities(),
-        None,
-    )
-    .expect("plan");
+    let plan = city_plan(&zone);
     let states: States = states
         .iter()
         .map(|(region, state)| {
@@ -655,13 +654,7 @@ fn large_service(count: usize, seed: u64) -> RoutingTable {
         names.join(", ")
     );
     let zone = config::parse(Path::new("big.yaml"), &text, 1).expect("valid zone");
-    let plan = Plan::new(
-        std::slice::from_ref(&zone),
-        &Metrics::new(),
-        &cities(),
-        None,
-    )
-    .expect("plan");
+    let plan = city_plan(&zone);
     RoutingTable::build(&plan, &states, &Loads::default())
 }
 
@@ -724,13 +717,7 @@ fn load_table(service: &str, loads: &[(&str, f64, f64, f64)]) -> RoutingTable {
     let zone = zone.replace("jurisdiction: jp }", &format!("jurisdiction: jp{check}"));
     let text = format!("{zone}  api:\n{service}");
     let zone = config::parse(Path::new("t.yaml"), &text, 1).expect("valid zone");
-    let plan = Plan::new(
-        std::slice::from_ref(&zone),
-        &Metrics::new(),
-        &cities(),
-        None,
-    )
-    .expect("plan");
+    let plan = city_plan(&zone);
     let key = |region: &str| RegionKey {
         zone: "llm.example.com.".into(),
         region: region.into(),
