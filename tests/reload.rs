@@ -317,6 +317,8 @@ fn probes_and_views_keep_flowing_during_a_reload_with_1000_regions() {
         dir,
         &["--fleet-listen", &fleet, "--fleet-token-file", &token],
     );
+    // Logged by the fleet listener's task, which may start after DNS says it listens.
+    common::until_logged(&server, "fleet listener on http://", 1);
     let fleet: std::net::SocketAddr = server
         .log()
         .split("fleet listener on http://")
