@@ -30,6 +30,10 @@ const MAX_ANSWER_SETS: usize = MAX_CNAME_CHAIN + MAX_ANSWERS;
 /// RRsets an additional section holds at most; more targets' addresses are left out.
 const MAX_ADDITIONAL_SETS: usize = 32;
 /// RFC 8914 INFO-CODEs used here.
+/// Counters one answer adds to at most: its rcode's or region's, fail-open or load, a load
+/// guest, the latency basis, and latency's move.
+pub const COUNTERS: usize = 5;
+
 const EDE_OTHER: u16 = 0;
 const EDE_NOT_AUTHORITATIVE: u16 = 20;
 
@@ -48,7 +52,7 @@ pub struct Answer<'t> {
     /// How many leading bits of the client address the answer depends on (the ECS scope).
     pub scope: u8,
     /// The counters this answer adds one to; none: count it by rcode.
-    pub counters: [Option<&'t QueryCounter>; 4],
+    pub counters: [Option<&'t QueryCounter>; COUNTERS],
     /// The answer-share cell it adds one to: its first region and the client's continent.
     pub share: Option<(&'t Arc<AnswerShares>, usize)>,
     /// The GeoIP lookup the service's decision made, and whether more were made (for the
@@ -102,7 +106,7 @@ impl<'t> Answer<'t> {
             additional: ArrayVec::new(),
             additional_required: false,
             scope: 0,
-            counters: [None; 4],
+            counters: [None; COUNTERS],
             share: None,
             lookup: None,
             other_lookups: false,
@@ -118,7 +122,7 @@ impl<'t> Answer<'t> {
     pub fn made(records: Vec<Record>, counter: &'t QueryCounter, scope: u8) -> Answer<'t> {
         Answer {
             made: records,
-            counters: [Some(counter), None, None, None],
+            counters: [Some(counter), None, None, None, None],
             scope,
             ..Answer::new(Rcode::NoError, true)
         }
@@ -329,7 +333,7 @@ fn counted<'t>(answer: &mut Answer<'t>, zone: &'t ZoneRoutes) {
         Rcode::NxDomain => &zone.counters.nxdomain,
         _ => &zone.counters.noerror,
     };
-    answer.counters = [Some(counter), None, None, None];
+    answer.counters = [Some(counter), None, None, None, None];
 }
 
 fn owner_is(set: &RRset, name: &[u8]) -> bool {
@@ -405,14 +409,19 @@ fn add_decision<'t>(
             let guest = weighed
                 .and_then(|w| service.region(usize::from(w.moved_to?)))
                 .and_then(|to| Some(&to.weighed.as_ref()?.moved_in));
+            let first_region = first.and_then(|i| service.region(i));
+            let moved_by_latency = first_region
+                .filter(|_| !explored && place.is_some_and(|p| p.moved_by_latency))
+                .and_then(|r| r.moved_by_latency.as_ref());
             answer.counters = [
-                first.and_then(|i| service.region(i)).map(|r| &r.answered),
+                first_region.map(|r| &r.answered),
                 fail_open.then_some(&plan.fail_open).or(load),
                 guest,
                 plan.latency_answers.as_ref().map(|counters| {
                     let basis = place.and_then(|p| p.basis);
                     counters.of(explored, basis)
                 }),
+                moved_by_latency,
             ];
             answer.share = first.map(|i| (&plan.shares, AnswerShares::cell(i, continent)));
             answer.scope = scope;
@@ -426,7 +435,7 @@ fn add_decision<'t>(
             if how == FailClosed::NoData {
                 answer.authority = negative_soa;
             }
-            answer.counters = [Some(&plan.fail_closed), None, None, None];
+            answer.counters = [Some(&plan.fail_closed), None, None, None, None];
             answer.extended_error = Some(ExtendedError {
                 code: EDE_OTHER,
                 text: reason,
@@ -435,7 +444,7 @@ fn add_decision<'t>(
         }
         Decision::ServFail { scope } => {
             (answer.rcode, answer.authoritative) = (Rcode::ServFail, false);
-            answer.counters = [Some(&plan.servfail), None, None, None];
+            answer.counters = [Some(&plan.servfail), None, None, None, None];
             answer.scope = scope;
         }
     }

@@ -90,6 +90,7 @@ pub struct Metrics {
     geoip_reloads: Family<ResultLabels, Counter>,
     latency_reloads: Family<ResultLabels, Counter>,
     latency_answers: Family<BasisLabels, QueryCounter>,
+    latency_moved: Family<ServiceRegionLabels, QueryCounter>,
     latency_table_loaded: Gauge,
     tcp_refused: Family<LimitLabels, Counter>,
     probes_not_made: Family<RegionLabels, Counter>,
@@ -251,6 +252,12 @@ impl Metrics {
             "Answers of policy: latency services by what they rest on: measured round trips, distance (too little measured), or explore (a subnet sent to measure another region)",
             latency_answers.clone(),
         );
+        let latency_moved = Family::<ServiceRegionLabels, QueryCounter>::default();
+        registry.register(
+            "latency_moved_answers",
+            "Answers of policy: latency services with this region first where measured round trips put it before the region nearest on the map",
+            latency_moved.clone(),
+        );
         let latency_table_loaded = Gauge::default();
         registry.register(
             "latency_table_loaded_seconds",
@@ -406,6 +413,7 @@ impl Metrics {
             geoip_reloads,
             latency_reloads,
             latency_answers,
+            latency_moved,
             latency_table_loaded,
             tcp_refused,
             probes_not_made,
@@ -491,6 +499,15 @@ impl Metrics {
             service: service.into(),
             basis: basis.into(),
         })
+    }
+
+    pub fn latency_moved_counter(&self, zone: &str, service: &str, region: &str) -> QueryCounter {
+        self.latency_moved
+            .get_or_create_owned(&ServiceRegionLabels {
+                zone: zone.into(),
+                service: service.into(),
+                region: region.into(),
+            })
     }
 
     pub fn fail_closed_counter(&self, zone: &str, service: &str) -> QueryCounter {

@@ -27,7 +27,7 @@ const REGIONS: [(&str, f64, f64); 8] = [
 const CLIENTS: usize = 3_000;
 const ROUNDS: usize = 8;
 const SAMPLES: usize = 20;
-const PER_COUNTRY: usize = 40;
+const PER_COUNTRY: usize = 100;
 
 /// SplitMix64: the model's dice, the same every run.
 fn mix(mut x: u64) -> u64 {
@@ -78,8 +78,9 @@ impl Client {
 }
 
 /// 3,000 client /24s that the City database locates, at most [`PER_COUNTRY`] of a country so
-/// that the world is there and not only the countries with the most addresses, with the
-/// model's truth for each.
+/// that the world is there and not only the countries with the most addresses (with 100,
+/// distance alone leaves 5.3% of regret and 89% of clients at their fastest, near the issue's
+/// "about 6%" and "about 91%"), with the model's truth for each.
 fn clients(geo: &GeoIp) -> Vec<Client> {
     let mut clients = Vec::new();
     let mut per_country: BTreeMap<String, usize> = BTreeMap::new();
@@ -160,7 +161,8 @@ fn explored(server: &Server, client: &Client) -> bool {
         RecordType::TXT,
         Some(&subnet),
     );
-    let response = udp(server.addr, &asked);
+    // Over TCP: eight regions' figures can outgrow a UDP answer, and the line sought is last.
+    let response = common::tcp(server.addr, &asked);
     response.answers.iter().any(|record| match &record.data {
         RData::TXT(txt) => txt
             .txt_data
@@ -277,8 +279,11 @@ fn answers_converge_on_the_fastest_region_of_a_model_the_server_never_sees() {
 
     let mut regions = Vec::new();
     let started = std::time::Instant::now();
+    let mut moved_in_last_round = 0;
     for round in 0..=ROUNDS {
+        let moved_before = moved_answers(&server);
         regions = clients.iter().map(|c| answered(&server, c)).collect();
+        moved_in_last_round = moved_answers(&server) - moved_before;
         let (mean, fastest) = figures(&clients, &regions);
         eprintln!(
             "{:?} round {round}: mean {mean:.1} ms ({:+.1}% of the oracle's), {:.1}% at their fastest",
@@ -320,8 +325,36 @@ fn answers_converge_on_the_fastest_region_of_a_model_the_server_never_sees() {
         .filter(|(_, e)| !**e)
         .map(|((c, &r), _)| (c, r))
         .collect();
+    let moved_from_nearest = (0..clients.len())
+        .filter(|&i| !explored[i] && regions[i] != by_distance[i])
+        .count() as u64;
+    // The server's nearest is the model's: the same City database, the same coordinates.
+    assert!(
+        moved_in_last_round == moved_from_nearest,
+        "answers counted as moved by latency {moved_in_last_round}, clients answered away from \
+         their nearest region {moved_from_nearest}"
+    );
+    let (_, page) = http(server.admin.expect("admin"), "GET", "/", &[]);
+    assert!(
+        page.contains("% of its answers moved here from the nearest"),
+        "{page}"
+    );
     let fastest =
         exploited.iter().filter(|(c, r)| c.at_fastest(*r)).count() as f64 / exploited.len() as f64;
+    let regret_of = |explored_ones: bool| {
+        let (sum, oracle) = (0..clients.len())
+            .filter(|&i| explored[i] == explored_ones)
+            .fold((0.0, 0.0), |(sum, oracle), i| {
+                let c = &clients[i];
+                (sum + c.rtt_ms[regions[i]], oracle + c.fastest_ms())
+            });
+        (sum - oracle) / oracle_ms / clients.len() as f64 * 100.0
+    };
+    eprintln!(
+        "of the mean's regret: {:.2} points from explored clients, {:.2} from the others",
+        regret_of(true),
+        regret_of(false)
+    );
     eprintln!(
         "after {ROUNDS} rounds: mean {mean:.1} ms ({:+.2}% of the oracle's), {:.1}% of the \
          clients not exploring at their fastest, {:.1}% explored",
@@ -329,27 +362,44 @@ fn answers_converge_on_the_fastest_region_of_a_model_the_server_never_sees() {
         fastest * 100.0,
         share * 100.0
     );
-    // The issue's targets are 2.5% and 96%; these are what the estimator reaches today, well
-    // clear of distance alone (6% and 84% on this model).
+    for (client, region) in exploited.iter().filter(|(c, r)| !c.at_fastest(*r)).take(8) {
+        let truth: Vec<String> = (0..8)
+            .map(|r| format!("{} {:.0}", REGIONS[r].0, client.rtt_ms[r]))
+            .collect();
+        eprintln!(
+            "missed {}/24 at {}: {}\n  truth: {}",
+            client.network,
+            REGIONS[*region].0,
+            latency_line(&server, client),
+            truth.join(", ")
+        );
+    }
+    // The targets: mean round trip within 2.5% of the oracle's (explored clients counted), 96%
+    // of the clients not exploring at their fastest, at most `explore` explored.
     let regret = mean / oracle_ms - 1.0;
-    let distance_regret = distance_ms / oracle_ms - 1.0;
-    assert!(
-        regret <= 0.75 * distance_regret,
-        "regret {regret:.3} vs distance alone {distance_regret:.3}"
-    );
-    assert!(
-        fastest >= 0.94 && fastest >= distance_fastest + 0.08,
-        "{:.1}% at their fastest",
-        fastest * 100.0
-    );
+    assert!(regret <= 0.025, "regret {regret:.4}");
+    assert!(fastest >= 0.96, "{:.1}% at their fastest", fastest * 100.0);
     assert!(share <= 0.05 && share > 0.0, "explored share {share}");
-    let subnet = format!("{}/24", clients[0].network);
+    let line = latency_line(&server, &clients[0]);
+    assert!(
+        line.contains(" samples, ") && line.contains("; answered by "),
+        "{line}"
+    );
+    eprintln!("{}/24: {line}", clients[0].network);
+    let base = clients.iter().map(|c| c.base_ms).sum::<f64>() / clients.len() as f64;
+    eprintln!("mean last mile and offset {base:.1} ms");
+}
+
+/// The `latency:` line of `_explain` for `client`'s subnet.
+fn latency_line(server: &Server, client: &Client) -> String {
+    let subnet = format!("{}/24", client.network);
     let asked = query(
         "_explain.api.llm.example.com.",
         RecordType::TXT,
         Some(&subnet),
     );
-    let said: Vec<String> = udp(server.addr, &asked)
+    // Over TCP: eight regions' figures can outgrow a UDP answer.
+    let said: Vec<String> = common::tcp(server.addr, &asked)
         .answers
         .iter()
         .filter_map(|record| match &record.data {
@@ -362,17 +412,9 @@ fn answers_converge_on_the_fastest_region_of_a_model_the_server_never_sees() {
             _ => None,
         })
         .collect();
-    let line = said
-        .iter()
+    said.into_iter()
         .find(|l| l.starts_with("latency: "))
-        .unwrap_or_else(|| panic!("{said:#?}"));
-    assert!(
-        line.contains(" samples, ") && line.contains("; answered by "),
-        "{line}"
-    );
-    eprintln!("{subnet}: {line}");
-    let base = clients.iter().map(|c| c.base_ms).sum::<f64>() / clients.len() as f64;
-    eprintln!("mean last mile and offset {base:.1} ms");
+        .unwrap_or_else(|| panic!("{subnet}: no latency line"))
 }
 
 /// A zone of the eight regions, its service by latency, on the fixture GeoIP database.
@@ -382,6 +424,15 @@ fn fixture_server(table: &str) -> Server {
     std::fs::write(&path, table).expect("table");
     let arg = common::path_arg(&path);
     Server::start_in(dir, &["--latency", &arg])
+}
+
+/// Answers that measurements moved from the nearest region, over all regions.
+fn moved_answers(server: &Server) -> u64 {
+    let (_, text) = http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    text.lines()
+        .filter(|l| l.starts_with("regiondns_latency_moved_answers_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn reloads(server: &Server, result: &str) -> usize {
@@ -401,8 +452,10 @@ fn a_broken_table_is_refused_with_its_line_and_reason_and_the_last_good_one_stay
     assert_eq!(in_force.len(), 64, "the table at start is in force");
     let (_, page) = http(server.admin.expect("admin"), "GET", "/", &[]);
     assert!(
-        page.contains("median measured round trip: us-east not measured, us-west not measured")
-            && page.contains("eu-west 12 ms"),
+        page.contains(
+            "median measured round trip: us-east not measured (0% of its answers moved here \
+             from the nearest), us-west not measured"
+        ) && page.contains("eu-west 12 ms ("),
         "the status page: {page}"
     );
     let broken = [

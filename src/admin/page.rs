@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, fmt::Write};
 use html_escape::encode_text as text;
 
 use crate::{
+    counter::QueryCounter,
     fleet::FleetBoard,
     geo::{Continent, Coordinates},
     history::{History, Rate, Sample},
@@ -246,15 +247,21 @@ fn regions(view: &View<'_>) -> String {
     html
 }
 
-/// For a `policy: latency` service: each region's median measured round trip, and its answers
-/// by what they rested on.
+/// For a `policy: latency` service: each region's median measured round trip and the share of
+/// its answers that measurements moved to it from the region nearest on the map, and the
+/// service's answers by what they rested on.
 fn latency_line(view: &View<'_>, service: &ServiceRoutes) -> Option<String> {
     let counts = service.plan.latency_answers.as_ref()?.counts();
     let medians = view.table.latency.as_ref().map(|t| &t.summary.medians);
     let regions = service.plan.regions.iter().map(|r| {
         let median = medians.and_then(|m| m.get(&r.key.region));
         let shown = median.map_or("not measured".into(), |ms| format!("{ms:.0} ms"));
-        format!("{} {shown}", text(&r.key.region))
+        let moved = r.moved_by_latency.as_ref().map_or(0, QueryCounter::get);
+        let moved = moved as f64 / r.answered.get().max(1) as f64 * 100.0;
+        format!(
+            "{} {shown} ({moved:.0}% of its answers moved here from the nearest)",
+            text(&r.key.region)
+        )
     });
     let total = counts.iter().sum::<u64>().max(1) as f64;
     let share = |n: u64| n as f64 / total * 100.0;

@@ -82,7 +82,7 @@ fn leading(bits: u128, width: u8, prefix: u8) -> u128 {
 
 /// What a response given again counts and how the rate limit sees it, as for the original.
 pub struct Tally {
-    pub counters: [Option<QueryCounter>; 4],
+    pub counters: [Option<QueryCounter>; crate::answer::COUNTERS],
     pub share: Option<(Arc<AnswerShares>, usize)>,
     pub lookup: Option<LookupResult>,
     pub class: ResponseClass,
@@ -95,7 +95,7 @@ pub struct Tally {
 impl Default for Tally {
     fn default() -> Tally {
         Tally {
-            counters: [None, None, None, None],
+            counters: Default::default(),
             share: None,
             lookup: None,
             class: ResponseClass::Error,

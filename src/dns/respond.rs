@@ -16,7 +16,7 @@ use super::{
     cookie::{self, ServerCookies},
 };
 use crate::{
-    answer::{AddressSource, Answer, ClientAddress, resolve_into},
+    answer::{AddressSource, Answer, COUNTERS, ClientAddress, resolve_into},
     explain,
     geo::LookupCounters,
     metrics::Metrics,
@@ -419,12 +419,11 @@ impl Responder {
         };
         cache.put(hash, snapshot, source, out, opt_at, |tally| {
             tally.counters = match answer.counters {
-                [None, ..] => [
-                    Some(self.errors.for_rcode(answer.rcode).clone()),
-                    None,
-                    None,
-                    None,
-                ],
+                [None, ..] => {
+                    let mut counters: [Option<QueryCounter>; COUNTERS] = Default::default();
+                    counters[0] = Some(self.errors.for_rcode(answer.rcode).clone());
+                    counters
+                }
                 counters => counters.map(|c| c.cloned()),
             };
             tally.share = answer

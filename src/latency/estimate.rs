@@ -52,6 +52,14 @@ impl Tally {
         self.samples += u64::from(samples);
     }
 
+    /// The same samples, their figures negated: a gap from the other side.
+    pub fn negated(&self) -> Tally {
+        Tally {
+            weighted_ms: -self.weighted_ms,
+            samples: self.samples,
+        }
+    }
+
     pub fn merge(&mut self, other: &Tally) {
         self.weighted_ms += other.weighted_ms;
         self.samples += other.samples;
@@ -108,8 +116,21 @@ pub struct Candidate {
     /// The region's position in its service.
     pub region: u16,
     pub distance_km: f64,
-    /// By [`Level`], most specific first.
+    /// Its round trips, by [`Level`], most specific first.
     pub tallies: [Tally; 4],
+    /// Its round trip minus the nearest region's, over the networks measured to both (each
+    /// weighed by the fewer samples of the two), by [`Level`]; none for the nearest itself.
+    pub paired: [Tally; 4],
+}
+
+/// A candidate's expected round trip, and what it rests on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub ms: f64,
+    /// The level it was compared with the nearest at.
+    pub level: Level,
+    /// The samples of that comparison: the region's own, or those paired with the nearest.
+    pub samples: u64,
 }
 
 /// Regions a service holds at most, as the routing table's orders do.
@@ -122,20 +143,23 @@ pub struct Ranked {
     pub basis: Basis,
     /// The region this network's explored subnets go to, when one is worth measuring.
     pub explore: Option<u16>,
-    /// By candidate (in the order given): its estimate and the level it was compared at.
-    pub estimates: ArrayVec<Option<(f64, Level)>, MAX>,
+    /// Whether measurements put another region before the nearest.
+    pub moved: bool,
+    /// By candidate (in the order given).
+    pub estimates: ArrayVec<Option<Estimate>, MAX>,
 }
 
-/// Ranks `candidates` (given nearest first). Each region is compared with the nearest at the
-/// most specific level where both have `min_samples` (so that networks measured to one region
-/// and not the other do not bias the gap), and its estimate is the nearest's own figure plus
-/// that gap. A region goes before the next in distance order only when it is faster by
-/// `better_by` and [`MIN_GAIN_MS`].
+/// Ranks `candidates` (given nearest first). Each region is compared with the nearest, and its
+/// estimate is the nearest's own figure plus the gap between them: first the gap measured on
+/// the same networks (which cancels each network's last mile), at the most specific level with
+/// `min_samples` of it; else the gap between the two regions' figures at the most specific
+/// level where both have `min_samples`. A region goes before the next in distance order only
+/// when it is faster by `better_by` and [`MIN_GAIN_MS`].
 pub fn rank(candidates: &[Candidate], settings: &Settings) -> Ranked {
     let estimates = estimates(candidates, settings.min_samples);
     let estimate = |c: &Candidate| {
         let at = candidates.iter().position(|x| x.region == c.region)?;
-        estimates.get(at).copied().flatten().map(|(ms, _)| ms)
+        estimates.get(at).copied().flatten().map(|e| e.ms)
     };
     let mut order: ArrayVec<u16, MAX> = ArrayVec::new();
     let mut left: ArrayVec<&Candidate, MAX> = candidates.iter().take(MAX).collect();
@@ -153,71 +177,116 @@ pub fn rank(candidates: &[Candidate], settings: &Settings) -> Ranked {
             .unwrap_or(0);
         order.push(left.remove(chosen).region);
     }
-    let compared = estimates
-        .iter()
-        .skip(1)
-        .flatten()
-        .map(|&(_, level)| level)
-        .min();
-    let basis = compared.map_or(Basis::Distance, |l| Basis::Measured(Level::ALL[l]));
+    let compared = estimates.iter().skip(1).flatten().map(|e| e.level).min();
+    let basis = compared.map_or(Basis::Distance, Basis::Measured);
     let explore = (settings.explore > 0.0)
-        .then(|| explored(candidates, &order, &estimate))
+        .then(|| explored(candidates, &order, &estimates, settings))
         .flatten();
+    let moved = candidates.first().map(|c| c.region) != order.first().copied();
     Ranked {
         order,
         basis,
         explore,
-        estimates: estimates
-            .iter()
-            .map(|e| e.map(|(ms, level)| (ms, Level::ALL[level])))
-            .collect(),
+        moved,
+        estimates,
     }
 }
 
-/// By candidate: its estimate in the nearest's frame, and the level it was compared at; `None`
-/// where no level has `min_samples` of both.
-fn estimates(candidates: &[Candidate], min_samples: u32) -> ArrayVec<Option<(f64, usize)>, MAX> {
+/// By candidate: its estimate in the nearest's frame; `None` where nothing compares it with
+/// the nearest.
+fn estimates(candidates: &[Candidate], min_samples: u32) -> ArrayVec<Option<Estimate>, MAX> {
     let min = u64::from(min_samples.max(1));
-    let measured = |c: &Candidate, level: usize| {
-        let tally = c.tallies[level];
-        (tally.samples >= min).then(|| tally.mean_ms()).flatten()
-    };
-    let levels = 0..Level::ALL.len();
+    let enough = |tally: &Tally| (tally.samples >= min).then(|| tally.mean_ms()).flatten();
     let nearest = candidates.first();
-    let own = nearest.and_then(|n| levels.clone().find_map(|l| Some((measured(n, l)?, l))));
-    let compared = |c: &Candidate| {
-        let (nearest, (own_ms, own_level)) = (nearest?, own?);
-        if c.region == nearest.region {
-            return Some((own_ms, own_level));
-        }
-        levels.clone().find_map(|l| {
-            let gap = measured(c, l)? - measured(nearest, l)?;
-            Some((own_ms + gap, l))
+    let own = nearest.and_then(|n| {
+        Level::ALL.iter().find_map(|&level| {
+            let tally = &n.tallies[level as usize];
+            let ms = enough(tally)?;
+            Some(Estimate {
+                ms,
+                level,
+                samples: tally.samples,
+            })
         })
+    });
+    let compared = |c: &Candidate| {
+        let (nearest, own) = (nearest?, own?);
+        if c.region == nearest.region {
+            return Some(own);
+        }
+        let paired = Level::ALL.iter().find_map(|&level| {
+            let tally = &c.paired[level as usize];
+            let ms = own.ms + enough(tally)?;
+            Some(Estimate {
+                ms,
+                level,
+                samples: tally.samples,
+            })
+        });
+        let apart = || {
+            Level::ALL.iter().find_map(|&level| {
+                let (tally, theirs) =
+                    (&c.tallies[level as usize], &nearest.tallies[level as usize]);
+                let ms = own.ms + enough(tally)? - enough(theirs)?;
+                Some(Estimate {
+                    ms,
+                    level,
+                    samples: tally.samples,
+                })
+            })
+        };
+        paired.or_else(apart)
     };
     candidates.iter().take(MAX).map(compared).collect()
 }
 
-/// The candidate least measured for this network (fewest samples at the most specific level
-/// it has any), among those whose estimate (measured, else by distance) is within
-/// [`EXPLORE_WITHIN`] of the best; not the first of `order`, which its clients measure already.
+/// Samples beyond this many `min_samples` make a region no less worth measuring than another.
+const MEASURED_ENOUGH: u64 = 4;
+
+/// The candidate least measured for this network (by its comparison's samples, counted in
+/// `min_samples` up to [`MEASURED_ENOUGH`] of them), among those whose estimate (measured,
+/// else by distance) is within [`EXPLORE_WITHIN`] of the best; the fastest of equally measured
+/// ones, so that a well-measured network explores its runner-up and not its slowest. Never
+/// the first of `order`, which its clients measure already, nor a region measured enough to
+/// be clearly slower than it (by `better_by` and [`MIN_GAIN_MS`]): measuring it again could
+/// not change the answer, and would cost its clients the difference.
 fn explored(
     candidates: &[Candidate],
     order: &[u16],
-    measured: &impl Fn(&Candidate) -> Option<f64>,
+    estimates: &[Option<Estimate>],
+    settings: &Settings,
 ) -> Option<u16> {
-    let estimate = |c: &Candidate| measured(c).unwrap_or_else(|| prior_rtt_ms(c.distance_km));
     let first = *order.first()?;
-    let best = candidates.iter().map(estimate).min_by(f64::total_cmp)?;
-    let samples = |c: &Candidate| {
-        let known = c.tallies.iter().find(|t| t.samples > 0);
-        known.map_or(0, |t| t.samples)
-    };
-    candidates
+    let min_samples = settings.min_samples;
+    let figures: ArrayVec<(u16, f64, u64), MAX> = candidates
         .iter()
-        .filter(|c| c.region != first && estimate(c) <= EXPLORE_WITHIN * best)
-        .min_by_key(|c| samples(c))
-        .map(|c| c.region)
+        .zip(estimates)
+        .map(|(c, e)| {
+            let known = c
+                .tallies
+                .iter()
+                .find(|t| t.samples > 0)
+                .map_or(0, |t| t.samples);
+            let ms = e.map_or_else(|| prior_rtt_ms(c.distance_km), |e| e.ms);
+            let samples = e.map_or(known, |e| e.samples);
+            (c.region, ms, samples / u64::from(min_samples.max(1)))
+        })
+        .collect();
+    let best = figures.iter().map(|f| f.1).min_by(f64::total_cmp)?;
+    let first_ms = figures.iter().find(|f| f.0 == first)?.1;
+    let undecided = |ms: f64| ms - first_ms < MIN_GAIN_MS.max(settings.better_by * ms);
+    figures
+        .iter()
+        .filter(|&&(region, ms, measured)| {
+            region != first
+                && ms <= EXPLORE_WITHIN * best
+                && (measured < MEASURED_ENOUGH || undecided(ms))
+        })
+        .min_by(|a, b| {
+            let (a_measured, b_measured) = (a.2.min(MEASURED_ENOUGH), b.2.min(MEASURED_ENOUGH));
+            a_measured.cmp(&b_measured).then(a.1.total_cmp(&b.1))
+        })
+        .map(|&(region, _, _)| region)
 }
 
 #[cfg(test)]
@@ -247,6 +316,7 @@ mod tests {
                     region: region as u16,
                     distance_km,
                     tallies,
+                    paired: [Tally::default(); 4],
                 }
             })
             .collect()
@@ -311,6 +381,42 @@ mod tests {
         let ranked = rank(&mixed, &QUIET);
         assert_eq!(ranked.order.as_slice(), [2, 0, 1]);
         assert_eq!(ranked.basis, Basis::Measured(Level::Location));
+    }
+
+    #[test]
+    fn a_gap_measured_on_the_same_networks_goes_before_one_between_different_networks() {
+        // Apart, the country's networks say region 1 is 20 ms faster; the networks measured to
+        // both say it is 2 ms slower (those measured to region 1 were nearer, not better).
+        let mut paired = candidates(Level::Country, [Some((70.0, 400)), Some((50.0, 400)), None]);
+        paired[1].paired[Level::Country as usize] = tally(2.0, 60);
+        let ranked = rank(&paired, &QUIET);
+        assert_eq!(ranked.order.as_slice(), [0, 1, 2]);
+        let estimate = ranked.estimates[1].expect("region 1 compared");
+        assert_eq!((estimate.ms, estimate.samples), (72.0, 60));
+        // Too few paired samples: the gap apart decides.
+        paired[1].paired[Level::Country as usize] = tally(2.0, 19);
+        assert_eq!(rank(&paired, &QUIET).order.as_slice(), [1, 0, 2]);
+    }
+
+    #[test]
+    fn a_well_measured_network_explores_its_runner_up() {
+        let explore = Settings {
+            explore: 0.05,
+            ..QUIET
+        };
+        // Regions 1 and 2 both measured many times over, region 2 too close to the first to be
+        // sure of: it is explored.
+        let mut measured = candidates(
+            Level::Network,
+            [Some((60.0, 500)), Some((90.0, 500)), Some((64.0, 500))],
+        );
+        assert_eq!(rank(&measured, &explore).explore, Some(2));
+        // Both measured enough to be clearly slower: nothing is worth its clients' time.
+        measured[2].tallies = [tally(75.0, 500); 4];
+        assert_eq!(rank(&measured, &explore).explore, None);
+        // Region 1 measured less: it is explored, slower as it is.
+        measured[1].tallies = [tally(90.0, 30); 4];
+        assert_eq!(rank(&measured, &explore).explore, Some(1));
     }
 
     #[test]

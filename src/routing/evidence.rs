@@ -8,7 +8,7 @@ use std::{net::IpAddr, sync::Arc};
 use crate::{
     geo::{CountryCode, GeoIp, Located, Location},
     latency::{
-        LatencyTable,
+        LatencyTable, Measure,
         estimate::{Level, Tally},
     },
 };
@@ -32,6 +32,18 @@ struct LocationKey {
 /// Tallies by the table's region positions.
 type Pool = Vec<Tally>;
 
+/// Where networks are pooled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PoolKey {
+    Location(LocationKey),
+    Cell(i32, i32),
+    Country(CountryCode),
+}
+
+/// A pool's gaps between two regions (by table position, the lower first): the first's round
+/// trip minus the second's, over the networks measured to both.
+type Gaps = HashMap<(PoolKey, u16, u16), Tally>;
+
 /// The table, located.
 #[derive(Debug)]
 pub struct Evidence {
@@ -39,6 +51,7 @@ pub struct Evidence {
     by_location: HashMap<LocationKey, Pool>,
     by_cell: HashMap<(i32, i32), Pool>,
     by_country: HashMap<CountryCode, Pool>,
+    gaps: Gaps,
     /// Seeds the explored subnets' draw: another table, other subnets explored.
     pub seed: u64,
 }
@@ -51,6 +64,7 @@ impl Evidence {
             by_location: HashMap::default(),
             by_cell: HashMap::default(),
             by_country: HashMap::default(),
+            gaps: Gaps::default(),
             seed: seed_of(&table.summary.sha256),
             table: Arc::clone(&table),
         };
@@ -71,8 +85,71 @@ impl Evidence {
                     pool[usize::from(m.region)].add(f64::from(m.rtt_ms), m.samples);
                 }
             }
+            if measures.len() > 1 {
+                evidence.add_gaps(&location, measures);
+            }
         }
         evidence
+    }
+
+    /// Adds a network's gaps between every two regions it was measured to, to its pools.
+    fn add_gaps(&mut self, location: &Location, measures: &[Measure]) {
+        let pools = [
+            Some(PoolKey::Location(key(location))),
+            cell(location).map(|(lat, lon)| PoolKey::Cell(lat, lon)),
+            location.country.map(PoolKey::Country),
+        ];
+        for (i, a) in measures.iter().enumerate() {
+            for b in &measures[i + 1..] {
+                let (low, high) = match a.region < b.region {
+                    true => (a, b),
+                    false => (b, a),
+                };
+                let gap = f64::from(low.rtt_ms) - f64::from(high.rtt_ms);
+                for pool in pools.iter().flatten() {
+                    let tally = self.gaps.entry((*pool, low.region, high.region));
+                    tally.or_default().add(gap, low.samples.min(high.samples));
+                }
+            }
+        }
+    }
+
+    /// The gap between the table's regions `region` and `nearest` (the first's round trip
+    /// minus the second's) over networks measured to both, by [`Level`], for the clients at
+    /// `ip`, located as `located`.
+    pub fn gaps(&self, ip: IpAddr, located: &Located, region: u16, nearest: u16) -> [Tally; 4] {
+        let mut gaps = [Tally::default(); 4];
+        if region == nearest {
+            return gaps;
+        }
+        let (low, high) = (region.min(nearest), region.max(nearest));
+        let oriented = |t: Tally| if region == low { t } else { t.negated() };
+        if let Some((_, measures)) = self.table.find(ip) {
+            let of = |r: u16| measures.iter().find(|m| m.region == r);
+            if let (Some(a), Some(b)) = (of(region), of(nearest)) {
+                let gap = f64::from(a.rtt_ms) - f64::from(b.rtt_ms);
+                gaps[Level::Network as usize].add(gap, a.samples.min(b.samples));
+            }
+        }
+        let Located::Known(location) = located else {
+            return gaps;
+        };
+        let of = |pool: PoolKey| self.gaps.get(&(pool, low, high)).copied().map(oriented);
+        if let Some(t) = of(PoolKey::Location(key(location))) {
+            gaps[Level::Location as usize] = t;
+        }
+        if let Some((lat, lon)) = cell(location) {
+            for (dlat, dlon) in (-1..=1).flat_map(|a| (-1..=1).map(move |b| (a, b))) {
+                let around = PoolKey::Cell(lat + dlat, (lon + dlon).rem_euclid(cells_around()));
+                if let Some(t) = of(around) {
+                    gaps[Level::Nearby as usize].merge(&t);
+                }
+            }
+        }
+        if let Some(t) = location.country.and_then(|c| of(PoolKey::Country(c))) {
+            gaps[Level::Country as usize] = t;
+        }
+        gaps
     }
 
     /// What is known of the clients at `ip`, located as `located`, to the table's region

@@ -205,6 +205,9 @@ pub struct RegionRoute {
     /// Answers to clients weighed for this region's load that moved, and that had to stay;
     /// only for a service with a load target.
     pub weighed: Option<WeighedCounters>,
+    /// Answers with this region first that latency moved here from the region nearest on the
+    /// map; only for a `policy: latency` service.
+    pub moved_by_latency: Option<QueryCounter>,
 }
 
 /// Answers to the clients a region moves for load: moved, or stuck (no region they may go to
@@ -573,6 +576,9 @@ impl RegionRoute {
                     "moved_in",
                 ),
             }),
+            moved_by_latency: service
+                .latency
+                .map(|_| metrics.latency_moved_counter(zone, &service_name, &region.name)),
         }
     }
 
@@ -933,22 +939,23 @@ impl ServiceRoutes {
             .iter()
             .zip(&ranked.estimates)
             .filter_map(|(c, e)| {
-                let (ms, level) = (*e)?;
-                let samples = c.tallies[level as usize].samples;
+                let e = (*e)?;
                 let text = format!(
-                    "{} {ms:.0} ms ({samples} samples, {})",
+                    "{} {:.0} ms ({} samples, {})",
                     name(c.region),
-                    level.describe()
+                    e.ms,
+                    e.samples,
+                    e.level.describe()
                 );
-                Some((ms, text))
+                Some((e.ms, text))
             })
             .collect();
         figures.sort_by(|a, b| a.0.total_cmp(&b.0));
         let figures: Vec<String> = figures.into_iter().map(|(_, text)| text).collect();
         let distance: Vec<&str> = candidates.iter().map(|c| name(c.region)).collect();
-        let by = match (ranked.order.first(), candidates.first()) {
-            (Some(a), Some(b)) if *a != b.region => "latency",
-            _ => "distance",
+        let by = match ranked.moved {
+            true => "latency",
+            false => "distance",
         };
         let measured = match figures.is_empty() {
             true => "nothing measured".to_owned(),

@@ -85,6 +85,9 @@ pub struct Place {
     pub continent: Option<Continent>,
     /// For `policy: latency`: what the order rests on (only counted).
     pub basis: Option<Basis>,
+    /// For `policy: latency`: measurements put another region before the nearest (only
+    /// counted).
+    pub moved_by_latency: bool,
     /// What the GeoIP lookup found, for `geoip_lookups_total`.
     pub lookup: LookupResult,
 }
@@ -137,6 +140,7 @@ impl Place {
         },
         continent: None,
         basis: None,
+        moved_by_latency: false,
         lookup: LookupResult::Unknown,
     };
 }
@@ -247,6 +251,7 @@ impl Geography {
             decisive: Decisive::new(rule, &order, None),
             continent: located.continent(),
             basis: None,
+            moved_by_latency: false,
             lookup,
         }
     }
@@ -270,6 +275,7 @@ impl Geography {
             decisive: Decisive::new(rule, &ranked.order, ranked.explore),
             continent: located.continent(),
             basis: Some(ranked.basis),
+            moved_by_latency: ranked.moved,
             lookup,
         }
     }
@@ -282,13 +288,14 @@ impl Geography {
         candidates: &[u16],
         measured: Option<&LatencyInput<'_>>,
     ) -> Vec<Candidate> {
+        let in_table =
+            |region: u16| measured.and_then(|m| Some((m, (*m.regions.get(usize::from(region))?)?)));
         let tallies = |region: u16| {
-            let input = measured.and_then(|m| Some((m, (*m.regions.get(usize::from(region))?)?)));
-            input.map_or([Tally::default(); 4], |(m, at)| {
+            in_table(region).map_or([Tally::default(); 4], |(m, at)| {
                 m.evidence.tallies(ip, located, at)
             })
         };
-        let mut measured: Vec<Candidate> = candidates
+        let mut candidates: Vec<Candidate> = candidates
             .iter()
             .map(|&region| Candidate {
                 region,
@@ -296,14 +303,21 @@ impl Geography {
                     .direction()
                     .map_or(0.0, |v| angle_km(-self.closeness(region, v))),
                 tallies: tallies(region),
+                paired: [Tally::default(); 4],
             })
             .collect();
-        measured.sort_by(|a, b| {
+        candidates.sort_by(|a, b| {
             a.distance_km
                 .total_cmp(&b.distance_km)
                 .then(a.region.cmp(&b.region))
         });
-        measured
+        let nearest = candidates.first().and_then(|n| in_table(n.region));
+        for candidate in candidates.iter_mut().skip(1) {
+            if let (Some((m, nearest)), Some((_, at))) = (nearest, in_table(candidate.region)) {
+                candidate.paired = m.evidence.gaps(ip, located, at as u16, nearest as u16);
+            }
+        }
+        candidates
     }
 
     /// For `explain`: a latency geography's candidates for the client, nearest first, and
