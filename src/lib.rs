@@ -12,7 +12,8 @@
 //! serves health, the drain switch and [`metrics`] over HTTP; [`fleet`] makes several instances
 //! agree on health and share drains, with the [`timeline`] of state changes, and
 //! [`events`] tells other tools of each failover; [`explain`] shows why a client
-//! gets its answer, and [`drill`] rehearses a failover against a running server. [`server`] runs all of it as one supervised process, and [`memory`] keeps the allocator from holding what a reload frees.
+//! gets its answer, and [`drill`] rehearses a failover against a running server; [`transfer`]
+//! gives the zones to secondaries at other providers. [`server`] runs all of it as one supervised process, and [`memory`] keeps the allocator from holding what a reload frees.
 
 pub mod admin;
 pub mod answer;
@@ -38,5 +39,6 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod timeline;
+pub mod transfer;
 pub mod wire;
 pub mod zone;

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Dnssec(command) => cli::dnssec(command),
         Command::Drill(args) => cli::drill(args),
         Command::Latency(command) => cli::latency(command),
+        Command::Tsig(command) => cli::tsig(command),
     };
     result.unwrap_or_else(|error| {
         eprintln!("regiondns: {error:#}");

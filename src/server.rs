@@ -34,6 +34,7 @@ use crate::{
     metrics::Metrics,
     publish::{FleetSetup, Publisher},
     reload::{GeoipReloader, LatencyReloader, Reloader},
+    transfer::{Transfers, TsigKeys},
 };
 
 /// How many events (probe reports, reloads, drains) may wait for the publisher.
@@ -46,6 +47,8 @@ pub struct Config {
     pub geo: GeoIp,
     /// The latency table (`--latency`), read and checked against the zones.
     pub latency: Option<LatencyTable>,
+    /// The TSIG keys zone transfers are signed with (`--tsig-keys`).
+    pub tsig_keys: TsigKeys,
     /// The registry the GeoIP lookup counters of `geo` already belong to.
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
@@ -170,7 +173,14 @@ pub async fn run(
         .transpose()
         .map_err(|e| start_error("latency table reload", e))?;
     let nsid = config.nsid.as_deref();
-    let responder = Responder::new(Arc::clone(&table), &metrics, config.max_udp_payload, nsid);
+    let transfers = Transfers::new(Arc::clone(&table), config.tsig_keys);
+    let responder = Responder::new(
+        Arc::clone(&table),
+        transfers,
+        &metrics,
+        config.max_udp_payload,
+        nsid,
+    );
 
     // `finish` stops every task but DNS, which `dns_stop` stops once the drain period is over.
     let (finish, dns_stop) = (CancellationToken::new(), CancellationToken::new());

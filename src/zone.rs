@@ -117,7 +117,7 @@ impl RRset {
         self.wire.is_empty()
     }
 
-    fn record_type(&self) -> Option<RecordType> {
+    pub fn record_type(&self) -> Option<RecordType> {
         (!self.is_empty()).then(|| RecordType::from(self.wire.rtype()))
     }
 }
@@ -283,6 +283,12 @@ impl ZoneData {
 
     pub fn negative_soa(&self) -> &RRset {
         &self.negative_soa
+    }
+
+    /// Every RRset of the zone's names (the SOA and apex NS among them; no service's
+    /// addresses, which depend on the client), for a zone transfer.
+    pub fn rrsets(&self) -> impl Iterator<Item = &RRset> {
+        self.nodes.iter().flat_map(|(_, node)| node.rrsets.iter())
     }
 
     /// Answers `name`/`qtype`; `name` must be inside this zone. `ANY` gets one RRset (RFC 8482).

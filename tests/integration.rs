@@ -31,3 +31,4 @@ mod server;
 mod status_page;
 mod tcp_limits;
 mod timeline;
+mod transfer;

@@ -50,6 +50,15 @@ pub use latency_command::latency;
 pub use serve::{admin_token, bind, load_latency, load_zones, nsid, open_geoip, server_config};
 pub use signals::until_stopped;
 
+/// `regiondns tsig keygen`: prints a new key.
+pub fn tsig(command: TsigCommand) -> anyhow::Result<std::process::ExitCode> {
+    let TsigCommand::Keygen(args) = command;
+    let printed =
+        crate::transfer::keys::keygen(&args.name, &args.algorithm).map_err(anyhow::Error::msg)?;
+    print!("{printed}");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Environment variable holding the admin token when no --admin-token-file is given.
 const TOKEN_VARIABLE: &str = "REGIONDNS_ADMIN_TOKEN";
 const FLEET_TOKEN_VARIABLE: &str = "REGIONDNS_FLEET_TOKEN";
@@ -94,6 +103,25 @@ pub enum Command {
     /// Latency tables from the regions' gateway logs.
     #[command(subcommand)]
     Latency(LatencyCommand),
+    /// TSIG keys for zone transfers.
+    #[command(subcommand)]
+    Tsig(TsigCommand),
+}
+
+#[derive(Subcommand)]
+pub enum TsigCommand {
+    /// Make a TSIG key: print its entry for the --tsig-keys file and the same key for BIND's
+    /// and Knot's configurations.
+    Keygen(TsigKeygenArgs),
+}
+
+#[derive(Args)]
+pub struct TsigKeygenArgs {
+    /// The key's name, e.g. xfr.llm.example.com.
+    pub name: Name,
+    /// hmac-sha256 or hmac-sha512.
+    #[arg(long, default_value = "hmac-sha256")]
+    pub algorithm: String,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +235,10 @@ pub struct ServeArgs {
     /// reloaded when replaced and on SIGHUP. Made by `regiondns latency build`.
     #[arg(long)]
     pub latency: Option<PathBuf>,
+    /// TSIG keys for zone transfers (YAML: a list of name, algorithm, secret in base64), as
+    /// `regiondns tsig keygen` prints them; a zone's `transfer.tsig` names one.
+    #[arg(long)]
+    pub tsig_keys: Option<PathBuf>,
     /// Address to answer on, over UDP and TCP; repeat for several. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:5353")]
     pub listen: Vec<SocketAddr>,

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::transfer::TsigKeys;
 
 /// The GeoIP databases, each logged, with a warning when they locate none of the sample.
 pub fn open_geoip(paths: &[PathBuf]) -> Result<GeoIp> {
@@ -62,11 +63,17 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
         .as_deref()
         .map(|path| load_latency(path, &zones))
         .transpose()?;
+    let tsig_keys = match &args.tsig_keys {
+        Some(path) => TsigKeys::read(path).map_err(anyhow::Error::msg)?,
+        None => TsigKeys::default(),
+    };
+    missing_tsig_keys(&zones, &tsig_keys)?;
     Ok(server::Config {
         zones_dir: args.zones.clone(),
         zones,
         geo,
         latency,
+        tsig_keys,
         metrics,
         admin_token: admin_token(args.admin_token_file.as_deref())?,
         max_udp_payload: args.edns_udp_size,
@@ -257,4 +264,18 @@ fn first_names(names: &[&str]) -> String {
         0..=SHOWN => names.join(", "),
         more => format!("{}, and {} more", names[..SHOWN].join(", "), more - SHOWN),
     }
+}
+
+/// A zone whose transfers name a key the keys file does not hold could never be transferred.
+fn missing_tsig_keys(zones: &[ZoneConfig], keys: &TsigKeys) -> Result<()> {
+    for zone in zones {
+        let wanted = zone.transfer.as_ref().and_then(|t| t.tsig.as_ref());
+        if let Some(name) = wanted.filter(|name| keys.get(name).is_none()) {
+            anyhow::bail!(
+                "{}: transfer: tsig key {name} is not in the --tsig-keys file",
+                zone.source.display()
+            );
+        }
+    }
+    Ok(())
 }

@@ -59,6 +59,8 @@ pub struct ZoneConfig {
     pub dnssec: Option<Signing>,
     /// Where the zone's failover events are sent.
     pub events: Vec<EventHook>,
+    /// Zone transfers to secondaries, when the zone allows them.
+    pub transfer: Option<Transfer>,
     /// A hash of the file's text: instances of a fleet compare theirs.
     pub digest: u64,
 }
@@ -217,6 +219,28 @@ pub struct Service {
     pub rules: Vec<Rule>,
     /// How `policy: latency` weighs measurements; `None` for the other policies.
     pub latency: Option<crate::latency::estimate::Settings>,
+    /// What a zone transfer carries for the name.
+    pub secondary: Secondary,
+}
+
+/// What a secondary, which cannot choose per client, receives for a service's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secondary {
+    /// The addresses of every region of the service that is up (all of them when none is).
+    All,
+    /// The addresses of this region (an index into [`ZoneConfig::regions`]).
+    Region(usize),
+    /// Nothing: the name is left out of the transfer.
+    Omit,
+}
+
+/// Who may transfer a zone, with which key, and whom to notify of a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    pub to: Vec<ipnet::IpNet>,
+    /// The name of the TSIG key (in the `--tsig-keys` file) transfers must be signed with.
+    pub tsig: Option<Name>,
+    pub notify: Vec<std::net::SocketAddr>,
 }
 
 /// A service's load target: the load its regions should stay at or below, and how fast the
@@ -604,7 +628,7 @@ mod tests {
         );
         assert_error(
             &format!("{HEAD}colour: blue\n"),
-            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services, explain, dnssec, events",
+            "zones/t.yaml:4:1: unknown key `colour`, expected one of origin, ttl, soa, ns, records, regions, services, explain, dnssec, events, transfer",
         );
     }
 

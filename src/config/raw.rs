@@ -161,6 +161,28 @@ pub struct Zone {
     #[serde(default)]
     #[schemars(with = "Vec<EventHook>")]
     pub events: Vec<At<EventHook>>,
+    /// Zone transfers (AXFR, IXFR) to secondary servers, and the NOTIFYs that tell them of a
+    /// change (default: no transfers).
+    #[schemars(with = "Option<Transfer>")]
+    pub transfer: Option<At<Transfer>>,
+}
+
+/// Who may transfer the zone, with which key, and whom to notify.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// The networks secondaries transfer from, e.g. `192.0.2.53/32` or `2001:db8::/48`.
+    #[schemars(with = "Vec<String>")]
+    pub to: At<Vec<Text>>,
+    /// The TSIG key (a name in the `--tsig-keys` file) every transfer and NOTIFY is signed
+    /// with (default: unsigned, by address alone).
+    #[schemars(with = "Option<String>")]
+    pub tsig: Option<Text>,
+    /// Secondaries told of every change, `ADDR` or `ADDR:PORT` (`[V6]:PORT`; port 53 by
+    /// default).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub notify: Vec<Text>,
 }
 
 /// A receiver of failover events.
@@ -419,6 +441,12 @@ pub struct Service {
     /// How `policy: latency` weighs measurements.
     #[schemars(with = "Option<Latency>")]
     pub latency: Option<At<Latency>>,
+    /// What a secondary receives for the name, which cannot choose per client: `all` (default:
+    /// the addresses of every region that is up), a region's name (its addresses), or `omit`
+    /// (the name is left out). A service with rules that allow only some regions takes `omit`
+    /// or a region every such rule allows.
+    #[schemars(with = "Option<String>")]
+    pub secondary: Option<Text>,
 }
 
 /// The settings of `policy: latency`.

@@ -7,6 +7,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::counter::QueryCounter;
+use crate::transfer::{Transfers, unix_now};
 use arc_swap::{ArcSwap, Guard};
 use hickory_proto::rr::RecordType;
 
@@ -44,6 +45,8 @@ pub enum Transport {
 /// Answers requests from the current routing snapshot.
 pub struct Responder {
     table: Arc<ArcSwap<RoutingTable>>,
+    /// Zone transfers, and the requests signed with TSIG.
+    transfers: Transfers,
     max_udp_payload: u16,
     nsid: Option<Box<[u8]>>,
     errors: ErrorCounters,
@@ -91,6 +94,7 @@ impl Responder {
     /// `nsid` is sent to clients that ask for it (RFC 5001), e.g. the host's name.
     pub fn new(
         table: Arc<ArcSwap<RoutingTable>>,
+        transfers: Transfers,
         metrics: &Metrics,
         max_udp_payload: u16,
         nsid: Option<&str>,
@@ -98,6 +102,7 @@ impl Responder {
         let counter = |rcode| metrics.query_counter("", "", "", rcode);
         Responder {
             table,
+            transfers,
             max_udp_payload: max_udp_payload.max(CLASSIC_UDP_PAYLOAD),
             nsid: nsid.map(|text| text.as_bytes().into()),
             errors: ErrorCounters {
@@ -115,6 +120,11 @@ impl Responder {
                 .ok(),
             cookie_counters: ["valid", "new", "invalid"].map(|r| metrics.cookie_counter(r)),
         }
+    }
+
+    /// What answers zone transfers and signed requests.
+    pub fn transfers(&self) -> &Transfers {
+        &self.transfers
     }
 
     /// Writes the response to `packet`, which came from `source`, into `out`. Returns false
@@ -249,6 +259,16 @@ impl Responder {
                 return true;
             }
         };
+        if request.signed {
+            // Rare (a secondary's SOA query): answered whole, signed, never remembered.
+            let answered = self.transfers.answer_signed(packet, source, unix_now());
+            if let crate::transfer::Outcome::Refused(why) = &answered.outcome {
+                tracing::warn!(%source, "signed request refused: {why}");
+            }
+            out.clear();
+            out.extend_from_slice(answered.messages.first().map_or(&[][..], Vec::as_slice));
+            return !out.is_empty();
+        }
         if self.cookie_valid(&request, source) {
             // It receives what we send to its address: not a forged source.
             limiter = None;

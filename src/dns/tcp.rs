@@ -21,6 +21,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Responder, Transport, network_of};
+use crate::transfer::{Outcome, unix_now};
 
 /// How long a TCP connection may stay idle, or take to send one request.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -194,21 +195,47 @@ async fn serve_connection(
         ) {
             return;
         }
+        if let Some(answered) = responder.transfers().answer(&packet, peer.ip(), unix_now()) {
+            log_transfer(peer, &answered.outcome);
+            for message in &answered.messages {
+                if !write_framed(&mut stream, message, &mut frame).await {
+                    return;
+                }
+            }
+            continue;
+        }
         if !responder.respond(&packet, peer.ip(), Transport::Tcp, &mut response) {
             continue;
         }
-        let Ok(length) = u16::try_from(response.len()) else {
-            return;
-        };
-        frame.clear();
-        frame.extend_from_slice(&length.to_be_bytes());
-        frame.extend_from_slice(&response);
-        if !matches!(
-            timeout(TCP_IDLE_TIMEOUT, stream.write_all(&frame)).await,
-            Ok(Ok(()))
-        ) {
+        if !write_framed(&mut stream, &response, &mut frame).await {
             return;
         }
+    }
+}
+
+/// Writes `message` with its length before it; false when the connection is done.
+async fn write_framed(stream: &mut TcpStream, message: &[u8], frame: &mut Vec<u8>) -> bool {
+    let Ok(length) = u16::try_from(message.len()) else {
+        return false;
+    };
+    frame.clear();
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(message);
+    matches!(
+        timeout(TCP_IDLE_TIMEOUT, stream.write_all(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn log_transfer(peer: SocketAddr, outcome: &Outcome) {
+    match outcome {
+        Outcome::Transferred {
+            zone,
+            serial,
+            records,
+        } => tracing::info!(%peer, "AXFR of {zone} (serial {serial}, {records} records) sent"),
+        Outcome::Answered => {}
+        Outcome::Refused(why) => tracing::warn!(%peer, "zone transfer refused: {why}"),
     }
 }
 

@@ -40,7 +40,10 @@ pub use policy::{Client, Decision, Explain, MAX_ANSWERS, Picks, Weighed};
 use policy::{Draws, MOVED};
 
 use crate::{
-    config::{FailClosed, LoadTarget, Matcher, Policy, Region, Service, WhenAllDown, ZoneConfig},
+    config::{
+        FailClosed, LoadTarget, Matcher, Policy, Region, Secondary, Service, Transfer, WhenAllDown,
+        ZoneConfig,
+    },
     dnssec::{OnDemand, RrsetSigner, remembered},
     geo::{self, Accepted, Coordinates, GeoError, GeoIp, Located, LookupResult},
     metrics::{AnswerShares, Metrics},
@@ -99,6 +102,7 @@ struct ZonePlan {
     counters: Arc<ZoneCounters>,
     services: Vec<Arc<ServicePlan>>,
     explain: bool,
+    transfer: Option<Arc<Transfer>>,
 }
 
 /// Responses of a zone that are not service answers.
@@ -121,6 +125,8 @@ pub struct ServicePlan {
     pub latency: Option<LatencySettings>,
     /// A latency service's answers by what they rest on.
     pub latency_answers: Option<LatencyAnswers>,
+    /// What a zone transfer carries for the name.
+    pub secondary: Secondary,
     pub answers: usize,
     pub shed: f64,
     /// Clients moved away from regions above this load.
@@ -426,6 +432,7 @@ impl ZonePlan {
                 })
                 .collect(),
             explain: config.explain,
+            transfer: config.transfer.clone().map(Arc::new),
         }
     }
 }
@@ -486,6 +493,14 @@ impl ServicePlan {
                 distance: metrics.latency_answers_counter(zone, &name, "distance"),
                 explore: metrics.latency_answers_counter(zone, &name, "explore"),
             }),
+            secondary: match service.secondary {
+                // The plan's regions are the service's, in its order.
+                Secondary::Region(r) => match service.regions.iter().position(|&x| x == r) {
+                    Some(at) => Secondary::Region(at),
+                    None => Secondary::Omit,
+                },
+                other => other,
+            },
             answers: service.answers,
             shed: service.shed,
             load: service.load,
@@ -610,6 +625,8 @@ pub struct ZoneRoutes {
     pub counters: Arc<ZoneCounters>,
     /// Whether `_explain.<service>` TXT queries are answered.
     pub explain: bool,
+    /// Who may transfer the zone, when it may be.
+    pub transfer: Option<Arc<Transfer>>,
     services: Vec<ServiceRoutes>,
 }
 
@@ -688,6 +705,7 @@ impl RoutingTable {
                 data: Arc::clone(&zone.data),
                 counters: Arc::clone(&zone.counters),
                 explain: zone.explain,
+                transfer: zone.transfer.clone(),
                 services: zone
                     .services
                     .iter()

@@ -38,6 +38,8 @@ pub mod option {
 
 /// The record type of the OPT pseudo-record.
 pub const TYPE_OPT: u16 = 41;
+/// The TSIG meta-record's type (RFC 8945 4.2).
+pub const TYPE_TSIG: u16 = 250;
 
 /// Response codes, including the extended BADVERS (RFC 6891 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

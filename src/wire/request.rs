@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arrayvec::ArrayVec;
 
-use super::{HEADER_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, Rcode, TYPE_OPT, option, skip_name};
+use super::{
+    HEADER_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, Rcode, TYPE_OPT, TYPE_TSIG, option, skip_name,
+};
 
 const FLAG_QR: u16 = 0x8000;
 const OPCODE_QUERY: u8 = 0;
@@ -19,6 +21,8 @@ pub struct Request<'p> {
     pub flags: u16,
     pub question: Question<'p>,
     pub edns: Option<EdnsRequest<'p>>,
+    /// Whether its last record is a TSIG (RFC 8945): it is answered signed, or refused.
+    pub signed: bool,
 }
 
 /// The question as sent: its name is checked (uncompressed, labels and length within limits).
@@ -156,6 +160,7 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Malformed<'_>> {
     reply.question = question.as_ref().map(|q| q.wire);
 
     let mut edns = None;
+    let mut last_type = 0;
     let sections = [(counts[1], false), (counts[2], false), (counts[3], true)];
     for (count, additional) in sections {
         for _ in 0..count {
@@ -163,6 +168,7 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Malformed<'_>> {
                 return Err(reply.with(Rcode::FormErr));
             };
             offset = record.end;
+            last_type = record.rtype;
             if record.rtype != TYPE_OPT {
                 continue;
             }
@@ -194,6 +200,7 @@ pub fn parse(packet: &[u8]) -> Result<Request<'_>, Malformed<'_>> {
         flags,
         question,
         edns,
+        signed: last_type == TYPE_TSIG && counts[3] > 0,
     })
 }
 

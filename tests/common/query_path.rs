@@ -22,6 +22,7 @@ use regiondns::{
         Loads, Plan, RoutingTable,
         load_control::{Controller, ShiftKey},
     },
+    transfer::{Transfers, TsigKeys},
 };
 
 /// The repository's root: this crate's, or the one above it for the fuzz targets.
@@ -50,7 +51,8 @@ pub fn responder_counted(metrics: &Metrics) -> Responder {
     assert!(errors.is_empty(), "the example zone: {errors:?}");
     let geo = bundled_geoip();
     let publisher = Publisher::new(&zones, geo, None, Arc::new(Metrics::new())).expect("compiled");
-    Responder::new(publisher.table(), metrics, 1232, None)
+    let transfers = Transfers::new(publisher.table(), TsigKeys::default());
+    Responder::new(publisher.table(), transfers, metrics, 1232, None)
 }
 
 /// A responder on the example zone whose regions report load and whose service has a load
@@ -88,7 +90,9 @@ pub fn responder_with_load(kept: f64) -> Responder {
         .shares
         .insert(shift, Controller::with_shares(kept, 1.0));
     let table = RoutingTable::build(&plan, &States::new(), &loads);
-    Responder::new(Arc::new(ArcSwap::from_pointee(table)), &metrics, 1232, None)
+    let table = Arc::new(ArcSwap::from_pointee(table));
+    let transfers = Transfers::new(Arc::clone(&table), TsigKeys::default());
+    Responder::new(table, transfers, &metrics, 1232, None)
 }
 
 /// A query with EDNS (1232), and an ECS option when `subnet` is set, as bytes.

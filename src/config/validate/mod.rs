@@ -15,7 +15,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use hickory_proto::rr::Name;
 
 use super::{
-    ConfigError, EventHook, Secrets, Signing, Soa, Thresholds, ZoneConfig,
+    ConfigError, EventHook, Secrets, Signing, Soa, Thresholds, Transfer, ZoneConfig,
     raw::{self, At, Position},
 };
 use crate::{
@@ -71,12 +71,17 @@ pub(super) fn zone(
     let records = checker.records(&zone.records, ttl);
     let regions = checker.regions(&zone.regions);
     checker.scope = None;
-    let services = checker.services(&zone.services, &zone.regions, &records);
+    let transferred = zone.transfer.is_some();
+    let services = checker.services(&zone.services, &zone.regions, &records, transferred);
     checker.scope = None;
     checker.check_nameserver_addresses(&nameservers, &records, zone.ns.at);
 
     let explain = zone.explain;
     let dnssec = zone.dnssec.as_ref().and_then(|d| checker.signing(d));
+    let transfer = zone
+        .transfer
+        .as_ref()
+        .and_then(|t| checker.transfer(t, zone.dnssec.is_some()));
     let events = zone
         .events
         .iter()
@@ -110,6 +115,7 @@ pub(super) fn zone(
                 explain,
                 dnssec,
                 events,
+                transfer,
                 digest: 0,
             })
         }
@@ -159,6 +165,74 @@ impl Checker<'_> {
             validity,
             refresh,
         })
+    }
+
+    /// The `transfer` block: the secondaries' networks, the key's name, the NOTIFY targets.
+    fn transfer(&mut self, transfer: &At<raw::Transfer>, signed: bool) -> Option<Transfer> {
+        let raw = &transfer.value;
+        if signed {
+            self.error(
+                transfer.at,
+                "transfer: a signed zone cannot be transferred yet (its NSEC chain is made \
+                 online); serve it from the fleet alone",
+            );
+            return None;
+        }
+        if raw.to.value.is_empty() {
+            self.error(
+                raw.to.at,
+                "transfer: to lists no networks: no one could transfer the zone",
+            );
+        }
+        let to = raw
+            .to
+            .value
+            .iter()
+            .filter_map(|text| {
+                let value = text.value.trim();
+                let parsed = value
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                parsed
+                    .map_err(|_| {
+                        self.error(
+                            text.at,
+                            format!("transfer: to: '{value}' is not a network (e.g. 192.0.2.0/24)"),
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
+        let tsig = raw.tsig.as_ref().and_then(|text| {
+            Name::from_ascii(text.value.trim())
+                .map(|name| name.to_lowercase())
+                .map_err(|e| self.error(text.at, format!("transfer: tsig: '{}': {e}", text.value)))
+                .ok()
+        });
+        let notify = raw
+            .notify
+            .iter()
+            .filter_map(|text| {
+                let value = text.value.trim();
+                let parsed = value.parse::<std::net::SocketAddr>().or_else(|_| {
+                    value
+                        .parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                });
+                parsed
+                    .map_err(|_| {
+                        self.error(
+                            text.at,
+                            format!(
+                                "transfer: notify: '{value}' is not ADDR or ADDR:PORT (e.g. \
+                                 192.0.2.53, [2001:db8::53]:5300)"
+                            ),
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
+        Some(Transfer { to, tsig, notify })
     }
 
     /// A receiver of failover events: an http(s) URL, and a secret long enough to sign with.

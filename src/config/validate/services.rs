@@ -9,7 +9,7 @@ use hickory_proto::rr::{LowerName, RecordType};
 use super::*;
 use crate::config::{
     Allow, Canary, FailClosed, LoadTarget, MAX_ANSWERS, MAX_SERVICE_REGIONS, Matcher, Policy,
-    RecordSet, Rule, Service, WhenAllDown, raw,
+    RecordSet, Rule, Secondary, Service, WhenAllDown, raw,
 };
 use crate::geo::{Continent, CountryCode};
 use crate::latency::estimate::Settings as LatencySettings;
@@ -399,6 +399,7 @@ impl Checker<'_> {
         services: &raw::Entries<At<raw::Service>>,
         raw_regions: &raw::Entries<At<raw::Region>>,
         records: &[RecordSet],
+        transferred: bool,
     ) -> Vec<Service> {
         let region_names: Vec<&str> = raw_regions.keys().map(|k| k.value.trim()).collect();
         let mut seen: HashSet<LowerName> = HashSet::new();
@@ -457,6 +458,16 @@ impl Checker<'_> {
             };
             let service = &service.value;
             let policy = self.policy(service.policy.as_ref());
+            let rules = self.rules(&context, service);
+            let mut secondary = self.secondary(&context, service.secondary.as_ref());
+            if transferred {
+                let names = raw_regions
+                    .keys()
+                    .map(|k| k.value.trim())
+                    .collect::<Vec<_>>();
+                let at = service.secondary.as_ref().map_or(key.at, |t| t.at);
+                secondary = self.secondary_allowed(&rules, at, secondary, &names);
+            }
             out.push(Service {
                 name,
                 ttl: self
@@ -472,11 +483,72 @@ impl Checker<'_> {
                     .as_ref()
                     .and_then(|c| self.canary(&context, c)),
                 load: self.load_target(&context, service),
-                rules: self.rules(&context, service),
+                secondary,
+                rules,
                 regions,
             });
         }
         out
+    }
+
+    /// `secondary:`: `all` (the default), `omit` or one of the service's regions.
+    fn secondary(&mut self, context: &ServiceContext<'_>, text: Option<&raw::Text>) -> Secondary {
+        let Some(text) = text else {
+            return Secondary::All;
+        };
+        let names: Vec<&str> = context.raw_regions.keys().map(|k| k.value.trim()).collect();
+        match text.value.trim() {
+            "all" => Secondary::All,
+            "omit" => Secondary::Omit,
+            wanted => match names.iter().position(|n| n.eq_ignore_ascii_case(wanted)) {
+                Some(index) if context.regions.contains(&index) => Secondary::Region(index),
+                _ => {
+                    let listed: Vec<&str> = context.regions.iter().map(|&r| names[r]).collect();
+                    self.error(
+                        text.at,
+                        format!(
+                            "secondary must be all, omit or one of the service's regions ({}), got '{wanted}'",
+                            listed.join(", ")
+                        ),
+                    );
+                    Secondary::Omit
+                }
+            },
+        }
+    }
+
+    /// In a transferred zone, a `secondary` that some rule's clients may not be sent to is an
+    /// error (the default `all` included): a secondary answers every client alike, and must
+    /// never answer one with a region its rules forbid.
+    fn secondary_allowed(
+        &mut self,
+        rules: &[Rule],
+        at: Position,
+        secondary: Secondary,
+        names: &[&str],
+    ) -> Secondary {
+        let allows = rules.iter().filter_map(|r| r.allow.as_ref());
+        let forbidding = allows.clone().find(|allow| match secondary {
+            Secondary::Region(region) => !allow.regions.contains(&region),
+            Secondary::All => true,
+            Secondary::Omit => false,
+        });
+        let Some(allow) = forbidding else {
+            return secondary;
+        };
+        let what = match secondary {
+            Secondary::Region(r) => format!("region '{}'", names[r]),
+            _ => "every region that is up (secondary: all, the default)".to_owned(),
+        };
+        self.error(
+            at,
+            format!(
+                "secondary: {what} would answer clients whose rule allows only {}; give \
+                 `secondary: omit` or a region every rule allows",
+                allow.description
+            ),
+        );
+        Secondary::Omit
     }
 
     fn service_regions(&mut self, list: &At<Vec<raw::Text>>, known: &[&str]) -> Vec<usize> {
@@ -666,5 +738,66 @@ mod tests {
             (rule.when_none, rule.prefer.clone()),
             (FailClosed::NoData, vec![1])
         );
+    }
+
+    #[test]
+    fn a_transferred_service_gives_secondaries_only_what_every_rule_allows() {
+        let zone = |settings: &str, transfer: &str| {
+            format!(
+                "{HEAD}records:\n{NS1}{REGIONS}services:\n  api:\n    regions: [us-east, eu-west]\n    rules:\n      - match: {{ continent: [EU] }}\n        allow: {{ regions: [eu-west] }}\n{settings}{transfer}"
+            )
+        };
+        let transfer = "transfer: { to: [192.0.2.0/24, 2001:db8::53], tsig: xfr.example., notify: [192.0.2.53, \"[2001:db8::53]:5300\"] }\n";
+        let forbidden = [
+            (
+                "",
+                "zones/t.yaml:14:3: service 'api': secondary: every region that is up (secondary: all, the default) would answer clients whose rule allows only regions eu-west",
+            ),
+            (
+                "    secondary: all\n",
+                "zones/t.yaml:19:16: service 'api': secondary: every region that is up",
+            ),
+            (
+                "    secondary: us-east\n",
+                "zones/t.yaml:19:16: service 'api': secondary: region 'us-east' would answer clients whose rule allows only regions eu-west",
+            ),
+            (
+                "    secondary: mars\n",
+                "zones/t.yaml:19:16: service 'api': secondary must be all, omit or one of the service's regions (us-east, eu-west), got 'mars'",
+            ),
+        ];
+        for (settings, expected) in forbidden {
+            let said = errors(&zone(settings, transfer));
+            assert!(
+                said.iter().any(|e| e.starts_with(expected)),
+                "{settings:?}: {said:#?}"
+            );
+        }
+        for (settings, secondary) in [
+            ("    secondary: eu-west\n", Secondary::Region(1)),
+            ("    secondary: omit\n", Secondary::Omit),
+        ] {
+            let parsed = parse(Path::new("t.yaml"), &zone(settings, transfer), 1).expect("valid");
+            assert_eq!(parsed.services[0].secondary, secondary);
+            let policy = parsed.transfer.expect("transfer");
+            assert_eq!(policy.to.len(), 2);
+            assert_eq!(
+                policy.tsig.map(|n| n.to_string()),
+                Some("xfr.example.".into())
+            );
+            assert_eq!(policy.notify[1].to_string(), "[2001:db8::53]:5300");
+            assert_eq!(policy.notify[0].port(), 53);
+        }
+        // Without transfers the rules alone decide: nothing to check.
+        let untransferred = parse(Path::new("t.yaml"), &zone("", ""), 1).expect("valid");
+        assert_eq!(untransferred.services[0].secondary, Secondary::All);
+        let bad = "transfer: { to: [192.0.2.0/33], notify: [example.com] }\n";
+        let said = errors(&zone("    secondary: omit\n", bad));
+        for expected in [
+            "'192.0.2.0/33' is not a network",
+            "notify: 'example.com' is not ADDR or ADDR:PORT",
+        ] {
+            assert!(said.iter().any(|e| e.contains(expected)), "{said:#?}");
+        }
     }
 }

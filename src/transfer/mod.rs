@@ -1,0 +1,310 @@
+//! Zone transfers to secondaries at other providers (RFC 5936 AXFR; an IXFR is answered with
+//! the whole zone, as RFC 1995 4 allows). It owns who may transfer (the zone's `transfer.to`
+//! and its TSIG key), what they receive ([`content`]) and the messages that carry it, each
+//! signed. It runs on the TCP path only, reads one routing snapshot per transfer and changes
+//! nothing; it never answers an ordinary query.
+
+pub mod content;
+pub mod keys;
+pub mod tsig;
+
+use std::{net::IpAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{
+        DNSClass, Record, RecordType,
+        rdata::opt::{EdnsCode, EdnsOption},
+    },
+    serialize::binary::{BinEncodable, BinEncoder},
+};
+
+use crate::routing::{RoutingTable, ZoneRoutes};
+pub use keys::{TsigKey, TsigKeys};
+use tsig::Signer;
+
+/// A transfer message holds records up to about this many bytes (RFC 5936 leaves the size to
+/// the server; BIND and Knot fill about 16 KB).
+const MESSAGE_BYTES: usize = 16_000;
+
+/// RFC 8914 Extended DNS Error "Prohibited".
+const EDE_PROHIBITED: u16 = 18;
+
+/// What answers transfer requests: the routing snapshot in force and the TSIG keys.
+pub struct Transfers {
+    table: Arc<ArcSwap<RoutingTable>>,
+    keys: TsigKeys,
+}
+
+/// The messages that answer a transfer request, in order, and what to log of it.
+#[derive(Debug)]
+pub struct Answered {
+    pub messages: Vec<Vec<u8>>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The zone went out: its name, serial and records.
+    Transferred {
+        zone: String,
+        serial: u32,
+        records: usize,
+    },
+    /// A signed query answered.
+    Answered,
+    /// Refused, and why.
+    Refused(String),
+}
+
+impl Transfers {
+    pub fn new(table: Arc<ArcSwap<RoutingTable>>, keys: TsigKeys) -> Transfers {
+        Transfers { table, keys }
+    }
+
+    /// Answers `packet` from `peer` when it asks to transfer a zone that has `transfer`;
+    /// `None` for any other request, which the ordinary path answers (a transfer of a zone
+    /// without `transfer` is refused there, as it always was). `now` is seconds since the
+    /// epoch.
+    pub fn answer(&self, packet: &[u8], peer: IpAddr, now: u64) -> Option<Answered> {
+        if !asks_for_transfer(packet) {
+            return None;
+        }
+        let table = self.table.load();
+        let transferred = Message::from_vec(packet).ok().is_some_and(|request| {
+            let name = request.queries.first().map(|q| q.name().to_lowercase());
+            let zone = table
+                .zones()
+                .iter()
+                .find(|z| Some(z.data.origin_name().to_lowercase()) == name);
+            zone.is_some_and(|z| z.transfer.is_some())
+        });
+        transferred.then(|| answer(packet, peer, &table, &self.keys, now))
+    }
+
+    /// Answers a request signed with TSIG (its last record): a secondary's SOA query for a
+    /// transferred zone, signed back; anything else is refused, saying why.
+    pub fn answer_signed(&self, packet: &[u8], peer: IpAddr, now: u64) -> Answered {
+        let table = self.table.load();
+        let Ok(request) = Message::from_vec(packet) else {
+            return refused_unread(packet);
+        };
+        let (query, zone) = match admitted(&request, peer, &table) {
+            Ok(admitted) => admitted,
+            Err(why) => return refused(&request, why),
+        };
+        if query.query_type() != RecordType::SOA {
+            return refused(
+                &request,
+                "only SOA queries and transfers are answered signed".into(),
+            );
+        }
+        let Some(wanted) = zone.transfer.as_ref().and_then(|t| t.tsig.as_ref()) else {
+            return refused(&request, "the zone's transfers are not signed".into());
+        };
+        let mut signer = match tsig::verify(packet, &self.keys, wanted, now) {
+            Ok(verified) => Signer::new(verified, now),
+            Err(refusal) => return refused(&request, refusal.to_string()),
+        };
+        let mut message = response(&request, Some(query));
+        message.insert_answers(zone.data.soa().records());
+        let Ok(mut bytes) = message.to_vec() else {
+            return refused(&request, "the SOA could not be encoded".into());
+        };
+        if let Err(e) = signer.sign(&mut bytes) {
+            return refused(&request, format!("the answer could not be signed: {e}"));
+        }
+        Answered {
+            messages: vec![bytes],
+            outcome: Outcome::Answered,
+        }
+    }
+}
+
+/// Seconds since the epoch, as TSIG counts time.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The question of `request` and the zone it names, when that zone is transferred to `peer`.
+fn admitted<'r, 't>(
+    request: &'r Message,
+    peer: IpAddr,
+    table: &'t RoutingTable,
+) -> Result<(&'r Query, &'t ZoneRoutes), String> {
+    let query = request
+        .queries
+        .first()
+        .filter(|q| q.query_class == DNSClass::IN)
+        .ok_or("a transfer asks one question of class IN")?;
+    let name = query.name().to_lowercase();
+    let zone = table
+        .zones()
+        .iter()
+        .find(|z| z.data.origin_name().to_lowercase() == name)
+        .ok_or_else(|| format!("{name} is not a zone served here"))?;
+    let policy = zone
+        .transfer
+        .as_ref()
+        .ok_or_else(|| format!("{name} is not transferred (no transfer in its zone file)"))?;
+    if !policy
+        .to
+        .iter()
+        .any(|net| net.contains(&peer.to_canonical()))
+    {
+        return Err(format!("{peer} is not in {name}'s transfer.to"));
+    }
+    Ok((query, zone))
+}
+
+fn refused_unread(packet: &[u8]) -> Answered {
+    let id = packet
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let formerr = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+    Answered {
+        messages: formerr.to_vec().into_iter().collect(),
+        outcome: Outcome::Refused("unreadable request".into()),
+    }
+}
+
+/// Whether `packet` is a query whose question asks AXFR or IXFR: read from the wire without
+/// decoding the rest, as every TCP request is asked.
+fn asks_for_transfer(packet: &[u8]) -> bool {
+    let question = packet.get(4..6) == Some(&[0, 1]);
+    let qtype = crate::wire::skip_name(packet, 12)
+        .and_then(|at| packet.get(at..at + 2))
+        .map(|t| u16::from_be_bytes([t[0], t[1]]));
+    question
+        && matches!(
+            qtype.map(RecordType::from),
+            Some(RecordType::AXFR | RecordType::IXFR)
+        )
+}
+
+/// The answer to a transfer request from `peer`, from `table`.
+pub fn answer(
+    packet: &[u8],
+    peer: IpAddr,
+    table: &RoutingTable,
+    keys: &TsigKeys,
+    now: u64,
+) -> Answered {
+    let Ok(request) = Message::from_vec(packet) else {
+        return refused_unread(packet);
+    };
+    let (query, zone) = match admitted(&request, peer, table) {
+        Ok(admitted) => admitted,
+        Err(why) => return refused(&request, why),
+    };
+    let wanted = zone.transfer.as_ref().and_then(|p| p.tsig.as_ref());
+    let signer = match wanted {
+        None => None,
+        Some(wanted) => match tsig::verify(packet, keys, wanted, now) {
+            Ok(verified) => Some(Signer::new(verified, now)),
+            Err(refusal) => return refused(&request, refusal.to_string()),
+        },
+    };
+    transferred(&request, query, zone, signer)
+}
+
+/// The zone, SOA to SOA, in as many messages as it takes, each signed when `signer` is given.
+fn transferred(
+    request: &Message,
+    query: &Query,
+    zone: &ZoneRoutes,
+    mut signer: Option<Signer<'_>>,
+) -> Answered {
+    let records = content::zone_records(zone);
+    let serial = zone
+        .data
+        .soa()
+        .records()
+        .first()
+        .and_then(|r| match &r.data {
+            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let closing = records.first().cloned();
+    let mut messages = Vec::new();
+    let mut message = response(request, Some(query));
+    let mut size = 0;
+    for record in records.iter().chain(closing.as_ref()) {
+        let length = encoded_len(record);
+        if size + length > MESSAGE_BYTES && !message.answers.is_empty() {
+            messages.push(std::mem::replace(&mut message, response(request, None)));
+            size = 0;
+        }
+        size += length;
+        message.add_answer(record.clone());
+    }
+    messages.push(message);
+    let mut encoded = Vec::with_capacity(messages.len());
+    for message in messages {
+        let Ok(mut bytes) = message.to_vec() else {
+            return refused(request, "the zone could not be encoded".into());
+        };
+        if let Some(signer) = signer.as_mut()
+            && let Err(e) = signer.sign(&mut bytes)
+        {
+            return refused(request, format!("the transfer could not be signed: {e}"));
+        }
+        encoded.push(bytes);
+    }
+    Answered {
+        messages: encoded,
+        outcome: Outcome::Transferred {
+            zone: zone.data.origin_name().to_string(),
+            serial,
+            records: records.len() + 1,
+        },
+    }
+}
+
+/// An empty authoritative response to `request`, with its question when given.
+fn response(request: &Message, query: Option<&Query>) -> Message {
+    let mut message = Message::response(request.metadata.id, OpCode::Query);
+    message.metadata.message_type = MessageType::Response;
+    message.metadata.authoritative = true;
+    message.metadata.recursion_desired = request.metadata.recursion_desired;
+    if let Some(query) = query {
+        message.add_query(query.clone());
+    }
+    message
+}
+
+/// REFUSED, saying why (RFC 8914 "Prohibited"), unsigned: no secret is proven to a peer that
+/// has not proven its own.
+fn refused(request: &Message, why: String) -> Answered {
+    let mut message = response(request, request.queries.first());
+    message.metadata.authoritative = false;
+    message.metadata.response_code = ResponseCode::Refused;
+    // The reason goes where the request can read it: in EDNS, when it has EDNS (RFC 6891 7).
+    if request.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(crate::dns::DEFAULT_MAX_UDP_PAYLOAD);
+        let mut info = EDE_PROHIBITED.to_be_bytes().to_vec();
+        info.extend_from_slice(why.as_bytes());
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(u16::from(EdnsCode::Unknown(15)), info));
+        message.set_edns(edns);
+    }
+    Answered {
+        messages: message.to_vec().into_iter().collect(),
+        outcome: Outcome::Refused(why),
+    }
+}
+
+/// A record's size on the wire, uncompressed: an upper bound of what it adds to a message.
+fn encoded_len(record: &Record) -> usize {
+    let mut bytes = Vec::new();
+    let mut encoder = BinEncoder::new(&mut bytes);
+    match record.emit(&mut encoder) {
+        Ok(()) => bytes.len(),
+        Err(_) => MESSAGE_BYTES,
+    }
+}

@@ -1,0 +1,463 @@
+//! Zone transfers to secondaries we did not write: Knot (`knotd`) and BIND (`named`), each
+//! started here on its own loopback address, take the zone by AXFR signed with TSIG and answer
+//! as we do for static names and with the declared fallback for geo names. Requests without
+//! the key, with another key, signed at a stale time or from outside `transfer.to` are refused
+//! with nothing transferred.
+
+use std::{
+    net::{SocketAddr, TcpStream, UdpSocket},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use hickory_proto::{
+    op::{Message, Query},
+    rr::{Name, RecordType, TSigner, rdata::tsig::TsigAlgorithm},
+};
+
+use crate::common::{self, Server, query, udp};
+
+const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtMzItYnl0ZXMhISE=";
+const OTHER_SECRET: &str = "b3RoZXItb3RoZXItb3RoZXItMzItYnl0ZXMhISEhISE=";
+const KEY: &str = "xfr.llm.example.com.";
+
+/// The zone: static names of several types, a service every secondary may carry, one pinned
+/// to a region, and a sovereign one left out.
+fn zone(extra_transfer: &str) -> String {
+    format!(
+        "origin: llm.example.com.\nsoa:\n  primary: ns1.llm.example.com.\n  contact: hostmaster.example.com.\n  serial: 2026120701\n\
+         ns: [ns1.llm.example.com.]\n\
+         records:\n  ns1: {{ A: [198.51.100.53] }}\n  www: {{ CNAME: [api.llm.example.com.] }}\n  \
+         '@': {{ MX: [\"10 mail.example.net.\"], TXT: [\"v=spf1 -all\"] }}\n  docs: {{ AAAA: [\"2001:db8::80\"] }}\n\
+         regions:\n  us-east:\n    location: {{ lat: 38.9, lon: -77.4 }}\n    addresses: [203.0.113.10, \"2001:db8:10::1\"]\n  \
+         eu-west:\n    location: {{ lat: 53.3, lon: -6.3 }}\n    addresses: [203.0.113.20]\n    jurisdiction: eu\n  \
+         ap-northeast:\n    location: {{ lat: 35.7, lon: 139.7 }}\n    addresses: [203.0.113.30]\n\
+         services:\n  api:\n    regions: [us-east, eu-west, ap-northeast]\n  \
+         pinned:\n    regions: [us-east, eu-west]\n    secondary: eu-west\n  \
+         eu:\n    regions: [eu-west, us-east]\n    secondary: omit\n    rules:\n      - match: {{ continent: [EU] }}\n        allow: {{ jurisdiction: [eu] }}\n\
+         transfer:\n  to: [127.0.0.0/8]\n  tsig: {KEY}\n{extra_transfer}"
+    )
+}
+
+fn keys_file(dir: &Path) -> String {
+    let path = dir.join("tsig.yaml");
+    std::fs::write(
+        &path,
+        format!("- name: {KEY}\n  algorithm: hmac-sha256\n  secret: {SECRET}\n"),
+    )
+    .expect("keys");
+    common::path_arg(&path)
+}
+
+fn start() -> Server {
+    let dir = common::zone_dir(&zone(""));
+    let keys = keys_file(dir.path());
+    Server::start_in(dir, &["--tsig-keys", &keys])
+}
+
+/// A port free on `ip` for both UDP and TCP, as far as one can tell before using it.
+fn free_port(ip: &str) -> u16 {
+    loop {
+        let udp = UdpSocket::bind((ip, 0)).expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A secondary's process, killed when dropped.
+struct Secondary {
+    child: Child,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Secondary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Secondary {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until it answers the zone's SOA with authority, i.e. holds the zone.
+    fn until_loaded(&self, what: &str) {
+        let started = Instant::now();
+        loop {
+            let asked = query("llm.example.com.", RecordType::SOA, None);
+            if let Some(response) = try_udp(self.addr, &asked)
+                && response.metadata.authoritative
+                && !response.answers.is_empty()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what} did not load the zone:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn try_udp(addr: SocketAddr, message: &Message) -> Option<Message> {
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    socket.connect(addr).ok()?;
+    socket.send(&message.to_vec().ok()?).ok()?;
+    let mut buf = [0; 65535];
+    let n = socket.recv(&mut buf).ok()?;
+    Message::from_vec(&buf[..n]).ok()
+}
+
+fn knot(primary: SocketAddr) -> Secondary {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ip = "127.0.0.71";
+    let port = free_port(ip);
+    let bare = KEY.trim_end_matches('.');
+    let conf = format!(
+        "server:\n    rundir: \"{d}\"\n    listen: {ip}@{port}\n\
+         database:\n    storage: \"{d}\"\n\
+         key:\n  - id: {bare}\n    algorithm: hmac-sha256\n    secret: {SECRET}\n\
+         remote:\n  - id: primary\n    address: {pip}@{pport}\n    key: {bare}\n\
+         acl:\n  - id: notify_from_primary\n    address: 127.0.0.0/8\n    action: notify\n    key: {bare}\n\
+         template:\n  - id: default\n    storage: \"{d}\"\n    zonefile-sync: -1\n    zonefile-load: none\n    journal-content: none\n\
+         zone:\n  - domain: llm.example.com\n    master: primary\n    acl: notify_from_primary\n\
+         log:\n  - target: stderr\n    any: info\n",
+        d = dir.path().display(),
+        pip = primary.ip(),
+        pport = primary.port(),
+    );
+    let conf_path = dir.path().join("knot.conf");
+    std::fs::write(&conf_path, conf).expect("knot.conf");
+    let log = dir.path().join("knot.log");
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("knotd (Debian's knot package)");
+    Secondary {
+        child,
+        addr: SocketAddr::new(ip.parse().expect("ip"), port),
+        log,
+        _dir: dir,
+    }
+}
+
+fn bind(primary: SocketAddr) -> Secondary {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // BIND listens only on the addresses interfaces have: 127.0.0.1, on a port of its own.
+    let ip = "127.0.0.1";
+    let port = free_port(ip);
+    let bare = KEY.trim_end_matches('.');
+    let d = dir.path().display();
+    let conf = format!(
+        "options {{\n  directory \"{d}\";\n  pid-file \"{d}/named.pid\";\n  session-keyfile \"{d}/session.key\";\n  listen-on port {port} {{ {ip}; }};\n  \
+         listen-on-v6 {{ none; }};\n  recursion no;\n  dnssec-validation no;\n  notify no;\n}};\n\
+         controls {{ }};\n\
+         key \"{bare}\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
+         server {pip} {{ keys {{ \"{bare}\"; }}; }};\n\
+         zone \"llm.example.com\" {{\n  type secondary;\n  primaries port {pport} {{ {pip} key \"{bare}\"; }};\n  \
+         file \"{d}/llm.example.com.db\";\n  allow-notify {{ 127.0.0.0/8; }};\n}};\n",
+        pip = primary.ip(),
+        pport = primary.port(),
+    );
+    let conf_path = dir.path().join("named.conf");
+    std::fs::write(&conf_path, conf).expect("named.conf");
+    let log = dir.path().join("named.log");
+    let child = Command::new("named")
+        .args(["-g", "-c"])
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("named (Debian's bind9 package)");
+    Secondary {
+        child,
+        addr: SocketAddr::new(ip.parse().expect("ip"), port),
+        log,
+        _dir: dir,
+    }
+}
+
+/// The answer's records as text, sorted: what two servers must agree on.
+fn said(addr: SocketAddr, name: &str, qtype: RecordType) -> Vec<String> {
+    let response = udp(addr, &query(name, qtype, None));
+    let mut records: Vec<String> = response
+        .answers
+        .iter()
+        .map(|r| format!("{} {} {}", r.name.to_lowercase(), r.record_type(), r.data))
+        .collect();
+    records.sort();
+    records.insert(0, response.metadata.response_code.to_string());
+    records
+}
+
+#[test]
+fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback() {
+    let server = start();
+    let secondaries = [("knot", knot(server.addr)), ("bind", bind(server.addr))];
+    for (what, secondary) in &secondaries {
+        secondary.until_loaded(what);
+    }
+    let statics = [
+        ("llm.example.com.", RecordType::SOA),
+        ("llm.example.com.", RecordType::NS),
+        ("llm.example.com.", RecordType::MX),
+        ("llm.example.com.", RecordType::TXT),
+        ("ns1.llm.example.com.", RecordType::A),
+        ("www.llm.example.com.", RecordType::CNAME),
+        ("docs.llm.example.com.", RecordType::AAAA),
+        ("nothing.llm.example.com.", RecordType::A),
+    ];
+    for (what, secondary) in &secondaries {
+        for (name, qtype) in statics {
+            assert_eq!(
+                said(secondary.addr, name, qtype),
+                said(server.addr, name, qtype),
+                "{what}: {name} {qtype}"
+            );
+        }
+        let fallback = |name: &str, qtype| said(secondary.addr, name, qtype);
+        assert_eq!(
+            fallback("api.llm.example.com.", RecordType::A),
+            [
+                "No Error",
+                "api.llm.example.com. A 203.0.113.10",
+                "api.llm.example.com. A 203.0.113.20",
+                "api.llm.example.com. A 203.0.113.30"
+            ],
+            "{what}: every region that is up"
+        );
+        assert_eq!(
+            fallback("api.llm.example.com.", RecordType::AAAA),
+            ["No Error", "api.llm.example.com. AAAA 2001:db8:10::1"],
+            "{what}"
+        );
+        assert_eq!(
+            fallback("pinned.llm.example.com.", RecordType::A),
+            ["No Error", "pinned.llm.example.com. A 203.0.113.20"],
+            "{what}: the declared region"
+        );
+        assert_eq!(
+            fallback("eu.llm.example.com.", RecordType::A),
+            ["Non-Existent Domain"],
+            "{what}: a sovereign service is left out"
+        );
+        assert_eq!(
+            fallback("_explain.api.llm.example.com.", RecordType::TXT),
+            ["Non-Existent Domain"],
+            "{what}"
+        );
+    }
+    let log = server.log();
+    assert!(
+        log.matches("AXFR of llm.example.com. (serial 2026120701")
+            .count()
+            >= 2,
+        "{log}"
+    );
+}
+
+/// An AXFR request for the zone, signed with `secret` at `time` when given.
+fn axfr_request(secret: Option<&str>, time: u64) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = 4242;
+    message.add_query(Query::query(
+        Name::from_ascii("llm.example.com.").expect("name"),
+        RecordType::AXFR,
+    ));
+    if let Some(secret) = secret {
+        let key = data_encoding::BASE64
+            .decode(secret.as_bytes())
+            .expect("base64");
+        let signer = TSigner::new(
+            key,
+            TsigAlgorithm::HmacSha256,
+            Name::from_ascii(KEY).expect("key name"),
+            300,
+        )
+        .expect("signer");
+        message.finalize(&signer, time).expect("signed");
+    }
+    message.to_vec().expect("encode")
+}
+
+/// Every message the server sends back to `request` over one TCP connection, until it closes
+/// or stops sending.
+fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    let mut framed = (request.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(request);
+    stream.write_all(&framed).expect("send");
+    let mut messages = Vec::new();
+    loop {
+        let mut length = [0; 2];
+        if stream.read_exact(&mut length).is_err() {
+            return messages;
+        }
+        let mut message = vec![0; usize::from(u16::from_be_bytes(length))];
+        stream.read_exact(&mut message).expect("message");
+        let done = Message::from_vec(&message)
+            .map(|m| {
+                m.answers.len() > 1
+                    && m.answers.last().map(|r| r.record_type()) == Some(RecordType::SOA)
+            })
+            .unwrap_or(true);
+        messages.push(message);
+        if done || messages.len() > 1000 {
+            return messages;
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The Extended DNS Error text of `message`, if it has one.
+fn extended_error(message: &Message) -> String {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let Some(edns) = &message.edns else {
+        return String::new();
+    };
+    edns.options()
+        .as_ref()
+        .iter()
+        .find_map(|(_, option)| match option {
+            EdnsOption::Unknown(15, data) => {
+                Some(String::from_utf8_lossy(data.get(2..).unwrap_or_default()).into_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn transfers_without_the_key_with_another_key_stale_or_from_elsewhere_are_refused() {
+    let server = start();
+    // Signed with the right key: every message verifies in turn (RFC 8945 5.3.1), the zone
+    // goes out SOA to SOA.
+    let key = data_encoding::BASE64
+        .decode(SECRET.as_bytes())
+        .expect("base64");
+    let signer = TSigner::new(
+        key,
+        TsigAlgorithm::HmacSha256,
+        Name::from_ascii(KEY).expect("key"),
+        300,
+    )
+    .expect("signer");
+    let request = axfr_request(Some(SECRET), now());
+    let request_mac = Message::from_vec(&request)
+        .expect("request")
+        .signature()
+        .map(|s| s.data.mac.clone())
+        .expect("signed");
+    let messages = exchange(server.addr, &request);
+    assert!(!messages.is_empty());
+    let mut previous = request_mac;
+    for (n, message) in messages.iter().enumerate() {
+        let (mac, _, _) = signer
+            .verify_message_byte(message, Some(&previous), n == 0)
+            .unwrap_or_else(|e| panic!("message {n}: {e}"));
+        previous = mac;
+    }
+    let records: usize = messages
+        .iter()
+        .map(|m| Message::from_vec(m).expect("message").answers.len())
+        .sum();
+    assert!(records >= 12, "{records} records");
+
+    for (request, reason) in [
+        (
+            axfr_request(None, 0),
+            "the transfer must be signed with TSIG",
+        ),
+        (
+            axfr_request(Some(OTHER_SECRET), now()),
+            "bad TSIG signature with key xfr.llm.example.com.",
+        ),
+        (
+            axfr_request(Some(SECRET), now() - 3600),
+            "over the fudge of 300 s",
+        ),
+    ] {
+        let mut asked = Message::from_vec(&request).expect("request");
+        // With EDNS, the refusal says why.
+        if asked.signature().is_none() {
+            asked.set_edns(hickory_proto::op::Edns::new());
+        }
+        let request = match asked.signature() {
+            Some(_) => request,
+            None => asked.to_vec().expect("encode"),
+        };
+        let messages = exchange(server.addr, &request);
+        assert_eq!(messages.len(), 1, "{reason}");
+        let refusal = Message::from_vec(&messages[0]).expect("refusal");
+        assert_eq!(
+            refusal.metadata.response_code,
+            hickory_proto::op::ResponseCode::Refused,
+            "{reason}"
+        );
+        assert!(refusal.answers.is_empty(), "{reason}: nothing transferred");
+        if refusal.edns.is_some() {
+            assert!(
+                extended_error(&refusal).contains(reason),
+                "{reason}: {refusal:?}"
+            );
+        }
+        common::until_logged(&server, reason, 1);
+    }
+    let log = server.log();
+    assert!(
+        !log.contains(SECRET) && !log.contains(OTHER_SECRET),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_client_outside_transfer_to_is_refused_and_dig_says_so() {
+    let text = zone("").replace("to: [127.0.0.0/8]", "to: [192.0.2.0/24]");
+    let dir = common::zone_dir(&text);
+    let keys = keys_file(dir.path());
+    let server = Server::start_in(dir, &["--tsig-keys", &keys]);
+    let out = common::dig(
+        server.addr,
+        &[
+            "-y",
+            &format!("hmac-sha256:{KEY}:{SECRET}"),
+            "llm.example.com.",
+            "AXFR",
+        ],
+    );
+    assert!(
+        out.contains("Transfer failed") || out.contains("REFUSED"),
+        "{out}"
+    );
+    assert!(!out.contains("203.0.113.10"), "nothing transferred: {out}");
+    common::until_logged(
+        &server,
+        "127.0.0.1 is not in llm.example.com.'s transfer.to",
+        1,
+    );
+}
