@@ -232,6 +232,11 @@ pub fn resolve_into<'t>(
         let cname = match lookup {
             Lookup::Cname(rrset) => rrset,
             Lookup::Found(rrset) => {
+                // A transferred zone's SOA carries the serial its secondaries were given.
+                let rrset = match rrset.record_type() == Some(RecordType::SOA) {
+                    true => zone.soa(),
+                    false => rrset,
+                };
                 chain.push(rrset);
                 if let Some(additional) = rrset.additional() {
                     add_target_addresses(chain, zone, additional, client);
@@ -239,13 +244,13 @@ pub fn resolve_into<'t>(
                 return counted(chain, zone);
             }
             Lookup::NoData => {
-                chain.authority = Some(data.negative_soa());
+                chain.authority = Some(zone.negative_soa());
                 chain.denial = denial;
                 return counted(chain, zone);
             }
             Lookup::NxDomain => {
                 chain.rcode = Rcode::NxDomain;
-                chain.authority = Some(data.negative_soa());
+                chain.authority = Some(zone.negative_soa());
                 chain.denial = denial;
                 return counted(chain, zone);
             }
@@ -267,7 +272,7 @@ pub fn resolve_into<'t>(
             }
             Lookup::Service(id) => {
                 let Some(service) = zone.service(id) else {
-                    chain.authority = Some(data.negative_soa());
+                    chain.authority = Some(zone.negative_soa());
                     return counted(chain, zone);
                 };
                 let (client, lookup) = service.client(client.ip);
@@ -276,7 +281,7 @@ pub fn resolve_into<'t>(
                 add_decision(chain, zone, service, decision, qtype, Some(&client.place));
                 let nodata = chain
                     .authority
-                    .is_some_and(|soa| std::ptr::eq(soa, data.negative_soa()));
+                    .is_some_and(|soa| std::ptr::eq(soa, zone.negative_soa()));
                 if nodata && chain.rcode == Rcode::NoError {
                     chain.denial = denial;
                 }
@@ -368,7 +373,7 @@ fn add_decision<'t>(
     place: Option<&Place>,
 ) {
     let continent = place.and_then(|p| p.continent);
-    let negative_soa = Some(zone.data.negative_soa());
+    let negative_soa = Some(zone.negative_soa());
     let plan = &service.plan;
     match decision {
         Decision::Regions {

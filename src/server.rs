@@ -32,9 +32,9 @@ use crate::{
     history::{self, History},
     latency::LatencyTable,
     metrics::Metrics,
-    publish::{FleetSetup, Publisher},
+    publish::{FleetSetup, Publisher, TransferSetup},
     reload::{GeoipReloader, LatencyReloader, Reloader},
-    transfer::{Transfers, TsigKeys},
+    transfer::{self, Transfers, TsigKeys},
 };
 
 /// How many events (probe reports, reloads, drains) may wait for the publisher.
@@ -49,6 +49,8 @@ pub struct Config {
     pub latency: Option<LatencyTable>,
     /// The TSIG keys zone transfers are signed with (`--tsig-keys`).
     pub tsig_keys: TsigKeys,
+    /// The least time between two serials of a transferred zone.
+    pub transfer_min_interval: Duration,
     /// The registry the GeoIP lookup counters of `geo` already belong to.
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
@@ -126,6 +128,12 @@ pub async fn run(
             state_dir: fleet.state_dir.clone(),
         })
         .map_err(|e| start_error("the state directory", e.into()))?;
+    let (bumps, bump_queue) = mpsc::channel(EVENT_QUEUE);
+    let publisher = publisher.transferring(TransferSetup {
+        state_dir: fleet.state_dir.clone(),
+        min_interval: config.transfer_min_interval,
+        bumps,
+    });
     if !fleet.peers.is_empty() && fleet.state_dir.is_none() {
         warn!(
             "this instance has peers but no --state-dir: drains taken here or at a peer will not \
@@ -173,6 +181,7 @@ pub async fn run(
         .transpose()
         .map_err(|e| start_error("latency table reload", e))?;
     let nsid = config.nsid.as_deref();
+    let notify_keys = config.tsig_keys.clone();
     let transfers = Transfers::new(Arc::clone(&table), config.tsig_keys);
     let responder = Responder::new(
         Arc::clone(&table),
@@ -195,6 +204,9 @@ pub async fn run(
     );
     tasks.spawn("zone reload", reloader.run(finish.clone()));
     tasks.spawn("failover events", notifier.run(finish.clone()));
+    let notifying =
+        transfer::notify::run(Arc::clone(&table), notify_keys, bump_queue, finish.clone());
+    tasks.spawn("NOTIFY", notifying);
     let history = Arc::new(ArcSwap::from_pointee(History::default()));
     let sampling = history::run(
         Arc::clone(&table),

@@ -53,7 +53,54 @@ fn keys_file(dir: &Path) -> String {
 fn start() -> Server {
     let dir = common::zone_dir(&zone(""));
     let keys = keys_file(dir.path());
-    Server::start_in(dir, &["--tsig-keys", &keys])
+    std::fs::write(dir.path().join("admin-token"), "s3cret").expect("token");
+    let token = common::path_arg(&dir.path().join("admin-token"));
+    let state = common::path_arg(dir.path());
+    Server::start_in(
+        dir,
+        &[
+            "--tsig-keys",
+            &keys,
+            "--admin-token-file",
+            &token,
+            "--state-dir",
+            &state,
+            "--transfer-min-interval",
+            "1s",
+        ],
+    )
+}
+
+/// Rewrites the zone file (beside, then renamed over) and waits for its reload.
+fn rewrite(server: &Server, text: &str, reloads: usize) {
+    let zones = server.dir.path().join("zones");
+    std::fs::write(zones.join("llm.yaml.new"), text).expect("write");
+    std::fs::rename(zones.join("llm.yaml.new"), zones.join("llm.yaml")).expect("rename");
+    common::until_logged(server, "reloaded (zone files changed)", reloads);
+}
+
+/// Waits until `secondary` answers `name` `qtype` as `wanted`; how long it took.
+fn until_serves(
+    secondary: &Secondary,
+    what: &str,
+    asked: (&str, RecordType),
+    wanted: &[&str],
+    limit: Duration,
+) -> Duration {
+    let (name, qtype) = asked;
+    let started = Instant::now();
+    loop {
+        if said(secondary.addr, name, qtype) == wanted {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what} does not serve {wanted:?} for {name} {qtype} after {limit:?}: {:?}\n{}",
+            said(secondary.addr, name, qtype),
+            secondary.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A port free on `ip` for both UDP and TCP, as far as one can tell before using it.
@@ -269,6 +316,61 @@ fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback()
             >= 2,
         "{log}"
     );
+
+    // Both hear of every change by NOTIFY: first tell the server where they are (no change to
+    // what they receive: no new serial), then edit the zone.
+    let targets = format!(
+        "  notify: [\"{}\", \"{}\"]\n",
+        secondaries[0].1.addr, secondaries[1].1.addr
+    );
+    let reloads = server
+        .log()
+        .matches("reloaded (zone files changed)")
+        .count();
+    rewrite(&server, &zone(&targets), reloads + 1);
+    let edited =
+        zone(&targets).replace("  docs: {", "  status: { TXT: [\"all good\"] }\n  docs: {");
+    rewrite(&server, &edited, reloads + 2);
+    for (what, secondary) in &secondaries {
+        let took = until_serves(
+            secondary,
+            what,
+            ("status.llm.example.com.", RecordType::TXT),
+            &["No Error", "status.llm.example.com. TXT all good"],
+            Duration::from_secs(2),
+        );
+        eprintln!("{what} serves the edit {took:?} after the reload");
+    }
+    common::until_logged(&server, "acknowledged by", 2);
+
+    // A drained region leaves what secondaries give for `api` within the interval + 2 s.
+    let admin = server.admin.expect("admin");
+    let path = "/regions/llm.example.com/ap-northeast/drain";
+    let token = [("Authorization", "Bearer s3cret")];
+    let (status, body) = common::http(admin, "POST", path, &token);
+    assert_eq!(status, 200, "{body}");
+    let without = [
+        "No Error",
+        "api.llm.example.com. A 203.0.113.10",
+        "api.llm.example.com. A 203.0.113.20",
+    ];
+    for (what, secondary) in &secondaries {
+        let took = until_serves(
+            secondary,
+            what,
+            ("api.llm.example.com.", RecordType::A),
+            &without,
+            Duration::from_secs(3),
+        );
+        eprintln!("{what} leaves the drained region out {took:?} after the drain");
+    }
+    // Ours answer with the new serial too.
+    let soa = said(server.addr, "llm.example.com.", RecordType::SOA);
+    for (what, secondary) in &secondaries {
+        let theirs = said(secondary.addr, "llm.example.com.", RecordType::SOA);
+        assert_eq!(theirs, soa, "{what}");
+    }
+    assert!(!soa[1].contains(" 2026120701 "), "the serial grew: {soa:?}");
 }
 
 /// An AXFR request for the zone, signed with `secret` at `time` when given.
@@ -460,4 +562,60 @@ fn a_client_outside_transfer_to_is_refused_and_dig_says_so() {
         "127.0.0.1 is not in llm.example.com.'s transfer.to",
         1,
     );
+}
+
+/// The serial our SOA answers carry.
+fn serial(server: &Server) -> u32 {
+    let response = udp(
+        server.addr,
+        &query("llm.example.com.", RecordType::SOA, None),
+    );
+    match response.answers.first().map(|r| &r.data) {
+        Some(hickory_proto::rr::RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA: {other:?}"),
+    }
+}
+
+fn start_with_state(text: &str, state: &Path) -> Server {
+    let dir = common::zone_dir(text);
+    let keys = keys_file(dir.path());
+    let state = common::path_arg(state);
+    let flags = [
+        "--tsig-keys",
+        &keys,
+        "--state-dir",
+        &state,
+        "--transfer-min-interval",
+        "1s",
+    ];
+    Server::start_in(dir, &flags)
+}
+
+#[test]
+fn serials_grow_with_every_change_never_below_the_file_and_survive_a_restart() {
+    let state = tempfile::tempdir().expect("state dir");
+    let first = start_with_state(&zone(""), state.path());
+    assert_eq!(
+        serial(&first),
+        2026120701,
+        "the zone file's serial is the floor"
+    );
+    let edited = zone("").replace("  docs: {", "  status: { TXT: [\"edited\"] }\n  docs: {");
+    rewrite(&first, &edited, 1);
+    let started = Instant::now();
+    while serial(&first) != 2026120702 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ended, _) = first.stop();
+    ended.expect("stopped");
+    // The same content after a restart: the serial it went out under, not the file's.
+    let again = start_with_state(&edited, state.path());
+    assert_eq!(serial(&again), 2026120702);
+    let kept = std::fs::read_to_string(state.path().join("serials.json")).expect("kept");
+    assert!(kept.contains("\"llm.example.com.\""), "{kept}");
 }

@@ -239,6 +239,10 @@ pub struct ServeArgs {
     /// `regiondns tsig keygen` prints them; a zone's `transfer.tsig` names one.
     #[arg(long)]
     pub tsig_keys: Option<PathBuf>,
+    /// The least time between two serials of a transferred zone: changes closer together
+    /// (a flapping region) go out together.
+    #[arg(long, default_value = "5s")]
+    pub transfer_min_interval: humantime::Duration,
     /// Address to answer on, over UDP and TCP; repeat for several. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:5353")]
     pub listen: Vec<SocketAddr>,

@@ -74,6 +74,7 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
         geo,
         latency,
         tsig_keys,
+        transfer_min_interval: args.transfer_min_interval.into(),
         metrics,
         admin_token: admin_token(args.admin_token_file.as_deref())?,
         max_udp_payload: args.edns_udp_size,

@@ -13,6 +13,7 @@ mod fleet;
 mod load;
 mod plan;
 mod probes;
+mod serials;
 
 use crate::{
     config::ZoneConfig,
@@ -49,11 +50,17 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::transfer::SerialBump;
 use board::NOT_PROBED_YET;
 pub use board::{HealthMap, RegionStatus, initial_health, states};
 pub use drains::{DrainOutcome, describe as describe_drain};
 use fleet::{FleetState, config_hash};
 use plan::{Compiled, RegionSettings, Reply, log_compilation, region_settings};
+use serials::SerialBook;
+
+/// The least time between two serials of a transferred zone, unless `--transfer-min-interval`
+/// says otherwise.
+pub const DEFAULT_TRANSFER_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the publisher is told, besides probe reports.
 pub enum Event {
@@ -139,6 +146,20 @@ pub struct Publisher {
     /// Per service region with a load target: the share of its clients it keeps, and its
     /// counts of moved and stuck answers at the last probe.
     shifts: BTreeMap<ShiftKey, (Controller, [u64; 3])>,
+    /// Transferred zones' serials and what went out under them.
+    serials: SerialBook,
+    /// When a change deferred by `--transfer-min-interval` is due.
+    serials_due: Option<time::Instant>,
+    /// Where each serial bump goes, to be told to the zone's secondaries (NOTIFY).
+    bumps: Option<mpsc::Sender<SerialBump>>,
+}
+
+/// How transferred zones' serials are kept: where, how often they may grow, and who hears of
+/// each bump.
+pub struct TransferSetup {
+    pub state_dir: Option<PathBuf>,
+    pub min_interval: Duration,
+    pub bumps: mpsc::Sender<SerialBump>,
 }
 
 /// A probe that changes no state reaches the board within this time: copying the board for
@@ -212,7 +233,19 @@ impl Publisher {
             waiting: None,
             fleet,
             shifts: BTreeMap::new(),
+            serials: SerialBook::new(None, DEFAULT_TRANSFER_MIN_INTERVAL),
+            serials_due: None,
+            bumps: None,
         })
+    }
+
+    /// Manages transferred zones' serials (kept in the state directory) and tells `bumps` of
+    /// each new one; the zones' current serials apply at once.
+    pub fn transferring(mut self, setup: TransferSetup) -> Publisher {
+        self.serials = SerialBook::new(setup.state_dir, setup.min_interval);
+        self.bumps = Some(setup.bumps);
+        self.publish();
+        self
     }
 
     /// Joins a fleet: the drains kept in the state directory apply at once, and peers' views
@@ -301,6 +334,8 @@ impl Publisher {
                 Some(report) = reports.recv() => self.probed(report),
                 () = time::sleep_until(board_due.unwrap_or_else(time::Instant::now)),
                     if board_due.is_some() => self.publish_board(),
+                () = time::sleep_until(self.serials_due.unwrap_or_else(time::Instant::now)),
+                    if self.serials_due.is_some() => self.publish(),
                 Some(compiled) = self.compiling.join_next(), if !self.compiling.is_empty() => {
                     // A compile that panicked loses its reply: the reloader says so.
                     if let Ok(compiled) = compiled {
@@ -343,6 +378,14 @@ impl Publisher {
 
     fn publish(&mut self) {
         let table = RoutingTable::build(&self.plan, &states(&self.health), &self.loads());
+        let (table, settled) = self.serials.settle(table, Instant::now());
+        self.serials_due = settled.recheck.map(time::Instant::from_std);
+        for (zone, serial) in settled.bumped {
+            let bump = SerialBump { zone, serial };
+            if let Some(Err(e)) = self.bumps.as_ref().map(|b| b.try_send(bump)) {
+                warn!("a serial bump is not notified: {e}");
+            }
+        }
         for service in table.fail_open_services() {
             warn!(service = %service, "{service}: every region is down: answering as if all were up (fail open)");
         }

@@ -627,6 +627,9 @@ pub struct ZoneRoutes {
     pub explain: bool,
     /// Who may transfer the zone, when it may be.
     pub transfer: Option<Arc<Transfer>>,
+    /// What secondaries receive, frozen with the serial it went out under; its SOA is the one
+    /// every answer of the zone carries.
+    pub transferred: Option<Arc<Transferred>>,
     services: Vec<ServiceRoutes>,
 }
 
@@ -706,6 +709,7 @@ impl RoutingTable {
                 counters: Arc::clone(&zone.counters),
                 explain: zone.explain,
                 transfer: zone.transfer.clone(),
+                transferred: None,
                 services: zone
                     .services
                     .iter()
@@ -748,7 +752,44 @@ impl RoutingTable {
     }
 }
 
+/// A transferred zone's content at one serial: what AXFR sends (the SOA first), and the SOA
+/// and negative-answer SOA with that serial.
+#[derive(Debug)]
+pub struct Transferred {
+    pub serial: u32,
+    pub records: Vec<Record>,
+    pub soa: RRset,
+    pub negative_soa: RRset,
+}
+
+impl RoutingTable {
+    /// Gives each transferred zone what `transferred` makes of it (its serial and content).
+    pub fn with_transfers(
+        mut self,
+        mut transferred: impl FnMut(&ZoneRoutes) -> Option<Arc<Transferred>>,
+    ) -> RoutingTable {
+        for zone in &mut self.zones {
+            zone.transferred = transferred(zone);
+        }
+        self
+    }
+}
+
 impl ZoneRoutes {
+    /// The zone's SOA: with the serial secondaries were given, when the zone is transferred.
+    pub fn soa(&self) -> &RRset {
+        self.transferred
+            .as_ref()
+            .map_or_else(|| self.data.soa(), |t| &t.soa)
+    }
+
+    /// The SOA of negative answers (RFC 2308 5), with the same serial as [`ZoneRoutes::soa`].
+    pub fn negative_soa(&self) -> &RRset {
+        self.transferred
+            .as_ref()
+            .map_or_else(|| self.data.negative_soa(), |t| &t.negative_soa)
+    }
+
     pub fn services(&self) -> &[ServiceRoutes] {
         &self.services
     }

@@ -6,6 +6,7 @@
 
 pub mod content;
 pub mod keys;
+pub mod notify;
 pub mod tsig;
 
 use std::{net::IpAddr, sync::Arc};
@@ -24,9 +25,20 @@ use crate::routing::{RoutingTable, ZoneRoutes};
 pub use keys::{TsigKey, TsigKeys};
 use tsig::Signer;
 
+/// A transferred zone's new serial, for its secondaries to hear of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialBump {
+    pub zone: String,
+    pub serial: u32,
+}
+
 /// A transfer message holds records up to about this many bytes (RFC 5936 leaves the size to
 /// the server; BIND and Knot fill about 16 KB).
 const MESSAGE_BYTES: usize = 16_000;
+
+/// The UDP payload a refusal's OPT advertises: the DNS flag day's 1232 bytes, as the ordinary
+/// path's default (this module answers only TCP transfers and signed queries).
+const REFUSAL_PAYLOAD: u16 = 1232;
 
 /// RFC 8914 Extended DNS Error "Prohibited".
 const EDE_PROHIBITED: u16 = 18;
@@ -108,7 +120,7 @@ impl Transfers {
             Err(refusal) => return refused(&request, refusal.to_string()),
         };
         let mut message = response(&request, Some(query));
-        message.insert_answers(zone.data.soa().records());
+        message.insert_answers(zone.soa().records());
         let Ok(mut bytes) = message.to_vec() else {
             return refused(&request, "the SOA could not be encoded".into());
         };
@@ -218,17 +230,17 @@ fn transferred(
     zone: &ZoneRoutes,
     mut signer: Option<Signer<'_>>,
 ) -> Answered {
-    let records = content::zone_records(zone);
-    let serial = zone
-        .data
-        .soa()
-        .records()
-        .first()
-        .and_then(|r| match &r.data {
-            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
-            _ => None,
-        })
-        .unwrap_or(0);
+    // What went out under the zone's serial, frozen with it (the publisher keeps one for
+    // every transferred zone); made now only for a table that was never settled.
+    let frozen = zone.transferred.as_deref();
+    let made;
+    let (records, serial) = match frozen {
+        Some(t) => (&t.records, t.serial),
+        None => {
+            made = content::zone_records(zone);
+            (&made, soa_serial(zone.soa()).unwrap_or(0))
+        }
+    };
     let closing = records.first().cloned();
     let mut messages = Vec::new();
     let mut message = response(request, Some(query));
@@ -286,7 +298,7 @@ fn refused(request: &Message, why: String) -> Answered {
     // The reason goes where the request can read it: in EDNS, when it has EDNS (RFC 6891 7).
     if request.edns.is_some() {
         let mut edns = Edns::new();
-        edns.set_max_payload(crate::dns::DEFAULT_MAX_UDP_PAYLOAD);
+        edns.set_max_payload(REFUSAL_PAYLOAD);
         let mut info = EDE_PROHIBITED.to_be_bytes().to_vec();
         info.extend_from_slice(why.as_bytes());
         edns.options_mut()
@@ -307,4 +319,11 @@ fn encoded_len(record: &Record) -> usize {
         Ok(()) => bytes.len(),
         Err(_) => MESSAGE_BYTES,
     }
+}
+
+fn soa_serial(soa: &crate::zone::RRset) -> Option<u32> {
+    soa.records().first().and_then(|r| match &r.data {
+        hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    })
 }

@@ -1,0 +1,357 @@
+//! The SOA serials of transferred zones. A serial grows whenever what a secondary would receive
+//! changes (a zone file edit, a service's fallback following health or a drain), at most once
+//! per `--transfer-min-interval` so that a flapping region cannot storm the secondaries; it is
+//! never below the zone file's serial (a floor) and it is kept across restarts in
+//! `--state-dir`. The content goes out frozen with its serial. Decisions are a pure function
+//! ([`decide`]); the book only remembers and stores them.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hickory_proto::rr::{RData, Record};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::{
+    routing::{RoutingTable, Transferred, ZoneRoutes},
+    transfer::content,
+    zone::RRset,
+};
+
+/// What is kept of a zone across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    pub serial: u32,
+    /// Of the content, the SOA's serial left out.
+    pub digest: u64,
+}
+
+/// What to do with a zone's serial now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Keep,
+    /// Give the content out under this serial.
+    Bump(u32),
+    /// The content changed too soon after the last bump: look again then.
+    Defer(Instant),
+}
+
+/// The serial for content of `digest`, given what went out last (`current`, bumped at
+/// `bumped_at` if in this run), the zone file's `floor`, and the least time between bumps.
+pub fn decide(
+    current: Option<Stored>,
+    digest: u64,
+    floor: u32,
+    bumped_at: Option<Instant>,
+    now: Instant,
+    min_interval: Duration,
+) -> Decision {
+    let Some(current) = current else {
+        return Decision::Bump(floor);
+    };
+    if current.digest == digest {
+        return match serial_lt(current.serial, floor) {
+            true => Decision::Bump(floor),
+            false => Decision::Keep,
+        };
+    }
+    if let Some(at) = bumped_at
+        && now < at + min_interval
+    {
+        return Decision::Defer(at + min_interval);
+    }
+    let next = current.serial.wrapping_add(1);
+    Decision::Bump(if serial_lt(next, floor) { floor } else { next })
+}
+
+/// RFC 1982 serial number arithmetic: whether `a` comes before `b`.
+pub fn serial_lt(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < 1 << 31
+}
+
+/// A zone's last serial and the content that went out under it.
+struct Entry {
+    stored: Stored,
+    bumped_at: Option<Instant>,
+    transferred: Arc<Transferred>,
+}
+
+/// What a settling of the serials asks of the publisher.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Zones whose serial grew: tell their secondaries.
+    pub bumped: Vec<(String, u32)>,
+    /// When a deferred change is due.
+    pub recheck: Option<Instant>,
+}
+
+/// The serials of every transferred zone, by origin.
+pub struct SerialBook {
+    zones: BTreeMap<String, Entry>,
+    /// Serials read from the state directory at start, not yet given to a zone.
+    stored: BTreeMap<String, Stored>,
+    min_interval: Duration,
+    file: Option<PathBuf>,
+}
+
+impl SerialBook {
+    /// Reads what `state_dir` kept (a missing or unreadable file starts afresh, said in the log).
+    pub fn new(state_dir: Option<PathBuf>, min_interval: Duration) -> SerialBook {
+        let file = state_dir.map(|dir| dir.join("serials.json"));
+        let stored = file
+            .as_ref()
+            .map_or_else(BTreeMap::new, |path| match std::fs::read(path) {
+                Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                    warn!(
+                        "{}: unreadable ({e}); serials start from the zone files",
+                        path.display()
+                    );
+                    BTreeMap::new()
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(e) => {
+                    warn!("{}: {e}; serials start from the zone files", path.display());
+                    BTreeMap::new()
+                }
+            });
+        SerialBook {
+            zones: BTreeMap::new(),
+            stored,
+            min_interval,
+            file,
+        }
+    }
+
+    /// Gives every transferred zone of `table` its serial and frozen content.
+    pub fn settle(&mut self, table: RoutingTable, now: Instant) -> (RoutingTable, Settled) {
+        let mut settled = Settled::default();
+        let table = table.with_transfers(|zone| {
+            zone.transfer.as_ref()?;
+            Some(self.settle_zone(zone, now, &mut settled))
+        });
+        let transferred: Vec<String> = table
+            .zones()
+            .iter()
+            .filter(|z| z.transfer.is_some())
+            .map(|z| z.data.origin_name().to_string())
+            .collect();
+        self.zones.retain(|origin, _| transferred.contains(origin));
+        if !settled.bumped.is_empty() {
+            self.save();
+        }
+        (table, settled)
+    }
+
+    fn settle_zone(
+        &mut self,
+        zone: &ZoneRoutes,
+        now: Instant,
+        settled: &mut Settled,
+    ) -> Arc<Transferred> {
+        let origin = zone.data.origin_name().to_string();
+        let records = content::zone_records(zone);
+        let digest = digest(&records);
+        let floor = serial_of(zone.data.soa()).unwrap_or(1);
+        let entry = self.zones.get(&origin);
+        let current = entry
+            .map(|e| e.stored)
+            .or_else(|| self.stored.get(&origin).copied());
+        let bumped_at = entry.and_then(|e| e.bumped_at);
+        match decide(current, digest, floor, bumped_at, now, self.min_interval) {
+            Decision::Keep if entry.is_some() => entry
+                .map(|e| Arc::clone(&e.transferred))
+                .unwrap_or_else(|| frozen(zone, records, floor)),
+            Decision::Keep => {
+                let serial = current.map_or(floor, |c| c.serial);
+                self.record(
+                    &origin,
+                    Stored { serial, digest },
+                    None,
+                    frozen(zone, records, serial),
+                )
+            }
+            Decision::Defer(due) => {
+                settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
+                let kept = entry.map(|e| Arc::clone(&e.transferred));
+                kept.unwrap_or_else(|| frozen(zone, records, floor))
+            }
+            Decision::Bump(serial) => {
+                info!("zone {origin}: serial {serial} for secondaries");
+                settled.bumped.push((origin.clone(), serial));
+                let stored = Stored { serial, digest };
+                self.record(&origin, stored, Some(now), frozen(zone, records, serial))
+            }
+        }
+    }
+
+    fn record(
+        &mut self,
+        origin: &str,
+        stored: Stored,
+        bumped_at: Option<Instant>,
+        transferred: Arc<Transferred>,
+    ) -> Arc<Transferred> {
+        let entry = Entry {
+            stored,
+            bumped_at,
+            transferred: Arc::clone(&transferred),
+        };
+        self.zones.insert(origin.to_owned(), entry);
+        transferred
+    }
+
+    /// Writes every zone's serial (beside, then renamed over: never half a file).
+    fn save(&self) {
+        let Some(path) = &self.file else {
+            return;
+        };
+        let mut all = self.stored.clone();
+        all.extend(
+            self.zones
+                .iter()
+                .map(|(origin, e)| (origin.clone(), e.stored)),
+        );
+        let beside = path.with_extension("json.new");
+        let written = serde_json::to_vec_pretty(&all)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&beside, bytes))
+            .and_then(|()| std::fs::rename(&beside, path));
+        if let Err(e) = written {
+            warn!(
+                "{}: {e}: serials are not kept across a restart",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The content with its SOA at `serial`.
+fn frozen(zone: &ZoneRoutes, mut records: Vec<Record>, serial: u32) -> Arc<Transferred> {
+    if let Some(soa) = records.first_mut() {
+        set_serial(soa, serial);
+    }
+    let with_serial = |rrset: &RRset| {
+        let mut records = rrset.records();
+        records.iter_mut().for_each(|r| set_serial(r, serial));
+        RRset::new(records)
+    };
+    Arc::new(Transferred {
+        serial,
+        soa: with_serial(zone.data.soa()),
+        negative_soa: with_serial(zone.data.negative_soa()),
+        records,
+    })
+}
+
+fn set_serial(record: &mut Record, serial: u32) {
+    if let RData::SOA(soa) = &mut record.data {
+        soa.serial = serial;
+    }
+}
+
+fn serial_of(rrset: &RRset) -> Option<u32> {
+    rrset.records().first().and_then(|r| match &r.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    })
+}
+
+/// A hash of `records` as they go out, in any order (a zone's names are kept in no fixed
+/// order), the SOA's serial left out (it is what the digest decides).
+fn digest(records: &[Record]) -> u64 {
+    let mut each: Vec<u64> = records
+        .iter()
+        .map(|record| {
+            let mut record = record.clone();
+            set_serial(&mut record, 0);
+            let text = format!(
+                "{} {} {} {}",
+                record.name.to_lowercase(),
+                record.record_type(),
+                record.ttl,
+                record.data
+            );
+            xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+        })
+        .collect();
+    each.sort_unstable();
+    let bytes: Vec<u8> = each.iter().flat_map(|h| h.to_be_bytes()).collect();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_change_bumps_the_serial_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let current = Some(Stored {
+            serial: 10,
+            digest: 1,
+        });
+        assert_eq!(decide(current, 1, 5, Some(t0), t0, MIN), Decision::Keep);
+        assert_eq!(decide(current, 2, 5, None, t0, MIN), Decision::Bump(11));
+        let soon = t0 + Duration::from_secs(2);
+        assert_eq!(
+            decide(current, 2, 5, Some(t0), soon, MIN),
+            Decision::Defer(t0 + MIN)
+        );
+        assert_eq!(
+            decide(current, 2, 5, Some(t0), t0 + MIN, MIN),
+            Decision::Bump(11)
+        );
+    }
+
+    #[test]
+    fn the_digest_is_of_the_records_not_their_order_nor_the_serial() {
+        let soa = |serial| {
+            let soa = hickory_proto::rr::rdata::SOA::new(
+                "ns1.example.".parse().expect("name"),
+                "hostmaster.example.".parse().expect("name"),
+                serial,
+                3600,
+                600,
+                86400,
+                30,
+            );
+            Record::from_rdata("example.".parse().expect("name"), 3600, RData::SOA(soa))
+        };
+        let a = |last: u8| {
+            let address = hickory_proto::rr::rdata::A::new(192, 0, 2, last);
+            Record::from_rdata("www.example.".parse().expect("name"), 60, RData::A(address))
+        };
+        let one = digest(&[soa(1), a(1), a(2)]);
+        assert_eq!(one, digest(&[soa(7), a(2), a(1)]));
+        assert_ne!(one, digest(&[soa(1), a(1), a(3)]));
+    }
+
+    #[test]
+    fn the_zone_files_serial_is_a_floor_and_serials_wrap() {
+        let t0 = Instant::now();
+        assert_eq!(decide(None, 1, 2026, None, t0, MIN), Decision::Bump(2026));
+        let low = Some(Stored {
+            serial: 10,
+            digest: 1,
+        });
+        assert_eq!(decide(low, 1, 2026, None, t0, MIN), Decision::Bump(2026));
+        assert_eq!(decide(low, 2, 2026, None, t0, MIN), Decision::Bump(2026));
+        let high = Some(Stored {
+            serial: 3000,
+            digest: 1,
+        });
+        assert_eq!(decide(high, 1, 2026, None, t0, MIN), Decision::Keep);
+        let last = Some(Stored {
+            serial: u32::MAX,
+            digest: 1,
+        });
+        assert_eq!(decide(last, 2, 5, None, t0, MIN), Decision::Bump(5));
+        assert!(serial_lt(u32::MAX, 0) && !serial_lt(0, u32::MAX));
+    }
+}
