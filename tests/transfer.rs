@@ -342,6 +342,21 @@ fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback()
         eprintln!("{what} serves the edit {took:?} after the reload");
     }
     common::until_logged(&server, "acknowledged by", 2);
+    // By IXFR, from the journal: ours say so, and theirs.
+    common::until_logged(&server, "IXFR of llm.example.com. (serial", 2);
+    let knot_log = secondaries[0].1.log();
+    assert!(knot_log.contains("IXFR, incoming"), "{knot_log}");
+    assert!(!knot_log.contains("fallback to AXFR"), "{knot_log}");
+    // BIND names the kind only in debug logs; its counts tell: 14 records whole, 5 since.
+    let bind_log = secondaries[1].1.log();
+    let counts: Vec<&str> = bind_log
+        .lines()
+        .filter_map(|l| l.split("Transfer completed: 1 messages, ").nth(1))
+        .collect();
+    assert!(
+        counts.len() >= 2 && counts[1].starts_with("5 records"),
+        "{bind_log}"
+    );
 
     // A drained region leaves what secondaries give for `api` within the interval + 2 s.
     let admin = server.admin.expect("admin");

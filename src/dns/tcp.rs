@@ -230,10 +230,19 @@ async fn write_framed(stream: &mut TcpStream, message: &[u8], frame: &mut Vec<u8
 fn log_transfer(peer: SocketAddr, outcome: &Outcome) {
     match outcome {
         Outcome::Transferred {
+            kind,
             zone,
             serial,
+            since,
             records,
-        } => tracing::info!(%peer, "AXFR of {zone} (serial {serial}, {records} records) sent"),
+        } => {
+            let since = since.map_or(String::new(), |s| format!(", the secondary at {s}"));
+            tracing::info!(
+                %peer,
+                "{} of {zone} (serial {serial}{since}, {records} records) sent",
+                kind.as_str()
+            );
+        }
         Outcome::Answered => {}
         Outcome::Refused(why) => tracing::warn!(%peer, "zone transfer refused: {why}"),
     }

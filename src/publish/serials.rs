@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{
-    routing::{RoutingTable, Transferred, ZoneRoutes},
+    routing::{Delta, RoutingTable, Transferred, ZoneRoutes},
     transfer::content,
     zone::RRset,
 };
@@ -164,26 +164,28 @@ impl SerialBook {
         match decide(current, digest, floor, bumped_at, now, self.min_interval) {
             Decision::Keep if entry.is_some() => entry
                 .map(|e| Arc::clone(&e.transferred))
-                .unwrap_or_else(|| frozen(zone, records, floor)),
+                .unwrap_or_else(|| frozen(zone, records, floor, None)),
             Decision::Keep => {
                 let serial = current.map_or(floor, |c| c.serial);
                 self.record(
                     &origin,
                     Stored { serial, digest },
                     None,
-                    frozen(zone, records, serial),
+                    frozen(zone, records, serial, None),
                 )
             }
             Decision::Defer(due) => {
                 settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
                 let kept = entry.map(|e| Arc::clone(&e.transferred));
-                kept.unwrap_or_else(|| frozen(zone, records, floor))
+                kept.unwrap_or_else(|| frozen(zone, records, floor, None))
             }
             Decision::Bump(serial) => {
                 info!("zone {origin}: serial {serial} for secondaries");
                 settled.bumped.push((origin.clone(), serial));
                 let stored = Stored { serial, digest };
-                self.record(&origin, stored, Some(now), frozen(zone, records, serial))
+                let previous = entry.map(|e| Arc::clone(&e.transferred));
+                let transferred = frozen(zone, records, serial, previous.as_deref());
+                self.record(&origin, stored, Some(now), transferred)
             }
         }
     }
@@ -229,11 +231,30 @@ impl SerialBook {
     }
 }
 
-/// The content with its SOA at `serial`.
-fn frozen(zone: &ZoneRoutes, mut records: Vec<Record>, serial: u32) -> Arc<Transferred> {
+/// Differences kept per zone, for IXFR: a secondary further behind gets the whole zone.
+pub const JOURNAL_KEPT: usize = 16;
+
+/// The content with its SOA at `serial`, and the journal from `previous` (the content that
+/// went out under the last serial, if any) to it.
+fn frozen(
+    zone: &ZoneRoutes,
+    mut records: Vec<Record>,
+    serial: u32,
+    previous: Option<&Transferred>,
+) -> Arc<Transferred> {
     if let Some(soa) = records.first_mut() {
         set_serial(soa, serial);
     }
+    let journal = previous
+        .filter(|p| p.serial != serial)
+        .map(|p| {
+            let mut journal: Vec<Delta> = p.journal.clone();
+            journal.push(delta(p, &records, serial));
+            let drop = journal.len().saturating_sub(JOURNAL_KEPT);
+            journal.drain(..drop);
+            journal
+        })
+        .unwrap_or_default();
     let with_serial = |rrset: &RRset| {
         let mut records = rrset.records();
         records.iter_mut().for_each(|r| set_serial(r, serial));
@@ -244,7 +265,41 @@ fn frozen(zone: &ZoneRoutes, mut records: Vec<Record>, serial: u32) -> Arc<Trans
         soa: with_serial(zone.data.soa()),
         negative_soa: with_serial(zone.data.negative_soa()),
         records,
+        journal,
     })
+}
+
+/// What changed from `previous` to `records` (SOA records left out: the IXFR frames them).
+fn delta(previous: &Transferred, records: &[Record], serial: u32) -> Delta {
+    let key = |r: &Record| {
+        (
+            r.name.to_lowercase(),
+            r.record_type(),
+            r.ttl,
+            r.data.clone(),
+        )
+    };
+    let not_soa = |r: &&Record| r.record_type() != hickory_proto::rr::RecordType::SOA;
+    let old: std::collections::HashSet<_> =
+        previous.records.iter().filter(not_soa).map(key).collect();
+    let new: std::collections::HashSet<_> = records.iter().filter(not_soa).map(key).collect();
+    Delta {
+        from: previous.serial,
+        to: serial,
+        removed: previous
+            .records
+            .iter()
+            .filter(not_soa)
+            .filter(|r| !new.contains(&key(r)))
+            .cloned()
+            .collect(),
+        added: records
+            .iter()
+            .filter(not_soa)
+            .filter(|r| !old.contains(&key(r)))
+            .cloned()
+            .collect(),
+    }
 }
 
 fn set_serial(record: &mut Record, serial: u32) {

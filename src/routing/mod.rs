@@ -760,6 +760,17 @@ pub struct Transferred {
     pub records: Vec<Record>,
     pub soa: RRset,
     pub negative_soa: RRset,
+    /// The differences from the last serials to this one, oldest first: what an IXFR sends.
+    pub journal: Vec<Delta>,
+}
+
+/// What changed from one serial to the next (RFC 1995 2): each list without the SOA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub from: u32,
+    pub to: u32,
+    pub removed: Vec<Record>,
+    pub added: Vec<Record>,
 }
 
 impl RoutingTable {

@@ -15,13 +15,13 @@ use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{
-        DNSClass, Record, RecordType,
+        DNSClass, RData, Record, RecordType,
         rdata::opt::{EdnsCode, EdnsOption},
     },
     serialize::binary::{BinEncodable, BinEncoder},
 };
 
-use crate::routing::{RoutingTable, ZoneRoutes};
+use crate::routing::{RoutingTable, Transferred, ZoneRoutes};
 pub use keys::{TsigKey, TsigKeys};
 use tsig::Signer;
 
@@ -56,12 +56,31 @@ pub struct Answered {
     pub outcome: Outcome,
 }
 
+/// How a zone went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Axfr,
+    Ixfr,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Axfr => "AXFR",
+            Kind::Ixfr => "IXFR",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The zone went out: its name, serial and records.
+    /// The zone went out: whole or as differences since a serial, at its serial.
     Transferred {
+        kind: Kind,
         zone: String,
         serial: u32,
+        /// The secondary's serial, for an IXFR.
+        since: Option<u32>,
         records: usize,
     },
     /// A signed query answered.
@@ -228,24 +247,94 @@ fn transferred(
     request: &Message,
     query: &Query,
     zone: &ZoneRoutes,
-    mut signer: Option<Signer<'_>>,
+    signer: Option<Signer<'_>>,
 ) -> Answered {
     // What went out under the zone's serial, frozen with it (the publisher keeps one for
     // every transferred zone); made now only for a table that was never settled.
-    let frozen = zone.transferred.as_deref();
     let made;
-    let (records, serial) = match frozen {
-        Some(t) => (&t.records, t.serial),
+    let frozen = match zone.transferred.as_deref() {
+        Some(frozen) => frozen,
         None => {
-            made = content::zone_records(zone);
-            (&made, soa_serial(zone.soa()).unwrap_or(0))
+            made = Transferred {
+                serial: soa_serial(zone.soa()).unwrap_or(0),
+                records: content::zone_records(zone),
+                soa: zone.soa().clone(),
+                negative_soa: zone.negative_soa().clone(),
+                journal: Vec::new(),
+            };
+            &made
         }
     };
-    let closing = records.first().cloned();
+    let since = (query.query_type() == RecordType::IXFR)
+        .then(|| {
+            request.authorities.iter().find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(soa.serial),
+                _ => None,
+            })
+        })
+        .flatten();
+    let (kind, records) = match since.and_then(|since| incremental(frozen, since)) {
+        Some(records) => (Kind::Ixfr, records),
+        None => {
+            let mut records = frozen.records.clone();
+            records.extend(frozen.records.first().cloned());
+            (Kind::Axfr, records)
+        }
+    };
+    let outcome = Outcome::Transferred {
+        kind,
+        zone: zone.data.origin_name().to_string(),
+        serial: frozen.serial,
+        since,
+        records: records.len(),
+    };
+    packaged(request, query, &records, signer, outcome)
+}
+
+/// An IXFR's records from serial `since` (RFC 1995 4): the current SOA alone when `since` is
+/// current; each difference since then, framed by its SOAs, when the journal goes back that
+/// far; `None` otherwise (the whole zone goes instead).
+fn incremental(frozen: &Transferred, since: u32) -> Option<Vec<Record>> {
+    let current = frozen.records.first()?;
+    if since == frozen.serial {
+        return Some(vec![current.clone()]);
+    }
+    let start = frozen.journal.iter().position(|d| d.from == since)?;
+    let chain = &frozen.journal[start..];
+    let joined = chain.windows(2).all(|w| w[0].to == w[1].from);
+    if !joined || chain.last().map(|d| d.to) != Some(frozen.serial) {
+        return None;
+    }
+    let at = |serial: u32| {
+        let mut soa = current.clone();
+        if let RData::SOA(data) = &mut soa.data {
+            data.serial = serial;
+        }
+        soa
+    };
+    let mut records = vec![current.clone()];
+    for delta in chain {
+        records.push(at(delta.from));
+        records.extend(delta.removed.iter().cloned());
+        records.push(at(delta.to));
+        records.extend(delta.added.iter().cloned());
+    }
+    records.push(current.clone());
+    Some(records)
+}
+
+/// `records` in as many messages as they take, each signed when `signer` is given.
+fn packaged(
+    request: &Message,
+    query: &Query,
+    records: &[Record],
+    mut signer: Option<Signer<'_>>,
+    outcome: Outcome,
+) -> Answered {
     let mut messages = Vec::new();
     let mut message = response(request, Some(query));
     let mut size = 0;
-    for record in records.iter().chain(closing.as_ref()) {
+    for record in records {
         let length = encoded_len(record);
         if size + length > MESSAGE_BYTES && !message.answers.is_empty() {
             messages.push(std::mem::replace(&mut message, response(request, None)));
@@ -269,11 +358,7 @@ fn transferred(
     }
     Answered {
         messages: encoded,
-        outcome: Outcome::Transferred {
-            zone: zone.data.origin_name().to_string(),
-            serial,
-            records: records.len() + 1,
-        },
+        outcome,
     }
 }
 
@@ -326,4 +411,80 @@ fn soa_serial(soa: &crate::zone::RRset) -> Option<u32> {
         hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Delta;
+    use hickory_proto::rr::rdata::{A, SOA};
+
+    fn soa(serial: u32) -> Record {
+        let name = |n: &str| n.parse().expect("name");
+        let soa = SOA::new(name("ns1.example."), name("h.example."), serial, 1, 1, 1, 1);
+        Record::from_rdata(name("example."), 60, RData::SOA(soa))
+    }
+
+    fn a(last: u8) -> Record {
+        let name = "www.example.".parse().expect("name");
+        Record::from_rdata(name, 60, RData::A(A::new(192, 0, 2, last)))
+    }
+
+    fn serials(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| match &r.data {
+                RData::SOA(soa) => format!("SOA {}", soa.serial),
+                other => other.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ixfr_sends_each_difference_framed_by_its_soas_or_nothing_it_cannot_join() {
+        let delta = |from, to, removed: Vec<Record>, added: Vec<Record>| Delta {
+            from,
+            to,
+            removed,
+            added,
+        };
+        let frozen = Transferred {
+            serial: 12,
+            records: vec![soa(12), a(3)],
+            soa: crate::zone::RRset::new(vec![soa(12)]),
+            negative_soa: crate::zone::RRset::new(vec![soa(12)]),
+            journal: vec![
+                delta(10, 11, vec![a(1)], vec![a(2)]),
+                delta(11, 12, vec![a(2)], vec![a(3)]),
+            ],
+        };
+        let from_10 = incremental(&frozen, 10).expect("in the journal");
+        assert_eq!(
+            serials(&from_10),
+            [
+                "SOA 12",
+                "SOA 10",
+                "192.0.2.1",
+                "SOA 11",
+                "192.0.2.2",
+                "SOA 11",
+                "192.0.2.2",
+                "SOA 12",
+                "192.0.2.3",
+                "SOA 12"
+            ]
+        );
+        assert_eq!(
+            serials(&incremental(&frozen, 12).expect("current")),
+            ["SOA 12"]
+        );
+        assert_eq!(
+            incremental(&frozen, 9),
+            None,
+            "older than the journal: AXFR"
+        );
+        let mut broken = frozen;
+        broken.journal.remove(1);
+        assert_eq!(incremental(&broken, 10), None, "a gap: AXFR");
+    }
 }
