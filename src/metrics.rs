@@ -89,6 +89,9 @@ pub struct Metrics {
     geoip_lookups: Family<ResultLabels, QueryCounter>,
     geoip_reloads: Family<ResultLabels, Counter>,
     latency_reloads: Family<ResultLabels, Counter>,
+    transfers: Family<TransferLabels, Counter>,
+    notifies: Family<NotifyLabels, Counter>,
+    zone_serial: Family<ZoneLabels, Gauge>,
     latency_answers: Family<BasisLabels, QueryCounter>,
     latency_moved: Family<ServiceRegionLabels, QueryCounter>,
     latency_table_loaded: Gauge,
@@ -116,6 +119,24 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransferLabels {
+    zone: String,
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    zone: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -257,6 +278,24 @@ impl Metrics {
             "latency_moved_answers",
             "Answers of policy: latency services with this region first where measured round trips put it before the region nearest on the map",
             latency_moved.clone(),
+        );
+        let transfers = Family::<TransferLabels, Counter>::default();
+        registry.register(
+            "transfers",
+            "Zone transfers asked of this server, by zone, kind (AXFR, IXFR, or SOA for a signed SOA query) and result (ok, refused)",
+            transfers.clone(),
+        );
+        let notifies = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notifies",
+            "NOTIFY messages sent to secondaries, by zone and result: sent (each try), acknowledged, failed (no answer after every try)",
+            notifies.clone(),
+        );
+        let zone_serial = Family::<ZoneLabels, Gauge>::default();
+        registry.register(
+            "zone_serial",
+            "The SOA serial a transferred zone's secondaries are given",
+            zone_serial.clone(),
         );
         let latency_table_loaded = Gauge::default();
         registry.register(
@@ -412,6 +451,9 @@ impl Metrics {
             geoip_lookups,
             geoip_reloads,
             latency_reloads,
+            transfers,
+            notifies,
+            zone_serial,
             latency_answers,
             latency_moved,
             latency_table_loaded,
@@ -546,6 +588,32 @@ impl Metrics {
     pub fn set_latency_table_loaded(&self, at: u64) {
         self.latency_table_loaded
             .set(i64::try_from(at).unwrap_or(i64::MAX));
+    }
+
+    /// A transfer (or signed SOA query) of `zone`, of `kind`, answered or refused.
+    pub fn count_transfer(&self, zone: &str, kind: &'static str, ok: bool) {
+        let labels = TransferLabels {
+            zone: zone.into(),
+            kind,
+            result: if ok { "ok" } else { "refused" },
+        };
+        self.transfers.get_or_create(&labels).inc();
+    }
+
+    /// A NOTIFY of `zone`: `sent`, `acknowledged` or `failed`.
+    pub fn count_notify(&self, zone: &str, result: &'static str) {
+        let labels = NotifyLabels {
+            zone: zone.into(),
+            result,
+        };
+        self.notifies.get_or_create(&labels).inc();
+    }
+
+    pub fn set_zone_serial(&self, zone: &str, serial: u32) {
+        let labels = ZoneLabels { zone: zone.into() };
+        self.zone_serial
+            .get_or_create(&labels)
+            .set(i64::from(serial));
     }
 
     pub fn count_latency_reload(&self, ok: bool) {

@@ -182,7 +182,7 @@ pub async fn run(
         .map_err(|e| start_error("latency table reload", e))?;
     let nsid = config.nsid.as_deref();
     let notify_keys = config.tsig_keys.clone();
-    let transfers = Transfers::new(Arc::clone(&table), config.tsig_keys);
+    let transfers = Transfers::new(Arc::clone(&table), config.tsig_keys, Arc::clone(&metrics));
     let responder = Responder::new(
         Arc::clone(&table),
         transfers,
@@ -204,8 +204,13 @@ pub async fn run(
     );
     tasks.spawn("zone reload", reloader.run(finish.clone()));
     tasks.spawn("failover events", notifier.run(finish.clone()));
-    let notifying =
-        transfer::notify::run(Arc::clone(&table), notify_keys, bump_queue, finish.clone());
+    let notifying = transfer::notify::run(
+        Arc::clone(&table),
+        notify_keys,
+        Arc::clone(&metrics),
+        bump_queue,
+        finish.clone(),
+    );
     tasks.spawn("NOTIFY", notifying);
     let history = Arc::new(ArcSwap::from_pointee(History::default()));
     let sampling = history::run(

@@ -386,6 +386,16 @@ fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback()
         assert_eq!(theirs, soa, "{what}");
     }
     assert!(!soa[1].contains(" 2026120701 "), "the serial grew: {soa:?}");
+    let (_, metrics) = common::http(admin, "GET", "/metrics", &[]);
+    let acknowledged =
+        "regiondns_notifies_total{zone=\"llm.example.com.\",result=\"acknowledged\"}";
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(acknowledged)?.trim().parse::<u64>().ok());
+    assert!(
+        count.is_some_and(|n| n >= 4),
+        "two bumps, two secondaries:\n{metrics}"
+    );
 }
 
 /// An AXFR request for the zone, signed with `secret` at `time` when given.
@@ -550,6 +560,14 @@ fn transfers_without_the_key_with_another_key_stale_or_from_elsewhere_are_refuse
         !log.contains(SECRET) && !log.contains(OTHER_SECRET),
         "{log}"
     );
+    let (_, metrics) = common::http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    for line in [
+        "regiondns_transfers_total{zone=\"llm.example.com.\",kind=\"AXFR\",result=\"ok\"} 1",
+        "regiondns_transfers_total{zone=\"llm.example.com.\",kind=\"AXFR\",result=\"refused\"} 3",
+        "regiondns_zone_serial{zone=\"llm.example.com.\"} 2026120701",
+    ] {
+        assert!(metrics.contains(line), "{line}:\n{metrics}");
+    }
 }
 
 #[test]

@@ -379,6 +379,12 @@ impl Publisher {
     fn publish(&mut self) {
         let table = RoutingTable::build(&self.plan, &states(&self.health), &self.loads());
         let (table, settled) = self.serials.settle(table, Instant::now());
+        for zone in table.zones() {
+            if let Some(transferred) = &zone.transferred {
+                let origin = zone.data.origin_name().to_string();
+                self.metrics.set_zone_serial(&origin, transferred.serial);
+            }
+        }
         self.serials_due = settled.recheck.map(time::Instant::from_std);
         for (zone, serial) in settled.bumped {
             let bump = SerialBump { zone, serial };

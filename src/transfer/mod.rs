@@ -21,6 +21,7 @@ use hickory_proto::{
     serialize::binary::{BinEncodable, BinEncoder},
 };
 
+use crate::metrics::Metrics;
 use crate::routing::{RoutingTable, Transferred, ZoneRoutes};
 pub use keys::{TsigKey, TsigKeys};
 use tsig::Signer;
@@ -47,6 +48,7 @@ const EDE_PROHIBITED: u16 = 18;
 pub struct Transfers {
     table: Arc<ArcSwap<RoutingTable>>,
     keys: TsigKeys,
+    metrics: Arc<Metrics>,
 }
 
 /// The messages that answer a transfer request, in order, and what to log of it.
@@ -90,8 +92,31 @@ pub enum Outcome {
 }
 
 impl Transfers {
-    pub fn new(table: Arc<ArcSwap<RoutingTable>>, keys: TsigKeys) -> Transfers {
-        Transfers { table, keys }
+    pub fn new(
+        table: Arc<ArcSwap<RoutingTable>>,
+        keys: TsigKeys,
+        metrics: Arc<Metrics>,
+    ) -> Transfers {
+        Transfers {
+            table,
+            keys,
+            metrics,
+        }
+    }
+
+    /// Counts `answered` in `regiondns_transfers_total`.
+    fn counted(&self, packet: &[u8], answered: Answered) -> Answered {
+        let (kind, ok) = match &answered.outcome {
+            Outcome::Transferred { kind, .. } => (kind.as_str(), true),
+            Outcome::Answered => ("SOA", true),
+            Outcome::Refused(_) => (asked_kind(packet), false),
+        };
+        let zone = Message::from_vec(packet)
+            .ok()
+            .and_then(|m| Some(m.queries.first()?.name().to_lowercase().to_string()))
+            .unwrap_or_default();
+        self.metrics.count_transfer(&zone, kind, ok);
+        answered
     }
 
     /// Answers `packet` from `peer` when it asks to transfer a zone that has `transfer`;
@@ -111,12 +136,18 @@ impl Transfers {
                 .find(|z| Some(z.data.origin_name().to_lowercase()) == name);
             zone.is_some_and(|z| z.transfer.is_some())
         });
-        transferred.then(|| answer(packet, peer, &table, &self.keys, now))
+        let answered = transferred.then(|| answer(packet, peer, &table, &self.keys, now))?;
+        Some(self.counted(packet, answered))
     }
 
     /// Answers a request signed with TSIG (its last record): a secondary's SOA query for a
     /// transferred zone, signed back; anything else is refused, saying why.
     pub fn answer_signed(&self, packet: &[u8], peer: IpAddr, now: u64) -> Answered {
+        let answered = self.signed(packet, peer, now);
+        self.counted(packet, answered)
+    }
+
+    fn signed(&self, packet: &[u8], peer: IpAddr, now: u64) -> Answered {
         let table = self.table.load();
         let Ok(request) = Message::from_vec(packet) else {
             return refused_unread(packet);
@@ -199,6 +230,18 @@ fn refused_unread(packet: &[u8]) -> Answered {
     Answered {
         messages: formerr.to_vec().into_iter().collect(),
         outcome: Outcome::Refused("unreadable request".into()),
+    }
+}
+
+/// The kind of transfer `packet` asks, for counting a refusal.
+fn asked_kind(packet: &[u8]) -> &'static str {
+    let qtype = crate::wire::skip_name(packet, 12)
+        .and_then(|at| packet.get(at..at + 2))
+        .map(|t| RecordType::from(u16::from_be_bytes([t[0], t[1]])));
+    match qtype {
+        Some(RecordType::AXFR) => "AXFR",
+        Some(RecordType::IXFR) => "IXFR",
+        _ => "SOA",
     }
 }
 

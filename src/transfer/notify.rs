@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{SerialBump, TsigKeys, unix_now};
-use crate::routing::RoutingTable;
+use crate::{metrics::Metrics, routing::RoutingTable};
 
 /// How long a target has to answer one NOTIFY, and how many are sent before giving up (the
 /// wait doubling each time: 1 + 2 + 4 + 8 + 16 s; RFC 1996 3.6 leaves it to the server).
@@ -30,6 +30,7 @@ const TRIES: u32 = 5;
 pub async fn run(
     table: Arc<ArcSwap<RoutingTable>>,
     keys: TsigKeys,
+    metrics: Arc<Metrics>,
     mut bumps: mpsc::Receiver<SerialBump>,
     shutdown: CancellationToken,
 ) -> Result<(), std::convert::Infallible> {
@@ -39,7 +40,7 @@ pub async fn run(
             () = shutdown.cancelled() => return Ok(()),
             Some(bump) = bumps.recv() => {
                 for (target, notify) in notifies(&table.load(), &keys, &bump) {
-                    sending.spawn(send(target, notify, bump.clone()));
+                    sending.spawn(send(target, notify, bump.clone(), Arc::clone(&metrics)));
                 }
             }
             Some(_) = sending.join_next(), if !sending.is_empty() => {}
@@ -100,7 +101,7 @@ fn rand_id() -> u16 {
 }
 
 /// Sends `notify` to `target` until it answers, [`TRIES`] times at most.
-async fn send(target: SocketAddr, notify: Vec<u8>, bump: SerialBump) {
+async fn send(target: SocketAddr, notify: Vec<u8>, bump: SerialBump, metrics: Arc<Metrics>) {
     let bind = match target {
         SocketAddr::V4(_) => "0.0.0.0:0",
         SocketAddr::V6(_) => "[::]:0",
@@ -116,10 +117,15 @@ async fn send(target: SocketAddr, notify: Vec<u8>, bump: SerialBump) {
     let started = Instant::now();
     let mut wait = FIRST_WAIT;
     for _ in 0..TRIES {
-        if socket.send_to(&notify, target).await.is_err() {
+        let sent = socket.send_to(&notify, target).await.is_ok();
+        if sent {
+            metrics.count_notify(&bump.zone, "sent");
+        }
+        if !sent {
             tokio::time::sleep(wait).await;
         } else if let Ok(Some(rcode)) = timeout(wait, answer(&socket, target, id)).await {
             let took = started.elapsed().as_millis();
+            metrics.count_notify(&bump.zone, "acknowledged");
             match rcode {
                 ResponseCode::NoError => info!(
                     "NOTIFY of {} serial {} acknowledged by {target} in {took} ms",
@@ -134,6 +140,7 @@ async fn send(target: SocketAddr, notify: Vec<u8>, bump: SerialBump) {
         }
         wait *= 2;
     }
+    metrics.count_notify(&bump.zone, "failed");
     warn!(
         "NOTIFY of {} serial {} to {target}: no answer after {TRIES} tries",
         bump.zone, bump.serial

@@ -51,7 +51,11 @@ pub fn responder_counted(metrics: &Metrics) -> Responder {
     assert!(errors.is_empty(), "the example zone: {errors:?}");
     let geo = bundled_geoip();
     let publisher = Publisher::new(&zones, geo, None, Arc::new(Metrics::new())).expect("compiled");
-    let transfers = Transfers::new(publisher.table(), TsigKeys::default());
+    let transfers = Transfers::new(
+        publisher.table(),
+        TsigKeys::default(),
+        Arc::new(Metrics::new()),
+    );
     Responder::new(publisher.table(), transfers, metrics, 1232, None)
 }
 
@@ -91,7 +95,11 @@ pub fn responder_with_load(kept: f64) -> Responder {
         .insert(shift, Controller::with_shares(kept, 1.0));
     let table = RoutingTable::build(&plan, &States::new(), &loads);
     let table = Arc::new(ArcSwap::from_pointee(table));
-    let transfers = Transfers::new(Arc::clone(&table), TsigKeys::default());
+    let transfers = Transfers::new(
+        Arc::clone(&table),
+        TsigKeys::default(),
+        Arc::new(Metrics::new()),
+    );
     Responder::new(table, transfers, &metrics, 1232, None)
 }
 
