@@ -183,6 +183,7 @@ pub async fn run(
     let nsid = config.nsid.as_deref();
     let notify_keys = config.tsig_keys.clone();
     let transfers = Transfers::new(Arc::clone(&table), config.tsig_keys, Arc::clone(&metrics));
+    let secondaries = transfers.secondaries();
     let responder = Responder::new(
         Arc::clone(&table),
         transfers,
@@ -252,7 +253,8 @@ pub async fn run(
             stop.clone(),
             fleet_board,
             peers.clone(),
-        );
+        )
+        .seeing_secondaries(secondaries);
         let serving = admin.serve(listener, config.admin_header_timeout, finish.clone());
         tasks.spawn("admin API", serving);
     }

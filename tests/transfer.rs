@@ -396,6 +396,27 @@ fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback()
         count.is_some_and(|n| n >= 4),
         "two bumps, two secondaries:\n{metrics}"
     );
+    // The admin API and the status page show each secondary's last transfer, none behind.
+    let (status, body) = common::http(admin, "GET", "/transfers", &[]);
+    assert_eq!(status, 200, "{body}");
+    let value: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let zone = &value["zones"][0];
+    let current = zone["serial"].as_u64().expect("serial");
+    let seen = zone["secondaries"].as_array().expect("secondaries");
+    assert!(!seen.is_empty(), "{body}");
+    for secondary in seen {
+        assert_eq!(secondary["serial"].as_u64(), Some(current), "{body}");
+        assert_eq!(secondary["behind"], false, "{body}");
+    }
+    assert_eq!(zone["notify"].as_array().map(Vec::len), Some(2), "{body}");
+    let (_, page) = common::http(admin, "GET", "/", &[]);
+    assert!(
+        page.contains(&format!(
+            "serial {current} for secondaries; <span class=\"current\">127.0.0.1: {current} by IXFR</span>"
+        )),
+        "{page}"
+    );
+    assert!(!page.contains(", behind</span>"), "{page}");
 }
 
 /// An AXFR request for the zone, signed with `secret` at `time` when given.

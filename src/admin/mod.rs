@@ -45,6 +45,7 @@ use crate::{
     region::RegionKey,
     routing::RoutingTable,
     timeline::Timeline,
+    transfer::SecondaryLog,
 };
 
 pub mod body;
@@ -68,6 +69,8 @@ pub struct Admin {
     /// The fleet as this instance sees it, and the way to its peers (none outside a fleet).
     fleet: Arc<ArcSwap<FleetBoard>>,
     peers: Option<PeerClient>,
+    /// Each secondary's last transfer of each zone.
+    secondaries: Arc<ArcSwap<SecondaryLog>>,
 }
 
 impl Admin {
@@ -97,6 +100,15 @@ impl Admin {
             metrics,
             token: token.map(Into::into),
             stopping,
+            secondaries: Arc::default(),
+        }
+    }
+
+    /// Shows each secondary's last transfer (`/transfers`, the status page).
+    pub fn seeing_secondaries(self, secondaries: Arc<ArcSwap<SecondaryLog>>) -> Admin {
+        Admin {
+            secondaries,
+            ..self
         }
     }
 
@@ -111,6 +123,7 @@ impl Admin {
             .route("/history", get(history))
             .route("/fleet", get(fleet))
             .route("/latency", get(latency))
+            .route("/transfers", get(transfers))
             .route("/regions/{zone}/{region}/drain", post(drain))
             .route("/regions/{zone}/{region}/undrain", post(undrain))
             .with_state(self)
@@ -247,6 +260,7 @@ async fn status_page(AxumState(admin): AxumState<Admin>) -> Html<String> {
         history: &history,
         now: &now,
         fleet: &fleet,
+        secondaries: &admin.secondaries.load(),
     }))
 }
 
@@ -301,7 +315,6 @@ async fn history(AxumState(admin): AxumState<Admin>) -> Json<Value> {
     }))
 }
 
-/// The fleet as this instance sees it: its peers, and the agreement on every region.
 /// The latency table in force: its file, SHA-256, rows, networks, regions and when it was
 /// loaded; `null` when none is.
 async fn latency(AxumState(admin): AxumState<Admin>) -> Json<Value> {
@@ -310,6 +323,15 @@ async fn latency(AxumState(admin): AxumState<Admin>) -> Json<Value> {
     Json(json!({ "table": summary }))
 }
 
+/// Each transferred zone: the serial its secondaries are given, its NOTIFY targets, and each
+/// secondary's last transfer (kind, serial, when) and whether it is behind.
+async fn transfers(AxumState(admin): AxumState<Admin>) -> Json<Value> {
+    let table = admin.table.load();
+    let seen = admin.secondaries.load();
+    Json(json!({ "zones": page::transferred_zones(&table, &seen) }))
+}
+
+/// The fleet as this instance sees it: its peers, and the agreement on every region.
 async fn fleet(AxumState(admin): AxumState<Admin>) -> Json<FleetBoard> {
     Json(FleetBoard::clone(&admin.fleet.load()))
 }

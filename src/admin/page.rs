@@ -19,8 +19,9 @@ use crate::{
     metrics::{CONTINENT_SLOTS, continent_label},
     publish::HealthMap,
     region::{RegionKey, State},
-    routing::{RoutingTable, ServiceRoutes},
+    routing::{RoutingTable, ServiceRoutes, ZoneRoutes},
     timeline::Timeline,
+    transfer::{SecondaryLog, serial_lt},
 };
 
 /// Land outlines: Natural Earth 1:110m (public domain), equirectangular, from
@@ -39,6 +40,7 @@ pub struct View<'a> {
     pub history: &'a History,
     pub now: &'a Sample,
     pub fleet: &'a FleetBoard,
+    pub secondaries: &'a SecondaryLog,
 }
 
 /// A region as the map shows it.
@@ -205,6 +207,9 @@ fn regions(view: &View<'_>) -> String {
     for zone in view.table.zones() {
         let origin = zone.data.origin_name().to_string();
         let _ = writeln!(html, "<h2>zone {}</h2>", text(&origin));
+        if let Some(line) = secondaries_line(zone, view.secondaries) {
+            html.push_str(&line);
+        }
         for service in zone.services() {
             let _ = writeln!(
                 html,
@@ -245,6 +250,72 @@ fn regions(view: &View<'_>) -> String {
         }
     }
     html
+}
+
+/// For a transferred zone: the serial its secondaries are given and each one's last transfer,
+/// those behind marked.
+fn secondaries_line(zone: &ZoneRoutes, seen: &SecondaryLog) -> Option<String> {
+    let serial = zone.transferred.as_ref()?.serial;
+    let origin = zone.data.origin_name().to_string();
+    let each: Vec<String> = seen
+        .0
+        .get(&origin)
+        .into_iter()
+        .flatten()
+        .map(|(address, last)| {
+            let behind = serial_lt(last.serial, serial);
+            format!(
+                "<span class=\"{}\">{address}: {} by {}{}</span>",
+                if behind { "behind" } else { "current" },
+                last.serial,
+                last.kind,
+                if behind { ", behind" } else { "" }
+            )
+        })
+        .collect();
+    let secondaries = match each.is_empty() {
+        true => "none has transferred it yet".to_owned(),
+        false => each.join(", "),
+    };
+    Some(format!(
+        "<p class=\"secondaries\">serial {serial} for secondaries; {secondaries}</p>\n"
+    ))
+}
+
+/// Each transferred zone for `/transfers`: its serial, NOTIFY targets, and every secondary's
+/// last transfer and whether it is behind.
+pub fn transferred_zones(table: &RoutingTable, seen: &SecondaryLog) -> Vec<serde_json::Value> {
+    table
+        .zones()
+        .iter()
+        .filter_map(|zone| {
+            let policy = zone.transfer.as_ref()?;
+            let serial = zone.transferred.as_ref().map(|t| t.serial);
+            let origin = zone.data.origin_name().to_string();
+            let secondaries: Vec<serde_json::Value> = seen
+                .0
+                .get(&origin)
+                .into_iter()
+                .flatten()
+                .map(|(address, last)| {
+                    serde_json::json!({
+                        "address": address,
+                        "kind": last.kind,
+                        "serial": last.serial,
+                        "at": last.at,
+                        "behind": serial.is_some_and(|s| serial_lt(last.serial, s)),
+                    })
+                })
+                .collect();
+            let notify: Vec<String> = policy.notify.iter().map(ToString::to_string).collect();
+            Some(serde_json::json!({
+                "zone": origin,
+                "serial": serial,
+                "notify": notify,
+                "secondaries": secondaries,
+            }))
+        })
+        .collect()
 }
 
 /// For a `policy: latency` service: each region's median measured round trip and the share of
@@ -438,6 +509,7 @@ tr.drained .state { background: #d8d8d8; }
 .spark circle { fill: #3b7dd8; }
 .spark polyline { fill: none; stroke: #3b7dd8; stroke-width: 1; }
 .spark.latency polyline { stroke: #8a4fd8; }
+.secondaries .behind { color: #b3261e; font-weight: bold; }
 </style>
 </head>
 <body>

@@ -244,7 +244,15 @@ impl Publisher {
     pub fn transferring(mut self, setup: TransferSetup) -> Publisher {
         self.serials = SerialBook::new(setup.state_dir, setup.min_interval);
         self.bumps = Some(setup.bumps);
-        self.publish();
+        let transferred = self
+            .table
+            .load()
+            .zones()
+            .iter()
+            .any(|z| z.transfer.is_some());
+        if transferred {
+            self.publish();
+        }
         self
     }
 

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::{
     routing::{Delta, RoutingTable, Transferred, ZoneRoutes},
-    transfer::content,
+    transfer::{content, serial_lt},
     zone::RRset,
 };
 
@@ -66,11 +66,6 @@ pub fn decide(
     }
     let next = current.serial.wrapping_add(1);
     Decision::Bump(if serial_lt(next, floor) { floor } else { next })
-}
-
-/// RFC 1982 serial number arithmetic: whether `a` comes before `b`.
-pub fn serial_lt(a: u32, b: u32) -> bool {
-    a != b && b.wrapping_sub(a) < 1 << 31
 }
 
 /// A zone's last serial and the content that went out under it.

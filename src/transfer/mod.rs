@@ -9,7 +9,7 @@ pub mod keys;
 pub mod notify;
 pub mod tsig;
 
-use std::{net::IpAddr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use hickory_proto::{
@@ -49,6 +49,22 @@ pub struct Transfers {
     table: Arc<ArcSwap<RoutingTable>>,
     keys: TsigKeys,
     metrics: Arc<Metrics>,
+    /// Each secondary's last transfer, for the admin API.
+    seen: Arc<ArcSwap<SecondaryLog>>,
+}
+
+/// The last transfer each secondary (by address) made of each zone (by origin).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SecondaryLog(pub BTreeMap<String, BTreeMap<IpAddr, LastTransfer>>);
+
+/// A secondary's last transfer of a zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LastTransfer {
+    pub kind: &'static str,
+    /// The serial it took.
+    pub serial: u32,
+    /// When, in seconds since the epoch.
+    pub at: u64,
 }
 
 /// The messages that answer a transfer request, in order, and what to log of it.
@@ -101,7 +117,25 @@ impl Transfers {
             table,
             keys,
             metrics,
+            seen: Arc::default(),
         }
+    }
+
+    /// Each secondary's last transfer, as the admin API shows it.
+    pub fn secondaries(&self) -> Arc<ArcSwap<SecondaryLog>> {
+        Arc::clone(&self.seen)
+    }
+
+    /// Remembers that `peer` took `zone` at `serial` (a transfer is rare: the log is copied).
+    fn remember(&self, peer: IpAddr, zone: &str, last: LastTransfer) {
+        self.seen.rcu(|log| {
+            let mut log = SecondaryLog::clone(log);
+            log.0
+                .entry(zone.to_owned())
+                .or_default()
+                .insert(peer.to_canonical(), last);
+            log
+        });
     }
 
     /// Counts `answered` in `regiondns_transfers_total`.
@@ -137,6 +171,17 @@ impl Transfers {
             zone.is_some_and(|z| z.transfer.is_some())
         });
         let answered = transferred.then(|| answer(packet, peer, &table, &self.keys, now))?;
+        if let Outcome::Transferred {
+            kind, zone, serial, ..
+        } = &answered.outcome
+        {
+            let last = LastTransfer {
+                kind: kind.as_str(),
+                serial: *serial,
+                at: now,
+            };
+            self.remember(peer, zone, last);
+        }
         Some(self.counted(packet, answered))
     }
 
@@ -182,6 +227,11 @@ impl Transfers {
             outcome: Outcome::Answered,
         }
     }
+}
+
+/// RFC 1982 serial number arithmetic: whether `a` comes before `b`.
+pub fn serial_lt(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < 1 << 31
 }
 
 /// Seconds since the epoch, as TSIG counts time.
