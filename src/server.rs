@@ -37,6 +37,12 @@ use crate::{
     transfer::{self, Transfers, TsigKeys},
 };
 
+/// How long after a task merely ends a failure of another is taken as the cause.
+const CAUSE_GRACE: Duration = Duration::from_millis(200);
+
+/// What joining a supervised task gives.
+type JoinResult = Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>;
+
 /// How many events (probe reports, reloads, drains) may wait for the publisher.
 const EVENT_QUEUE: usize = 1024;
 
@@ -353,18 +359,44 @@ impl Tasks {
         self.names.insert(handle.id(), name);
     }
 
-    /// The next task to end, and why: an error, a panic, or ending at all before the stop.
+    /// The next task to end, and why: an error, a panic, or ending at all before the stop. A
+    /// task that merely ended is often the echo of another's failure (the channel it reads
+    /// closed when that one died): a failure within [`CAUSE_GRACE`] after it is the cause.
     async fn next_end(&mut self) -> (&'static str, String) {
         let Some(ended) = self.set.join_next_with_id().await else {
             return std::future::pending().await;
         };
-        let (id, reason) = match ended {
-            Ok((id, Ok(()))) => (id, "it ended while the server was running".to_owned()),
-            Ok((id, Err(error))) => (id, error),
-            Err(error) if error.is_panic() => (error.id(), panic_message(error.into_panic())),
-            Err(error) => (error.id(), error.to_string()),
+        let (mut name, mut reason, clean) = self.ended(ended);
+        if clean {
+            let grace = tokio::time::sleep(CAUSE_GRACE);
+            tokio::pin!(grace);
+            loop {
+                tokio::select! {
+                    () = &mut grace => break,
+                    Some(next) = self.set.join_next_with_id() => {
+                        let (next_name, next_reason, next_clean) = self.ended(next);
+                        if !next_clean {
+                            (name, reason) = (next_name, next_reason);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        (name, reason)
+    }
+
+    /// A task's name, why it ended, and whether it merely ended (no error, no panic).
+    fn ended(&mut self, ended: JoinResult) -> (&'static str, String, bool) {
+        let (id, reason, clean) = match ended {
+            Ok((id, Ok(()))) => (id, "it ended while the server was running".to_owned(), true),
+            Ok((id, Err(error))) => (id, error, false),
+            Err(error) if error.is_panic() => {
+                (error.id(), panic_message(error.into_panic()), false)
+            }
+            Err(error) => (error.id(), error.to_string(), false),
         };
-        (self.names.remove(&id).unwrap_or("unnamed"), reason)
+        (self.names.remove(&id).unwrap_or("unnamed"), reason, clean)
     }
 
     /// Waits for every task to stop, at most `timeout`; then drops the rest.
