@@ -22,6 +22,7 @@ import dns.query
 import dns.rdatatype
 import dns.tsigkeyring
 
+from records import status_kb
 from scale import GEOIP, HEAD, ROOT, free_port, until_txt
 
 RECORDS = int(os.environ.get("RECORDS", "100000"))
@@ -29,14 +30,6 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 KEY = "xfr.llm.example.com."
 SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQtMzItYnl0ZXMhISE="
 ZONE_NAME = "llm.example.com."
-
-
-def status_kb(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise SystemExit(f"no {field} for {pid}")
 
 
 def zone_text(version):

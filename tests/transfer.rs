@@ -428,19 +428,18 @@ fn axfr_request(secret: Option<&str>, time: u64) -> Vec<u8> {
         RecordType::AXFR,
     ));
     if let Some(secret) = secret {
-        let key = data_encoding::BASE64
-            .decode(secret.as_bytes())
-            .expect("base64");
-        let signer = TSigner::new(
-            key,
-            TsigAlgorithm::HmacSha256,
-            Name::from_ascii(KEY).expect("key name"),
-            300,
-        )
-        .expect("signer");
-        message.finalize(&signer, time).expect("signed");
+        message.finalize(&signer(secret), time).expect("signed");
     }
     message.to_vec().expect("encode")
+}
+
+/// A signer (and checker) with the key named [`KEY`] of `secret`.
+fn signer(secret: &str) -> TSigner {
+    let key = data_encoding::BASE64
+        .decode(secret.as_bytes())
+        .expect("base64");
+    let name = Name::from_ascii(KEY).expect("key name");
+    TSigner::new(key, TsigAlgorithm::HmacSha256, name, 300).expect("signer")
 }
 
 /// Every message the server sends back to `request` over one TCP connection, until it closes
@@ -505,16 +504,7 @@ fn transfers_without_the_key_with_another_key_stale_or_from_elsewhere_are_refuse
     let server = start();
     // Signed with the right key: every message verifies in turn (RFC 8945 5.3.1), the zone
     // goes out SOA to SOA.
-    let key = data_encoding::BASE64
-        .decode(SECRET.as_bytes())
-        .expect("base64");
-    let signer = TSigner::new(
-        key,
-        TsigAlgorithm::HmacSha256,
-        Name::from_ascii(KEY).expect("key"),
-        300,
-    )
-    .expect("signer");
+    let signer = signer(SECRET);
     let request = axfr_request(Some(SECRET), now());
     let request_mac = Message::from_vec(&request)
         .expect("request")
