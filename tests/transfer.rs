@@ -445,14 +445,20 @@ fn signer(secret: &str) -> TSigner {
 /// Every message the server sends back to `request` over one TCP connection, until it closes
 /// or stops sending.
 fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<Vec<u8>> {
+    exchange_on(TcpStream::connect(addr).expect("connect"), request)
+}
+
+/// As [`exchange`], on a connection already made; nothing when the server closed it.
+fn exchange_on(mut stream: TcpStream, request: &[u8]) -> Vec<Vec<u8>> {
     use std::io::{Read, Write};
-    let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_millis(1500)))
         .expect("timeout");
     let mut framed = (request.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(request);
-    stream.write_all(&framed).expect("send");
+    if stream.write_all(&framed).is_err() {
+        return Vec::new();
+    }
     let mut messages = Vec::new();
     loop {
         let mut length = [0; 2];
@@ -460,7 +466,9 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<Vec<u8>> {
             return messages;
         }
         let mut message = vec![0; usize::from(u16::from_be_bytes(length))];
-        stream.read_exact(&mut message).expect("message");
+        if stream.read_exact(&mut message).is_err() {
+            return messages;
+        }
         let done = Message::from_vec(&message)
             .map(|m| {
                 m.answers.len() > 1
@@ -662,4 +670,68 @@ fn serials_grow_with_every_change_never_below_the_file_and_survive_a_restart() {
     assert_eq!(serial(&again), 2026120702);
     let kept = std::fs::read_to_string(state.path().join("serials.json")).expect("kept");
     assert!(kept.contains("\"llm.example.com.\""), "{kept}");
+}
+
+#[test]
+fn a_flood_of_transfers_is_bounded_by_the_tcp_limits_and_udp_keeps_answering() {
+    // A zone big enough that each transfer takes a while: 3,000 static names.
+    let mut text = zone("");
+    let hosts: String = (0..3000)
+        .map(|i| format!("  host{i}: {{ A: [10.0.{}.{}] }}\n", i / 250, i % 250))
+        .collect();
+    text = text.replace("  ns1: {", &format!("{hosts}  ns1: {{"));
+    let dir = common::zone_dir(&text);
+    let keys = keys_file(dir.path());
+    let server = Server::start_in(
+        dir,
+        &["--tsig-keys", &keys, "--tcp-connections-per-network", "8"],
+    );
+    let addr = server.addr;
+    // 24 connections at once from one /24, 8 allowed: the rest are closed on arrival.
+    let connected = std::sync::Arc::new(std::sync::Barrier::new(24));
+    let flood: Vec<_> = (0..24)
+        .map(|_| {
+            let connected = std::sync::Arc::clone(&connected);
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(addr).expect("connect");
+                connected.wait();
+                let request = axfr_request(Some(SECRET), now());
+                let messages = exchange_on(stream, &request);
+                messages
+                    .iter()
+                    .map(|m| Message::from_vec(m).map_or(0, |m| m.answers.len()))
+                    .sum::<usize>()
+            })
+        })
+        .collect();
+    // Meanwhile UDP answers every query.
+    for _ in 0..200 {
+        let response = udp(addr, &query("ns1.llm.example.com.", RecordType::A, None));
+        assert_eq!(common::addresses(&response), ["198.51.100.53"]);
+    }
+    let got: Vec<usize> = flood
+        .into_iter()
+        .map(|t| t.join().expect("flood"))
+        .collect();
+    let whole = got.iter().filter(|&&n| n >= 3000).count();
+    let cut = got.iter().filter(|&&n| n == 0).count();
+    assert!(
+        whole >= 1 && cut >= 1,
+        "transfers went out, the limit held: {got:?}"
+    );
+    assert_eq!(
+        whole + cut,
+        got.len(),
+        "each transfer whole, or refused by the limit: {got:?}"
+    );
+    let (_, metrics) = common::http(server.admin.expect("admin"), "GET", "/metrics", &[]);
+    let refused = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("regiondns_tcp_refused_total{limit=\"per_network\"} ")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert_eq!(refused as usize, cut, "{metrics}");
 }
