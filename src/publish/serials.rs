@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::{
     routing::{Delta, RoutingTable, Transferred, ZoneRoutes},
     transfer::{content, serial_lt},
-    zone::RRset,
+    zone::{RRset, ZoneData},
 };
 
 /// What is kept of a zone across restarts.
@@ -75,6 +75,14 @@ struct Entry {
     transferred: Arc<Transferred>,
 }
 
+/// A zone file's records and their digests, kept while the zone's data is the same: a health
+/// change then only remakes the services' fallbacks.
+struct StaticPart {
+    data: Arc<ZoneData>,
+    records: Vec<Record>,
+    digests: Vec<u64>,
+}
+
 /// What a settling of the serials asks of the publisher.
 #[derive(Debug, Default)]
 pub struct Settled {
@@ -87,6 +95,7 @@ pub struct Settled {
 /// The serials of every transferred zone, by origin.
 pub struct SerialBook {
     zones: BTreeMap<String, Entry>,
+    statics: BTreeMap<String, StaticPart>,
     /// Serials read from the state directory at start, not yet given to a zone.
     stored: BTreeMap<String, Stored>,
     min_interval: Duration,
@@ -115,6 +124,7 @@ impl SerialBook {
             });
         SerialBook {
             zones: BTreeMap::new(),
+            statics: BTreeMap::new(),
             stored,
             min_interval,
             file,
@@ -135,6 +145,8 @@ impl SerialBook {
             .map(|z| z.data.origin_name().to_string())
             .collect();
         self.zones.retain(|origin, _| transferred.contains(origin));
+        self.statics
+            .retain(|origin, _| transferred.contains(origin));
         if !settled.bumped.is_empty() {
             self.save();
         }
@@ -148,41 +160,76 @@ impl SerialBook {
         settled: &mut Settled,
     ) -> Arc<Transferred> {
         let origin = zone.data.origin_name().to_string();
-        let records = content::zone_records(zone);
-        let digest = digest(&records);
+        let (fallbacks, digest) = self.content(&origin, zone);
         let floor = serial_of(zone.data.soa()).unwrap_or(1);
         let entry = self.zones.get(&origin);
         let current = entry
             .map(|e| e.stored)
             .or_else(|| self.stored.get(&origin).copied());
         let bumped_at = entry.and_then(|e| e.bumped_at);
-        match decide(current, digest, floor, bumped_at, now, self.min_interval) {
-            Decision::Keep if entry.is_some() => entry
-                .map(|e| Arc::clone(&e.transferred))
-                .unwrap_or_else(|| frozen(zone, records, floor, None)),
-            Decision::Keep => {
-                let serial = current.map_or(floor, |c| c.serial);
-                self.record(
-                    &origin,
-                    Stored { serial, digest },
-                    None,
-                    frozen(zone, records, serial, None),
-                )
-            }
-            Decision::Defer(due) => {
+        let decision = decide(current, digest, floor, bumped_at, now, self.min_interval);
+        // What went out stays, unless there is something new to give out.
+        let kept = entry.map(|e| Arc::clone(&e.transferred));
+        let (serial, bumped) = match (decision, kept) {
+            (Decision::Keep, Some(kept)) => return kept,
+            (Decision::Defer(due), kept) => {
                 settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
-                let kept = entry.map(|e| Arc::clone(&e.transferred));
-                kept.unwrap_or_else(|| frozen(zone, records, floor, None))
+                match kept {
+                    Some(kept) => return kept,
+                    None => (floor, false),
+                }
             }
-            Decision::Bump(serial) => {
-                info!("zone {origin}: serial {serial} for secondaries");
-                settled.bumped.push((origin.clone(), serial));
-                let stored = Stored { serial, digest };
-                let previous = entry.map(|e| Arc::clone(&e.transferred));
-                let transferred = frozen(zone, records, serial, previous.as_deref());
-                self.record(&origin, stored, Some(now), transferred)
-            }
+            (Decision::Keep, None) => (current.map_or(floor, |c| c.serial), false),
+            (Decision::Bump(serial), _) => (serial, true),
+        };
+        let records = self.full(&origin, fallbacks);
+        let previous = entry.map(|e| Arc::clone(&e.transferred));
+        let transferred = frozen(zone, records, serial, previous.as_deref());
+        if !bumped {
+            let stored = Stored { serial, digest };
+            return self.record(&origin, stored, None, transferred);
         }
+        info!("zone {origin}: serial {serial} for secondaries");
+        settled.bumped.push((origin.clone(), serial));
+        self.record(&origin, Stored { serial, digest }, Some(now), transferred)
+    }
+
+    /// The zone file's records (kept since [`SerialBook::content`]) and `fallbacks`.
+    fn full(&self, origin: &str, fallbacks: Vec<Record>) -> Vec<Record> {
+        let mut records = self
+            .statics
+            .get(origin)
+            .map(|part| part.records.clone())
+            .unwrap_or_default();
+        records.extend(fallbacks);
+        records
+    }
+
+    /// The services' fallbacks and the digest of all a secondary would receive; the zone
+    /// file's part (records and digests) is remade only when its data changed.
+    fn content(&mut self, origin: &str, zone: &ZoneRoutes) -> (Vec<Record>, u64) {
+        let kept = self
+            .statics
+            .get(origin)
+            .filter(|part| Arc::ptr_eq(&part.data, &zone.data));
+        if kept.is_none() {
+            let records = content::static_records(&zone.data);
+            let digests = records.iter().map(record_digest).collect();
+            let part = StaticPart {
+                data: Arc::clone(&zone.data),
+                records,
+                digests,
+            };
+            self.statics.insert(origin.to_owned(), part);
+        }
+        let fallbacks = content::fallbacks(zone);
+        let mut digests = self
+            .statics
+            .get(origin)
+            .map(|part| part.digests.clone())
+            .unwrap_or_default();
+        digests.extend(fallbacks.iter().map(record_digest));
+        (fallbacks, combined(digests))
     }
 
     fn record(
@@ -312,22 +359,27 @@ fn serial_of(rrset: &RRset) -> Option<u32> {
 
 /// A hash of `records` as they go out, in any order (a zone's names are kept in no fixed
 /// order), the SOA's serial left out (it is what the digest decides).
+#[cfg(test)]
 fn digest(records: &[Record]) -> u64 {
-    let mut each: Vec<u64> = records
-        .iter()
-        .map(|record| {
-            let mut record = record.clone();
-            set_serial(&mut record, 0);
-            let text = format!(
-                "{} {} {} {}",
-                record.name.to_lowercase(),
-                record.record_type(),
-                record.ttl,
-                record.data
-            );
-            xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-        })
-        .collect();
+    combined(records.iter().map(record_digest).collect())
+}
+
+/// One record's part of the digest, the SOA's serial left out.
+fn record_digest(record: &Record) -> u64 {
+    let mut record = record.clone();
+    set_serial(&mut record, 0);
+    let text = format!(
+        "{} {} {} {}",
+        record.name.to_lowercase(),
+        record.record_type(),
+        record.ttl,
+        record.data
+    );
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+/// The records' digests as one, whatever their order.
+fn combined(mut each: Vec<u64>) -> u64 {
     each.sort_unstable();
     let bytes: Vec<u8> = each.iter().flat_map(|h| h.to_be_bytes()).collect();
     xxhash_rust::xxh3::xxh3_64(&bytes)

@@ -8,22 +8,32 @@ use crate::{
     config::Secondary,
     region::State,
     routing::{ServiceRoutes, ZoneRoutes},
+    zone::ZoneData,
 };
 
 /// The zone's records for a transfer: the SOA first (and not again: the transfer adds the
 /// closing copy), then every other static record, then the services' fallbacks.
 pub fn zone_records(zone: &ZoneRoutes) -> Vec<Record> {
-    let soa = zone.data.soa().records();
-    let mut records = soa.clone();
-    for rrset in zone.data.rrsets() {
+    let mut records = static_records(&zone.data);
+    records.extend(fallbacks(zone));
+    records
+}
+
+/// The records of the zone file: the SOA first, then every other one. They change only with
+/// the file, so a caller may keep them for as long as it holds the same `data`.
+pub fn static_records(data: &ZoneData) -> Vec<Record> {
+    let mut records = data.soa().records();
+    for rrset in data.rrsets() {
         if rrset.record_type() != Some(RecordType::SOA) {
             records.extend(rrset.records());
         }
     }
-    for service in zone.services() {
-        records.extend(fallback(service));
-    }
     records
+}
+
+/// Every service's fallback, in the zone's order.
+pub fn fallbacks(zone: &ZoneRoutes) -> Vec<Record> {
+    zone.services().iter().flat_map(fallback).collect()
 }
 
 /// A service's records at a secondary, by its `secondary` setting: every region that is up or
