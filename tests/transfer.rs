@@ -185,19 +185,31 @@ fn knot(primary: SocketAddr) -> Secondary {
         pip = primary.ip(),
         pport = primary.port(),
     );
-    let conf_path = dir.path().join("knot.conf");
-    std::fs::write(&conf_path, conf).expect("knot.conf");
-    let log = dir.path().join("knot.log");
-    let child = Command::new("knotd")
-        .arg("-c")
+    let addr = SocketAddr::new(ip.parse().expect("ip"), port);
+    spawn_secondary(dir, addr, "knot.conf", &conf, &["knotd", "-c"])
+}
+
+/// Writes `conf` as `name` in `dir` and runs `command` on it, its log kept in `dir`.
+fn spawn_secondary(
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    name: &str,
+    conf: &str,
+    command: &[&str],
+) -> Secondary {
+    let conf_path = dir.path().join(name);
+    std::fs::write(&conf_path, conf).expect("configuration");
+    let log = dir.path().join(format!("{name}.log"));
+    let child = Command::new(command[0])
+        .args(&command[1..])
         .arg(&conf_path)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
-        .expect("knotd (Debian's knot package)");
+        .unwrap_or_else(|e| panic!("{} (Debian's knot and bind9 packages): {e}", command[0]));
     Secondary {
         child,
-        addr: SocketAddr::new(ip.parse().expect("ip"), port),
+        addr,
         log,
         _dir: dir,
     }
@@ -221,22 +233,8 @@ fn bind(primary: SocketAddr) -> Secondary {
         pip = primary.ip(),
         pport = primary.port(),
     );
-    let conf_path = dir.path().join("named.conf");
-    std::fs::write(&conf_path, conf).expect("named.conf");
-    let log = dir.path().join("named.log");
-    let child = Command::new("named")
-        .args(["-g", "-c"])
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("named (Debian's bind9 package)");
-    Secondary {
-        child,
-        addr: SocketAddr::new(ip.parse().expect("ip"), port),
-        log,
-        _dir: dir,
-    }
+    let addr = SocketAddr::new(ip.parse().expect("ip"), port);
+    spawn_secondary(dir, addr, "named.conf", &conf, &["named", "-g", "-c"])
 }
 
 /// The answer's records as text, sorted: what two servers must agree on.

@@ -22,6 +22,9 @@ use crate::{
     zone::{RRset, ZoneData},
 };
 
+/// A serials file larger than this is not one we wrote (a few dozen bytes per zone).
+const MAX_STORED: usize = 1 << 20;
+
 /// What is kept of a zone across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
@@ -109,6 +112,14 @@ impl SerialBook {
         let stored = file
             .as_ref()
             .map_or_else(BTreeMap::new, |path| match std::fs::read(path) {
+                Ok(bytes) if bytes.len() > MAX_STORED => {
+                    warn!(
+                        "{}: {} bytes, over {MAX_STORED}: not read; serials start from the zone files",
+                        path.display(),
+                        bytes.len()
+                    );
+                    BTreeMap::new()
+                }
                 Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                     warn!(
                         "{}: unreadable ({e}); serials start from the zone files",

@@ -138,17 +138,18 @@ impl Transfers {
         });
     }
 
-    /// Counts `answered` in `regiondns_transfers_total`.
-    fn counted(&self, packet: &[u8], answered: Answered) -> Answered {
-        let (kind, ok) = match &answered.outcome {
-            Outcome::Transferred { kind, .. } => (kind.as_str(), true),
-            Outcome::Answered => ("SOA", true),
-            Outcome::Refused(_) => (asked_kind(packet), false),
+    /// Counts `answered`, the answer to `request` (`None`: unreadable), in
+    /// `regiondns_transfers_total`.
+    fn counted(&self, request: Option<&Message>, answered: Answered) -> Answered {
+        let asked = request.and_then(|r| r.queries.first());
+        let kind = match (&answered.outcome, asked.map(Query::query_type)) {
+            (Outcome::Transferred { kind, .. }, _) => kind.as_str(),
+            (_, Some(RecordType::AXFR)) => "AXFR",
+            (_, Some(RecordType::IXFR)) => "IXFR",
+            _ => "SOA",
         };
-        let zone = Message::from_vec(packet)
-            .ok()
-            .and_then(|m| Some(m.queries.first()?.name().to_lowercase().to_string()))
-            .unwrap_or_default();
+        let ok = !matches!(answered.outcome, Outcome::Refused(_));
+        let zone = asked.map_or(String::new(), |q| q.name().to_lowercase().to_string());
         self.metrics.count_transfer(&zone, kind, ok);
         answered
     }
@@ -162,15 +163,14 @@ impl Transfers {
             return None;
         }
         let table = self.table.load();
-        let transferred = Message::from_vec(packet).ok().is_some_and(|request| {
-            let name = request.queries.first().map(|q| q.name().to_lowercase());
-            let zone = table
-                .zones()
-                .iter()
-                .find(|z| Some(z.data.origin_name().to_lowercase()) == name);
-            zone.is_some_and(|z| z.transfer.is_some())
-        });
-        let answered = transferred.then(|| answer(packet, peer, &table, &self.keys, now))?;
+        let request = Message::from_vec(packet).ok()?;
+        let name = request.queries.first().map(|q| q.name().to_lowercase());
+        let zone = table
+            .zones()
+            .iter()
+            .find(|z| Some(z.data.origin_name().to_lowercase()) == name);
+        zone.filter(|z| z.transfer.is_some())?;
+        let answered = answer(&request, packet, peer, &table, &self.keys, now);
         if let Outcome::Transferred {
             kind, zone, serial, ..
         } = &answered.outcome
@@ -182,45 +182,45 @@ impl Transfers {
             };
             self.remember(peer, zone, last);
         }
-        Some(self.counted(packet, answered))
+        Some(self.counted(Some(&request), answered))
     }
 
     /// Answers a request signed with TSIG (its last record): a secondary's SOA query for a
     /// transferred zone, signed back; anything else is refused, saying why.
     pub fn answer_signed(&self, packet: &[u8], peer: IpAddr, now: u64) -> Answered {
-        let answered = self.signed(packet, peer, now);
-        self.counted(packet, answered)
+        let Ok(request) = Message::from_vec(packet) else {
+            return self.counted(None, refused_unread(packet));
+        };
+        let answered = self.signed(&request, packet, peer, now);
+        self.counted(Some(&request), answered)
     }
 
-    fn signed(&self, packet: &[u8], peer: IpAddr, now: u64) -> Answered {
+    fn signed(&self, request: &Message, packet: &[u8], peer: IpAddr, now: u64) -> Answered {
         let table = self.table.load();
-        let Ok(request) = Message::from_vec(packet) else {
-            return refused_unread(packet);
-        };
-        let (query, zone) = match admitted(&request, peer, &table) {
+        let (query, zone) = match admitted(request, peer, &table) {
             Ok(admitted) => admitted,
-            Err(why) => return refused(&request, why),
+            Err(why) => return refused(request, why),
         };
         if query.query_type() != RecordType::SOA {
             return refused(
-                &request,
+                request,
                 "only SOA queries and transfers are answered signed".into(),
             );
         }
         let Some(wanted) = zone.transfer.as_ref().and_then(|t| t.tsig.as_ref()) else {
-            return refused(&request, "the zone's transfers are not signed".into());
+            return refused(request, "the zone's transfers are not signed".into());
         };
         let mut signer = match tsig::verify(packet, &self.keys, wanted, now) {
             Ok(verified) => Signer::new(verified, now),
-            Err(refusal) => return refused(&request, refusal.to_string()),
+            Err(refusal) => return refused(request, refusal.to_string()),
         };
-        let mut message = response(&request, Some(query));
+        let mut message = response(request, Some(query));
         message.insert_answers(zone.soa().records());
         let Ok(mut bytes) = message.to_vec() else {
-            return refused(&request, "the SOA could not be encoded".into());
+            return refused(request, "the SOA could not be encoded".into());
         };
         if let Err(e) = signer.sign(&mut bytes) {
-            return refused(&request, format!("the answer could not be signed: {e}"));
+            return refused(request, format!("the answer could not be signed: {e}"));
         }
         Answered {
             messages: vec![bytes],
@@ -283,18 +283,6 @@ fn refused_unread(packet: &[u8]) -> Answered {
     }
 }
 
-/// The kind of transfer `packet` asks, for counting a refusal.
-fn asked_kind(packet: &[u8]) -> &'static str {
-    let qtype = crate::wire::skip_name(packet, 12)
-        .and_then(|at| packet.get(at..at + 2))
-        .map(|t| RecordType::from(u16::from_be_bytes([t[0], t[1]])));
-    match qtype {
-        Some(RecordType::AXFR) => "AXFR",
-        Some(RecordType::IXFR) => "IXFR",
-        _ => "SOA",
-    }
-}
-
 /// Whether `packet` is a query whose question asks AXFR or IXFR: read from the wire without
 /// decoding the rest, as every TCP request is asked.
 fn asks_for_transfer(packet: &[u8]) -> bool {
@@ -309,30 +297,29 @@ fn asks_for_transfer(packet: &[u8]) -> bool {
         )
 }
 
-/// The answer to a transfer request from `peer`, from `table`.
-pub fn answer(
+/// The answer to `request` (as received: `packet`), a transfer request from `peer`, from
+/// `table`.
+fn answer(
+    request: &Message,
     packet: &[u8],
     peer: IpAddr,
     table: &RoutingTable,
     keys: &TsigKeys,
     now: u64,
 ) -> Answered {
-    let Ok(request) = Message::from_vec(packet) else {
-        return refused_unread(packet);
-    };
-    let (query, zone) = match admitted(&request, peer, table) {
+    let (query, zone) = match admitted(request, peer, table) {
         Ok(admitted) => admitted,
-        Err(why) => return refused(&request, why),
+        Err(why) => return refused(request, why),
     };
     let wanted = zone.transfer.as_ref().and_then(|p| p.tsig.as_ref());
     let signer = match wanted {
         None => None,
         Some(wanted) => match tsig::verify(packet, keys, wanted, now) {
             Ok(verified) => Some(Signer::new(verified, now)),
-            Err(refusal) => return refused(&request, refusal.to_string()),
+            Err(refusal) => return refused(request, refusal.to_string()),
         },
     };
-    transferred(&request, query, zone, signer)
+    transferred(request, query, zone, signer)
 }
 
 /// The zone, SOA to SOA, in as many messages as it takes, each signed when `signer` is given.
