@@ -179,6 +179,7 @@ pub struct RrsetSigner {
     zone: Name,
     inception: u32,
     expiration: u32,
+    validity: Duration,
 }
 
 /// Signatures start this long before they are made: a validator whose clock is behind still
@@ -206,7 +207,18 @@ impl RrsetSigner {
             zone: zone.clone(),
             inception: seconds(now - CLOCK_SKEW),
             expiration: seconds(now + validity),
+            validity,
         }
+    }
+
+    /// The same key, zone and validity, for signatures made at `now`.
+    pub fn renewed(&self, now: SystemTime) -> Self {
+        RrsetSigner::new(&self.key, &self.published, &self.zone, now, self.validity)
+    }
+
+    /// How long a signature is valid from when it is made.
+    pub fn validity(&self) -> Duration {
+        self.validity
     }
 
     /// The RRSIG RDATA over `records`, which share one owner, type and TTL; `None` when it

@@ -281,6 +281,12 @@ impl ZoneData {
         self.static_records
     }
 
+    /// A signed zone's signer (its signatures made when the zone was read) and the TTL of its
+    /// denials, min(SOA TTL, negative TTL) as RFC 9077 asks.
+    pub fn signing(&self) -> Option<(&RrsetSigner, u32)> {
+        self.denial.as_ref().map(|d| (&d.signer, d.ttl))
+    }
+
     pub fn negative_soa(&self) -> &RRset {
         &self.negative_soa
     }

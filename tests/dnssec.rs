@@ -132,7 +132,7 @@ fn epoch(time: &str) -> i64 {
 }
 
 /// `regiondns dnssec keygen` into `key`; the DS line it printed.
-fn keygen(key: &Path) -> String {
+pub fn keygen(key: &Path) -> String {
     let out = run(
         &[
             "dnssec",
@@ -154,7 +154,7 @@ fn keygen(key: &Path) -> String {
 }
 
 /// A `delv` trust anchor file holding `ds` (`name TTL IN DS tag alg digest-type digest`).
-fn trust_anchor(dir: &Path, ds: &str) -> String {
+pub fn trust_anchor(dir: &Path, ds: &str) -> String {
     let fields: Vec<&str> = ds.split_whitespace().collect();
     let [name, _, _, _, tag, algorithm, digest_type, digest] = fields[..] else {
         panic!("a DS record: {ds}")
@@ -168,7 +168,7 @@ fn trust_anchor(dir: &Path, ds: &str) -> String {
 }
 
 /// What `delv`, validating from `anchor` down, says of `name`/`qtype` at `server`.
-fn delv(server: SocketAddr, anchor: &str, name: &str, qtype: &str) -> String {
+pub fn delv(server: SocketAddr, anchor: &str, name: &str, qtype: &str) -> String {
     let out = Command::new("delv")
         .args(["-a", anchor, "+root=llm.example.com."])
         .arg(format!("@{}", server.ip()))

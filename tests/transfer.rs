@@ -51,7 +51,11 @@ fn keys_file(dir: &Path) -> String {
 }
 
 fn start() -> Server {
-    let dir = common::zone_dir(&zone(""));
+    start_zone(common::zone_dir(&zone("")))
+}
+
+/// The server on the zone in `dir`, with the TSIG key, an admin token and a state directory.
+fn start_zone(dir: tempfile::TempDir) -> Server {
     let keys = keys_file(dir.path());
     std::fs::write(dir.path().join("admin-token"), "s3cret").expect("token");
     let token = common::path_arg(&dir.path().join("admin-token"));
@@ -732,4 +736,115 @@ fn a_flood_of_transfers_is_bounded_by_the_tcp_limits_and_udp_keeps_answering() {
         })
         .unwrap_or(0);
     assert_eq!(refused as usize, cut, "{metrics}");
+}
+
+/// The zone signed, with an unsigned child delegated (its glue in the zone).
+fn signed_zone(notify: &str) -> String {
+    let delegation = "records:\n  sub: { NS: [ns.sub] }\n  ns.sub: { A: [192.0.2.53] }\n";
+    let text = zone(notify).replacen("records:\n", delegation, 1);
+    format!("{text}dnssec: {{ key: k.pem, validity: 10d }}\n")
+}
+
+/// What `dnssec-verify` (BIND) says of the zone as our AXFR gives it (`-z`: one combined
+/// key signs everything).
+fn verify_axfr(server: &Server) -> (bool, String) {
+    let key = format!("hmac-sha256:{}:{SECRET}", KEY.trim_end_matches('.'));
+    let out = common::dig(
+        server.addr,
+        &["-y", &key, "+onesoa", "llm.example.com.", "AXFR"],
+    );
+    let file = server.dir.path().join("axfr.zone");
+    let zone: Vec<&str> = out.lines().filter(|l| !l.contains("\tTSIG\t")).collect();
+    std::fs::write(&file, zone.join("\n")).expect("write the transfer");
+    let verified = Command::new("dnssec-verify")
+        .args(["-z", "-o", "llm.example.com."])
+        .arg(&file)
+        .output()
+        .expect("dnssec-verify (Debian's bind9-utils)");
+    let said = [verified.stdout, verified.stderr].concat();
+    (
+        verified.status.success(),
+        format!("{}\n{out}", String::from_utf8_lossy(&said)),
+    )
+}
+
+#[test]
+fn a_signed_zone_goes_out_signed_with_its_nsec_chain_and_validates_at_knot() {
+    let dir = common::zone_dir(&signed_zone(""));
+    let ds = crate::dnssec::keygen(&dir.path().join("zones/k.pem"));
+    let anchor = crate::dnssec::trust_anchor(dir.path(), &ds);
+    let server = start_zone(dir);
+    let (verified, said) = verify_axfr(&server);
+    assert!(verified && said.contains("fully signed"), "{said}");
+    assert_eq!(said.matches("\tNSEC\t").count(), 7, "one per name: {said}");
+
+    let knot = knot(server.addr);
+    knot.until_loaded("knot");
+    let validates = |name: &str, qtype: &str, wanted: &str| {
+        let said = crate::dnssec::delv(knot.addr, &anchor, name, qtype);
+        assert!(said.starts_with(wanted), "knot: {name} {qtype}: {said}");
+        said
+    };
+    for (name, qtype) in [
+        ("llm.example.com.", "SOA"),
+        ("llm.example.com.", "DNSKEY"),
+        ("llm.example.com.", "MX"),
+        ("ns1.llm.example.com.", "A"),
+        ("pinned.llm.example.com.", "A"),
+    ] {
+        validates(name, qtype, "; fully validated");
+    }
+    let fallback = validates("api.llm.example.com.", "A", "; fully validated");
+    assert_eq!(
+        fallback.matches("\tIN\tA\t203.0.113.").count(),
+        3,
+        "{fallback}"
+    );
+    // Denials come from the chain a secondary holds: a name, a type, the unsigned child.
+    for (name, qtype) in [
+        ("nope.llm.example.com.", "A"),
+        ("eu.llm.example.com.", "A"),
+        ("ns1.llm.example.com.", "TXT"),
+        ("sub.llm.example.com.", "DS"),
+    ] {
+        validates(name, qtype, "; negative response, fully validated");
+    }
+
+    // An edit reaches Knot by IXFR, signed, the chain remade around the new name.
+    let targets = format!("  notify: [\"{}\"]\n", knot.addr);
+    let reloads = server
+        .log()
+        .matches("reloaded (zone files changed)")
+        .count();
+    let edited =
+        signed_zone(&targets).replace("  docs: {", "  status: { TXT: [\"ok\"] }\n  docs: {");
+    rewrite(&server, &edited, reloads + 1);
+    until_serves(
+        &knot,
+        "knot",
+        ("status.llm.example.com.", RecordType::TXT),
+        &["No Error", "status.llm.example.com. TXT ok"],
+        Duration::from_secs(3),
+    );
+    validates("status.llm.example.com.", "TXT", "; fully validated");
+    validates(
+        "stat.llm.example.com.",
+        "A",
+        "; negative response, fully validated",
+    );
+    assert!(knot.log().contains("IXFR, incoming"), "{}", knot.log());
+    let (verified, said) = verify_axfr(&server);
+    assert!(verified, "{said}");
+    // Our own answers carry the new serial, signed.
+    for (name, qtype, wanted) in [
+        ("llm.example.com.", "SOA", "; fully validated"),
+        (
+            "nope.llm.example.com.",
+            "A",
+            "; negative response, fully validated",
+        ),
+    ] {
+        let said = crate::dnssec::delv(server.addr, &anchor, name, qtype);
+        assert!(said.starts_with(wanted), "ours: {name} {qtype}: {said}");
+    }
 }

@@ -9,7 +9,7 @@ use std::{
     collections::BTreeMap,
     path::PathBuf,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use hickory_proto::rr::{RData, Record};
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::{
     routing::{Delta, RoutingTable, Transferred, ZoneRoutes},
-    transfer::{content, serial_lt},
+    transfer::{content, serial_lt, signed},
     zone::{RRset, ZoneData},
 };
 
@@ -33,6 +33,11 @@ pub struct Stored {
     pub digest: u64,
 }
 
+/// A transferred zone's signatures are made again when they are this part of their validity
+/// old: well before their half-life, so that a secondary cut off from us keeps serving valid
+/// signatures for most of their validity.
+const RESIGN_AT: u32 = 4;
+
 /// What to do with a zone's serial now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -45,6 +50,7 @@ pub enum Decision {
 
 /// The serial for content of `digest`, given what went out last (`current`, bumped at
 /// `bumped_at` if in this run), the zone file's `floor`, and the least time between bumps.
+/// `resign` says the content's signatures are due to be made again: a new serial, at once.
 pub fn decide(
     current: Option<Stored>,
     digest: u64,
@@ -52,11 +58,12 @@ pub fn decide(
     bumped_at: Option<Instant>,
     now: Instant,
     min_interval: Duration,
+    resign: bool,
 ) -> Decision {
     let Some(current) = current else {
         return Decision::Bump(floor);
     };
-    if current.digest == digest {
+    if current.digest == digest && !resign {
         return match serial_lt(current.serial, floor) {
             true => Decision::Bump(floor),
             false => Decision::Keep,
@@ -64,6 +71,7 @@ pub fn decide(
     }
     if let Some(at) = bumped_at
         && now < at + min_interval
+        && !resign
     {
         return Decision::Defer(at + min_interval);
     }
@@ -75,6 +83,8 @@ pub fn decide(
 struct Entry {
     stored: Stored,
     bumped_at: Option<Instant>,
+    /// When a signed zone's content must be signed again.
+    resign_due: Option<Instant>,
     transferred: Arc<Transferred>,
 }
 
@@ -178,7 +188,20 @@ impl SerialBook {
             .map(|e| e.stored)
             .or_else(|| self.stored.get(&origin).copied());
         let bumped_at = entry.and_then(|e| e.bumped_at);
-        let decision = decide(current, digest, floor, bumped_at, now, self.min_interval);
+        let resign_due = entry.and_then(|e| e.resign_due);
+        let resign = resign_due.is_some_and(|due| now >= due);
+        let decision = decide(
+            current,
+            digest,
+            floor,
+            bumped_at,
+            now,
+            self.min_interval,
+            resign,
+        );
+        if let Some(due) = resign_due.filter(|_| !resign) {
+            settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
+        }
         // What went out stays, unless there is something new to give out.
         let kept = entry.map(|e| Arc::clone(&e.transferred));
         let (serial, bumped) = match (decision, kept) {
@@ -196,13 +219,23 @@ impl SerialBook {
         let records = self.full(&origin, fallbacks);
         let previous = entry.map(|e| Arc::clone(&e.transferred));
         let transferred = frozen(zone, records, serial, previous.as_deref());
-        if !bumped {
-            let stored = Stored { serial, digest };
-            return self.record(&origin, stored, None, transferred);
+        let resign_due = zone.data.signing().map(|(signer, _)| {
+            let due = now + signer.validity() / RESIGN_AT;
+            settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
+            due
+        });
+        let entry = Entry {
+            stored: Stored { serial, digest },
+            bumped_at: bumped.then_some(now),
+            resign_due,
+            transferred: Arc::clone(&transferred),
+        };
+        self.zones.insert(origin.clone(), entry);
+        if bumped {
+            info!("zone {origin}: serial {serial} for secondaries");
+            settled.bumped.push((origin, serial));
         }
-        info!("zone {origin}: serial {serial} for secondaries");
-        settled.bumped.push((origin.clone(), serial));
-        self.record(&origin, Stored { serial, digest }, Some(now), transferred)
+        transferred
     }
 
     /// The zone file's records (kept since [`SerialBook::content`]) and `fallbacks`.
@@ -243,22 +276,6 @@ impl SerialBook {
         (fallbacks, combined(digests))
     }
 
-    fn record(
-        &mut self,
-        origin: &str,
-        stored: Stored,
-        bumped_at: Option<Instant>,
-        transferred: Arc<Transferred>,
-    ) -> Arc<Transferred> {
-        let entry = Entry {
-            stored,
-            bumped_at,
-            transferred: Arc::clone(&transferred),
-        };
-        self.zones.insert(origin.to_owned(), entry);
-        transferred
-    }
-
     /// Writes every zone's serial (beside, then renamed over: never half a file).
     fn save(&self) {
         let Some(path) = &self.file else {
@@ -287,8 +304,9 @@ impl SerialBook {
 /// Differences kept per zone, for IXFR: a secondary further behind gets the whole zone.
 pub const JOURNAL_KEPT: usize = 16;
 
-/// The content with its SOA at `serial`, and the journal from `previous` (the content that
-/// went out under the last serial, if any) to it.
+/// The content with its SOA at `serial` (signed now, with its NSEC chain, when the zone is
+/// signed), and the journal from `previous` (the content that went out under the last serial,
+/// if any) to it.
 fn frozen(
     zone: &ZoneRoutes,
     mut records: Vec<Record>,
@@ -297,6 +315,11 @@ fn frozen(
 ) -> Arc<Transferred> {
     if let Some(soa) = records.first_mut() {
         set_serial(soa, serial);
+    }
+    let signing = zone.data.signing();
+    let signer = signing.map(|(signer, _)| signer.renewed(SystemTime::now()));
+    if let (Some(signer), Some((_, nsec_ttl))) = (&signer, signing) {
+        records = signed::signed(records, signer, nsec_ttl);
     }
     let journal = previous
         .filter(|p| p.serial != serial)
@@ -311,7 +334,7 @@ fn frozen(
     let with_serial = |rrset: &RRset| {
         let mut records = rrset.records();
         records.iter_mut().for_each(|r| set_serial(r, serial));
-        RRset::new(records)
+        RRset::signed(records, signer.as_ref())
     };
     Arc::new(Transferred {
         serial,
@@ -409,16 +432,40 @@ mod tests {
             serial: 10,
             digest: 1,
         });
-        assert_eq!(decide(current, 1, 5, Some(t0), t0, MIN), Decision::Keep);
-        assert_eq!(decide(current, 2, 5, None, t0, MIN), Decision::Bump(11));
+        assert_eq!(
+            decide(current, 1, 5, Some(t0), t0, MIN, false),
+            Decision::Keep
+        );
+        assert_eq!(
+            decide(current, 2, 5, None, t0, MIN, false),
+            Decision::Bump(11)
+        );
         let soon = t0 + Duration::from_secs(2);
         assert_eq!(
-            decide(current, 2, 5, Some(t0), soon, MIN),
+            decide(current, 2, 5, Some(t0), soon, MIN, false),
             Decision::Defer(t0 + MIN)
         );
         assert_eq!(
-            decide(current, 2, 5, Some(t0), t0 + MIN, MIN),
+            decide(current, 2, 5, Some(t0), t0 + MIN, MIN, false),
             Decision::Bump(11)
+        );
+    }
+
+    #[test]
+    fn signatures_due_again_bump_the_serial_at_once() {
+        let t0 = Instant::now();
+        let current = Some(Stored {
+            serial: 10,
+            digest: 1,
+        });
+        let soon = t0 + Duration::from_secs(1);
+        assert_eq!(
+            decide(current, 1, 5, Some(t0), soon, MIN, true),
+            Decision::Bump(11)
+        );
+        assert_eq!(
+            decide(current, 1, 5, Some(t0), soon, MIN, false),
+            Decision::Keep
         );
     }
 
@@ -448,23 +495,32 @@ mod tests {
     #[test]
     fn the_zone_files_serial_is_a_floor_and_serials_wrap() {
         let t0 = Instant::now();
-        assert_eq!(decide(None, 1, 2026, None, t0, MIN), Decision::Bump(2026));
+        assert_eq!(
+            decide(None, 1, 2026, None, t0, MIN, false),
+            Decision::Bump(2026)
+        );
         let low = Some(Stored {
             serial: 10,
             digest: 1,
         });
-        assert_eq!(decide(low, 1, 2026, None, t0, MIN), Decision::Bump(2026));
-        assert_eq!(decide(low, 2, 2026, None, t0, MIN), Decision::Bump(2026));
+        assert_eq!(
+            decide(low, 1, 2026, None, t0, MIN, false),
+            Decision::Bump(2026)
+        );
+        assert_eq!(
+            decide(low, 2, 2026, None, t0, MIN, false),
+            Decision::Bump(2026)
+        );
         let high = Some(Stored {
             serial: 3000,
             digest: 1,
         });
-        assert_eq!(decide(high, 1, 2026, None, t0, MIN), Decision::Keep);
+        assert_eq!(decide(high, 1, 2026, None, t0, MIN, false), Decision::Keep);
         let last = Some(Stored {
             serial: u32::MAX,
             digest: 1,
         });
-        assert_eq!(decide(last, 2, 5, None, t0, MIN), Decision::Bump(5));
+        assert_eq!(decide(last, 2, 5, None, t0, MIN, false), Decision::Bump(5));
         assert!(serial_lt(u32::MAX, 0) && !serial_lt(0, u32::MAX));
     }
 }

@@ -1,12 +1,14 @@
-//! Zone transfers to secondaries at other providers (RFC 5936 AXFR; an IXFR is answered with
-//! the whole zone, as RFC 1995 4 allows). It owns who may transfer (the zone's `transfer.to`
-//! and its TSIG key), what they receive ([`content`]) and the messages that carry it, each
-//! signed. It runs on the TCP path only, reads one routing snapshot per transfer and changes
-//! nothing; it never answers an ordinary query.
+//! Zone transfers to secondaries at other providers (RFC 5936 AXFR; RFC 1995 IXFR from the
+//! journal of the last serials, the whole zone when a secondary is further behind). It owns who
+//! may transfer (the zone's `transfer.to` and its TSIG key), what they receive ([`content`],
+//! [`signed`] for a signed zone) and the messages that carry it, each signed. It runs on the
+//! TCP path only, reads one routing snapshot per transfer and changes nothing; it never answers
+//! an ordinary query.
 
 pub mod content;
 pub mod keys;
 pub mod notify;
+pub mod signed;
 pub mod tsig;
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};

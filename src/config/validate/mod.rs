@@ -78,10 +78,7 @@ pub(super) fn zone(
 
     let explain = zone.explain;
     let dnssec = zone.dnssec.as_ref().and_then(|d| checker.signing(d));
-    let transfer = zone
-        .transfer
-        .as_ref()
-        .and_then(|t| checker.transfer(t, zone.dnssec.is_some()));
+    let transfer = zone.transfer.as_ref().and_then(|t| checker.transfer(t));
     let events = zone
         .events
         .iter()
@@ -168,16 +165,8 @@ impl Checker<'_> {
     }
 
     /// The `transfer` block: the secondaries' networks, the key's name, the NOTIFY targets.
-    fn transfer(&mut self, transfer: &At<raw::Transfer>, signed: bool) -> Option<Transfer> {
+    fn transfer(&mut self, transfer: &At<raw::Transfer>) -> Option<Transfer> {
         let raw = &transfer.value;
-        if signed {
-            self.error(
-                transfer.at,
-                "transfer: a signed zone cannot be transferred yet (its NSEC chain is made \
-                 online); serve it from the fleet alone",
-            );
-            return None;
-        }
         if raw.to.value.is_empty() {
             self.error(
                 raw.to.at,

@@ -1,0 +1,228 @@
+//! A transferred zone signed as a secondary serves it: every authoritative RRset with its RRSIG
+//! and a full NSEC chain (RFC 4034 4, 4035 2.3), since a secondary cannot make the compact
+//! denials the primary makes online. A pure function of the content and the signer; the key
+//! material and the signature lifetimes are the [`crate::dnssec`] module's.
+
+use std::collections::BTreeMap;
+
+use hickory_proto::{
+    dnssec::rdata::{DNSSECRData, NSEC},
+    rr::{Name, RData, Record, RecordType},
+};
+
+use crate::dnssec::RrsetSigner;
+
+/// `records` (the SOA first, no signatures) with an NSEC at every authoritative name and an
+/// RRSIG over every authoritative RRset, the SOA still first. Names below a zone cut (glue) are
+/// neither chained nor signed; at a cut only the DS and the NSEC are signed (RFC 4035 2.2).
+/// NSEC records carry `nsec_ttl`, the negative answers' TTL (RFC 9077).
+pub fn signed(records: Vec<Record>, signer: &RrsetSigner, nsec_ttl: u32) -> Vec<Record> {
+    let Some(apex) = records.first().map(|soa| soa.name.clone()) else {
+        return records;
+    };
+    let mut names: BTreeMap<Name, BTreeMap<RecordType, Vec<Record>>> = BTreeMap::new();
+    for record in records {
+        let sets = names.entry(record.name.to_lowercase()).or_default();
+        sets.entry(record.record_type()).or_default().push(record);
+    }
+    let cuts: Vec<Name> = names
+        .iter()
+        .filter(|(name, sets)| **name != apex && sets.contains_key(&RecordType::NS))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let below_cut = |name: &Name| cuts.iter().any(|cut| cut != name && cut.zone_of(name));
+    let owners: Vec<Name> = names.keys().filter(|n| !below_cut(n)).cloned().collect();
+    for (at, owner) in owners.iter().enumerate() {
+        let next = owners.get(at + 1).unwrap_or(&apex).clone();
+        let sets = names.entry(owner.clone()).or_default();
+        let at_cut = cuts.contains(owner);
+        let types: Vec<RecordType> = sets
+            .keys()
+            .copied()
+            .filter(|t| !at_cut || matches!(t, RecordType::NS | RecordType::DS))
+            .collect();
+        let nsec = NSEC::new_cover_self(next, types);
+        let record = Record::from_rdata(owner.clone(), nsec_ttl, nsec_rdata(nsec));
+        sets.insert(RecordType::NSEC, vec![record]);
+    }
+    let mut out: Vec<Record> = Vec::new();
+    for (name, sets) in names {
+        let at_cut = cuts.contains(&name);
+        let authoritative = !below_cut(&name);
+        for (rtype, set) in sets {
+            let signs =
+                authoritative && (!at_cut || matches!(rtype, RecordType::DS | RecordType::NSEC));
+            let signature = signs.then(|| signer.sign(&set)).flatten();
+            let owner_ttl = set.first().map(|r| (r.name.clone(), r.ttl));
+            match rtype == RecordType::SOA {
+                true => set.into_iter().rev().for_each(|r| out.insert(0, r)),
+                false => out.extend(set),
+            }
+            if let (Some(rrsig), Some((owner, ttl))) = (signature, owner_ttl) {
+                out.push(Record::from_rdata(owner, ttl, rrsig));
+            }
+        }
+    }
+    out
+}
+
+fn nsec_rdata(nsec: NSEC) -> RData {
+    RData::DNSSEC(DNSSECRData::NSEC(nsec))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::Arc,
+        time::{Duration, SystemTime},
+    };
+
+    use hickory_proto::{
+        dnssec::{Verifier, rdata::RRSIG},
+        rr::{
+            DNSClass,
+            rdata::{A, NS, SOA},
+        },
+    };
+
+    use super::*;
+    use crate::dnssec::{KeyAlgorithm, generate};
+
+    fn name(text: &str) -> Name {
+        text.parse().expect("a name")
+    }
+
+    fn zone() -> Vec<Record> {
+        let soa = SOA::new(
+            name("ns1.example."),
+            name("h.example."),
+            7,
+            3600,
+            600,
+            86400,
+            30,
+        );
+        let a = |owner: &str, last| {
+            Record::from_rdata(name(owner), 60, RData::A(A::new(192, 0, 2, last)))
+        };
+        let ns = |owner: &str, target: &str| {
+            Record::from_rdata(name(owner), 3600, RData::NS(NS(name(target))))
+        };
+        vec![
+            Record::from_rdata(name("example."), 3600, RData::SOA(soa)),
+            ns("example.", "ns1.example."),
+            a("ns1.example.", 1),
+            a("api.example.", 2),
+            a("api.example.", 3),
+            ns("child.example.", "ns.child.example."),
+            a("ns.child.example.", 4),
+            a("b.api.example.", 5),
+        ]
+    }
+
+    fn signed_zone() -> (Vec<Record>, RrsetSigner) {
+        let dir = tempfile::tempdir().expect("a directory");
+        let key = generate(KeyAlgorithm::EcdsaP256, &dir.path().join("k.pem")).expect("a key");
+        let validity = Duration::from_secs(86_400);
+        let signer = RrsetSigner::new(
+            &Arc::new(key),
+            &[],
+            &name("example."),
+            SystemTime::now(),
+            validity,
+        );
+        let mut records = zone();
+        records.extend(signer.dnskey_records(3600));
+        (signed(records, &signer, 30), signer)
+    }
+
+    fn nsecs(records: &[Record]) -> Vec<(Name, &NSEC)> {
+        records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::DNSSEC(DNSSECRData::NSEC(nsec)) => Some((r.name.clone(), nsec)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_nsec_chain_runs_through_every_authoritative_name_in_canonical_order() {
+        let (records, _) = signed_zone();
+        assert_eq!(records[0].record_type(), RecordType::SOA, "the SOA leads");
+        let chain = nsecs(&records);
+        let owners: Vec<String> = chain.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(
+            owners,
+            [
+                "example.",
+                "api.example.",
+                "b.api.example.",
+                "child.example.",
+                "ns1.example."
+            ]
+        );
+        for (at, (_, nsec)) in chain.iter().enumerate() {
+            let next = chain
+                .get(at + 1)
+                .map_or(name("example."), |(n, _)| n.clone());
+            assert_eq!(nsec.next_domain_name(), &next);
+        }
+        let types = |owner: &str| {
+            let (_, nsec) = chain
+                .iter()
+                .find(|(n, _)| *n == name(owner))
+                .expect("an NSEC");
+            let mut types: Vec<RecordType> = nsec.type_bit_maps().collect();
+            types.sort();
+            types
+        };
+        use RecordType::*;
+        assert_eq!(
+            types("child.example."),
+            [NS, RRSIG, NSEC],
+            "a cut lists only NS"
+        );
+        assert_eq!(types("example."), [NS, SOA, RRSIG, NSEC, DNSKEY]);
+        assert_eq!(types("api.example."), [A, RRSIG, NSEC]);
+    }
+
+    #[test]
+    fn every_authoritative_set_is_signed_and_glue_and_cut_ns_are_not() {
+        let (records, signer) = signed_zone();
+        let dnskey = signer.dnskey_records(3600).remove(0);
+        let RData::DNSSEC(DNSSECRData::DNSKEY(dnskey)) = dnskey.data else {
+            panic!("a DNSKEY")
+        };
+        let rrsigs: Vec<(&Name, &RRSIG)> = records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::DNSSEC(DNSSECRData::RRSIG(sig)) => Some((&r.name, sig)),
+                _ => None,
+            })
+            .collect();
+        let mut covered: Vec<(String, RecordType)> = Vec::new();
+        for (owner, sig) in &rrsigs {
+            let set = records
+                .iter()
+                .filter(|r| &r.name == *owner && r.record_type() == sig.input().type_covered);
+            dnskey
+                .verify_rrsig(owner, DNSClass::IN, sig, set)
+                .expect("a signature that verifies");
+            covered.push((owner.to_string(), sig.input().type_covered));
+        }
+        let sets = records
+            .iter()
+            .filter(|r| r.record_type() != RecordType::RRSIG)
+            .map(|r| (r.name.to_string(), r.record_type()))
+            .collect::<std::collections::BTreeSet<_>>();
+        let unsigned: Vec<_> = sets.iter().filter(|s| !covered.contains(s)).collect();
+        assert_eq!(
+            unsigned,
+            [
+                &("child.example.".to_string(), RecordType::NS),
+                &("ns.child.example.".to_string(), RecordType::A)
+            ]
+        );
+    }
+}
