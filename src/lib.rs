@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod answer;
 pub mod bearer;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod counter;

@@ -57,6 +57,8 @@ pub struct Config {
     pub tsig_keys: TsigKeys,
     /// The least time between two serials of a transferred zone.
     pub transfer_min_interval: Duration,
+    /// The name of the catalog zone of the transferred zones (`--catalog`), if one is served.
+    pub catalog: Option<hickory_proto::rr::Name>,
     /// The registry the GeoIP lookup counters of `geo` already belong to.
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<String>,
@@ -119,13 +121,15 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let metrics = config.metrics;
     // The publisher owns health and the routing table; everything else feeds it or reads.
-    let (notifier, notices) = Notifier::new(&config.zones, Arc::clone(&metrics));
+    let served = crate::catalog::served(config.zones.clone(), config.catalog.as_ref())
+        .map_err(|e| start_error("the catalog zone", anyhow::anyhow!(e)))?;
+    let (notifier, notices) = Notifier::new(&served, Arc::clone(&metrics));
     let located = config.geo.sample_located();
     let geo_files: Vec<PathBuf> = config.geo.paths().map(PathBuf::from).collect();
     let fleet = config.fleet;
     let latency_file = config.latency.as_ref().map(|t| t.summary.file.clone());
     let latency = config.latency.map(Arc::new);
-    let publisher = Publisher::new(&config.zones, config.geo, latency, Arc::clone(&metrics))
+    let publisher = Publisher::new(&served, config.geo, latency, Arc::clone(&metrics))
         .map_err(|e| start_error("the routing plan", e.into()))?
         .notifying(notices)
         .in_fleet(FleetSetup {
@@ -173,7 +177,8 @@ pub async fn run(
         Probers::new(reports, &fleet.instance),
         Arc::clone(&metrics),
     )
-    .map_err(|e| start_error("zone reload and the health checks", e))?;
+    .map_err(|e| start_error("zone reload and the health checks", e))?
+    .with_catalog(config.catalog);
     info!(
         "{} health checks; watching {} for changes (and SIGHUP)",
         reloader.checks(),

@@ -1,8 +1,9 @@
-//! Zone transfers to secondaries we did not write: Knot (`knotd`) and BIND (`named`), each
+//! Zone transfers to secondaries we did not write: Knot (`knotd`), BIND (`named`) and NSD, each
 //! started here on its own loopback address, take the zone by AXFR signed with TSIG and answer
 //! as we do for static names and with the declared fallback for geo names. Requests without
 //! the key, with another key, signed at a stale time or from outside `transfer.to` are refused
-//! with nothing transferred.
+//! with nothing transferred. A signed zone reaches Knot signed, with its NSEC chain, and BIND's
+//! `delv` validates Knot's answers; Knot follows the catalog zone as zones come and go.
 
 use std::{
     net::{SocketAddr, TcpStream, UdpSocket},
@@ -56,23 +57,27 @@ fn start() -> Server {
 
 /// The server on the zone in `dir`, with the TSIG key, an admin token and a state directory.
 fn start_zone(dir: tempfile::TempDir) -> Server {
+    start_zone_with(dir, &[])
+}
+
+/// As [`start_zone`], with more arguments.
+fn start_zone_with(dir: tempfile::TempDir, more: &[&str]) -> Server {
     let keys = keys_file(dir.path());
     std::fs::write(dir.path().join("admin-token"), "s3cret").expect("token");
     let token = common::path_arg(&dir.path().join("admin-token"));
     let state = common::path_arg(dir.path());
-    Server::start_in(
-        dir,
-        &[
-            "--tsig-keys",
-            &keys,
-            "--admin-token-file",
-            &token,
-            "--state-dir",
-            &state,
-            "--transfer-min-interval",
-            "1s",
-        ],
-    )
+    let mut flags = vec![
+        "--tsig-keys",
+        &keys,
+        "--admin-token-file",
+        &token,
+        "--state-dir",
+        &state,
+        "--transfer-min-interval",
+        "1s",
+    ];
+    flags.extend(more);
+    Server::start_in(dir, &flags)
 }
 
 /// Rewrites the zone file (beside, then renamed over) and waits for its reload.
@@ -172,6 +177,15 @@ fn try_udp(addr: SocketAddr, message: &Message) -> Option<Message> {
 }
 
 fn knot(primary: SocketAddr) -> Secondary {
+    knot_with(
+        primary,
+        "zone:\n  - domain: llm.example.com\n    master: primary\n    acl: notify_from_primary\n",
+    )
+}
+
+/// Knot, taking from `primary` the zones of `zones` (a `zone:` section, and templates of its
+/// own after the default one).
+fn knot_with(primary: SocketAddr, zones: &str) -> Secondary {
     let dir = tempfile::tempdir().expect("tempdir");
     let ip = "127.0.0.71";
     let port = free_port(ip);
@@ -182,9 +196,9 @@ fn knot(primary: SocketAddr) -> Secondary {
          key:\n  - id: {bare}\n    algorithm: hmac-sha256\n    secret: {SECRET}\n\
          remote:\n  - id: primary\n    address: {pip}@{pport}\n    key: {bare}\n\
          acl:\n  - id: notify_from_primary\n    address: 127.0.0.0/8\n    action: notify\n    key: {bare}\n\
+         log:\n  - target: stderr\n    any: info\n\
          template:\n  - id: default\n    storage: \"{d}\"\n    zonefile-sync: -1\n    zonefile-load: none\n    journal-content: none\n\
-         zone:\n  - domain: llm.example.com\n    master: primary\n    acl: notify_from_primary\n\
-         log:\n  - target: stderr\n    any: info\n",
+         {zones}",
         d = dir.path().display(),
         pip = primary.ip(),
         pport = primary.port(),
@@ -241,6 +255,27 @@ fn bind(primary: SocketAddr) -> Secondary {
     spawn_secondary(dir, addr, "named.conf", &conf, &["named", "-g", "-c"])
 }
 
+fn nsd(primary: SocketAddr) -> Secondary {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ip = "127.0.0.72";
+    let port = free_port(ip);
+    let bare = KEY.trim_end_matches('.');
+    let conf = format!(
+        "server:\n  ip-address: {ip}@{port}\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  \
+         database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
+         xfrdir: \"{d}\"\n  verbosity: 2\n\
+         remote-control:\n  control-enable: no\n\
+         key:\n  name: \"{bare}\"\n  algorithm: hmac-sha256\n  secret: \"{SECRET}\"\n\
+         zone:\n  name: \"llm.example.com\"\n  zonefile: \"llm.example.com.zone\"\n  \
+         request-xfr: {pip}@{pport} {bare}\n  allow-notify: 127.0.0.0/8 {bare}\n",
+        d = dir.path().display(),
+        pip = primary.ip(),
+        pport = primary.port(),
+    );
+    let addr = SocketAddr::new(ip.parse().expect("ip"), port);
+    spawn_secondary(dir, addr, "nsd.conf", &conf, &["nsd", "-d", "-c"])
+}
+
 /// The answer's records as text, sorted: what two servers must agree on.
 fn said(addr: SocketAddr, name: &str, qtype: RecordType) -> Vec<String> {
     let response = udp(addr, &query(name, qtype, None));
@@ -255,9 +290,13 @@ fn said(addr: SocketAddr, name: &str, qtype: RecordType) -> Vec<String> {
 }
 
 #[test]
-fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback() {
+fn knot_bind_and_nsd_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback() {
     let server = start();
-    let secondaries = [("knot", knot(server.addr)), ("bind", bind(server.addr))];
+    let secondaries = [
+        ("knot", knot(server.addr)),
+        ("bind", bind(server.addr)),
+        ("nsd", nsd(server.addr)),
+    ];
     for (what, secondary) in &secondaries {
         secondary.until_loaded(what);
     }
@@ -321,10 +360,11 @@ fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback()
 
     // Both hear of every change by NOTIFY: first tell the server where they are (no change to
     // what they receive: no new serial), then edit the zone.
-    let targets = format!(
-        "  notify: [\"{}\", \"{}\"]\n",
-        secondaries[0].1.addr, secondaries[1].1.addr
-    );
+    let addresses: Vec<String> = secondaries
+        .iter()
+        .map(|(_, s)| format!("\"{}\"", s.addr))
+        .collect();
+    let targets = format!("  notify: [{}]\n", addresses.join(", "));
     let reloads = server
         .log()
         .matches("reloaded (zone files changed)")
@@ -343,9 +383,16 @@ fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback()
         );
         eprintln!("{what} serves the edit {took:?} after the reload");
     }
-    common::until_logged(&server, "acknowledged by", 2);
+    common::until_logged(&server, "acknowledged by", 3);
     // By IXFR, from the journal: ours say so, and theirs.
     common::until_logged(&server, "IXFR of llm.example.com. (serial", 2);
+    // NSD says only how much each update held: the whole zone first, then far less.
+    let nsd_log = secondaries[2].1.log();
+    let sizes: Vec<u64> = nsd_log
+        .lines()
+        .filter_map(|l| l.split(" of ").nth(1)?.split(" bytes").next()?.parse().ok())
+        .collect();
+    assert!(sizes.len() >= 2 && sizes[1] < sizes[0], "{nsd_log}");
     let knot_log = secondaries[0].1.log();
     assert!(knot_log.contains("IXFR, incoming"), "{knot_log}");
     assert!(!knot_log.contains("fallback to AXFR"), "{knot_log}");
@@ -395,8 +442,8 @@ fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback()
         .lines()
         .find_map(|l| l.strip_prefix(acknowledged)?.trim().parse::<u64>().ok());
     assert!(
-        count.is_some_and(|n| n >= 4),
-        "two bumps, two secondaries:\n{metrics}"
+        count.is_some_and(|n| n >= 6),
+        "two bumps, three secondaries:\n{metrics}"
     );
     // The admin API and the status page show each secondary's last transfer, none behind.
     let (status, body) = common::http(admin, "GET", "/transfers", &[]);
@@ -410,7 +457,7 @@ fn knot_and_bind_take_the_zone_by_signed_axfr_and_answer_the_declared_fallback()
         assert_eq!(secondary["serial"].as_u64(), Some(current), "{body}");
         assert_eq!(secondary["behind"], false, "{body}");
     }
-    assert_eq!(zone["notify"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(zone["notify"].as_array().map(Vec::len), Some(3), "{body}");
     let (_, page) = common::http(admin, "GET", "/", &[]);
     assert!(
         page.contains(&format!(
@@ -847,4 +894,86 @@ fn a_signed_zone_goes_out_signed_with_its_nsec_chain_and_validates_at_knot() {
         let said = crate::dnssec::delv(server.addr, &anchor, name, qtype);
         assert!(said.starts_with(wanted), "ours: {name} {qtype}: {said}");
     }
+}
+
+/// The catalog's members as Knot sees them, through what it serves: each zone's SOA rcode.
+fn knot_serves_zone(knot: &Secondary, zone: &str) -> bool {
+    try_udp(knot.addr, &query(zone, RecordType::SOA, None))
+        .is_some_and(|r| r.metadata.authoritative && !r.answers.is_empty())
+}
+
+#[test]
+fn a_catalog_zone_lets_knot_add_and_remove_member_zones_by_itself() {
+    let dir = common::zone_dir(&zone(""));
+    let zones = dir.path().join("zones");
+    let server = start_zone_with(dir, &["--catalog", "catalog.invalid"]);
+    let members = "  - id: member\n    master: primary\n    acl: notify_from_primary\n\
+        zone:\n  - domain: catalog.invalid\n    master: primary\n    acl: notify_from_primary\n    \
+        catalog-role: interpret\n    catalog-template: member\n";
+    let knot = knot_with(server.addr, members);
+    knot.until_loaded("knot, by the catalog");
+    assert!(
+        knot.log().contains("[catalog.invalid.] AXFR, incoming"),
+        "{}",
+        knot.log()
+    );
+
+    // Tell the server where Knot is: the catalog's NOTIFY targets are its members'.
+    let notify = format!("  notify: [\"{}\"]\n", knot.addr);
+    let reloads = server
+        .log()
+        .matches("reloaded (zone files changed)")
+        .count();
+    rewrite(&server, &zone(&notify), reloads + 1);
+    let second = zone(&notify)
+        .replace("origin: llm.example.com.", "origin: second.example.net.")
+        .replace("ns1.llm.example.com.", "ns1.second.example.net.");
+    std::fs::write(zones.join("second.yaml"), &second).expect("a second zone");
+    common::until_logged(&server, "reloaded (zone files changed)", reloads + 2);
+    let started = Instant::now();
+    while !knot_serves_zone(&knot, "second.example.net.") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "knot did not add the member:\n{}",
+            knot.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "knot serves the new member {:?} after the reload",
+        started.elapsed()
+    );
+    assert_eq!(
+        said(knot.addr, "ns1.second.example.net.", RecordType::A),
+        said(server.addr, "ns1.second.example.net.", RecordType::A)
+    );
+
+    // A zone file removed leaves the catalog, and Knot drops the zone.
+    std::fs::remove_file(zones.join("second.yaml")).expect("remove");
+    common::until_logged(&server, "reloaded (zone files changed)", reloads + 3);
+    let started = Instant::now();
+    while knot_serves_zone(&knot, "second.example.net.") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "knot kept the member:\n{}",
+            knot.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        knot_serves_zone(&knot, "llm.example.com."),
+        "{}",
+        knot.log()
+    );
+    // The catalog as it goes out: its version and one member, under a stable label.
+    let key = format!("hmac-sha256:{}:{SECRET}", KEY.trim_end_matches('.'));
+    let axfr = common::dig(server.addr, &["-y", &key, "catalog.invalid.", "AXFR"]);
+    assert!(
+        axfr.contains("version.catalog.invalid. 0\tIN\tTXT\t\"2\""),
+        "{axfr}"
+    );
+    let members: Vec<&str> = axfr.lines().filter(|l| l.contains("PTR")).collect();
+    assert_eq!(members.len(), 1, "{axfr}");
+    assert!(members[0].ends_with("PTR llm.example.com."), "{axfr}");
+    assert!(!axfr.contains("second.example.net."), "{axfr}");
 }

@@ -59,6 +59,13 @@ pub fn tsig(command: TsigCommand) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// A domain name, absolute whether or not it ends in a dot.
+fn absolute_name(text: &str) -> Result<Name, String> {
+    let mut name: Name = text.parse().map_err(|e| format!("{e}"))?;
+    name.set_fqdn(true);
+    Ok(name)
+}
+
 /// Environment variable holding the admin token when no --admin-token-file is given.
 const TOKEN_VARIABLE: &str = "REGIONDNS_ADMIN_TOKEN";
 const FLEET_TOKEN_VARIABLE: &str = "REGIONDNS_FLEET_TOKEN";
@@ -243,6 +250,10 @@ pub struct ServeArgs {
     /// (a flapping region) go out together.
     #[arg(long, default_value = "5s")]
     pub transfer_min_interval: humantime::Duration,
+    /// Serve a catalog zone (RFC 9432) of this name listing every zone with `transfer`, so
+    /// that secondaries add and remove those zones by themselves.
+    #[arg(long, value_parser = absolute_name)]
+    pub catalog: Option<Name>,
     /// Address to answer on, over UDP and TCP; repeat for several. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:5353")]
     pub listen: Vec<SocketAddr>,

@@ -68,6 +68,7 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
         None => TsigKeys::default(),
     };
     missing_tsig_keys(&zones, &tsig_keys)?;
+    crate::catalog::served(zones.clone(), args.catalog.as_ref()).map_err(anyhow::Error::msg)?;
     Ok(server::Config {
         zones_dir: args.zones.clone(),
         zones,
@@ -75,6 +76,7 @@ pub fn server_config(args: &ServeArgs) -> Result<server::Config> {
         latency,
         tsig_keys,
         transfer_min_interval: args.transfer_min_interval.into(),
+        catalog: args.catalog.clone(),
         metrics,
         admin_token: admin_token(args.admin_token_file.as_deref())?,
         max_udp_payload: args.edns_udp_size,

@@ -19,6 +19,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use hickory_proto::rr::Name;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::{
@@ -51,6 +52,8 @@ pub struct Reloader {
     changes: mpsc::Receiver<()>,
     /// The last good configuration of every zone file, by path.
     files: BTreeMap<PathBuf, ZoneConfig>,
+    /// The catalog zone's name, when one is made of the transferred zones.
+    catalog: Option<Name>,
     /// The version on disk each of `files` was read from, where that version validated.
     read_from: BTreeMap<PathBuf, FileStamp>,
     /// A line for each zone file that does not validate now (for `/healthz`).
@@ -87,6 +90,7 @@ impl Reloader {
             _watcher: watcher,
             changes,
             files,
+            catalog: None,
             // Empty: what start-up read was not stamped, so the first reload reads it all.
             read_from: BTreeMap::new(),
             unloaded,
@@ -97,6 +101,11 @@ impl Reloader {
             last_read: Instant::now(),
             hangup,
         })
+    }
+
+    /// Makes the catalog zone `catalog` (if named) of the transferred zones at every reload.
+    pub fn with_catalog(self, catalog: Option<Name>) -> Reloader {
+        Reloader { catalog, ..self }
     }
 
     fn signatures_due(&self) -> Option<Instant> {
@@ -163,6 +172,13 @@ impl Reloader {
             return;
         }
         let zones: Vec<ZoneConfig> = next.values().cloned().collect();
+        let zones = match crate::catalog::served(zones, self.catalog.as_ref()) {
+            Ok(zones) => zones,
+            Err(e) => {
+                error!("reload ({why}) not applied: {e}");
+                return;
+            }
+        };
         if let Err(e) = self.probers.reconcile(&zones) {
             error!("reload ({why}) not applied: cannot set up the health checks: {e}");
             return;
