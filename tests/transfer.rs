@@ -719,6 +719,73 @@ fn serials_grow_with_every_change_never_below_the_file_and_survive_a_restart() {
     assert_eq!(serial(&again), 2026120702);
     let kept = std::fs::read_to_string(state.path().join("serials.json")).expect("kept");
     assert!(kept.contains("\"llm.example.com.\""), "{kept}");
+    // The journal came back with it: a secondary at the file's serial gets the change alone.
+    let ixfr = ixfr_from(&again, 2026120701);
+    assert_eq!(soa_serials(&ixfr), [2, 1, 2, 2], "{ixfr}");
+    assert!(
+        ixfr.contains("status.llm.example.com. 3600 IN TXT \"edited\""),
+        "{ixfr}"
+    );
+    assert!(
+        !ixfr.contains("docs.llm.example.com."),
+        "not the whole zone: {ixfr}"
+    );
+    let (ended, _) = again.stop();
+    ended.expect("stopped");
+    // A change made while the server was down goes out as one more difference.
+    let changed = edited.replace("\"edited\"", "\"changed while down\"");
+    let third = start_with_state(&changed, state.path());
+    assert_eq!(serial(&third), 2026120703);
+    let ixfr = ixfr_from(&third, 2026120701);
+    assert_eq!(soa_serials(&ixfr), [3, 1, 2, 2, 3, 3], "{ixfr}");
+    assert!(ixfr.contains("TXT \"changed while down\""), "{ixfr}");
+    assert!(
+        !ixfr.contains("docs.llm.example.com."),
+        "not the whole zone: {ixfr}"
+    );
+    // A journal that is not ours is not used: the whole zone goes out instead.
+    let (ended, _) = third.stop();
+    ended.expect("stopped");
+    let journal = state.path().join("journal-llm.example.com.json");
+    std::fs::write(&journal, "{\"origin\": \"example.org.\"}").expect("spoil");
+    let fourth = start_with_state(&changed, state.path());
+    let ixfr = ixfr_from(&fourth, 2026120702);
+    assert!(
+        ixfr.contains("docs.llm.example.com."),
+        "the whole zone: {ixfr}"
+    );
+    assert!(
+        fourth.log().contains("journal-llm.example.com.json: "),
+        "{}",
+        fourth.log()
+    );
+}
+
+/// What `dig` receives for an IXFR from `serial`, signed with the zone's key, one record a line.
+fn ixfr_from(server: &Server, serial: u32) -> String {
+    let key = format!("hmac-sha256:{}:{SECRET}", KEY.trim_end_matches('.'));
+    let asked = format!("IXFR={serial}");
+    let out = common::dig(
+        server.addr,
+        &["-y", &key, "+nocmd", "+nostats", "llm.example.com.", &asked],
+    );
+    out.lines()
+        .filter(|l| !l.starts_with(';') && !l.contains("TSIG"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The last digit of each SOA serial in a transfer, in order.
+fn soa_serials(transfer: &str) -> Vec<u32> {
+    transfer
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            (fields.get(3) == Some(&"SOA")).then(|| fields.get(6)?.parse::<u32>().ok())?
+        })
+        .map(|serial| serial % 10)
+        .collect()
 }
 
 #[test]

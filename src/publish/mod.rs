@@ -10,6 +10,7 @@
 mod board;
 mod drains;
 mod fleet;
+mod journal;
 mod load;
 mod plan;
 mod probes;

@@ -9,14 +9,16 @@ use std::{
     collections::BTreeMap,
     path::PathBuf,
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use hickory_proto::rr::{RData, Record};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::journal::{self, Journal};
 use crate::{
+    dnssec::RrsetSigner,
     routing::{Delta, RoutingTable, Transferred, ZoneRoutes},
     transfer::{content, serial_lt, signed},
     zone::{RRset, ZoneData},
@@ -113,12 +115,14 @@ pub struct SerialBook {
     stored: BTreeMap<String, Stored>,
     min_interval: Duration,
     file: Option<PathBuf>,
+    /// Where each zone's IXFR journal is kept, when it is.
+    state_dir: Option<PathBuf>,
 }
 
 impl SerialBook {
     /// Reads what `state_dir` kept (a missing or unreadable file starts afresh, said in the log).
     pub fn new(state_dir: Option<PathBuf>, min_interval: Duration) -> SerialBook {
-        let file = state_dir.map(|dir| dir.join("serials.json"));
+        let file = state_dir.as_ref().map(|dir| dir.join("serials.json"));
         let stored = file
             .as_ref()
             .map_or_else(BTreeMap::new, |path| match std::fs::read(path) {
@@ -149,6 +153,7 @@ impl SerialBook {
             stored,
             min_interval,
             file,
+            state_dir,
         }
     }
 
@@ -183,6 +188,12 @@ impl SerialBook {
         let origin = zone.data.origin_name().to_string();
         let (fallbacks, digest) = self.content(&origin, zone);
         let floor = serial_of(zone.data.soa()).unwrap_or(1);
+        if !self.zones.contains_key(&origin)
+            && let Some(kept) = self.stored.get(&origin).copied()
+            && let Some(entry) = self.journal_entry(zone, kept, now)
+        {
+            self.zones.insert(origin.clone(), entry);
+        }
         let entry = self.zones.get(&origin);
         let current = entry
             .map(|e| e.stored)
@@ -219,6 +230,7 @@ impl SerialBook {
         let records = self.full(&origin, fallbacks);
         let previous = entry.map(|e| Arc::clone(&e.transferred));
         let transferred = frozen(zone, records, serial, previous.as_deref());
+        self.keep_journal(zone, &transferred);
         let resign_due = zone.data.signing().map(|(signer, _)| {
             let due = now + signer.validity() / RESIGN_AT;
             settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
@@ -236,6 +248,73 @@ impl SerialBook {
             settled.bumped.push((origin, serial));
         }
         transferred
+    }
+
+    /// What the journal in the state directory says went out under `kept` (the serial
+    /// `serials.json` gave), as the zone's entry: a secondary that holds it is current, and
+    /// one behind it gets an IXFR. `None` (the reason logged) when there is none that holds.
+    fn journal_entry(&self, zone: &ZoneRoutes, kept: Stored, now: Instant) -> Option<Entry> {
+        let origin = zone.data.origin_name();
+        let path = journal::path(self.state_dir.as_deref()?, origin);
+        let read = journal::read(&path).and_then(|bytes| {
+            bytes
+                .map(|bytes| journal::decode(&bytes, origin, kept.serial))
+                .transpose()
+        });
+        let journal = match read {
+            Ok(journal) => journal?,
+            Err(e) => {
+                warn!(
+                    "{}: {e}: not used; a secondary behind serial {} gets the whole zone",
+                    path.display(),
+                    kept.serial
+                );
+                return None;
+            }
+        };
+        let signer = zone.data.signing().map(|(signer, _)| signer);
+        let resign_due = signer.map(|signer| {
+            let at = journal.signed_at.unwrap_or(UNIX_EPOCH) + signer.validity() / RESIGN_AT;
+            now + at.duration_since(SystemTime::now()).unwrap_or_default()
+        });
+        let (soa, negative_soa) = answer_soas(zone, kept.serial, signer);
+        let transferred = Transferred {
+            serial: kept.serial,
+            records: journal.records,
+            soa,
+            negative_soa,
+            journal: journal.deltas,
+        };
+        Some(Entry {
+            stored: kept,
+            bumped_at: None,
+            resign_due,
+            transferred: Arc::new(transferred),
+        })
+    }
+
+    /// Writes what went out under a new serial, and the journal to it, to the state directory.
+    fn keep_journal(&self, zone: &ZoneRoutes, transferred: &Transferred) {
+        let Some(dir) = &self.state_dir else {
+            return;
+        };
+        let origin = zone.data.origin_name();
+        let path = journal::path(dir, origin);
+        let kept = Journal {
+            serial: transferred.serial,
+            records: transferred.records.clone(),
+            deltas: transferred.journal.clone(),
+            signed_at: zone.data.signing().map(|_| SystemTime::now()),
+        };
+        let written = journal::encode(origin, &kept)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| journal::write(&path, &bytes));
+        if let Err(e) = written {
+            warn!(
+                "{}: {e}: after a restart, secondaries get the whole zone",
+                path.display()
+            );
+        }
     }
 
     /// The zone file's records (kept since [`SerialBook::content`]) and `fallbacks`.
@@ -331,18 +410,27 @@ fn frozen(
             journal
         })
         .unwrap_or_default();
-    let with_serial = |rrset: &RRset| {
-        let mut records = rrset.records();
-        records.iter_mut().for_each(|r| set_serial(r, serial));
-        RRset::signed(records, signer.as_ref())
-    };
+    let (soa, negative_soa) = answer_soas(zone, serial, signer.as_ref());
     Arc::new(Transferred {
         serial,
-        soa: with_serial(zone.data.soa()),
-        negative_soa: with_serial(zone.data.negative_soa()),
+        soa,
+        negative_soa,
         records,
         journal,
     })
+}
+
+/// The SOA of the zone's answers and of its negative answers, at `serial` (signed by `signer`).
+fn answer_soas(zone: &ZoneRoutes, serial: u32, signer: Option<&RrsetSigner>) -> (RRset, RRset) {
+    let with_serial = |rrset: &RRset| {
+        let mut records = rrset.records();
+        records.iter_mut().for_each(|r| set_serial(r, serial));
+        RRset::signed(records, signer)
+    };
+    (
+        with_serial(zone.data.soa()),
+        with_serial(zone.data.negative_soa()),
+    )
 }
 
 /// What changed from `previous` to `records` (SOA records left out: the IXFR frames them).
