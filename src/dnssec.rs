@@ -221,6 +221,16 @@ impl RrsetSigner {
         self.validity
     }
 
+    /// The key tag its signatures carry.
+    pub fn key_tag(&self) -> u16 {
+        self.key.key_tag
+    }
+
+    /// The algorithm its signatures carry.
+    pub fn algorithm(&self) -> Algorithm {
+        self.key.signer.algorithm()
+    }
+
     /// The RRSIG RDATA over `records`, which share one owner, type and TTL; `None` when it
     /// cannot be made (a key that cannot sign, which a key read back never is).
     pub fn sign(&self, records: &[Record]) -> Option<RData> {

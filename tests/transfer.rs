@@ -947,6 +947,13 @@ fn a_signed_zone_goes_out_signed_with_its_nsec_chain_and_validates_at_knot() {
         "; negative response, fully validated",
     );
     assert!(knot.log().contains("IXFR, incoming"), "{}", knot.log());
+    // Only what the edit touched is signed anew: the SOA, the new name and its neighbour's NSEC.
+    let ixfr = ixfr_from(&server, 2026120701);
+    let resigned: Vec<&str> = ixfr
+        .lines()
+        .filter(|l| l.split(' ').nth(3) == Some("RRSIG"))
+        .collect();
+    assert_eq!(resigned.len(), 6, "{ixfr}");
     let (verified, said) = verify_axfr(&server);
     assert!(verified, "{said}");
     // Our own answers carry the new serial, signed.

@@ -85,8 +85,8 @@ pub fn decide(
 struct Entry {
     stored: Stored,
     bumped_at: Option<Instant>,
-    /// When a signed zone's content must be signed again.
-    resign_due: Option<Instant>,
+    /// When the oldest signatures of a signed zone's content were made.
+    signed_at: Option<SystemTime>,
     transferred: Arc<Transferred>,
 }
 
@@ -190,7 +190,7 @@ impl SerialBook {
         let floor = serial_of(zone.data.soa()).unwrap_or(1);
         if !self.zones.contains_key(&origin)
             && let Some(kept) = self.stored.get(&origin).copied()
-            && let Some(entry) = self.journal_entry(zone, kept, now)
+            && let Some(entry) = self.journal_entry(zone, kept)
         {
             self.zones.insert(origin.clone(), entry);
         }
@@ -199,8 +199,11 @@ impl SerialBook {
             .map(|e| e.stored)
             .or_else(|| self.stored.get(&origin).copied());
         let bumped_at = entry.and_then(|e| e.bumped_at);
-        let resign_due = entry.and_then(|e| e.resign_due);
-        let resign = resign_due.is_some_and(|due| now >= due);
+        let wall = SystemTime::now();
+        let signed_at = entry.and_then(|e| e.signed_at);
+        let validity = zone.data.signing().map(|(signer, _)| signer.validity());
+        let resign_at = signed_at.zip(validity).map(|(at, v)| at + v / RESIGN_AT);
+        let resign = resign_at.is_some_and(|at| wall >= at);
         let decision = decide(
             current,
             digest,
@@ -210,7 +213,8 @@ impl SerialBook {
             self.min_interval,
             resign,
         );
-        if let Some(due) = resign_due.filter(|_| !resign) {
+        if let Some(at) = resign_at.filter(|_| !resign) {
+            let due = now + at.duration_since(wall).unwrap_or_default();
             settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
         }
         // What went out stays, unless there is something new to give out.
@@ -229,17 +233,26 @@ impl SerialBook {
         };
         let records = self.full(&origin, fallbacks);
         let previous = entry.map(|e| Arc::clone(&e.transferred));
-        let transferred = frozen(zone, records, serial, previous.as_deref());
-        self.keep_journal(zone, &transferred);
-        let resign_due = zone.data.signing().map(|(signer, _)| {
-            let due = now + signer.validity() / RESIGN_AT;
+        // Signatures made before are kept for what did not change, until they are due.
+        let earlier = previous
+            .as_ref()
+            .filter(|_| !resign && signed_at.is_some())
+            .map_or(&[][..], |p| &p.records[..]);
+        let transferred = frozen(zone, records, serial, previous.as_deref(), earlier);
+        let signed_at = validity.map(|validity| {
+            let at = signed_at.filter(|_| !earlier.is_empty()).unwrap_or(wall);
+            let due = now
+                + (at + validity / RESIGN_AT)
+                    .duration_since(wall)
+                    .unwrap_or_default();
             settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
-            due
+            at
         });
+        self.keep_journal(zone, &transferred, signed_at);
         let entry = Entry {
             stored: Stored { serial, digest },
             bumped_at: bumped.then_some(now),
-            resign_due,
+            signed_at,
             transferred: Arc::clone(&transferred),
         };
         self.zones.insert(origin.clone(), entry);
@@ -253,7 +266,7 @@ impl SerialBook {
     /// What the journal in the state directory says went out under `kept` (the serial
     /// `serials.json` gave), as the zone's entry: a secondary that holds it is current, and
     /// one behind it gets an IXFR. `None` (the reason logged) when there is none that holds.
-    fn journal_entry(&self, zone: &ZoneRoutes, kept: Stored, now: Instant) -> Option<Entry> {
+    fn journal_entry(&self, zone: &ZoneRoutes, kept: Stored) -> Option<Entry> {
         let origin = zone.data.origin_name();
         let path = journal::path(self.state_dir.as_deref()?, origin);
         let read = journal::read(&path).and_then(|bytes| {
@@ -273,10 +286,8 @@ impl SerialBook {
             }
         };
         let signer = zone.data.signing().map(|(signer, _)| signer);
-        let resign_due = signer.map(|signer| {
-            let at = journal.signed_at.unwrap_or(UNIX_EPOCH) + signer.validity() / RESIGN_AT;
-            now + at.duration_since(SystemTime::now()).unwrap_or_default()
-        });
+        // Content signed at an unknown time is signed again at once.
+        let signed_at = signer.map(|_| journal.signed_at.unwrap_or(UNIX_EPOCH));
         let (soa, negative_soa) = answer_soas(zone, kept.serial, signer);
         let transferred = Transferred {
             serial: kept.serial,
@@ -288,13 +299,18 @@ impl SerialBook {
         Some(Entry {
             stored: kept,
             bumped_at: None,
-            resign_due,
+            signed_at,
             transferred: Arc::new(transferred),
         })
     }
 
     /// Writes what went out under a new serial, and the journal to it, to the state directory.
-    fn keep_journal(&self, zone: &ZoneRoutes, transferred: &Transferred) {
+    fn keep_journal(
+        &self,
+        zone: &ZoneRoutes,
+        transferred: &Transferred,
+        signed_at: Option<SystemTime>,
+    ) {
         let Some(dir) = &self.state_dir else {
             return;
         };
@@ -304,7 +320,7 @@ impl SerialBook {
             serial: transferred.serial,
             records: transferred.records.clone(),
             deltas: transferred.journal.clone(),
-            signed_at: zone.data.signing().map(|_| SystemTime::now()),
+            signed_at,
         };
         let written = journal::encode(origin, &kept)
             .map_err(std::io::Error::other)
@@ -383,14 +399,15 @@ impl SerialBook {
 /// Differences kept per zone, for IXFR: a secondary further behind gets the whole zone.
 pub const JOURNAL_KEPT: usize = 16;
 
-/// The content with its SOA at `serial` (signed now, with its NSEC chain, when the zone is
-/// signed), and the journal from `previous` (the content that went out under the last serial,
-/// if any) to it.
+/// The content with its SOA at `serial` (signed, with its NSEC chain, when the zone is: sets
+/// unchanged since `earlier` keep their signatures), and the journal from `previous` (the
+/// content that went out under the last serial, if any) to it.
 fn frozen(
     zone: &ZoneRoutes,
     mut records: Vec<Record>,
     serial: u32,
     previous: Option<&Transferred>,
+    earlier: &[Record],
 ) -> Arc<Transferred> {
     if let Some(soa) = records.first_mut() {
         set_serial(soa, serial);
@@ -398,7 +415,7 @@ fn frozen(
     let signing = zone.data.signing();
     let signer = signing.map(|(signer, _)| signer.renewed(SystemTime::now()));
     if let (Some(signer), Some((_, nsec_ttl))) = (&signer, signing) {
-        records = signed::signed(records, signer, nsec_ttl);
+        records = signed::signed(records, signer, nsec_ttl, earlier);
     }
     let journal = previous
         .filter(|p| p.serial != serial)

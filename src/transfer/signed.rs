@@ -3,7 +3,7 @@
 //! denials the primary makes online. A pure function of the content and the signer; the key
 //! material and the signature lifetimes are the [`crate::dnssec`] module's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hickory_proto::{
     dnssec::rdata::{DNSSECRData, NSEC},
@@ -16,7 +16,17 @@ use crate::dnssec::RrsetSigner;
 /// RRSIG over every authoritative RRset, the SOA still first. Names below a zone cut (glue) are
 /// neither chained nor signed; at a cut only the DS and the NSEC are signed (RFC 4035 2.2).
 /// NSEC records carry `nsec_ttl`, the negative answers' TTL (RFC 9077).
-pub fn signed(records: Vec<Record>, signer: &RrsetSigner, nsec_ttl: u32) -> Vec<Record> {
+///
+/// A set that is in `earlier` (the content signed before) as it is now keeps the signature it
+/// had there, when `signer`'s key made it: a change re-signs only what it changed, so that an
+/// IXFR carries the change and not every signature of the zone.
+pub fn signed(
+    records: Vec<Record>,
+    signer: &RrsetSigner,
+    nsec_ttl: u32,
+    earlier: &[Record],
+) -> Vec<Record> {
+    let earlier = Signatures::from_earlier(earlier, signer);
     let Some(apex) = records.first().map(|soa| soa.name.clone()) else {
         return records;
     };
@@ -52,7 +62,12 @@ pub fn signed(records: Vec<Record>, signer: &RrsetSigner, nsec_ttl: u32) -> Vec<
         for (rtype, set) in sets {
             let signs =
                 authoritative && (!at_cut || matches!(rtype, RecordType::DS | RecordType::NSEC));
-            let signature = signs.then(|| signer.sign(&set)).flatten();
+            let signature = match signs {
+                true => earlier
+                    .kept(&name, rtype, &set)
+                    .or_else(|| signer.sign(&set)),
+                false => None,
+            };
             let owner_ttl = set.first().map(|r| (r.name.clone(), r.ttl));
             match rtype == RecordType::SOA {
                 true => set.into_iter().rev().for_each(|r| out.insert(0, r)),
@@ -64,6 +79,56 @@ pub fn signed(records: Vec<Record>, signer: &RrsetSigner, nsec_ttl: u32) -> Vec<
         }
     }
     out
+}
+
+/// The signatures of content signed before, by the set they cover.
+struct Signatures<'a> {
+    sets: HashMap<(Name, RecordType), Signed<'a>>,
+}
+
+/// A set as it was, and its signature by the key that signs now, if it had one.
+#[derive(Default)]
+struct Signed<'a> {
+    records: Vec<&'a Record>,
+    signature: Option<&'a RData>,
+}
+
+impl<'a> Signatures<'a> {
+    /// The sets of `earlier` and their signatures by `signer`'s key.
+    fn from_earlier(earlier: &'a [Record], signer: &RrsetSigner) -> Signatures<'a> {
+        let mut sets: HashMap<_, Signed<'_>> = HashMap::new();
+        for record in earlier {
+            let name = record.name.to_lowercase();
+            match &record.data {
+                RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+                    let input = sig.input();
+                    if input.key_tag == signer.key_tag() && input.algorithm == signer.algorithm() {
+                        let set = sets.entry((name, input.type_covered)).or_default();
+                        set.signature = Some(&record.data);
+                    }
+                }
+                _ => sets
+                    .entry((name, record.record_type()))
+                    .or_default()
+                    .records
+                    .push(record),
+            }
+        }
+        Signatures { sets }
+    }
+
+    /// The signature `set` had, if it was there, the same, and signed.
+    fn kept(&self, name: &Name, rtype: RecordType, set: &[Record]) -> Option<RData> {
+        let before = self.sets.get(&(name.clone(), rtype))?;
+        let same = |r: &Record| {
+            before
+                .records
+                .iter()
+                .any(|b| b.ttl == r.ttl && b.data == r.data)
+        };
+        let unchanged = before.records.len() == set.len() && set.iter().all(same);
+        before.signature.filter(|_| unchanged).cloned()
+    }
 }
 
 fn nsec_rdata(nsec: NSEC) -> RData {
@@ -133,7 +198,59 @@ mod tests {
         );
         let mut records = zone();
         records.extend(signer.dnskey_records(3600));
-        (signed(records, &signer, 30), signer)
+        (signed(records, &signer, 30, &[]), signer)
+    }
+
+    fn signatures(records: &[Record]) -> Vec<(String, RecordType, RData)> {
+        records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+                    Some((r.name.to_string(), sig.input().type_covered, r.data.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_re_signs_only_the_sets_it_changed_and_another_key_re_signs_all() {
+        let (before, signer) = signed_zone();
+        let mut changed: Vec<Record> = before
+            .iter()
+            .filter(|r| !matches!(r.record_type(), RecordType::RRSIG | RecordType::NSEC))
+            .cloned()
+            .collect();
+        changed.retain(|r| {
+            !(r.name == name("api.example.") && r.data == RData::A(A::new(192, 0, 2, 3)))
+        });
+        let later = signer.renewed(SystemTime::now() + Duration::from_secs(60));
+        let after = signed(changed.clone(), &later, 30, &before);
+        let old = signatures(&before);
+        let new = signatures(&after);
+        assert_eq!(old.len(), new.len());
+        let remade: Vec<(&str, RecordType)> = new
+            .iter()
+            .filter(|sig| !old.contains(sig))
+            .map(|(n, t, _)| (n.as_str(), *t))
+            .collect();
+        assert_eq!(remade, [("api.example.", RecordType::A)]);
+
+        let dir = tempfile::tempdir().expect("a directory");
+        let key = generate(KeyAlgorithm::EcdsaP256, &dir.path().join("k.pem")).expect("a key");
+        let validity = Duration::from_secs(86_400);
+        let other = RrsetSigner::new(
+            &Arc::new(key),
+            &[],
+            &name("example."),
+            SystemTime::now(),
+            validity,
+        );
+        let rolled = signatures(&signed(changed, &other, 30, &before));
+        assert!(
+            rolled.iter().all(|sig| !old.contains(sig)),
+            "a new key signs everything anew"
+        );
     }
 
     fn nsecs(records: &[Record]) -> Vec<(Name, &NSEC)> {
