@@ -7,6 +7,7 @@ and records), ROUNDS times. Loopback only.
 
     bench/transfer.py
     RECORDS=50000 ROUNDS=5 bench/transfer.py
+    SIGNED=1 bench/transfer.py      # the zone signed (dnssec: a key made here)
 
 Target (issue 30): an IXFR of a one-record change in under 100 ms; AXFR time and memory stated.
 """
@@ -27,6 +28,7 @@ from scale import GEOIP, HEAD, ROOT, free_port, until_txt
 
 RECORDS = int(os.environ.get("RECORDS", "100000"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+SIGNED = os.environ.get("SIGNED") == "1"
 KEY = "xfr.llm.example.com."
 SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQtMzItYnl0ZXMhISE="
 ZONE_NAME = "llm.example.com."
@@ -38,6 +40,8 @@ def zone_text(version):
         last = (i & 255) if i != 0 else version % 250 + 1
         lines.append(f"  host{i}: {{ A: [10.{i >> 16 & 255}.{i >> 8 & 255}.{last}] }}\n")
     lines.append("transfer:\n  to: [127.0.0.0/8]\n  tsig: " + KEY + "\n")
+    if SIGNED:
+        lines.append("dnssec: { key: k.pem }\n")
     return "".join(lines)
 
 
@@ -73,6 +77,10 @@ def main():
     work = tempfile.mkdtemp()
     zones = os.path.join(work, "zones")
     os.mkdir(zones)
+    binary = os.path.join(ROOT, "target/release/regiondns")
+    if SIGNED:
+        subprocess.run([binary, "dnssec", "keygen", "--zone", ZONE_NAME, "--out",
+                        os.path.join(zones, "k.pem")], check=True, stdout=subprocess.DEVNULL)
     write_zone(zones, 0)
     keys = os.path.join(work, "tsig.yaml")
     with open(keys, "w") as f:
@@ -82,7 +90,7 @@ def main():
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(0.05)
     server = subprocess.Popen(
-        [os.path.join(ROOT, "target/release/regiondns"), "serve", "--zones", zones,
+        [binary, "serve", "--zones", zones,
          "--geoip", GEOIP, "--listen", f"127.0.0.1:{port}", "--admin", "off",
          "--tsig-keys", keys, "--transfer-min-interval", "1s"],
         env={**os.environ, "RUST_LOG": "warn"})
@@ -92,7 +100,8 @@ def main():
         rss = status_kb(server.pid, "VmRSS")
         records, messages, took = transfer(port, keyring, "AXFR")
         after = status_kb(server.pid, "VmRSS")
-        print(f"AXFR of {RECORDS:,} static records: {records:,} records in {messages} messages, "
+        kind = "signed " if SIGNED else ""
+        print(f"AXFR of {RECORDS:,} {kind}static records: {records:,} records in {messages} messages, "
               f"{took * 1000:.0f} ms; server RSS {rss / 1024:.1f} MB before, "
               f"{after / 1024:.1f} MB after (peak {status_kb(server.pid, 'VmHWM') / 1024:.1f} MB)")
         worst = 0.0
@@ -100,15 +109,18 @@ def main():
             old = serial_of(port, keyring)
             write_zone(zones, version)
             until_txt(sock, port, f"v{version}", limit=60.0)
-            deadline = time.monotonic() + 10
+            served = time.monotonic()
+            deadline = served + 10
             while serial_of(port, keyring) == old:
                 if time.monotonic() > deadline:
                     raise SystemExit("the serial did not grow")
-                time.sleep(0.05)
+                time.sleep(0.01)
+            bumped = time.monotonic() - served
             records, messages, took = transfer(port, keyring, "IXFR", old)
             worst = max(worst, took)
             print(f"IXFR from serial {old} after a two-record edit: {records} records in "
-                  f"{messages} message(s), {took * 1000:.1f} ms")
+                  f"{messages} message(s), {took * 1000:.1f} ms (new serial "
+                  f"{bumped * 1000:.0f} ms after the edit was served)")
         verdict = "met" if worst < 0.1 else "NOT met"
         print(f"target (IXFR under 100 ms): {verdict}, worst {worst * 1000:.1f} ms")
     finally:

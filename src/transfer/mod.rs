@@ -355,12 +355,14 @@ fn transferred(
             })
         })
         .flatten();
-    let (kind, records) = match since.and_then(|since| incremental(frozen, since)) {
-        Some(records) => (Kind::Ixfr, records),
+    // The zone's records are borrowed, not copied: a big zone's transfer holds one message of
+    // them at a time, and the bytes of those encoded.
+    let difference = since.and_then(|since| incremental(frozen, since));
+    let (kind, records): (Kind, Vec<&Record>) = match &difference {
+        Some(records) => (Kind::Ixfr, records.iter().collect()),
         None => {
-            let mut records = frozen.records.clone();
-            records.extend(frozen.records.first().cloned());
-            (Kind::Axfr, records)
+            let closing = frozen.records.first();
+            (Kind::Axfr, frozen.records.iter().chain(closing).collect())
         }
     };
     let outcome = Outcome::Transferred {
@@ -409,34 +411,39 @@ fn incremental(frozen: &Transferred, since: u32) -> Option<Vec<Record>> {
 fn packaged(
     request: &Message,
     query: &Query,
-    records: &[Record],
+    records: &[&Record],
     mut signer: Option<Signer<'_>>,
     outcome: Outcome,
 ) -> Answered {
-    let mut messages = Vec::new();
+    let mut encoded = Vec::new();
     let mut message = response(request, Some(query));
     let mut size = 0;
-    for record in records {
+    let mut encode = |message: Message| -> Result<(), String> {
+        let mut bytes = message
+            .to_vec()
+            .map_err(|_| "the zone could not be encoded".to_owned())?;
+        if let Some(signer) = signer.as_mut() {
+            signer
+                .sign(&mut bytes)
+                .map_err(|e| format!("the transfer could not be signed: {e}"))?;
+        }
+        encoded.push(bytes);
+        Ok(())
+    };
+    for &record in records {
         let length = encoded_len(record);
         if size + length > MESSAGE_BYTES && !message.answers.is_empty() {
-            messages.push(std::mem::replace(&mut message, response(request, None)));
+            let full = std::mem::replace(&mut message, response(request, None));
+            if let Err(why) = encode(full) {
+                return refused(request, why);
+            }
             size = 0;
         }
         size += length;
         message.add_answer(record.clone());
     }
-    messages.push(message);
-    let mut encoded = Vec::with_capacity(messages.len());
-    for message in messages {
-        let Ok(mut bytes) = message.to_vec() else {
-            return refused(request, "the zone could not be encoded".into());
-        };
-        if let Some(signer) = signer.as_mut()
-            && let Err(e) = signer.sign(&mut bytes)
-        {
-            return refused(request, format!("the transfer could not be signed: {e}"));
-        }
-        encoded.push(bytes);
+    if let Err(why) = encode(message) {
+        return refused(request, why);
     }
     Answered {
         messages: encoded,
