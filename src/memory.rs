@@ -23,3 +23,33 @@ pub fn release_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Below this, a table is left where it is: it fits the TLB's reach without huge pages.
+const HUGE_PAGES_FROM: usize = 4 << 20;
+
+/// `table` copied into memory the kernel is asked to back with huge pages (2 MiB,
+/// `MADV_HUGEPAGE`, which the default `madvise` setting of transparent huge pages honours). A
+/// lookup in a table of tens of MB touches a few random entries: with 4 KiB pages each of them
+/// also misses the TLB, and walking the page tables costs as much again as the miss itself.
+/// Small tables, and systems without transparent huge pages, keep the table as it is.
+pub fn in_huge_pages<T: Copy>(table: Vec<T>) -> Vec<T> {
+    let bytes = std::mem::size_of_val(table.as_slice());
+    if bytes < HUGE_PAGES_FROM {
+        return table;
+    }
+    let mut copy: Vec<T> = Vec::with_capacity(table.len());
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = copy.as_mut_ptr() as usize;
+        let aligned = start.next_multiple_of(PAGE);
+        let length = (start + bytes).saturating_sub(aligned) / PAGE * PAGE;
+        // SAFETY: advice on pages of an allocation this function owns and has not written
+        // yet; it changes how they are backed, never what they hold.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, length, libc::MADV_HUGEPAGE);
+        }
+    }
+    copy.extend_from_slice(&table);
+    copy
+}

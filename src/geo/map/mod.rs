@@ -145,7 +145,7 @@ pub fn compile(
             let mut parts = subtrees.iter_mut().map(|part| std::mem::take(&mut part[i]));
             let v4: Vec<Subtree> = parts.by_ref().take(IPV4_PARTS as usize).collect();
             NetworkMap {
-                v4: Trie::of(&Subtree::joined_all(v4)),
+                v4: Trie::ipv4(&Subtree::joined_all(v4)),
                 v6: Trie::of(&parts.next().unwrap_or_default()),
             }
         })

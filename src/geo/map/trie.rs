@@ -1,14 +1,21 @@
-//! The trie a lookup walks: a root table of [`ROOT_BITS`] bits, then tables of [`STRIDE`]
-//! bits, each entry a leaf (with its scope) or the next table.
+//! The trie a lookup walks: a root table of [`ROOT_BITS`] bits (or [`WIDE_ROOT_BITS`] for a
+//! large IPv4 map), then tables of [`STRIDE`] bits, each entry a leaf (with its scope) or the
+//! next table.
 
 use super::{
     Hit,
     build::{Sub, Subtree},
 };
 
-/// Bits of the address the first table is indexed by; every table after it takes
+/// Bits of the address the first table is indexed by (256 KB); every table after it takes
 /// [`STRIDE`] more (16 entries of 4 bytes: one cache line).
 pub(super) const ROOT_BITS: u8 = 16;
+/// The root of a large IPv4 map (4 MB): a client /24 is one table below it, two dependent reads
+/// in all where a root of [`ROOT_BITS`] needs three. It pays once the tables below the root
+/// outgrow the caches, as a latency table's hundreds of thousands of networks make them.
+const WIDE_ROOT_BITS: u8 = 20;
+/// An IPv4 map larger than this takes the wide root.
+const WIDE_ROOT_FROM: usize = 16 << 20;
 pub(super) const STRIDE: u8 = 4;
 /// An entry with this bit is a leaf: its id in the low 23 bits, its scope above them. Without
 /// it, an entry is the index of the next table.
@@ -18,6 +25,7 @@ pub(super) const TERMINAL: u32 = 1 << 31;
 #[derive(Debug, Clone)]
 pub(super) struct Trie {
     pub(super) entries: Vec<u32>,
+    root_bits: u8,
 }
 
 impl Default for Trie {
@@ -27,12 +35,36 @@ impl Default for Trie {
 }
 
 impl Trie {
+    /// The IPv4 trie of a complete subtree of the merge: the root of [`WIDE_ROOT_BITS`] when
+    /// that of [`ROOT_BITS`] would make it larger than [`WIDE_ROOT_FROM`].
+    pub(super) fn ipv4(subtree: &Subtree) -> Trie {
+        let trie = Trie::filled(subtree, ROOT_BITS);
+        let trie = match trie.entries.len() * std::mem::size_of::<u32>() > WIDE_ROOT_FROM {
+            true => Trie::filled(subtree, WIDE_ROOT_BITS),
+            false => trie,
+        };
+        trie.in_huge_pages()
+    }
+
     /// The trie of a complete subtree of the merge.
     pub(super) fn of(subtree: &Subtree) -> Trie {
+        Trie::filled(subtree, ROOT_BITS).in_huge_pages()
+    }
+
+    fn in_huge_pages(self) -> Trie {
+        Trie {
+            entries: crate::memory::in_huge_pages(self.entries),
+            ..self
+        }
+    }
+
+    /// The trie of a complete subtree of the merge, its root table indexed by `root_bits`.
+    pub(super) fn filled(subtree: &Subtree, root_bits: u8) -> Trie {
         let mut trie = Trie {
-            entries: vec![0; 1 << ROOT_BITS],
+            entries: vec![0; 1 << root_bits],
+            root_bits,
         };
-        trie.fill(&subtree.inner, 0, 0, ROOT_BITS, subtree.root, 0, 0, None);
+        trie.fill(&subtree.inner, 0, 0, root_bits, subtree.root, 0, 0, None);
         trie
     }
 
@@ -40,12 +72,13 @@ impl Trie {
     pub(super) fn unknown() -> Trie {
         Trie {
             entries: vec![TERMINAL; 1 << ROOT_BITS],
+            root_bits: ROOT_BITS,
         }
     }
 
     pub(super) fn walk(&self, bits: u128) -> Hit {
-        let mut entry = self.entry((bits >> (128 - ROOT_BITS)) as usize);
-        let mut depth = ROOT_BITS;
+        let mut entry = self.entry((bits >> (128 - self.root_bits)) as usize);
+        let mut depth = self.root_bits;
         while entry & TERMINAL == 0 && depth < 128 {
             let index = (bits << depth) >> (128 - STRIDE);
             entry = self.entry(entry as usize + index as usize);
@@ -114,6 +147,49 @@ impl Trie {
                 self.entries[base + path] = table as u32;
                 self.fill(inner, table, depth, STRIDE, sub, depth, 0, uniform_from);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::map::build::join;
+
+    /// A random merged tree over IPv4's 32 bits, leaves at every depth.
+    fn random_tree(depth: u8, next: &mut impl FnMut() -> u64, inner: &mut Vec<[Sub; 2]>) -> Sub {
+        if depth == 32 || next().is_multiple_of(3) {
+            let id = (next() % 8) as u32;
+            return Sub::Leaf {
+                id,
+                mergeable: !next().is_multiple_of(5),
+                decision: (id != 7).then_some(id % 4),
+            };
+        }
+        let left = random_tree(depth + 1, next, inner);
+        let right = random_tree(depth + 1, next, inner);
+        join(left, right, inner)
+    }
+
+    #[test]
+    fn a_wide_root_finds_what_the_narrow_one_finds() {
+        let mut seed = 29u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut inner = Vec::new();
+        let root = random_tree(0, &mut next, &mut inner);
+        let subtree = Subtree { root, inner };
+        let narrow = Trie::filled(&subtree, ROOT_BITS);
+        let wide = Trie::filled(&subtree, WIDE_ROOT_BITS);
+        assert!(subtree.inner.len() > 1000, "a tree that goes deep");
+        for _ in 0..200_000 {
+            let bits = u128::from(next() as u32) << 96;
+            let (a, b) = (narrow.walk(bits), wide.walk(bits));
+            assert_eq!((a.leaf, a.scope), (b.leaf, b.scope), "{:x}", bits >> 96);
         }
     }
 }
