@@ -39,6 +39,8 @@ pub mod region;
 pub mod reload;
 pub mod routing;
 pub mod server;
+#[cfg(test)]
+mod test_records;
 pub mod timeline;
 pub mod transfer;
 pub mod wire;

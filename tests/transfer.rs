@@ -976,6 +976,21 @@ fn knot_serves_zone(knot: &Secondary, zone: &str) -> bool {
         .is_some_and(|r| r.metadata.authoritative && !r.answers.is_empty())
 }
 
+/// Waits up to 5 s until Knot serves `zone` (or, with `serves` false, no longer does).
+fn until_knot_serves(knot: &Secondary, zone: &str, serves: bool) -> Duration {
+    let started = Instant::now();
+    while knot_serves_zone(knot, zone) != serves {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "knot: {zone} served: {}, after 5 s:\n{}",
+            !serves,
+            knot.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
 #[test]
 fn a_catalog_zone_lets_knot_add_and_remove_member_zones_by_itself() {
     let dir = common::zone_dir(&zone(""));
@@ -1004,19 +1019,8 @@ fn a_catalog_zone_lets_knot_add_and_remove_member_zones_by_itself() {
         .replace("ns1.llm.example.com.", "ns1.second.example.net.");
     std::fs::write(zones.join("second.yaml"), &second).expect("a second zone");
     common::until_logged(&server, "reloaded (zone files changed)", reloads + 2);
-    let started = Instant::now();
-    while !knot_serves_zone(&knot, "second.example.net.") {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "knot did not add the member:\n{}",
-            knot.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!(
-        "knot serves the new member {:?} after the reload",
-        started.elapsed()
-    );
+    let took = until_knot_serves(&knot, "second.example.net.", true);
+    eprintln!("knot serves the new member {took:?} after the reload");
     assert_eq!(
         said(knot.addr, "ns1.second.example.net.", RecordType::A),
         said(server.addr, "ns1.second.example.net.", RecordType::A)
@@ -1025,15 +1029,7 @@ fn a_catalog_zone_lets_knot_add_and_remove_member_zones_by_itself() {
     // A zone file removed leaves the catalog, and Knot drops the zone.
     std::fs::remove_file(zones.join("second.yaml")).expect("remove");
     common::until_logged(&server, "reloaded (zone files changed)", reloads + 3);
-    let started = Instant::now();
-    while knot_serves_zone(&knot, "second.example.net.") {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "knot kept the member:\n{}",
-            knot.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_knot_serves(&knot, "second.example.net.", false);
     assert!(
         knot_serves_zone(&knot, "llm.example.com."),
         "{}",

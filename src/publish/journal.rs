@@ -176,36 +176,13 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use hickory_proto::rr::{
-        RData,
-        rdata::{A, SOA},
-    };
-
     use super::*;
-
-    fn name(text: &str) -> Name {
-        text.parse().expect("a name")
-    }
+    use crate::test_records::{a, name, soa};
 
     fn journal() -> Journal {
-        let soa = SOA::new(
-            name("ns1.example."),
-            name("h.example."),
-            9,
-            3600,
-            600,
-            86400,
-            30,
-        );
-        let a = |owner: &str, last| {
-            Record::from_rdata(name(owner), 60, RData::A(A::new(192, 0, 2, last)))
-        };
         Journal {
             serial: 9,
-            records: vec![
-                Record::from_rdata(name("example."), 3600, RData::SOA(soa)),
-                a("www.example.", 2),
-            ],
+            records: vec![soa(9), a("www.example.", 2)],
             deltas: vec![Delta {
                 from: 8,
                 to: 9,

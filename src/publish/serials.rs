@@ -576,22 +576,8 @@ mod tests {
 
     #[test]
     fn the_digest_is_of_the_records_not_their_order_nor_the_serial() {
-        let soa = |serial| {
-            let soa = hickory_proto::rr::rdata::SOA::new(
-                "ns1.example.".parse().expect("name"),
-                "hostmaster.example.".parse().expect("name"),
-                serial,
-                3600,
-                600,
-                86400,
-                30,
-            );
-            Record::from_rdata("example.".parse().expect("name"), 3600, RData::SOA(soa))
-        };
-        let a = |last: u8| {
-            let address = hickory_proto::rr::rdata::A::new(192, 0, 2, last);
-            Record::from_rdata("www.example.".parse().expect("name"), 60, RData::A(address))
-        };
+        let a = |last| crate::test_records::a("www.example.", last);
+        let soa = crate::test_records::soa;
         let one = digest(&[soa(1), a(1), a(2)]);
         assert_eq!(one, digest(&[soa(7), a(2), a(1)]));
         assert_ne!(one, digest(&[soa(1), a(1), a(3)]));

@@ -506,17 +506,10 @@ fn soa_serial(soa: &crate::zone::RRset) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::routing::Delta;
-    use hickory_proto::rr::rdata::{A, SOA};
-
-    fn soa(serial: u32) -> Record {
-        let name = |n: &str| n.parse().expect("name");
-        let soa = SOA::new(name("ns1.example."), name("h.example."), serial, 1, 1, 1, 1);
-        Record::from_rdata(name("example."), 60, RData::SOA(soa))
-    }
+    use crate::test_records::soa;
 
     fn a(last: u8) -> Record {
-        let name = "www.example.".parse().expect("name");
-        Record::from_rdata(name, 60, RData::A(A::new(192, 0, 2, last)))
+        crate::test_records::a("www.example.", last)
     }
 
     fn serials(records: &[Record]) -> Vec<String> {

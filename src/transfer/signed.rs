@@ -146,35 +146,22 @@ mod tests {
         dnssec::{Verifier, rdata::RRSIG},
         rr::{
             DNSClass,
-            rdata::{A, NS, SOA},
+            rdata::{A, NS},
         },
     };
 
     use super::*;
-    use crate::dnssec::{KeyAlgorithm, generate};
-
-    fn name(text: &str) -> Name {
-        text.parse().expect("a name")
-    }
+    use crate::{
+        dnssec::{KeyAlgorithm, generate},
+        test_records::{a, name, soa},
+    };
 
     fn zone() -> Vec<Record> {
-        let soa = SOA::new(
-            name("ns1.example."),
-            name("h.example."),
-            7,
-            3600,
-            600,
-            86400,
-            30,
-        );
-        let a = |owner: &str, last| {
-            Record::from_rdata(name(owner), 60, RData::A(A::new(192, 0, 2, last)))
-        };
         let ns = |owner: &str, target: &str| {
             Record::from_rdata(name(owner), 3600, RData::NS(NS(name(target))))
         };
         vec![
-            Record::from_rdata(name("example."), 3600, RData::SOA(soa)),
+            soa(7),
             ns("example.", "ns1.example."),
             a("ns1.example.", 1),
             a("api.example.", 2),
