@@ -34,11 +34,16 @@ const WAKE_UP: Duration = Duration::from_millis(100);
 /// stops keeps the socket from ever being empty, and must not hold the stop.
 const QUEUED_AT_STOP: Duration = Duration::from_millis(500);
 
-/// Binds `workers` UDP sockets on `addr` with SO_REUSEPORT (one port for all; with port 0 the
-/// first socket picks it).
+/// Binds `workers` UDP sockets on `addr` with SO_REUSEPORT (one port for all). Port 0 is a
+/// port no socket holds: the kernel picks it for a socket without SO_REUSEPORT first, since a
+/// socket with it may be given a port whose sockets have it too (a stopping instance still
+/// answering what it had queued, a Knot of the same user) and join their group.
 pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
     let mut sockets = Vec::with_capacity(workers);
     let mut addr = addr;
+    if addr.port() == 0 {
+        addr = UdpSocket::bind(addr)?.local_addr()?;
+    }
     for _ in 0..workers.max(1) {
         let socket = reuseport_socket(addr)?;
         addr = socket.local_addr()?;

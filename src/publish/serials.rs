@@ -574,6 +574,76 @@ mod tests {
         );
     }
 
+    /// The plan of a signed, transferred zone (no services: no GeoIP walk), its key made in
+    /// `dir`.
+    fn signed_plan(dir: &std::path::Path) -> crate::routing::Plan {
+        let key = dir.join("k.pem");
+        crate::dnssec::generate(crate::dnssec::KeyAlgorithm::EcdsaP256, &key).expect("a key");
+        let text = "origin: example.\nsoa: { primary: ns1.example., contact: h.example., serial: 5 }\n\
+                    ns: [ns1.example.]\nrecords:\n  ns1: { A: [192.0.2.1] }\n  www: { A: [192.0.2.2] }\n\
+                    transfer: { to: [127.0.0.0/8] }\ndnssec: { key: k.pem, validity: 4h, refresh: 2h }\n";
+        let zone = crate::config::parse(&dir.join("t.yaml"), text, 1).expect("a zone");
+        let country = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/dbip-country.mmdb");
+        let geo = crate::geo::GeoIp::open(&[country.into()]).expect("the bundled GeoIP file");
+        let metrics = crate::metrics::Metrics::new();
+        crate::routing::Plan::new(&[zone], &metrics, &geo, None).expect("a plan")
+    }
+
+    /// A table of `plan`, as the publisher builds one after every probe.
+    fn table(plan: &crate::routing::Plan) -> RoutingTable {
+        RoutingTable::build(plan, &Default::default(), &Default::default())
+    }
+
+    fn signatures(transferred: &Transferred) -> Vec<RData> {
+        let rrsig = |r: &&Record| r.record_type() == hickory_proto::rr::RecordType::RRSIG;
+        transferred
+            .records
+            .iter()
+            .filter(rrsig)
+            .map(|r| r.data.clone())
+            .collect()
+    }
+
+    #[test]
+    fn signatures_are_made_again_with_a_new_serial_when_a_quarter_of_their_validity_is_gone() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let plan = signed_plan(dir.path());
+        let mut book = SerialBook::new(None, MIN);
+        let t0 = Instant::now();
+        let (first, settled) = book.settle(table(&plan), t0);
+        assert_eq!(settled.bumped, [("example.".to_string(), 5)]);
+        let due = settled
+            .recheck
+            .expect("a look again when signatures are due");
+        let hour = Duration::from_secs(3600);
+        assert!(
+            due > t0 + hour - MIN && due <= t0 + hour,
+            "a quarter of 4h: {due:?}"
+        );
+        let signed = Arc::clone(first.zones()[0].transferred.as_ref().expect("transferred"));
+        assert!(!signatures(&signed).is_empty());
+
+        // Nothing changed and nothing due: the same content, the same serial.
+        let (again, settled) = book.settle(table(&plan), t0 + MIN);
+        assert!(settled.bumped.is_empty());
+        let kept = again.zones()[0].transferred.as_ref().expect("transferred");
+        assert!(Arc::ptr_eq(kept, &signed));
+
+        // An hour on (as if): every signature made again, under a new serial.
+        if let Some(entry) = book.zones.get_mut("example.") {
+            entry.signed_at = entry.signed_at.map(|at| at - hour);
+        }
+        let (resigned, settled) = book.settle(table(&plan), t0 + 2 * MIN);
+        assert_eq!(settled.bumped, [("example.".to_string(), 6)]);
+        let renewed = resigned.zones()[0]
+            .transferred
+            .as_ref()
+            .expect("transferred");
+        let (old, new) = (signatures(&signed), signatures(renewed));
+        assert_eq!(old.len(), new.len());
+        assert!(new.iter().all(|sig| !old.contains(sig)), "all signed anew");
+    }
+
     #[test]
     fn the_digest_is_of_the_records_not_their_order_nor_the_serial() {
         let a = |last| crate::test_records::a("www.example.", last);
