@@ -3,7 +3,7 @@
 //! as we do for static names and with the declared fallback for geo names. Requests without
 //! the key, with another key, signed at a stale time or from outside `transfer.to` are refused
 //! with nothing transferred. A signed zone reaches Knot signed, with its NSEC chain, and BIND's
-//! `delv` validates Knot's answers; Knot follows the catalog zone as zones come and go.
+//! `delv` validates Knot's answers; Knot and BIND follow the catalog zone as zones come and go.
 
 use std::{
     net::{SocketAddr, TcpStream, UdpSocket},
@@ -234,6 +234,14 @@ fn spawn_secondary(
 }
 
 fn bind(primary: SocketAddr) -> Secondary {
+    let zone = "zone \"llm.example.com\" {\n  type secondary;\n  primaries port PORT { IP key \"KEY\"; };\n  \
+                file \"llm.example.com.db\";\n  allow-notify { 127.0.0.0/8; };\n};\n";
+    bind_with(primary, "", zone)
+}
+
+/// BIND, with `options` among its options and the zones of `zones` (in both, PORT, IP and KEY
+/// stand for the primary's port and address and the key's name).
+fn bind_with(primary: SocketAddr, options: &str, zones: &str) -> Secondary {
     let dir = tempfile::tempdir().expect("tempdir");
     // BIND listens only on the addresses interfaces have: 127.0.0.1, on a port of its own.
     let ip = "127.0.0.1";
@@ -242,15 +250,16 @@ fn bind(primary: SocketAddr) -> Secondary {
     let d = dir.path().display();
     let conf = format!(
         "options {{\n  directory \"{d}\";\n  pid-file \"{d}/named.pid\";\n  session-keyfile \"{d}/session.key\";\n  listen-on port {port} {{ {ip}; }};\n  \
-         listen-on-v6 {{ none; }};\n  recursion no;\n  dnssec-validation no;\n  notify no;\n}};\n\
+         listen-on-v6 {{ none; }};\n  recursion no;\n  dnssec-validation no;\n  notify no;\n{options}}};\n\
          controls {{ }};\n\
          key \"{bare}\" {{ algorithm hmac-sha256; secret \"{SECRET}\"; }};\n\
-         server {pip} {{ keys {{ \"{bare}\"; }}; }};\n\
-         zone \"llm.example.com\" {{\n  type secondary;\n  primaries port {pport} {{ {pip} key \"{bare}\"; }};\n  \
-         file \"{d}/llm.example.com.db\";\n  allow-notify {{ 127.0.0.0/8; }};\n}};\n",
+         server {pip} {{ keys {{ \"{bare}\"; }}; }};\n{zones}",
         pip = primary.ip(),
-        pport = primary.port(),
     );
+    let conf = conf
+        .replace("PORT", &primary.port().to_string())
+        .replace("IP", &primary.ip().to_string())
+        .replace("KEY", bare);
     let addr = SocketAddr::new(ip.parse().expect("ip"), port);
     spawn_secondary(dir, addr, "named.conf", &conf, &["named", "-g", "-c"])
 }
@@ -970,21 +979,21 @@ fn a_signed_zone_goes_out_signed_with_its_nsec_chain_and_validates_at_knot() {
     }
 }
 
-/// The catalog's members as Knot sees them, through what it serves: each zone's SOA rcode.
-fn knot_serves_zone(knot: &Secondary, zone: &str) -> bool {
-    try_udp(knot.addr, &query(zone, RecordType::SOA, None))
+/// Whether `secondary` serves `zone`: it answers the zone's SOA with authority.
+fn serves_zone(secondary: &Secondary, zone: &str) -> bool {
+    try_udp(secondary.addr, &query(zone, RecordType::SOA, None))
         .is_some_and(|r| r.metadata.authoritative && !r.answers.is_empty())
 }
 
-/// Waits up to 5 s until Knot serves `zone` (or, with `serves` false, no longer does).
-fn until_knot_serves(knot: &Secondary, zone: &str, serves: bool) -> Duration {
+/// Waits up to 5 s until `secondary` serves `zone` (or, with `serves` false, no longer does).
+fn until_serves_zone(secondary: &Secondary, what: &str, zone: &str, serves: bool) -> Duration {
     let started = Instant::now();
-    while knot_serves_zone(knot, zone) != serves {
+    while serves_zone(secondary, zone) != serves {
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "knot: {zone} served: {}, after 5 s:\n{}",
+            "{what}: {zone} served: {}, after 5 s:\n{}",
             !serves,
-            knot.log()
+            secondary.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -992,23 +1001,41 @@ fn until_knot_serves(knot: &Secondary, zone: &str, serves: bool) -> Duration {
 }
 
 #[test]
-fn a_catalog_zone_lets_knot_add_and_remove_member_zones_by_itself() {
+fn a_catalog_zone_lets_knot_and_bind_add_and_remove_member_zones_by_themselves() {
     let dir = common::zone_dir(&zone(""));
     let zones = dir.path().join("zones");
     let server = start_zone_with(dir, &["--catalog", "catalog.invalid"]);
     let members = "  - id: member\n    master: primary\n    acl: notify_from_primary\n\
         zone:\n  - domain: catalog.invalid\n    master: primary\n    acl: notify_from_primary\n    \
         catalog-role: interpret\n    catalog-template: member\n";
-    let knot = knot_with(server.addr, members);
-    knot.until_loaded("knot, by the catalog");
+    let consumer = "  catalog-zones {\n    zone \"catalog.invalid\" default-primaries port PORT { IP key \"KEY\"; } \
+        in-memory yes min-update-interval 1;\n  };\n  allow-new-zones yes;\n";
+    let catalog = "zone \"catalog.invalid\" {\n  type secondary;\n  primaries port PORT { IP key \"KEY\"; };\n  \
+        file \"catalog.db\";\n  allow-notify { 127.0.0.0/8; };\n};\n";
+    let secondaries = [
+        ("knot", knot_with(server.addr, members)),
+        ("bind", bind_with(server.addr, consumer, catalog)),
+    ];
+    for (what, secondary) in &secondaries {
+        secondary.until_loaded(&format!("{what}, by the catalog"));
+    }
+    let knot_log = secondaries[0].1.log();
     assert!(
-        knot.log().contains("[catalog.invalid.] AXFR, incoming"),
-        "{}",
-        knot.log()
+        knot_log.contains("[catalog.invalid.] AXFR, incoming"),
+        "{knot_log}"
+    );
+    let bind_log = secondaries[1].1.log();
+    assert!(
+        bind_log.contains("catz: adding zone 'llm.example.com'"),
+        "{bind_log}"
     );
 
-    // Tell the server where Knot is: the catalog's NOTIFY targets are its members'.
-    let notify = format!("  notify: [\"{}\"]\n", knot.addr);
+    // Tell the server where they are: the catalog's NOTIFY targets are its members'.
+    let addresses: Vec<String> = secondaries
+        .iter()
+        .map(|(_, s)| format!("\"{}\"", s.addr))
+        .collect();
+    let notify = format!("  notify: [{}]\n", addresses.join(", "));
     let reloads = server
         .log()
         .matches("reloaded (zone files changed)")
@@ -1019,22 +1046,23 @@ fn a_catalog_zone_lets_knot_add_and_remove_member_zones_by_itself() {
         .replace("ns1.llm.example.com.", "ns1.second.example.net.");
     std::fs::write(zones.join("second.yaml"), &second).expect("a second zone");
     common::until_logged(&server, "reloaded (zone files changed)", reloads + 2);
-    let took = until_knot_serves(&knot, "second.example.net.", true);
-    eprintln!("knot serves the new member {took:?} after the reload");
-    assert_eq!(
-        said(knot.addr, "ns1.second.example.net.", RecordType::A),
-        said(server.addr, "ns1.second.example.net.", RecordType::A)
-    );
+    for (what, secondary) in &secondaries {
+        let took = until_serves_zone(secondary, what, "second.example.net.", true);
+        eprintln!("{what} serves the new member {took:?} after the reload");
+        assert_eq!(
+            said(secondary.addr, "ns1.second.example.net.", RecordType::A),
+            said(server.addr, "ns1.second.example.net.", RecordType::A),
+            "{what}"
+        );
+    }
 
-    // A zone file removed leaves the catalog, and Knot drops the zone.
+    // A zone file removed leaves the catalog, and they drop the zone.
     std::fs::remove_file(zones.join("second.yaml")).expect("remove");
     common::until_logged(&server, "reloaded (zone files changed)", reloads + 3);
-    until_knot_serves(&knot, "second.example.net.", false);
-    assert!(
-        knot_serves_zone(&knot, "llm.example.com."),
-        "{}",
-        knot.log()
-    );
+    for (what, secondary) in &secondaries {
+        until_serves_zone(secondary, what, "second.example.net.", false);
+        assert!(serves_zone(secondary, "llm.example.com."), "{what}");
+    }
     // The catalog as it goes out: its version and one member, under a stable label.
     let key = format!("hmac-sha256:{}:{SECRET}", KEY.trim_end_matches('.'));
     let axfr = common::dig(server.addr, &["-y", &key, "catalog.invalid.", "AXFR"]);
