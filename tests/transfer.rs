@@ -285,6 +285,15 @@ fn nsd(primary: SocketAddr) -> Secondary {
     spawn_secondary(dir, addr, "nsd.conf", &conf, &["nsd", "-d", "-c"])
 }
 
+/// The `transfer` block's line that sends NOTIFY to every one of `secondaries`.
+fn notify_line(secondaries: &[(&str, Secondary)]) -> String {
+    let addresses: Vec<String> = secondaries
+        .iter()
+        .map(|(_, s)| format!("\"{}\"", s.addr))
+        .collect();
+    format!("  notify: [{}]\n", addresses.join(", "))
+}
+
 /// The answer's records as text, sorted: what two servers must agree on.
 fn said(addr: SocketAddr, name: &str, qtype: RecordType) -> Vec<String> {
     let response = udp(addr, &query(name, qtype, None));
@@ -369,11 +378,7 @@ fn knot_bind_and_nsd_take_the_zone_by_signed_axfr_and_answer_the_declared_fallba
 
     // Both hear of every change by NOTIFY: first tell the server where they are (no change to
     // what they receive: no new serial), then edit the zone.
-    let addresses: Vec<String> = secondaries
-        .iter()
-        .map(|(_, s)| format!("\"{}\"", s.addr))
-        .collect();
-    let targets = format!("  notify: [{}]\n", addresses.join(", "));
+    let targets = notify_line(&secondaries);
     let reloads = server
         .log()
         .matches("reloaded (zone files changed)")
@@ -1031,11 +1036,7 @@ fn a_catalog_zone_lets_knot_and_bind_add_and_remove_member_zones_by_themselves()
     );
 
     // Tell the server where they are: the catalog's NOTIFY targets are its members'.
-    let addresses: Vec<String> = secondaries
-        .iter()
-        .map(|(_, s)| format!("\"{}\"", s.addr))
-        .collect();
-    let notify = format!("  notify: [{}]\n", addresses.join(", "));
+    let notify = notify_line(&secondaries);
     let reloads = server
         .log()
         .matches("reloaded (zone files changed)")

@@ -10,6 +10,7 @@
 mod board;
 mod drains;
 mod fleet;
+mod frozen;
 mod journal;
 mod load;
 mod plan;

@@ -2,8 +2,9 @@
 //! changes (a zone file edit, a service's fallback following health or a drain), at most once
 //! per `--transfer-min-interval` so that a flapping region cannot storm the secondaries; it is
 //! never below the zone file's serial (a floor) and it is kept across restarts in
-//! `--state-dir`. The content goes out frozen with its serial. Decisions are a pure function
-//! ([`decide`]); the book only remembers and stores them.
+//! `--state-dir`. The content goes out frozen with its serial ([`super::frozen`]), and its
+//! journal is kept there too ([`super::journal`]). Decisions are a pure function ([`decide`]);
+//! the book only remembers and stores them.
 
 use std::{
     collections::BTreeMap,
@@ -16,11 +17,13 @@ use hickory_proto::rr::{RData, Record};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::journal::{self, Journal};
+use super::{
+    frozen::{answer_soas, frozen, set_serial},
+    journal::{self, Journal},
+};
 use crate::{
-    dnssec::RrsetSigner,
-    routing::{Delta, RoutingTable, Transferred, ZoneRoutes},
-    transfer::{content, serial_lt, signed},
+    routing::{RoutingTable, Transferred, ZoneRoutes},
+    transfer::{content, serial_lt},
     zone::{RRset, ZoneData},
 };
 
@@ -393,99 +396,6 @@ impl SerialBook {
                 path.display()
             );
         }
-    }
-}
-
-/// Differences kept per zone, for IXFR: a secondary further behind gets the whole zone.
-pub const JOURNAL_KEPT: usize = 16;
-
-/// The content with its SOA at `serial` (signed, with its NSEC chain, when the zone is: sets
-/// unchanged since `earlier` keep their signatures), and the journal from `previous` (the
-/// content that went out under the last serial, if any) to it.
-fn frozen(
-    zone: &ZoneRoutes,
-    mut records: Vec<Record>,
-    serial: u32,
-    previous: Option<&Transferred>,
-    earlier: &[Record],
-) -> Arc<Transferred> {
-    if let Some(soa) = records.first_mut() {
-        set_serial(soa, serial);
-    }
-    let signing = zone.data.signing();
-    let signer = signing.map(|(signer, _)| signer.renewed(SystemTime::now()));
-    if let (Some(signer), Some((_, nsec_ttl))) = (&signer, signing) {
-        records = signed::signed(records, signer, nsec_ttl, earlier);
-    }
-    let journal = previous
-        .filter(|p| p.serial != serial)
-        .map(|p| {
-            let mut journal: Vec<Delta> = p.journal.clone();
-            journal.push(delta(p, &records, serial));
-            let drop = journal.len().saturating_sub(JOURNAL_KEPT);
-            journal.drain(..drop);
-            journal
-        })
-        .unwrap_or_default();
-    let (soa, negative_soa) = answer_soas(zone, serial, signer.as_ref());
-    Arc::new(Transferred {
-        serial,
-        soa,
-        negative_soa,
-        records,
-        journal,
-    })
-}
-
-/// The SOA of the zone's answers and of its negative answers, at `serial` (signed by `signer`).
-fn answer_soas(zone: &ZoneRoutes, serial: u32, signer: Option<&RrsetSigner>) -> (RRset, RRset) {
-    let with_serial = |rrset: &RRset| {
-        let mut records = rrset.records();
-        records.iter_mut().for_each(|r| set_serial(r, serial));
-        RRset::signed(records, signer)
-    };
-    (
-        with_serial(zone.data.soa()),
-        with_serial(zone.data.negative_soa()),
-    )
-}
-
-/// What changed from `previous` to `records` (SOA records left out: the IXFR frames them).
-fn delta(previous: &Transferred, records: &[Record], serial: u32) -> Delta {
-    let key = |r: &Record| {
-        (
-            r.name.to_lowercase(),
-            r.record_type(),
-            r.ttl,
-            r.data.clone(),
-        )
-    };
-    let not_soa = |r: &&Record| r.record_type() != hickory_proto::rr::RecordType::SOA;
-    let old: std::collections::HashSet<_> =
-        previous.records.iter().filter(not_soa).map(key).collect();
-    let new: std::collections::HashSet<_> = records.iter().filter(not_soa).map(key).collect();
-    Delta {
-        from: previous.serial,
-        to: serial,
-        removed: previous
-            .records
-            .iter()
-            .filter(not_soa)
-            .filter(|r| !new.contains(&key(r)))
-            .cloned()
-            .collect(),
-        added: records
-            .iter()
-            .filter(not_soa)
-            .filter(|r| !old.contains(&key(r)))
-            .cloned()
-            .collect(),
-    }
-}
-
-fn set_serial(record: &mut Record, serial: u32) {
-    if let RData::SOA(soa) = &mut record.data {
-        soa.serial = serial;
     }
 }
 

@@ -29,7 +29,7 @@ use crate::latency::{
     estimate::{Basis, Settings as LatencySettings},
 };
 use hickory_proto::rr::{
-    RData, Record, RecordType,
+    Name, RData, Record, RecordType,
     rdata::{A, AAAA},
 };
 
@@ -735,6 +735,13 @@ impl RoutingTable {
     /// `name` is in lower case wire form; the deepest zone that holds it answers.
     pub fn zone_for(&self, name: &[u8]) -> Option<&ZoneRoutes> {
         self.zones.iter().find(|z| is_within(name, z.data.origin()))
+    }
+
+    /// The zone whose apex is `origin`, if one is served.
+    pub fn zone_at(&self, origin: &Name) -> Option<&ZoneRoutes> {
+        let apex = crate::wire::NameKey::new(origin);
+        self.zone_for(apex.wire())
+            .filter(|zone| zone.data.origin() == apex.wire())
     }
 
     /// Names of the services whose every region is down (answering in fail-open mode).

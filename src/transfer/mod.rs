@@ -166,12 +166,8 @@ impl Transfers {
         }
         let table = self.table.load();
         let request = Message::from_vec(packet).ok()?;
-        let name = request.queries.first().map(|q| q.name().to_lowercase());
-        let zone = table
-            .zones()
-            .iter()
-            .find(|z| Some(z.data.origin_name().to_lowercase()) == name);
-        zone.filter(|z| z.transfer.is_some())?;
+        let name = request.queries.first()?.name();
+        table.zone_at(name)?.transfer.as_ref()?;
         let answered = answer(&request, packet, peer, &table, &self.keys, now);
         if let Outcome::Transferred {
             kind, zone, serial, ..
@@ -254,11 +250,9 @@ fn admitted<'r, 't>(
         .first()
         .filter(|q| q.query_class == DNSClass::IN)
         .ok_or("a transfer asks one question of class IN")?;
-    let name = query.name().to_lowercase();
+    let name = query.name();
     let zone = table
-        .zones()
-        .iter()
-        .find(|z| z.data.origin_name().to_lowercase() == name)
+        .zone_at(name)
         .ok_or_else(|| format!("{name} is not a zone served here"))?;
     let policy = zone
         .transfer

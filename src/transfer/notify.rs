@@ -55,10 +55,8 @@ fn notifies(
     keys: &TsigKeys,
     bump: &SerialBump,
 ) -> Vec<(SocketAddr, Vec<u8>)> {
-    let zone = table
-        .zones()
-        .iter()
-        .find(|z| z.data.origin_name().to_string() == bump.zone);
+    let origin: Option<hickory_proto::rr::Name> = bump.zone.parse().ok();
+    let zone = origin.and_then(|origin| table.zone_at(&origin));
     let Some((zone, policy)) = zone.and_then(|z| Some((z, z.transfer.as_ref()?))) else {
         return Vec::new();
     };
