@@ -267,15 +267,26 @@ pub fn shares(history: &History, now: &Sample) -> BTreeMap<RegionKey, [u64; CONT
     shares
 }
 
-/// Samples every [`SAMPLE_EVERY`] until `shutdown`, publishing the record into `history`.
+/// A record holding one sample taken now. Taken before DNS answers, it is the baseline every
+/// answer since the start is counted from (a first sample taken later would lose the answers
+/// given before it from the shares).
+pub fn started(table: &RoutingTable, board: &HealthMap) -> History {
+    let mut record = History::default();
+    record.take(table, board, SystemTime::now());
+    record
+}
+
+/// Samples every [`SAMPLE_EVERY`] after the record `history` starts with until `shutdown`,
+/// publishing the record into `history`.
 pub async fn run(
     table: Arc<ArcSwap<RoutingTable>>,
     board: Arc<ArcSwap<HealthMap>>,
     history: Arc<ArcSwap<History>>,
     shutdown: CancellationToken,
 ) -> Result<(), Infallible> {
-    let mut record = History::default();
-    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    let mut record = History::clone(&history.load());
+    let first = tokio::time::Instant::now() + SAMPLE_EVERY;
+    let mut ticks = tokio::time::interval_at(first, SAMPLE_EVERY);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),

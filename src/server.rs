@@ -29,7 +29,7 @@ use crate::{
     fleet::{self, http::PeerClient},
     geo::GeoIp,
     health::{Probers, panic_message},
-    history::{self, History},
+    history,
     latency::LatencyTable,
     metrics::Metrics,
     publish::{FleetSetup, Publisher, TransferSetup},
@@ -224,7 +224,8 @@ pub async fn run(
         finish.clone(),
     );
     tasks.spawn("NOTIFY", notifying);
-    let history = Arc::new(ArcSwap::from_pointee(History::default()));
+    let history = history::started(&table.load(), &board.load());
+    let history = Arc::new(ArcSwap::from_pointee(history));
     let sampling = history::run(
         Arc::clone(&table),
         Arc::clone(&board),
