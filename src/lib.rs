@@ -7,7 +7,9 @@
 //! region's state (in the words of [`region`]), which on every change builds a new
 //! [`routing::RoutingTable`] and publishes it through arc-swap. [`dns`] reads requests and
 //! writes responses with [`wire`], and asks [`answer`] what to say, from a snapshot of that
-//! table and the client's location from [`geo`]: the query path takes no lock and does no I/O.
+//! table and the client's location from [`geo`] (joined with the measured round trips of
+//! [`latency`]; both find the innermost of nested networks with [`nesting`]): the query path
+//! takes no lock and does no I/O.
 //! [`reload`] watches the zone and GeoIP files and swaps in what is new and valid. [`admin`]
 //! serves health, the drain switch and [`metrics`] over HTTP; [`fleet`] makes several instances
 //! agree on health and share drains, with the [`timeline`] of state changes, and
@@ -34,6 +36,7 @@ pub mod history;
 pub mod latency;
 pub mod memory;
 pub mod metrics;
+pub mod nesting;
 pub mod publish;
 pub mod region;
 pub mod reload;

@@ -10,6 +10,8 @@ use std::{
 
 use ipnet::IpNet;
 
+use crate::nesting::Nesting;
+
 /// A round trip above this is not a measurement but a broken clock or a unit mistake.
 pub const MAX_RTT_MS: f64 = 10_000.0;
 
@@ -32,8 +34,8 @@ pub struct LatencyTable {
     pub regions: Vec<String>,
     /// Sorted by (family, first address, prefix length): supernets before their subnets.
     networks: Vec<(IpNet, Range<u32>)>,
-    /// By position in `networks`: the innermost network holding it.
-    parents: Vec<Option<u32>>,
+    /// Which of `networks` holds which.
+    nesting: Nesting,
     measures: Vec<Measure>,
     pub summary: TableSummary,
 }
@@ -167,7 +169,9 @@ impl LatencyTable {
                 samples,
             });
         }
-        table.parents = parents(&table.networks);
+        table.nesting = Nesting::new(&table.networks, |(outer, _), (inner, _)| {
+            outer.contains(inner)
+        });
         let mut by_region: Vec<Vec<f32>> = vec![Vec::new(); table.regions.len()];
         for m in &table.measures {
             by_region[usize::from(m.region)].push(m.rtt_ms);
@@ -211,18 +215,14 @@ impl LatencyTable {
         let upto = self
             .networks
             .partition_point(|(net, _)| order(net, &key).is_le());
-        // The last network starting at or before `ip` holds it, or one of the networks that
-        // hold that one does: networks nest or are apart.
-        let mut at = upto.checked_sub(1).map(|at| at as u32);
-        while let Some(i) = at {
-            let (net, range) = &self.networks[i as usize];
-            if net.contains(&ip) {
-                let measures = &self.measures[range.start as usize..range.end as usize];
-                return Some((*net, measures));
-            }
-            at = self.parents[i as usize];
-        }
-        None
+        let at = self
+            .nesting
+            .innermost(upto, |i| self.networks[i].0.contains(&ip))?;
+        let (net, range) = &self.networks[at];
+        Some((
+            *net,
+            &self.measures[range.start as usize..range.end as usize],
+        ))
     }
 
     /// The table's regions that `known` does not hold.
@@ -239,23 +239,6 @@ fn order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
         IpNet::V6(v6) => (1, u128::from(v6.network()), v6.prefix_len()),
     };
     key(a).cmp(&key(b))
-}
-
-/// By position in `networks` (sorted by [`order`]): the innermost network holding each.
-fn parents(networks: &[(IpNet, Range<u32>)]) -> Vec<Option<u32>> {
-    let mut parents = Vec::with_capacity(networks.len());
-    let mut open: Vec<u32> = Vec::new();
-    for (at, (net, _)) in networks.iter().enumerate() {
-        while let Some(&top) = open.last() {
-            if networks[top as usize].0.contains(net) {
-                break;
-            }
-            open.pop();
-        }
-        parents.push(open.last().copied());
-        open.push(at as u32);
-    }
-    parents
 }
 
 /// One row, checked.

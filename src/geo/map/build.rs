@@ -9,6 +9,7 @@ use super::{
     overlay::{ALIAS_BASE, Classes, UNDECODABLE},
 };
 use crate::geo::{Located, LookupResult};
+use crate::nesting::Nesting;
 use std::sync::Mutex;
 
 /// A subtree of the merge, complete: one leaf over all of it, or an inner node.
@@ -38,13 +39,12 @@ impl Sub {
 }
 
 /// A classifier's boundaries of one family, as ranges of numbers sorted by start (a network
-/// before the networks inside it), each with the position of the innermost one holding it.
-/// Networks nest or are apart, so those holding a network are one chain: the innermost names
-/// them all. Millions of boundaries (a latency table's networks) are searched, never scanned.
+/// before the networks inside it), with their [`Nesting`]. Millions of boundaries (a latency
+/// table's networks) are searched, never scanned.
 #[derive(Debug, Default)]
 pub(super) struct Boundaries {
     ranges: Vec<(u128, u128)>,
-    parents: Vec<Option<u32>>,
+    nesting: Nesting,
 }
 
 impl Boundaries {
@@ -64,19 +64,8 @@ impl Boundaries {
             .collect();
         ranges.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         ranges.dedup();
-        let mut parents = Vec::with_capacity(ranges.len());
-        let mut open: Vec<u32> = Vec::new();
-        for (at, &(first, _)) in ranges.iter().enumerate() {
-            while let Some(&top) = open.last() {
-                if ranges[top as usize].1 >= first {
-                    break;
-                }
-                open.pop();
-            }
-            parents.push(open.last().copied());
-            open.push(at as u32);
-        }
-        Boundaries { ranges, parents }
+        let nesting = Nesting::new(&ranges, |outer, inner| outer.1 >= inner.1);
+        Boundaries { ranges, nesting }
     }
 
     /// Whether a boundary lies inside `start..=end` without being all of it.
@@ -91,14 +80,8 @@ impl Boundaries {
     /// The innermost boundary holding all of `start..=end`.
     fn innermost(&self, start: u128, end: u128) -> Option<u32> {
         let upto = self.ranges.partition_point(|&(first, _)| first <= start);
-        let mut at = upto.checked_sub(1).map(|at| at as u32);
-        while let Some(i) = at {
-            if self.ranges[i as usize].1 >= end {
-                return Some(i);
-            }
-            at = self.parents[i as usize];
-        }
-        None
+        let at = self.nesting.innermost(upto, |i| self.ranges[i].1 >= end)?;
+        Some(at as u32)
     }
 }
 
