@@ -1,17 +1,21 @@
 //! Where a client is: GeoIP lookups in one or more MaxMind DB (`.mmdb`) files, and the
 //! geography they are expressed in (coordinates, countries, continents, distances).
 //!
-//! This module owns reading GeoIP files and turning a record of either shape found in the wild
-//! (GeoIP2/GeoLite2/DB-IP nested, or the flat ip-location-db one, with coordinates as 64- or
-//! 32-bit floats) into a [`Location`]. It knows nothing of zones, regions or DNS; a lookup never
-//! fails the caller: an address no database knows is [`Located::Unknown`], with the network
-//! over which that holds, and a record that cannot be decoded is reported and logged, never
-//! silent. Files are read into memory, so a file rewritten in place cannot change or crash a
-//! database already open. The server compiles them ([`compile`]) and closes them: answering
-//! needs only the compiled map; `explain` and `check` open the files themselves.
+//! This module owns reading GeoIP files and looking addresses up in them; `record` turns a
+//! record of either shape found in the wild (GeoIP2/GeoLite2/DB-IP nested, or the flat
+//! ip-location-db one, with coordinates as 64- or 32-bit floats) into a [`Location`], and `place`
+//! holds the geography; `map` compiles the files into the map answers use. It knows nothing of
+//! zones, regions or DNS; a lookup never fails the caller: an address no database knows is
+//! [`Located::Unknown`], with the network over which that holds, and a record that cannot be
+//! decoded is reported and logged, never silent. Files are read into memory, so a file
+//! rewritten in place cannot change or crash a database already open. The server compiles them
+//! ([`compile`]) and closes them: answering needs only the compiled map; `explain` and `check`
+//! open the files themselves.
 
 mod countries;
 mod map;
+mod place;
+mod record;
 
 use std::{
     fmt,
@@ -26,183 +30,13 @@ use std::{
 
 use crate::counter::QueryCounter;
 use maxminddb::{MaxMindDbError, Reader};
-use serde::{Deserialize, Deserializer, de};
 
 pub use countries::{CountryInfo, country_info};
 pub use map::{Classifier, Compiled, Hit, Leaf, MAX_LEAVES, NetworkMap, compile};
+pub use place::{Continent, Coordinates, CountryCode, Located, Location};
+pub use record::Shape;
 
-/// A point on Earth in decimal degrees.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Coordinates {
-    pub lat: f64,
-    pub lon: f64,
-}
-
-impl Coordinates {
-    /// The point as a unit vector from the Earth's centre. Of two places, the nearer to a point
-    /// has the larger dot product with its vector (the cosine of the central angle), so nearest
-    /// first is an order of dot products: no trigonometry per candidate.
-    pub fn unit_vector(self) -> [f64; 3] {
-        let (lat, lon) = (self.lat.to_radians(), self.lon.to_radians());
-        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
-    }
-
-    /// Great-circle distance in kilometres (haversine on a spherical Earth).
-    pub fn distance_km(self, other: Coordinates) -> f64 {
-        const EARTH_RADIUS_KM: f64 = 6371.0;
-        let (lat1, lat2) = (self.lat.to_radians(), other.lat.to_radians());
-        let dlat = lat2 - lat1;
-        let dlon = (other.lon - self.lon).to_radians();
-        let a = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
-        2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
-    }
-}
-
-/// The seven continent codes used by GeoIP databases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Continent {
-    Africa,
-    Antarctica,
-    Asia,
-    Europe,
-    NorthAmerica,
-    Oceania,
-    SouthAmerica,
-}
-
-impl Continent {
-    /// In declaration order: `ALL[c as usize] == c`.
-    pub const ALL: [Continent; 7] = [
-        Continent::Africa,
-        Continent::Antarctica,
-        Continent::Asia,
-        Continent::Europe,
-        Continent::NorthAmerica,
-        Continent::Oceania,
-        Continent::SouthAmerica,
-    ];
-
-    pub fn from_code(code: &str) -> Option<Continent> {
-        Some(match code {
-            "AF" => Continent::Africa,
-            "AN" => Continent::Antarctica,
-            "AS" => Continent::Asia,
-            "EU" => Continent::Europe,
-            "NA" => Continent::NorthAmerica,
-            "OC" => Continent::Oceania,
-            "SA" => Continent::SouthAmerica,
-            _ => return None,
-        })
-    }
-
-    pub fn code(self) -> &'static str {
-        match self {
-            Continent::Africa => "AF",
-            Continent::Antarctica => "AN",
-            Continent::Asia => "AS",
-            Continent::Europe => "EU",
-            Continent::NorthAmerica => "NA",
-            Continent::Oceania => "OC",
-            Continent::SouthAmerica => "SA",
-        }
-    }
-}
-
-/// An ISO 3166-1 alpha-2 country code, upper case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CountryCode([u8; 2]);
-
-impl CountryCode {
-    pub fn parse(code: &str) -> Option<CountryCode> {
-        match code.as_bytes() {
-            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => Some(CountryCode([
-                a.to_ascii_uppercase(),
-                b.to_ascii_uppercase(),
-            ])),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Both bytes are ASCII letters by construction.
-        std::str::from_utf8(&self.0).unwrap_or("??")
-    }
-}
-
-impl fmt::Display for CountryCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the databases say about one address.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Location {
-    /// Coordinates from the record, else the country's centroid; `None` when neither is known.
-    pub coordinates: Option<Coordinates>,
-    pub country: Option<CountryCode>,
-    pub continent: Option<Continent>,
-    /// Prefix length of the database network this answer holds for (the ECS scope).
-    pub prefix_len: u8,
-    /// The coordinates' [`Coordinates::unit_vector`], computed once per decoded record.
-    direction: Option<[f64; 3]>,
-}
-
-impl Location {
-    pub fn new(
-        coordinates: Option<Coordinates>,
-        country: Option<CountryCode>,
-        continent: Option<Continent>,
-        prefix_len: u8,
-    ) -> Location {
-        Location {
-            coordinates,
-            country,
-            continent,
-            prefix_len,
-            direction: coordinates.map(Coordinates::unit_vector),
-        }
-    }
-}
-
-/// The outcome of a lookup: a location, or "unknown" over a network of `prefix_len` bits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Located {
-    Known(Location),
-    Unknown { prefix_len: u8 },
-}
-
-impl Located {
-    /// The prefix length over which this answer holds: the ECS scope of a decision based on it.
-    pub fn prefix_len(&self) -> u8 {
-        match self {
-            Located::Known(location) => location.prefix_len,
-            Located::Unknown { prefix_len } => *prefix_len,
-        }
-    }
-
-    pub fn continent(&self) -> Option<Continent> {
-        match self {
-            Located::Known(location) => location.continent,
-            Located::Unknown { .. } => None,
-        }
-    }
-
-    pub fn coordinates(&self) -> Option<Coordinates> {
-        match self {
-            Located::Known(location) => location.coordinates,
-            Located::Unknown { .. } => None,
-        }
-    }
-
-    /// The coordinates as a unit vector: nearest first is an order of dot products with it.
-    pub fn direction(&self) -> Option<[f64; 3]> {
-        match self {
-            Located::Known(location) => location.direction,
-            Located::Unknown { .. } => None,
-        }
-    }
-}
+use record::GeoRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
@@ -363,15 +197,6 @@ struct Outcome {
     located: Located,
     undecodable: bool,
     shape: Option<Shape>,
-}
-
-/// How a database lays out its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// GeoIP2, GeoLite2, DB-IP: `country.iso_code`, `location.latitude`.
-    Nested,
-    /// ip-location-db: `country_code`, `latitude`.
-    Flat,
 }
 
 /// A sample address and what the databases say of it.
@@ -536,10 +361,7 @@ impl GeoIp {
             undecodable |= found.undecodable;
             if let Some(location) = found.location {
                 return Outcome {
-                    located: Located::Known(Location {
-                        prefix_len,
-                        ..location
-                    }),
+                    located: Located::Known(location.holding_over(prefix_len)),
                     undecodable,
                     shape: found.shape,
                 };
@@ -644,7 +466,7 @@ impl Database {
         };
         Some(Lookup {
             prefix_len,
-            location: location.map(|l| Location { prefix_len, ..l }),
+            location,
             undecodable,
             shape,
         })
@@ -660,164 +482,6 @@ impl Database {
             );
         }
     }
-}
-
-/// The fields regiondns reads from a record, in both shapes found in the wild: nested
-/// (GeoIP2, GeoLite2, DB-IP: `location.latitude`, `country.iso_code`, `continent.code`) and flat
-/// (ip-location-db: `country_code`, `latitude`, `longitude`). Other fields are skipped unread,
-/// and once every field the record's shape needs is read, the rest of the record is not read
-/// at all (compiling GeoLite2 City decodes some 450,000 records; their postal codes,
-/// subdivisions and registered countries come after the location).
-#[derive(Default)]
-struct GeoRecord<'a> {
-    country: IsoCode<'a>,
-    registered_country: IsoCode<'a>,
-    continent: ContinentCode<'a>,
-    location: LatLon,
-    country_code: Option<&'a str>,
-    latitude: Option<Degrees>,
-    longitude: Option<Degrees>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for GeoRecord<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<GeoRecord<'a>, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> de::Visitor<'de> for Visitor<'a> {
-            type Value = GeoRecord<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a GeoIP record (a map)")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<GeoRecord<'a>, A::Error> {
-                let mut record = GeoRecord::default();
-                while let Some(key) = map.next_key::<&'de str>()? {
-                    match key {
-                        "country" => record.country = map.next_value()?,
-                        "registered_country" => record.registered_country = map.next_value()?,
-                        "continent" => record.continent = map.next_value()?,
-                        "location" => record.location = map.next_value()?,
-                        "country_code" => record.country_code = map.next_value()?,
-                        "latitude" => record.latitude = map.next_value()?,
-                        "longitude" => record.longitude = map.next_value()?,
-                        _ => {
-                            map.next_value::<de::IgnoredAny>()?;
-                        }
-                    }
-                    if record.complete() {
-                        // A record is decoded from its own offset: what follows is never read.
-                        break;
-                    }
-                }
-                Ok(record)
-            }
-        }
-        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct IsoCode<'a> {
-    iso_code: Option<&'a str>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ContinentCode<'a> {
-    code: Option<&'a str>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct LatLon {
-    latitude: Option<Degrees>,
-    longitude: Option<Degrees>,
-}
-
-/// A coordinate stored as MMDB `double` (MaxMind, DB-IP) or `float` (ip-location-db): the
-/// decoder hands back whichever type the file has, so both are taken.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Degrees(f64);
-
-impl<'de> Deserialize<'de> for Degrees {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Degrees, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = Degrees;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a coordinate (float, double or integer)")
-            }
-            fn visit_f64<E>(self, value: f64) -> Result<Degrees, E> {
-                Ok(Degrees(value))
-            }
-            fn visit_f32<E>(self, value: f32) -> Result<Degrees, E> {
-                Ok(Degrees(f64::from(value)))
-            }
-            fn visit_i64<E>(self, value: i64) -> Result<Degrees, E> {
-                Ok(Degrees(value as f64))
-            }
-            fn visit_u64<E>(self, value: u64) -> Result<Degrees, E> {
-                Ok(Degrees(value as f64))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-impl GeoRecord<'_> {
-    /// Whether every field its shape can give has been read: the rest could change nothing.
-    fn complete(&self) -> bool {
-        let nested = self.country.iso_code.is_some()
-            && self.continent.code.is_some()
-            && self.location.latitude.is_some()
-            && self.location.longitude.is_some();
-        let flat =
-            self.country_code.is_some() && self.latitude.is_some() && self.longitude.is_some();
-        nested || flat
-    }
-
-    fn shape(&self) -> Option<Shape> {
-        if self.country.iso_code.is_some() || self.location.latitude.is_some() {
-            Some(Shape::Nested)
-        } else if self.country_code.is_some() || self.latitude.is_some() {
-            Some(Shape::Flat)
-        } else {
-            None
-        }
-    }
-
-    /// `None` when the record tells nothing usable (no coordinates and no known country).
-    fn into_location(self, prefix_len: u8) -> Option<Location> {
-        let country = self
-            .country
-            .iso_code
-            .or(self.country_code)
-            .or(self.registered_country.iso_code)
-            .and_then(CountryCode::parse);
-        let info = country.and_then(|c| country_info(c.0));
-        let coordinates = match (
-            self.location.latitude.or(self.latitude),
-            self.location.longitude.or(self.longitude),
-        ) {
-            (Some(Degrees(lat)), Some(Degrees(lon))) if valid_coordinates(lat, lon) => {
-                Some(Coordinates { lat, lon })
-            }
-            _ => info.map(|i| i.centroid),
-        };
-        let continent = self
-            .continent
-            .code
-            .and_then(Continent::from_code)
-            .or(info.map(|i| i.continent));
-        (coordinates.is_some() || country.is_some())
-            .then(|| Location::new(coordinates, country, continent, prefix_len))
-    }
-}
-
-fn valid_coordinates(lat: f64, lon: f64) -> bool {
-    (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon)
 }
 
 #[cfg(test)]
