@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     config::{self, FailClosed},
-    geo::{Continent, CountryCode, Located, Location},
+    geo::{Continent, Coordinates, CountryCode, Located, Location},
+    metrics::Metrics,
+    region::RegionKey,
 };
 
 const ZONE: &str = r#"
