@@ -408,7 +408,16 @@ fn a_region_over_its_target_settles_there_and_moves_the_same_subnets() {
         .find(|c| !last_moved.contains(c))
         .expect("a kept client");
     let text = explained(moved_client);
-    assert!(text.contains("eu-west load 8"), "{text}");
+    // The load it explains by is the settled one: 0.8 +- 0.05, as the trace held it.
+    let explained_load: Option<u32> = text
+        .split("eu-west load ")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|percent| percent.parse().ok());
+    assert!(
+        explained_load.is_some_and(|percent| percent.abs_diff(80) <= 5),
+        "{text}"
+    );
     assert!(
         text.contains("this client's subnet is moved to eu-"),
         "{text}"
