@@ -80,6 +80,35 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_server(binary, zones, geoip, work, attempts=3):
+    """The server on a free port, answering; its log is kept in `work`. A port found free can be
+    taken before the server binds it (by another program's outgoing TCP connection): a server
+    that exits before it answers is started again on another port, and its log is shown."""
+    for attempt in range(1, attempts + 1):
+        port = free_port()
+        log_path = os.path.join(work, f"server-{attempt}.log")
+        with open(log_path, "w") as log:
+            server = subprocess.Popen(
+                [binary, "serve", "--zones", zones, "--geoip", geoip,
+                 "--listen", f"127.0.0.1:{port}", "--admin", "off", "--rrl-rate", "0"],
+                env={**os.environ, "RUST_LOG": "warn"}, stderr=log)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.2)
+            start = time.monotonic()
+            while server.poll() is None and time.monotonic() - start < 10:
+                if dnswire.ask(sock, port, 1, "api.llm.example.com", "81.2.69") is not None:
+                    return server, port
+                time.sleep(0.05)
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        with open(log_path) as log:
+            said = log.read()[-2000:]
+        print(f"the server on port {port} did not answer (exit {server.returncode}): {said}",
+              file=sys.stderr)
+    raise SystemExit(f"the server did not answer in {attempts} attempts")
+
+
 def process_figures(pid):
     with open(f"/proc/{pid}/status") as f:
         rss = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
@@ -130,19 +159,7 @@ def main():
     with open(queries, "w") as f:
         f.write("api.llm.example.com A\n")
 
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "serve", "--zones", zones, "--geoip", geoip, "--listen", f"127.0.0.1:{port}",
-         "--admin", "off", "--rrl-rate", "0"],
-        env={**os.environ, "RUST_LOG": "warn"}, stderr=subprocess.DEVNULL)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.settimeout(0.2)
-    start = time.monotonic()
-    while dnswire.ask(sock, port, 1, "api.llm.example.com", "81.2.69") is None:
-        if time.monotonic() - start > 10:
-            raise SystemExit("the server did not answer")
-        time.sleep(0.05)
-
+    server, port = start_server(binary, zones, geoip, work)
     try:
         out, _ = dnsperf(port, queries, 5).communicate()
         best = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
