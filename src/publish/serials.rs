@@ -106,8 +106,15 @@ struct StaticPart {
 pub struct Settled {
     /// Zones whose serial grew: tell their secondaries.
     pub bumped: Vec<(String, u32)>,
-    /// When a deferred change is due.
+    /// When a deferred change or a re-signing is due.
     pub recheck: Option<Instant>,
+}
+
+impl Settled {
+    /// Asks to settle again by `due`, or earlier if another zone needs it.
+    fn recheck_by(&mut self, due: Instant) {
+        self.recheck = Some(self.recheck.map_or(due, |r| r.min(due)));
+    }
 }
 
 /// The serials of every transferred zone, by origin.
@@ -216,16 +223,17 @@ impl SerialBook {
             self.min_interval,
             resign,
         );
+        // The monotonic instant of a wall-clock time (now, if it is past).
+        let instant_of = |at: SystemTime| now + at.duration_since(wall).unwrap_or_default();
         if let Some(at) = resign_at.filter(|_| !resign) {
-            let due = now + at.duration_since(wall).unwrap_or_default();
-            settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
+            settled.recheck_by(instant_of(at));
         }
         // What went out stays, unless there is something new to give out.
         let kept = entry.map(|e| Arc::clone(&e.transferred));
         let (serial, bumped) = match (decision, kept) {
             (Decision::Keep, Some(kept)) => return kept,
             (Decision::Defer(due), kept) => {
-                settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
+                settled.recheck_by(due);
                 match kept {
                     Some(kept) => return kept,
                     None => (floor, false),
@@ -244,11 +252,7 @@ impl SerialBook {
         let transferred = frozen(zone, records, serial, previous.as_deref(), earlier);
         let signed_at = validity.map(|validity| {
             let at = signed_at.filter(|_| !earlier.is_empty()).unwrap_or(wall);
-            let due = now
-                + (at + validity / RESIGN_AT)
-                    .duration_since(wall)
-                    .unwrap_or_default();
-            settled.recheck = Some(settled.recheck.map_or(due, |r| r.min(due)));
+            settled.recheck_by(instant_of(at + validity / RESIGN_AT));
             at
         });
         self.keep_journal(zone, &transferred, signed_at);

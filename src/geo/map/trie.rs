@@ -38,10 +38,11 @@ impl Trie {
     /// The IPv4 trie of a complete subtree of the merge: the root of [`WIDE_ROOT_BITS`] when
     /// that of [`ROOT_BITS`] would make it larger than [`WIDE_ROOT_FROM`].
     pub(super) fn ipv4(subtree: &Subtree) -> Trie {
-        let trie = Trie::filled(subtree, ROOT_BITS);
-        let trie = match trie.entries.len() * std::mem::size_of::<u32>() > WIDE_ROOT_FROM {
-            true => Trie::filled(subtree, WIDE_ROOT_BITS),
-            false => trie,
+        let narrow = Trie::filled(subtree, ROOT_BITS);
+        let trie = if std::mem::size_of_val(narrow.entries.as_slice()) > WIDE_ROOT_FROM {
+            Trie::filled(subtree, WIDE_ROOT_BITS)
+        } else {
+            narrow
         };
         trie.in_huge_pages()
     }
@@ -59,7 +60,7 @@ impl Trie {
     }
 
     /// The trie of a complete subtree of the merge, its root table indexed by `root_bits`.
-    pub(super) fn filled(subtree: &Subtree, root_bits: u8) -> Trie {
+    fn filled(subtree: &Subtree, root_bits: u8) -> Trie {
         let mut trie = Trie {
             entries: vec![0; 1 << root_bits],
             root_bits,
